@@ -59,7 +59,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path, tokenizer):
 def test_samplers_shard_and_resume():
     data = list(range(10))
     shards = [list(ShardSampler(len(data), r, 3)) for r in range(3)]
-    assert sorted(sum(shards, [])) == data  # disjoint, complete, no padding
+    assert sorted(i for shard in shards for i in shard) == data  # disjoint, complete, no padding
     full = ResumableDistributedSampler(data, num_replicas=2, rank=1, shuffle=True, seed=5, drop_last=False)
     full.set_epoch(3)
     order = list(full)
