@@ -1,0 +1,147 @@
+"""Train SBANet: ``python -m train.fit --config configs/X.yaml [section.key=value ...]``.
+
+Overrides use dotted keys, as ``key=value`` or ``--key value``::
+
+    python -m train.fit --config configs/rrsisd_swin_b.yaml data.root=/data/rrsisd
+    python -m train.fit --config configs/synthetic_tiny.yaml --model.preset sbanet_lite train.epochs=2
+    python -m train.fit --resume runs/synthetic_tiny/last.pt          # continue exactly
+    torchrun --nproc-per-node 4 -m train.fit --config configs/rrsisd_swin_b.yaml train.batch_size=3
+
+The run folder (``output.dir``) gets ``config.yaml`` (the resolved configuration), ``last.pt``,
+``best.pt``, ``best/`` (safetensors, for ``Predictor.from_pretrained``), ``steps.csv``,
+``epochs.csv``, ``tensorboard/`` and ``loss.png`` / ``val_metrics.png``. Under ``torchrun`` every
+rank trains on its shard; rank 0 logs and writes. The global batch is ``train.batch_size x
+processes x train.accumulate`` (the paper: 12). Ctrl-C stops after the current step and saves
+``last.pt``, so ``--resume`` picks up from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sbanet import distributed
+from sbanet.build import build_preset
+from sbanet.checkpoint import load_pretrained, load_state_dict_checked
+from sbanet.engine import TrainResult, train
+from sbanet.modeling.text_encoder import load_tokenizer
+from sbanet.train_state import load_training_checkpoint, seed_everything
+
+from .config import FitConfig, load_config, split_cli_overrides
+from .data import make_dataset
+from .logger import RunLogger
+
+
+def build_model_from(config: FitConfig) -> torch.nn.Module:
+    """The preset (+ ablation, + config overrides), optionally initialised from a checkpoint."""
+    m = config.model
+    model = build_preset(m.preset, pretrained=m.pretrained and m.init is None, ablation=m.ablation, **m.overrides)
+    if m.init is not None:  # fine-tuning: same architecture, weights from a trained model
+        source, _ = load_pretrained(m.init, allow_pickle=Path(m.init).suffix in {".pt", ".pth"})
+        if source.config.to_dict() != model.config.to_dict():
+            raise ValueError(f"model.init {m.init} has a different config than {m.preset} with these overrides")
+        load_state_dict_checked(model, source.state_dict())
+    return model
+
+
+def run(config: FitConfig, resume: str | Path | None = None, cancel: threading.Event | None = None) -> TrainResult:
+    """Everything ``python -m train.fit`` does, callable from Python (the config already resolved)."""
+    info = distributed.init_from_env(config.train.device)
+    out = Path(config.output.dir)
+    try:
+        # --- model and tokenizer: the same seed on every rank, so all start from one init -----
+        seed_everything(config.train.seed)
+        model = build_model_from(config)
+        tokenizer = load_tokenizer(model.config.text_model)
+
+        # --- data: train and val (model selection; the test split is for train.evaluate) -------
+        d = config.data
+        train_set = make_dataset(
+            d.kind, d.root, d.train_split, model.config, tokenizer, d.options, d.blind_text, d.limit_train
+        )
+        val_set = None
+        if d.val_split:
+            val_options = {**d.options, **d.val_options}
+            val_set = make_dataset(
+                d.kind, d.root, d.val_split, model.config, tokenizer, val_options, d.blind_text, d.limit_val
+            )
+
+        # --- the run folder: resolved config, logs (rank 0) -------------------------------------
+        logger = None
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            o = config.output
+            logger = RunLogger(out, o.log_every, o.tensorboard, o.plots, o.progress_bar)
+            world = info.world_size
+            print(
+                f"{model.config.name}: {len(train_set)} train / {len(val_set) if val_set else 0} val samples, "
+                f"global batch {config.train.batch_size} x {world} process(es) x {config.train.accumulate} = "
+                f"{config.train.batch_size * world * config.train.accumulate}, device {info.device}, run {out}",
+                flush=True,
+            )
+        try:
+            return train(
+                model, train_set, val_set, config.train, output_dir=out, tokenizer=tokenizer, resume=resume,
+                callback=logger, cancel=cancel, run_config=config.to_dict(),
+            )  # fmt: skip
+        finally:
+            if logger is not None:
+                logger.close()
+    finally:
+        distributed.cleanup()
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[FitConfig, Path | None]:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.fit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, help="YAML config (sections model/data/train/output)")
+    parser.add_argument("--resume", type=Path, help="a run's last.pt (or its folder): continue exactly")
+    args, rest = parser.parse_known_args(argv)
+    overrides = split_cli_overrides(rest)
+    resume = args.resume
+    base: dict[str, Any] | None = None
+    if resume is not None:
+        resume = resume / "last.pt" if resume.is_dir() else resume
+        base = load_training_checkpoint(resume).get("run_config") or None
+        if base is None and args.config is None:
+            raise ValueError(f"{resume} holds no run config; pass the --config it was trained with")
+    if args.config is None and base is None:
+        raise ValueError("pass --config configs/<name>.yaml (or --resume a run's last.pt)")
+    return load_config(args.config, overrides, base=base), resume
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config, resume = parse_args(argv)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cancel = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:  # first Ctrl-C: save and stop; second: abort
+        print("\nstopping after this step (Ctrl-C again to abort) ...", file=sys.stderr, flush=True)
+        cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, stop)
+    result = run(config, resume, cancel)
+    if os.environ.get("RANK", "0") == "0":
+        state = "cancelled; resume with --resume" if result.cancelled else "done"
+        metric = config.train.select_metric
+        best = f", best val {metric} {100 * result.best_metric:.2f}" if result.best_metric is not None else ""
+        print(f"{state}: {result.steps} steps, {result.epochs_completed} epochs{best} -> {config.output.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
