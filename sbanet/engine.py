@@ -18,6 +18,7 @@ import math
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
 from .checkpoint import save_pretrained
-from .evaluation import evaluate, forward_batch, to_device
+from .evaluation import autocast, evaluate, forward_batch, to_device
 from .optim import build_optimizer, build_scheduler
 from .train_state import capture_rng, load_training_checkpoint, restore_rng, save_training_checkpoint, seed_everything
 
@@ -97,6 +98,7 @@ class Progress:
     grad_norm: float | None = None
     metrics: dict[str, Any] | None = None
     is_best: bool = False
+    memory_gb: float | None = None  # peak CUDA memory allocated so far (None on CPU)
 
 
 @dataclass
@@ -109,10 +111,25 @@ class TrainResult:
     output_dir: Path | None = None
 
 
-def autocast(device: torch.device, amp: str) -> torch.autocast:
-    """bf16/fp16 autocast on the device's type, or a disabled context for ``"none"``."""
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=amp != "none")
+class StepTimer:
+    """Mean duration of the last ``window`` optimiser steps, leaving out a run's first step
+    (allocator and kernel warm-up) once there are others: the basis of samples/s and the ETA."""
+
+    def __init__(self, window: int = 50) -> None:
+        self.first: float | None = None
+        self.recent: deque[float] = deque(maxlen=window)
+
+    def add(self, seconds: float) -> float:
+        if self.first is None:
+            self.first = seconds
+        else:
+            self.recent.append(seconds)
+        return self.mean()
+
+    def mean(self) -> float:
+        if self.recent:
+            return sum(self.recent) / len(self.recent)
+        return self.first or 0.0
 
 
 def set_train_mode(model: nn.Module, freeze_text_encoder: bool) -> None:
@@ -245,7 +262,10 @@ def train(
         state = load_training_checkpoint(resume)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        # the schedule's length follows this config (a resumed run may be given more epochs)
+        scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
         scaler.load_state_dict(state.get("scaler", {}) or scaler.state_dict())
         step, epoch, epoch_step = state["step"], state["epoch"], state.get("epoch_step", 0)
         best, history = state.get("best_metric"), list(state.get("history", []))
@@ -254,7 +274,7 @@ def train(
     else:
         seed_everything(config.seed + info.rank)
 
-    def checkpoint(path: Path, **extra: Any) -> dict[str, Any]:
+    def checkpoint(path: Path, **extra: Any) -> None:
         # collective (every rank's RNG state is gathered), written by rank 0
         state = {
             "config": model.config.to_dict(),
@@ -275,10 +295,10 @@ def train(
         }
         if info.is_main:
             save_training_checkpoint(path, state)
-        return state
 
     cancelled = False
-    step_time, samples_per_step = None, config.batch_size * config.accumulate * info.world_size
+    samples_per_step = config.batch_size * config.accumulate * info.world_size
+    timer = StepTimer()
     while step < total_steps:
         # --- one epoch: shuffle with (seed, epoch), skip what a resumed run has already seen ---
         sampler.set_epoch(epoch)
@@ -315,14 +335,14 @@ def train(
             step, epoch_step = step + 1, epoch_step + 1
             epoch_losses.append(loss_sum)
             # --- report --------------------------------------------------------------------
-            elapsed = time.perf_counter() - started
-            step_time = elapsed if step_time is None else 0.9 * step_time + 0.1 * elapsed
+            step_time = timer.add(time.perf_counter() - started)
+            memory = torch.cuda.max_memory_allocated(info.device) / 2**30 if info.device.type == "cuda" else None
+            speed, eta = samples_per_step / step_time, step_time * (total_steps - step)
             log(
                 Progress(
-                    "step", step, total_steps, epoch, epochs, loss_sum, lr,
-                    samples_per_step / step_time, step_time * (total_steps - step), grad_norm,
+                    "step", step, total_steps, epoch, epochs, loss_sum, lr, speed, eta, grad_norm, memory_gb=memory
                 )
-            )  # fmt: skip
+            )
         del batches
         if cancelled:
             if output_dir is not None:
@@ -348,15 +368,15 @@ def train(
         if output_dir is not None:
             checkpoint(output_dir / "last.pt")
             if is_best:
-                state = checkpoint(output_dir / "best.pt", val_metrics=metrics)
+                checkpoint(output_dir / "best.pt", val_metrics=metrics)
                 if info.is_main:
                     meta = {"epoch": epoch, "step": step, "selected_on": f"val {config.select_metric}"}
                     save_pretrained(model, output_dir / "best", tokenizer=tokenizer, metadata={**meta, **metrics})
-                del state
             distributed.barrier()
-        eta = (step_time or 0.0) * (total_steps - step)
+        step_time = timer.mean() or math.inf
+        eta = 0.0 if math.isinf(step_time) else step_time * (total_steps - step)
         log(Progress("epoch", step, total_steps, finished_epoch, epochs, train_loss, lr,
-                     samples_per_step / (step_time or math.inf), eta, None, metrics, is_best))  # fmt: skip
+                     samples_per_step / step_time, eta, None, metrics, is_best))  # fmt: skip
 
     last_loss = history[-1]["train_loss"] if history else math.nan
     lr = optimizer.param_groups[0]["lr"]

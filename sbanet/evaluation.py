@@ -17,6 +17,12 @@ from . import distributed
 from .metrics import SegmentationMetrics
 
 
+def autocast(device: torch.device, amp: str) -> torch.autocast:
+    """bf16/fp16 autocast on the device's type, or a disabled context for ``"none"``."""
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=amp != "none")
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Move a collated batch's tensors to ``device`` (asynchronously from pinned memory)."""
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -46,8 +52,6 @@ def evaluate(
     scores each prediction against ``dataset.samples[index].load_mask()`` at the image's own size.
     ``progress(done, total)`` is called after each batch (on every rank, with local counts).
     """
-    from .engine import autocast  # the engine imports this module
-
     info = distributed.current()
     device = next(model.parameters()).device
     samples = getattr(dataset, "samples", None)

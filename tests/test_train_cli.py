@@ -69,6 +69,10 @@ def test_fit_resume_continues_the_run(run_dir, tmp_path):
     assert (state["epoch"], state["step"]) == (2, 4)
     assert [row["epoch"] for row in state["history"]] == [1, 2]
     assert len((copy / "epochs.csv").read_text().splitlines()) == 3
+    # the schedule follows the resumed config: 4 steps now, so steps 3-4 still learn
+    rows = (copy / "steps.csv").read_text().splitlines()[1:]
+    lrs = {int(r.split(",")[0]): float(r.split(",")[3]) for r in rows}
+    assert lrs[3] == pytest.approx(5e-4 * (1 - 2 / 4) ** 0.9) and lrs[4] > 0
 
 
 def test_evaluate_prints_the_paper_columns_and_writes_json(run_dir, tmp_path, capsys):

@@ -12,7 +12,7 @@ from typing import Any
 
 from sbanet.engine import Progress
 
-STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "eta_s")
+STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "eta_s", "memory_gb")
 PLOTTED_METRICS = ("oIoU", "mIoU", "Pr@0.5", "Pr@0.7", "Pr@0.9")
 
 
@@ -107,7 +107,7 @@ class RunLogger:
         if p.step % self.log_every and p.step != p.total_steps:
             return
         row = {"step": p.step, "epoch": p.epoch, "loss": p.loss, "lr": p.lr, "grad_norm": p.grad_norm}
-        row.update(samples_per_s=p.samples_per_s, eta_s=p.eta_s)
+        row.update(samples_per_s=p.samples_per_s, eta_s=p.eta_s, memory_gb=p.memory_gb)
         append_csv(self.directory / "steps.csv", row, STEP_FIELDS)
         if self.writer is not None:
             self.writer.add_scalar("train/loss", p.loss, p.step)
