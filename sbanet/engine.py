@@ -61,7 +61,7 @@ class TrainConfig:
     device: str = "auto"  # "auto": this rank's GPU if any, else the CPU
     eval_batch_size: int | None = None  # default: batch_size
     eval_every: int = 1  # validate every N epochs (and after the last)
-    recalibrate_bn: int = 0  # batches to recompute BatchNorm statistics with before validation
+    recalibrate_bn: int = 0  # training batches to recompute BatchNorm statistics on before validation/the end
     select_metric: str = "oIoU"  # the val metric that picks best.pt
 
     def __post_init__(self) -> None:
@@ -169,18 +169,19 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Cal
 
 
 def recalibrate_on(
-    model: nn.Module, dataset: Dataset, config: TrainConfig, info: distributed.DistInfo, epoch: int
+    model: nn.Module, dataset: Dataset, batches: int, batch_size: int, seed: int = 0, amp: str = "none"
 ) -> int:
-    """:func:`recalibrate_batchnorm` on ``config.recalibrate_bn`` seeded random training batches
-    per rank (their statistics then averaged over ranks). The global RNG is left untouched, so
-    recalibrating never changes the training run."""
-    count = config.recalibrate_bn * config.batch_size * info.world_size
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + 1000 + epoch))
-    shard = order[:count][info.rank :: info.world_size].tolist()
-    loader = DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=config.batch_size)
-    devices = [info.device] if info.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), autocast(info.device, config.amp):
-        seen = recalibrate_batchnorm(model, loader, lambda m, b: forward_batch(m, to_device(b, info.device)))
+    """:func:`recalibrate_batchnorm` on ``batches`` random batches of ``dataset`` per rank, drawn
+    with ``seed`` (their statistics then averaged over ranks). The global RNG is left untouched,
+    so recalibrating during training never changes the run. Returns the batches seen per rank."""
+    info = distributed.current()
+    device = next(model.parameters()).device
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    shard = order[: batches * batch_size * info.world_size][info.rank :: info.world_size].tolist()
+    loader = DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=batch_size)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), autocast(device, amp):
+        seen = recalibrate_batchnorm(model, loader, lambda m, b: forward_batch(m, to_device(b, device)))
     distributed.average_batchnorm_buffers(model)
     return seen
 
@@ -354,9 +355,11 @@ def train(
         train_loss = distributed.all_reduce_mean([sum(epoch_losses) / max(1, len(epoch_losses))], info.device)[0]
         finished_epoch, epoch, epoch_step = epoch, epoch + 1, 0
         metrics, is_best = None, False
-        if val_set is not None and (epoch % config.eval_every == 0 or step >= total_steps):
-            if config.recalibrate_bn:
-                recalibrate_on(model, train_set, config, info, finished_epoch)
+        validate = val_set is not None and (epoch % config.eval_every == 0 or step >= total_steps)
+        if config.recalibrate_bn and (validate or step >= total_steps):
+            seed = config.seed + 1000 + finished_epoch
+            recalibrate_on(model, train_set, config.recalibrate_bn, config.batch_size, seed, config.amp)
+        if validate:
             eval_size = config.eval_batch_size or config.batch_size
             metrics = evaluate(model, val_set, batch_size=eval_size, amp=config.amp, num_workers=config.num_workers)
             metrics.pop("per_sample")

@@ -92,8 +92,10 @@ def test_evaluate_prints_the_paper_columns_and_writes_json(run_dir, tmp_path, ca
     pickle_args = [*args[:1], str(run_dir / "best.pt"), *args[2:-1], str(tmp_path / "pt.json")]
     assert evaluate_cli.main(pickle_args) == 2
     assert "allow_pickle" in capsys.readouterr().err
-    assert evaluate_cli.main([*pickle_args, "--allow-pickle", "--original-resolution"]) == 0
-    assert json.loads((tmp_path / "pt.json").read_text())["metrics"]["count"] == 6
+    precise_bn = ["--recalibrate-bn", "1", "--batch-size", "4"]
+    assert evaluate_cli.main([*pickle_args, "--allow-pickle", "--original-resolution", *precise_bn]) == 0
+    report = json.loads((tmp_path / "pt.json").read_text())
+    assert report["metrics"]["count"] == 6 and report["recalibrate_bn"] == {"batches": 1, "split": "train"}
 
 
 def test_overrides_and_config_errors(tmp_path):

@@ -6,7 +6,9 @@ mIoU of each category, and writes everything, per-sample IoUs included, as JSON.
 an exported directory (``best/``) or hub id, or, with ``--allow-pickle``, a trainer ``.pt``
 (pickles can run code when loaded: only for files you trust). ``--save-overlays DIR`` draws the
 worst and best ``--num-overlays`` cases (green: correct, red: false positive, blue: missed).
-Under ``torchrun`` the split is sharded over the processes and the metrics merged.
+``--recalibrate-bn N`` first recomputes the BatchNorm statistics on N batches of the training
+split ("precise BN"). Under ``torchrun`` the split is sharded over the processes and the metrics
+merged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from sbanet import distributed
 from sbanet.checkpoint import load_pretrained
+from sbanet.engine import recalibrate_on
 from sbanet.evaluation import evaluate, forward_batch, to_device
 from sbanet.image import to_rgb8
 from sbanet.metrics import PR_THRESHOLDS, upsample_probability
@@ -87,6 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
     p.add_argument("--blind-text", action="store_true", help="replace every expression with '' (the baseline)")
     p.add_argument("--original-resolution", action="store_true", help="score at each image's own size")
+    p.add_argument(
+        "--recalibrate-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first recompute BatchNorm statistics on N batches of --recalibrate-split",
+    )
+    p.add_argument("--recalibrate-split", default="train")
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
@@ -111,6 +122,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dataset = make_dataset(
             args.dataset, args.root, args.split, model.config, tokenizer, options, args.blind_text, args.limit
         )
+        if args.recalibrate_bn > 0:
+            source = make_dataset(
+                args.dataset, args.root, args.recalibrate_split, model.config, tokenizer, options, args.blind_text
+            )
+            recalibrate_on(model, source, args.recalibrate_bn, args.batch_size, amp=args.amp)
         result = evaluate(
             model, dataset, batch_size=args.batch_size, amp=args.amp, num_workers=args.num_workers,
             original_resolution=args.original_resolution,
@@ -127,6 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "options": options,
         "original_resolution": args.original_resolution,
         "blind_text": args.blind_text,
+        "recalibrate_bn": {"batches": args.recalibrate_bn, "split": args.recalibrate_split},
         "thresholds": list(PR_THRESHOLDS),
         "metrics": result,
         "per_sample": [

@@ -33,40 +33,41 @@ def read_csv(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def plot_run(directory: Path) -> list[Path]:
-    """``loss.png`` (step loss and epoch mean) and ``val_metrics.png`` from the run's CSV files."""
+def _line_plot(path: Path, series: list[tuple[list[float], list[float], str, str]], **axes: Any) -> Path:
+    """One PNG of ``(x, y, style, label)`` lines (matplotlib's Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for x, y, style, label in series:
+        ax.plot(x, y, style, label=label, lw=0.9)
+    ax.set(**axes)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_run(directory: Path) -> list[Path]:
+    """``loss.png`` (step loss and epoch mean) and ``val_metrics.png`` from the run's CSV files."""
     steps, epochs = read_csv(directory / "steps.csv"), read_csv(directory / "epochs.csv")
     written = []
     if steps or epochs:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        if steps:
-            ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="step")
+        series = [([r["step"] for r in steps], [r["loss"] for r in steps], "-", "step")] if steps else []
         if epochs:
-            ax.plot([r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", label="epoch mean")
-        ax.set(xlabel="optimiser step", ylabel="training loss (weighted CE)", title=directory.name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(directory / "loss.png", dpi=100)
-        plt.close(fig)
-        written.append(directory / "loss.png")
+            series.append(([r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", "epoch mean"))
+        labels = dict(xlabel="optimiser step", ylabel="training loss (weighted CE)", title=directory.name)
+        written.append(_line_plot(directory / "loss.png", series, **labels))
     validated = [r for r in epochs if not math.isnan(r.get("val_oIoU", math.nan))]
     if validated:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name in PLOTTED_METRICS:
-            ax.plot([r["epoch"] for r in validated], [100 * r[f"val_{name}"] for r in validated], "o-", label=name)
-        ax.set(xlabel="epoch", ylabel="val metric (%)", title=f"{directory.name}: validation", ylim=(0, 100))
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(directory / "val_metrics.png", dpi=100)
-        plt.close(fig)
-        written.append(directory / "val_metrics.png")
+        epoch_axis = [r["epoch"] for r in validated]
+        series = [(epoch_axis, [100 * r[f"val_{m}"] for r in validated], "o-", m) for m in PLOTTED_METRICS]
+        labels = dict(xlabel="epoch", ylabel="val metric (%)", title=f"{directory.name}: validation", ylim=(0, 100))
+        written.append(_line_plot(directory / "val_metrics.png", series, **labels))
     return written
 
 
