@@ -226,6 +226,8 @@ def train(
     if config.freeze_text_encoder:
         model.text_encoder.requires_grad_(False)
     optimizer = build_optimizer(model, config.lr, config.weight_decay, config.encoder_lr_mult)
+    # the lr reported is config.lr's (not the encoders' multiplied one)
+    head = next((i for i, g in enumerate(optimizer.param_groups) if not g["name"].startswith("encoder_")), 0)
     scaler = torch.amp.GradScaler(info.device.type, enabled=config.amp == "fp16")
     net: nn.Module = model
     if info.distributed:
@@ -329,7 +331,7 @@ def train(
                 grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
             scaler.step(optimizer)
             scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
+            lr = optimizer.param_groups[head]["lr"]
             with warnings.catch_warnings():  # a step GradScaler skipped still counts in the schedule
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
                 scheduler.step()
@@ -366,7 +368,7 @@ def train(
             score = float(metrics[config.select_metric])
             is_best = best is None or score > best
             best = score if is_best else best
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[head]["lr"]
         history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "lr": lr, **_flat_summary(metrics)})
         if output_dir is not None:
             checkpoint(output_dir / "last.pt")
@@ -382,7 +384,7 @@ def train(
                      samples_per_step / step_time, eta, None, metrics, is_best))  # fmt: skip
 
     last_loss = history[-1]["train_loss"] if history else math.nan
-    lr = optimizer.param_groups[0]["lr"]
+    lr = optimizer.param_groups[head]["lr"]
     log(Progress("end", step, total_steps, epoch, epochs, last_loss, lr, 0.0, 0.0, None, None, False))
     return TrainResult(step, epoch, cancelled, best, history, output_dir)
 

@@ -133,6 +133,7 @@ def test_gradient_clipping_and_progress(data):
     assert all(e.grad_norm > 1e-3 for e in steps)  # the norm before clipping is reported
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
     assert float(norm) <= 1e-3 * 1.001  # what the optimiser stepped with
+    # the reported lr is the head's (config.lr), not the encoders' (x 0.1)
     assert steps[0].lr == pytest.approx(5e-4) and steps[1].lr == pytest.approx(5e-4 * 0.5**0.9)
     assert all(e.samples_per_s > 0 and e.total_steps == 2 for e in steps)
 
