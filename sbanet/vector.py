@@ -130,9 +130,10 @@ def write_geopackage(
 
 
 def geojson_features(
-    polygons: Sequence[shapely.Geometry], crs: str, attributes: dict[str, Any] | None = None
+    polygons: Sequence[shapely.Geometry], crs: str | None, attributes: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """An RFC 7946 FeatureCollection (WGS 84 lon / lat, right-hand rule, no ``crs`` member)."""
+    """An RFC 7946 FeatureCollection (WGS 84 lon / lat, right-hand rule, no ``crs`` member) of
+    polygons in ``crs``; ``ValueError`` without a CRS (pixel coordinates have no place on Earth)."""
     if crs is None:
         raise ValueError("GeoJSON (RFC 7946) needs a georeferenced image: this one has no CRS")
     records = _records(polygons, crs, attributes or {})
@@ -146,7 +147,7 @@ def geojson_features(
 
 
 def write_geojson(
-    path: str | Path, polygons: Sequence[shapely.Geometry], crs: str, attributes: dict[str, Any] | None = None
+    path: str | Path, polygons: Sequence[shapely.Geometry], crs: str | None, attributes: dict[str, Any] | None = None
 ) -> Path:
     """Write :func:`geojson_features` to ``path``."""
     path = Path(path)
