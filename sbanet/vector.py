@@ -167,6 +167,11 @@ def rasterize_polygons(
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two ``bool`` masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+    """Intersection over union of two ``bool [H, W]`` masks, by :mod:`sbanet.metrics`' rule
+    (0 when both are empty)."""
+    import torch
+
+    from .metrics import intersection_union, iou_from_counts
+
+    counts = intersection_union(torch.from_numpy(np.asarray(a))[None], torch.from_numpy(np.asarray(b))[None])
+    return float(iou_from_counts(*counts)[0])
