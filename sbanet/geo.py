@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .image import DEFAULT_PERCENTILES, TIFF_SUFFIXES, apply_stretch, read_image, select_bands, stretch_limits

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import shapely
-from affine import Affine
 from pyproj import CRS, Geod, Transformer
 from rasterio import features
+from rasterio.transform import Affine
 from shapely.geometry import mapping, shape
 from shapely.geometry.polygon import orient
 
