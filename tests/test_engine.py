@@ -162,28 +162,28 @@ def test_frozen_text_encoder_does_not_change(data):
     assert all(torch.equal(v, model.text_encoder.state_dict()[k]) for k, v in text.items())
 
 
-def test_resume_is_exact(data, tmp_path):
-    """6 steps in one go == 3 steps, cancel, resume, 3 more (mid-epoch, with dropout and drop-path,
+def test_resume_is_exact(data, tokenizer, tmp_path):
+    """6 steps in one go == 2 steps, cancel, resume, 4 more (mid-epoch, with dropout and drop-path,
     validation and BatchNorm recalibration at each epoch end)."""
+    train_set = toy_dataset(tokenizer, n_images=3, seed=0)  # 6 samples: 3 steps per epoch
     config = TrainConfig(batch_size=2, epochs=2, lr=1e-3, recalibrate_bn=1, warmup_steps=2, seed=7)
-    assert len(data[0]) // 2 == 4  # 4 steps per epoch: the stop at 3 is mid-epoch, 8 in all
     straight = tiny(drop_path_rate=0.2, fusion_dropout=0.1)
-    full = train(straight, data[0], data[1], config)
-    assert full.steps == 8
+    full = train(straight, train_set, data[1], config)
+    assert full.steps == 6
 
     first = tiny(drop_path_rate=0.2, fusion_dropout=0.1)
     done = []
     stopped = train(
-        first, data[0], data[1], config, output_dir=tmp_path, callback=done.append, cancel=lambda: len(done) >= 3
+        first, train_set, data[1], config, output_dir=tmp_path, callback=done.append, cancel=lambda: len(done) >= 2
     )
-    assert stopped.cancelled and stopped.steps == 3
+    assert stopped.cancelled and stopped.steps == 2
     state = load_training_checkpoint(tmp_path / "last.pt")
-    assert (state["step"], state["epoch"], state["epoch_step"]) == (3, 0, 3)
+    assert (state["step"], state["epoch"], state["epoch_step"]) == (2, 0, 2)
 
     torch.manual_seed(123)  # a different init and RNG: everything must come from the checkpoint
     second = sbanet_tiny(image_size=32, max_tokens=8, drop_path_rate=0.2, fusion_dropout=0.1)
-    resumed = train(second, data[0], data[1], config, output_dir=tmp_path, resume=tmp_path / "last.pt")
-    assert resumed.steps == 8 and not resumed.cancelled
+    resumed = train(second, train_set, data[1], config, output_dir=tmp_path, resume=tmp_path / "last.pt")
+    assert resumed.steps == 6 and not resumed.cancelled
     for (name, a), b in zip(straight.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
     assert [h["val_oIoU"] for h in resumed.history] == [h["val_oIoU"] for h in full.history]
