@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
-from .checkpoint import save_pretrained
+from .checkpoint import load_state_dict_checked, save_pretrained
 from .evaluation import autocast, evaluate, forward_batch, to_device
 from .optim import build_optimizer, build_scheduler
 from .train_state import capture_rng, load_training_checkpoint, restore_rng, save_training_checkpoint, seed_everything
@@ -263,7 +263,7 @@ def train(
     history: list[dict[str, Any]] = []
     if resume is not None:
         state = load_training_checkpoint(resume)
-        model.load_state_dict(state["model"])
+        load_state_dict_checked(model, state["model"])  # names what does not match, if anything
         optimizer.load_state_dict(state["optimizer"])
         # the schedule's length follows this config (a resumed run may be given more epochs)
         scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})

@@ -220,6 +220,8 @@ def test_cancel_event_before_start_saves_position(data, tmp_path):
     result = train(tiny(), data[0], config=TrainConfig(batch_size=2), output_dir=tmp_path, cancel=stop)
     assert result.cancelled and result.steps == 0
     assert load_training_checkpoint(tmp_path / "last.pt")["step"] == 0
+    with pytest.raises(ValueError, match="does not match"):  # another architecture: a clear error
+        train(tiny(decoder_dim=16), data[0], config=TrainConfig(batch_size=2), resume=tmp_path / "last.pt")
 
 
 def test_bad_configs_are_clear_errors(data):
