@@ -42,7 +42,7 @@ SELECT_METRICS = ("oIoU", "mIoU")
 
 @dataclass
 class TrainConfig:
-    """The optimisation recipe; defaults are the paper's (Sec. IV-B, following LAVT)."""
+    """The optimisation recipe; the defaults are the paper's (which follows LAVT)."""
 
     epochs: int = 40
     batch_size: int = 12  # per process and micro-batch
@@ -103,6 +103,9 @@ class Progress:
 
 @dataclass
 class TrainResult:
+    """Where a run ended: optimiser steps, completed epochs, whether it was cancelled, the best
+    val ``select_metric`` (None without validation) and one history row per epoch."""
+
     steps: int
     epochs_completed: int
     cancelled: bool

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,12 @@ def save_overlays(model: torch.nn.Module, dataset: Any, picks: list[tuple[str, i
         target = np.asarray(sample.load_mask()).astype(bool)
         pred = (upsample_probability(probability, target.shape) > 0.5).cpu().numpy()
         panel = Image.fromarray(overlay(to_rgb8(sample.load_image()), pred, target))
-        canvas = Image.new("RGB", (panel.width, panel.height + 18), (255, 255, 255))
-        canvas.paste(panel, (0, 18))
-        ImageDraw.Draw(canvas).text((3, 3), f"IoU {100 * iou:.1f}: {sample.expression or '(no text)'}", fill=(0, 0, 0))
+        # the caption wrapped to the panel (PIL's default font is about 6 px a character)
+        caption = textwrap.wrap(f"IoU {100 * iou:.1f}: {sample.expression or '(no text)'}", max(12, panel.width // 6))
+        top = 4 + 12 * len(caption)
+        canvas = Image.new("RGB", (panel.width, panel.height + top), (255, 255, 255))
+        canvas.paste(panel, (0, top))
+        ImageDraw.Draw(canvas).multiline_text((3, 2), "\n".join(caption), fill=(0, 0, 0), spacing=1)
         canvas.save(directory / f"{name}.png")
 
 
