@@ -1,0 +1,232 @@
+"""The seam between the app's handlers and the library: one shared model and the store.
+
+Handlers call a :class:`Backend` and get plain values back (numpy arrays, dataclasses, dicts),
+never ORM objects or open sessions; each method is one short transaction on the store
+(:mod:`annotate.repository`, :mod:`annotate.runs`). Tests replace the backend with a fake.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbanet.predictor import Predictor
+
+from . import repository as repo
+from . import runs
+from .downloads import Downloads
+from .inputs import LoadedImage
+from .masks import decode_mask
+from .store import Store
+
+
+def prediction_uncertainty(probability: np.ndarray) -> float:
+    """Mean per-pixel uncertainty ``1 - |2p - 1|`` of a probability map, in [0, 1] (0: all sure)."""
+    p = np.asarray(probability, dtype=np.float32)
+    return float(np.clip(1.0 - np.abs(2.0 * p - 1.0), 0.0, 1.0).mean())
+
+
+class SharedModel:
+    """The one predictor all users share, loaded on first use and swapped when a new model
+    version is activated (requests already running finish on the old one)."""
+
+    def __init__(self, load: Callable[[str], Predictor] = Predictor.from_pretrained) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._predictor: Predictor | None = None
+        self.source: str | None = None
+        self.version_id: int | None = None
+        self.name = "no model loaded"
+
+    def load(self, source: str) -> Predictor:
+        """Load a checkpoint (directory, file or hub id) without making it active yet."""
+        return self._load(source)
+
+    def install(self, predictor: Predictor, source: str, version_id: int | None, name: str) -> None:
+        """Make ``predictor`` the model every user gets from now on."""
+        with self._lock:
+            self._predictor, self.source, self.version_id, self.name = predictor, source, version_id, name
+
+    @property
+    def predictor(self) -> Predictor:
+        with self._lock:
+            if self._predictor is None:
+                raise ValueError("no model is loaded yet; the app loads one at start-up")
+            return self._predictor
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Where a segmentation was saved: the image, and per expression its id and mask version."""
+
+    image_id: int
+    expression_ids: list[int]
+    mask_version_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One mask version to look at or correct, with its image and expression."""
+
+    mask_version_id: int
+    expression_id: int
+    image_id: int
+    expression: str
+    image_name: str
+    image_path: Path
+    sha256: str
+    mask: np.ndarray  # bool [H, W]
+    status: str
+    kind: str
+    georeferenced: bool
+
+
+class Backend:
+    """Everything the handlers need; one instance serves all users (no per-user state)."""
+
+    def __init__(self, store: Store, model: SharedModel, downloads: Downloads | None = None) -> None:
+        self.store = store
+        self.model = model
+        self.downloads = downloads or Downloads()
+
+    # --- model ------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    def predict(self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5) -> list[Any]:
+        """``uint8 [H, W, 3]`` image + expressions -> one :class:`~sbanet.predictor.Prediction` each."""
+        return self.model.predictor.predict_batch(image, list(expressions), threshold=threshold)
+
+    def load_model(self, source: str | None) -> int:
+        """Load ``source`` (a checkpoint directory or hub id; None: the store's active model),
+        register it as a model version if new, make it active for every user; returns its id."""
+        if source is None:
+            with self.store.Session.begin() as session:
+                active = runs.active_model(session)
+                if active is None:
+                    raise ValueError("no model given and none is active in the store")
+                source = active.checkpoint
+        checkpoint = str(Path(source).resolve()) if Path(source).exists() else source
+        predictor = self.model.load(checkpoint)  # slow; no transaction open meanwhile
+        with self.store.Session.begin() as session:
+            known = [m for m in runs.list_model_versions(session) if m.checkpoint == checkpoint]
+            if known:
+                version = known[-1]
+            else:
+                name = Path(checkpoint).name if Path(checkpoint).exists() else checkpoint
+                version = runs.add_model_version(
+                    session, name=name, checkpoint=checkpoint, preset=predictor.config.name
+                )
+            runs.activate_model(session, version.id)
+            version_id, name = version.id, version.name
+        self.model.install(predictor, checkpoint, version_id, name)
+        return version_id
+
+    # --- images, expressions, predictions ----------------------------------------------------
+    def record_segmentation(self, image: LoadedImage, predictions: Sequence[Any], author: str) -> Recorded:
+        """Store the image, each expression and its predicted mask (a draft for review).
+
+        The same image and text reuse their rows; a prediction identical to the expression's
+        newest one by the same model is not stored twice.
+        """
+        with self.store.Session.begin() as session:
+            row = repo.add_image(session, self.store.files, image.path, filename=image.name)
+            expression_ids, version_ids = [], []
+            for prediction in predictions:
+                expression = repo.find_expression(session, row.id, prediction.expression)
+                if expression is None:
+                    expression = repo.add_expression(session, row.id, prediction.expression, author=author)
+                newest = repo.latest_mask(session, expression.id)
+                if (
+                    newest is not None
+                    and newest.kind == "prediction"
+                    and newest.model_version_id == self.model.version_id
+                    and np.array_equal(repo.mask_array(newest), prediction.mask)
+                ):
+                    version = newest
+                else:
+                    version = repo.add_mask_version(
+                        session,
+                        expression.id,
+                        prediction.mask,
+                        kind="prediction",
+                        author=author,
+                        model_version_id=self.model.version_id,
+                        status="draft",
+                        uncertainty=prediction_uncertainty(prediction.probability),
+                    )
+                expression_ids.append(expression.id)
+                version_ids.append(version.id)
+            return Recorded(row.id, expression_ids, version_ids)
+
+    def item(self, mask_version_id: int) -> Item:
+        with self.store.Session.begin() as session:
+            version = repo.get_mask_version(session, mask_version_id)
+            expression = version.expression
+            image = expression.image
+            return Item(
+                mask_version_id=version.id,
+                expression_id=expression.id,
+                image_id=image.id,
+                expression=expression.text,
+                image_name=image.filename,
+                image_path=self.store.files.path(image.path),
+                sha256=image.sha256,
+                mask=decode_mask(version.rle, version.height, version.width),
+                status=version.status,
+                kind=version.kind,
+                georeferenced=image.georeferenced,
+            )
+
+    # --- corrections and review --------------------------------------------------------------
+    def save_correction(self, parent_id: int, mask: np.ndarray, author: str, note: str | None = None) -> int:
+        """A corrected mask as a new version (status "submitted") of ``parent_id``'s expression."""
+        with self.store.Session.begin() as session:
+            parent = repo.get_mask_version(session, parent_id)
+            version = repo.add_mask_version(
+                session,
+                parent.expression_id,
+                mask,
+                kind="correction",
+                author=author,
+                parent_id=parent.id,
+                status="submitted",
+                note=note or None,
+            )
+            return version.id
+
+    def set_status(self, mask_version_id: int, status: str, author: str, note: str | None = None) -> str:
+        with self.store.Session.begin() as session:
+            return repo.set_status(session, mask_version_id, status, author=author, note=note or None).status
+
+    def history(self, expression_id: int) -> list[dict[str, Any]]:
+        """Every version of an expression's mask, newest first, as table rows."""
+        with self.store.Session.begin() as session:
+            return [_version_row(v) for v in reversed(repo.history(session, expression_id))]
+
+    def review_queue(self, status: str, order: str, limit: int = 100) -> list[dict[str, Any]]:
+        with self.store.Session.begin() as session:
+            return [_version_row(v) for v in repo.review_queue(session, status, order, limit)]
+
+
+def _version_row(version: Any) -> dict[str, Any]:
+    expression = version.expression
+    return {
+        "mask_version": version.id,
+        "expression_id": expression.id,
+        "image": expression.image.filename,
+        "expression": expression.text,
+        "kind": version.kind,
+        "status": version.status,
+        "author": version.author,
+        "area_px": version.area,
+        "uncertainty": None if version.uncertainty is None else round(version.uncertainty, 4),
+        "parent": version.parent_id,
+        "created": f"{version.created_at:%Y-%m-%d %H:%M:%S}",
+    }

@@ -1,0 +1,62 @@
+"""Files the app hands to users: always freshly written, never a path a user sent in.
+
+Each request writes into its own new folder under one temporary root; folders older than
+``max_age_s`` are removed the next time one is created, so a long-running app does not fill
+the disk. Gradio copies returned files into its own cache before serving them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .render import mask_png_image
+
+MAX_NAME_CHARS = 48
+
+
+def safe_name(text: str, fallback: str = "file") -> str:
+    """A file-name-safe slug of ``text`` (letters, digits, ``-``), at most 48 characters."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:MAX_NAME_CHARS].strip("-")
+    return slug or fallback
+
+
+class Downloads:
+    """A temporary root for per-request output folders (see the module docstring)."""
+
+    def __init__(self, root: str | Path | None = None, max_age_s: float = 3600.0) -> None:
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="sbanet-app-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_age_s = max_age_s
+
+    def new_dir(self) -> Path:
+        """A new, empty folder for one request's files (and prune the old ones)."""
+        now = time.time()
+        for old in self.root.iterdir():
+            if old.is_dir() and now - old.stat().st_mtime > self.max_age_s:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.root))
+
+    def mask_pngs(self, stem: str, masks: list[tuple[str, np.ndarray]]) -> list[str]:
+        """Write each ``(expression, bool [H, W])`` as ``<stem>-<expression>.png`` (0/255)."""
+        from PIL import Image
+
+        folder = self.new_dir()
+        paths = []
+        for index, (expression, mask) in enumerate(masks):
+            path = folder / f"{safe_name(stem, 'image')}-{index + 1}-{safe_name(expression, 'mask')}.png"
+            Image.fromarray(mask_png_image(mask)).save(path, format="PNG", optimize=False)
+            paths.append(str(path))
+        return paths
+
+    def copy(self, source: str | Path, name: str | None = None) -> str:
+        """Copy a file the app produced (e.g. an export) into a fresh folder and return the copy."""
+        source = Path(source)
+        target = self.new_dir() / (name or source.name)
+        shutil.copyfile(source, target)
+        return str(target)
