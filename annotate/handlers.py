@@ -164,28 +164,42 @@ class SegmentHandlers:
         return gr.update(choices=words, value=_content_word(words))
 
     @user_errors
-    def attention(
+    def render_attention(
         self, session: SegmentSession | None, expression: str | None, word: str | None
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """Query-token maps, word bars, the pixel-word map of ``word`` and TCSA, for one expression."""
         if session is None:
             raise ValueError("segment an image first: the attention maps belong to a segmentation")
-        prediction = session.prediction(expression)
-        maps = prediction.attention
-        if maps is None:
-            raise ValueError("this segmentation was run without attention maps")
-        words = views.word_choices(maps)
-        word = word if word in words else _content_word(words)
-        rgb = session.image.rgb
-        return (
-            views.query_attention_image(rgb, maps),
-            views.word_relevance_image(maps),
-            views.pixel_word_image(rgb, maps, word) if word else None,
-            views.tcsa_image(rgb, maps),
-        )
+        return attention_pictures(session.image.rgb, session.prediction(expression).attention, word)
+
+    @user_errors
+    def attention_for(
+        self, file: Any, expression: str, word: str, bands_text: str
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """API: the four attention pictures for one image and expression (nothing is stored)."""
+        image = load_image(uploaded_path(file), parse_bands(bands_text))
+        expressions = parse_expressions(expression, max_count=1)
+        prediction = self.backend.predict(image.rgb, expressions)[0]
+        return attention_pictures(image.rgb, prediction.attention, word)
 
 
 # --- helpers ----------------------------------------------------------------------------------
+def attention_pictures(
+    rgb: np.ndarray, maps: Any, word: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """The four attention views of one prediction; an unknown word falls back to the first content word."""
+    if maps is None:
+        raise ValueError("this segmentation was run without attention maps")
+    words = views.word_choices(maps)
+    word = word if word in words else _content_word(words)
+    return (
+        views.query_attention_image(rgb, maps),
+        views.word_relevance_image(maps),
+        views.pixel_word_image(rgb, maps, word) if word else None,
+        views.tcsa_image(rgb, maps),
+    )
+
+
 STOP_WORDS = frozenset({"the", "a", "an", "of", "in", "on", "at", "to", "and", "with", "is", "are", "all"})
 
 

@@ -70,8 +70,10 @@ def header_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
             return img.height, img.width
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path.name} is too large to decode safely ({exc})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read {path.name} as an image: {exc}") from exc
 

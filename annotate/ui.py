@@ -147,11 +147,14 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
                     queue_button = gr.Button("Refresh", elem_id="queue-button")
                 queue = gr.Dataframe(label="Click a row to correct it", interactive=False, elem_id="queue")
 
-        # hidden inputs of the file-based API endpoint /save_correction (no UI of its own)
+        # hidden inputs of API-only endpoints (/save_correction from a PNG, /attention from a file)
         with gr.Row(visible=False):
             api_mask = gr.File(label="mask_png", file_types=[".png"], type="filepath")
             api_result = gr.JSON(label="result")
             api_button = gr.Button("api")
+            api_expression = gr.Textbox(label="expression")
+            api_word = gr.Textbox(label="word")
+            api_attention_button = gr.Button("api attention")
 
         # --- wiring --------------------------------------------------------------------------
         demo.load(lambda: f"model: `{backend.model_name}`", outputs=model_info, api_visibility="private")
@@ -167,25 +170,32 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
         segment_event.success(
             seg.attention_choices, session, [attention_expression, attention_word], api_visibility="private"
         ).then(
-            seg.attention,
+            seg.render_attention,
             [session, attention_expression, attention_word],
             [query_map, word_bars, pixel_word_map, tcsa_map],
             api_visibility="private",
         )
-        segment_event.success(lambda s: _recent_choices(s), session, [recent, mask_version], api_visibility="private")
+        segment_event.success(_recent_choices, session, [recent, mask_version], api_visibility="private")
         attention_expression.input(
             seg.word_choices, [session, attention_expression], attention_word, api_visibility="private"
         ).then(
-            seg.attention,
+            seg.render_attention,
             [session, attention_expression, attention_word],
             [query_map, word_bars, pixel_word_map, tcsa_map],
             api_visibility="private",
         )
         attention_word.input(
-            seg.attention,
+            seg.render_attention,
             [session, attention_expression, attention_word],
             [query_map, word_bars, pixel_word_map, tcsa_map],
+            api_visibility="private",
+        )
+        api_attention_button.click(
+            seg.attention_for,
+            [upload, api_expression, api_word, bands],
+            [query_map, word_bars, pixel_word_map, tcsa_map],
             api_name="attention",
+            **model_events,
         )
         recent.input(lambda v: v, recent, mask_version, api_visibility="private")
         open_button.click(
