@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from sbanet.predictor import check_expression
@@ -274,12 +274,17 @@ def history(session: Session, expression_id: int) -> list[MaskVersion]:
     return list(session.scalars(query))
 
 
-def newest_versions(session: Session, status: str | None = None, split: str | None = None) -> list[MaskVersion]:
-    """Per expression, the newest version (``status`` given: the newest version with that status)."""
+def newest_ids(status: str | None = None) -> Select[tuple[int]]:
+    """A subquery: per expression, the id of its newest version (with ``status``, when given)."""
     newest = select(func.max(MaskVersion.id)).group_by(MaskVersion.expression_id)
     if status is not None:
         newest = newest.where(MaskVersion.status == check_choice(status, MASK_STATUSES, "status"))
-    query = select(MaskVersion).where(MaskVersion.id.in_(newest))
+    return newest
+
+
+def newest_versions(session: Session, status: str | None = None, split: str | None = None) -> list[MaskVersion]:
+    """Per expression, the newest version (``status`` given: the newest version with that status)."""
+    query = select(MaskVersion).where(MaskVersion.id.in_(newest_ids(status)))
     if split is not None:
         query = query.join(Expression).where(Expression.split == check_choice(split, SPLITS, "split"))
     return list(session.scalars(query.order_by(MaskVersion.expression_id)))
@@ -296,8 +301,7 @@ def review_queue(
     """
     check_choice(status, MASK_STATUSES, "status")
     check_choice(order, REVIEW_ORDERS, "order")
-    newest = select(func.max(MaskVersion.id)).group_by(MaskVersion.expression_id)
-    query = select(MaskVersion).where(MaskVersion.id.in_(newest), MaskVersion.status == status)
+    query = select(MaskVersion).where(MaskVersion.id.in_(newest_ids()), MaskVersion.status == status)
     if order == "uncertain":
         query = query.order_by(MaskVersion.uncertainty.desc().nulls_last(), MaskVersion.id.desc())
     else:
