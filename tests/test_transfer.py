@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from store_backends import png_bytes
 
-from annotate import make_store
+from annotate import make_store, runs
 from annotate import repository as repo
-from annotate import runs
 from annotate.cli import main as cli
 from annotate.export import export_store
 from annotate.transfer import export_items, import_dataset, import_samples, sample_image_file
@@ -176,9 +175,9 @@ def test_export_refuses_a_used_folder_and_an_empty_selection(store, tmp_path):
         export_store(store, tmp_path / "used", "coco")
     with pytest.raises(ValueError, match="format must be one of"):
         export_store(store, tmp_path / "new", "yolo")
-    with make_store(f"sqlite:///{tmp_path / 'empty.sqlite'}", tmp_path / "empty") as empty:
-        with pytest.raises(ValueError, match="nothing to export"):
-            export_store(empty, tmp_path / "new", "coco")
+    empty = make_store(f"sqlite:///{tmp_path / 'empty.sqlite'}", tmp_path / "empty")
+    with empty, pytest.raises(ValueError, match="nothing to export"):
+        export_store(empty, tmp_path / "new", "coco")
 
 
 def test_samples_without_a_file_are_stored_as_lossless_png(tmp_path):
@@ -187,7 +186,7 @@ def test_samples_without_a_file_are_stored_as_lossless_png(tmp_path):
     sample = ReferringSample("synthetic/0", "synthetic/img-0", "the square", "train",
                              partial(np.copy, pixels), partial(np.copy, mask))  # fmt: skip
     data, name = sample_image_file(sample)
-    assert name == "synthetic_img-0.png"
+    assert name == "synthetic_img-0.png" and data.startswith(b"\x89PNG")
     with make_store(f"sqlite:///{tmp_path / 's.sqlite'}", tmp_path / "s") as store:
         assert import_samples(store, [sample, sample]).added == 1
         with store.ReadSession() as session:
