@@ -14,7 +14,8 @@ Formats (``export_store(store, out, fmt)``), one sample per expression, named ``
 * ``coco``: ``annotations.json`` (COCO instances, RLE segmentations, one annotation per
   expression carrying its text and split) + ``images/``.
 * ``geotiff``: for georeferenced images, ``masks/<id>.tif`` with the source CRS and affine
-  transform (uint8 0/1), and ``expressions.jsonl``; other images are skipped and counted.
+  transform (uint8: 1 target, 0 background, as :func:`sbanet.writers.write_mask_geotiff`
+  writes them), and ``expressions.jsonl``; other images are skipped and counted.
 
 Images shared by several samples are written once and hard-linked where the filesystem allows.
 """
@@ -242,9 +243,9 @@ def write_coco(items: Sequence[ExportItem], files: FileStore, out: Path) -> int:
 
 
 def write_geotiff(items: Sequence[ExportItem], files: FileStore, out: Path) -> tuple[int, int]:
-    """Masks of georeferenced images as GeoTIFFs with the source CRS and transform (rasterio)."""
-    import rasterio
-    from affine import Affine
+    """Masks of georeferenced images as mask GeoTIFFs on the source grid (:mod:`sbanet.writers`)."""
+    from sbanet.geo import GeoInfo
+    from sbanet.writers import write_mask_geotiff
 
     (out / "masks").mkdir(parents=True, exist_ok=True)
     records, skipped = [], 0
@@ -253,19 +254,8 @@ def write_geotiff(items: Sequence[ExportItem], files: FileStore, out: Path) -> t
         if not image.georeferenced:
             skipped += 1
             continue
-        path = out / "masks" / f"{sample_name(item)}.tif"
-        profile = {
-            "driver": "GTiff",
-            "width": image.width,
-            "height": image.height,
-            "count": 1,
-            "dtype": "uint8",
-            "crs": image.crs,
-            "transform": Affine(*image.transform),
-            "compress": "deflate",
-        }
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(_mask(item).astype(np.uint8), 1)
+        info = GeoInfo(image.width, image.height, image.bands, image.dtype, image.crs, tuple(image.transform))
+        write_mask_geotiff(out / "masks" / f"{sample_name(item)}.tif", _mask(item), info)
         records.append({"id": sample_name(item), "expression": item.expression.text, "image": image.filename})
     (out / "expressions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return len(records), skipped

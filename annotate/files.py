@@ -99,7 +99,7 @@ class ImageInfo:
 
 def probe_image(path: Path) -> ImageInfo:
     """Size, bands and dtype as the model reads the file (:func:`sbanet.image.read_image`), plus
-    the CRS and affine transform of a georeferenced TIFF (read with rasterio)."""
+    the CRS and affine transform of a georeferenced TIFF (:func:`sbanet.geo.geo_metadata`)."""
     from sbanet.image import read_image
 
     array = read_image(path)  # ValueError for unreadable files
@@ -117,21 +117,12 @@ def probe_image(path: Path) -> ImageInfo:
 
 
 def _georeference(path: Path) -> tuple[str | None, list[float] | None]:
-    import warnings
+    from sbanet.geo import geo_metadata
 
-    import rasterio
-    from rasterio.crs import CRS
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with rasterio.open(path) as dataset:
-                crs, transform = dataset.crs, dataset.transform
-        except rasterio.errors.RasterioError:
-            return None, None
-    if crs is None:
+    try:
+        info = geo_metadata(path)
+    except ValueError:  # a TIFF GDAL cannot open (tifffile or Pillow could): no georeferencing
         return None, None
-    epsg = crs.to_epsg()
-    exact = epsg is not None and CRS.from_epsg(epsg) == crs  # else keep the full WKT
-    return (f"EPSG:{epsg}" if exact else crs.to_wkt()), [float(v) for v in tuple(transform)[:6]]
+    if not info.is_georeferenced:
+        return None, None
+    return info.crs, [float(v) for v in info.transform]
