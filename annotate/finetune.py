@@ -25,6 +25,7 @@ against its base on held-out reviewed samples, and register the result as a new 
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
@@ -211,6 +212,8 @@ def _choose_masks(store: Store, claimed: _Claimed) -> tuple[list[int], list[int]
 
 
 def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOutcome:
+    from torch.utils.data import ConcatDataset
+
     from sbanet.checkpoint import load_pretrained
     from sbanet.data import ReferringDataset
     from sbanet.engine import Progress, TrainConfig, train
@@ -240,9 +243,14 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
             runs.record_metrics(session, run_id, before=metrics_before)
 
     # --- train with the engine: progress, cancellation, last.pt every epoch -------------------
+    # the engine checkpoints once per epoch: a few corrections make epochs of a step or two, so
+    # one "epoch" repeats the data to last about checkpoint_every steps
+    batch_size = min(config.batch_size, len(train_set))
+    repeats = max(1, math.ceil(config.checkpoint_every * batch_size / len(train_set)))
+    epoch_set = ConcatDataset([train_set] * repeats)
     engine_config = TrainConfig(
         epochs=1,
-        batch_size=min(config.batch_size, len(train_set)),
+        batch_size=batch_size,
         lr=config.lr,
         weight_decay=config.weight_decay,
         encoder_lr_mult=config.encoder_lr_mult,
@@ -266,7 +274,7 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
 
     result = train(
         model,
-        train_set,
+        epoch_set,
         None,
         engine_config,
         output_dir=run_dir,

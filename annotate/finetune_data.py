@@ -25,6 +25,7 @@ class FinetuneConfig:
 
     steps: int = 200  # optimiser steps
     batch_size: int = 4
+    checkpoint_every: int = 50  # optimiser steps between resume checkpoints (last.pt)
     lr: float = 1e-4
     encoder_lr_mult: float = 1.0
     weight_decay: float = 0.01
@@ -48,8 +49,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         self.eval_splits = tuple(self.eval_splits)
-        if self.steps < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("steps, batch_size and eval_batch_size must be >= 1")
+        if min(self.steps, self.batch_size, self.eval_batch_size, self.checkpoint_every) < 1:
+            raise ValueError("steps, batch_size, eval_batch_size and checkpoint_every must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if "train" in self.eval_splits or not self.eval_splits:
