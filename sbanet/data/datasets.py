@@ -9,6 +9,7 @@ from typing import Any
 from .refsegrs import folder_samples, refsegrs_samples
 from .rrsisd import rrsisd_samples
 from .sample import ReferringSample
+from .synthetic import synthetic_samples
 
 Reader = Callable[..., list[ReferringSample]]
 
@@ -17,6 +18,7 @@ DATASETS: dict[str, Reader] = {
     "rrsisd": rrsisd_samples,
     "refsegrs": refsegrs_samples,
     "folder": folder_samples,
+    "synthetic": synthetic_samples,  # root unused; options n_images, seed, size
 }
 
 
