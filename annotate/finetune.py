@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -248,19 +248,8 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
     batch_size = min(config.batch_size, len(train_set))
     repeats = max(1, math.ceil(config.checkpoint_every * batch_size / len(train_set)))
     epoch_set = ConcatDataset([train_set] * repeats)
-    engine_config = TrainConfig(
-        epochs=1,
-        batch_size=batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        encoder_lr_mult=config.encoder_lr_mult,
-        max_steps=config.steps,
-        warmup_steps=config.warmup_steps,
-        freeze_text_encoder=config.freeze_text_encoder,
-        seed=config.seed,
-        device=config.device,
-        amp=config.amp,
-    )
+    shared = {f.name: getattr(config, f.name) for f in fields(TrainConfig) if hasattr(config, f.name)}
+    engine_config = TrainConfig(**{**shared, "epochs": 1, "batch_size": batch_size, "max_steps": config.steps})
     last = run_dir / "last.pt"
     resume = last if last.is_file() else None
     if resume is not None:

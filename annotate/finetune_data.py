@@ -3,7 +3,7 @@ samples (train split vs held-out splits), and the optional replay of the origina
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ from .store import Store
 
 @dataclass
 class FinetuneConfig:
-    """What a fine-tune run does; stored resolved on the run row."""
+    """What a fine-tune run does; stored resolved on the run row. Fields named like
+    :class:`sbanet.engine.TrainConfig`'s are handed to the engine and mean the same."""
 
     steps: int = 200  # optimiser steps
     batch_size: int = 4
@@ -65,7 +66,11 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        return cls(**{k: v for k, v in data.items() if k != "engine"})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fine-tune config fields: {unknown}")
+        return cls(**data)
 
 
 def store_sample(files_root: Path, version: MaskVersion) -> ReferringSample:

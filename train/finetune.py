@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from annotate import make_store, runs
@@ -59,30 +60,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    return FinetuneConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        checkpoint_every=args.checkpoint_every,
-        lr=args.lr,
-        encoder_lr_mult=args.encoder_lr_mult,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
+    """The options named like :class:`FinetuneConfig` fields, plus the inverted switches."""
+    values = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig) if hasattr(args, f.name)}
+    values.update(
         freeze_text_encoder=not args.train_text_encoder,
-        recalibrate_bn=args.recalibrate_bn,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        eval_splits=tuple(args.eval_splits),
-        max_eval=args.max_eval,
         include_imported=not args.typed_only,
-        replay_kind=args.replay_kind,
-        replay_root=args.replay_root,
-        replay_split=args.replay_split,
-        replay_options=args.replay_options,
-        replay_ratio=args.replay_ratio,
-        activate=args.activate,
-        allow_pickle=args.allow_pickle,
+        eval_splits=tuple(args.eval_splits),
     )
+    return FinetuneConfig(**values)
 
 
 def resolve_base(store: Store, base: str) -> int:
