@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -10,7 +11,16 @@ import pytest
 
 from sbanet.data import load_samples
 from sbanet.data.expressions import ExpressionConfig, Noun, Region, describe
-from sbanet.data.synthetic import ROOFS, VEHICLES, _streams, make_scene, render_scene, scene_layout, synthetic_samples
+from sbanet.data.synthetic import (
+    ROOFS,
+    VEHICLES,
+    _streams,
+    make_scene,
+    render_scene,
+    scene_layout,
+    scene_seed,
+    synthetic_samples,
+)
 
 SIZE = 224
 SEEDS = range(12)
@@ -170,3 +180,16 @@ def test_synthetic_samples_and_registry():
     assert not np.array_equal(train[0].load_image(), image)  # splits never share scenes
     with pytest.raises(ValueError, match="size"):
         make_scene(0, 32)
+
+
+def test_cli_writes_a_folder_dataset_and_benchmarks(tmp_path, capsys):
+    from sbanet.data.synthetic import main
+
+    main(["--output", str(tmp_path / "examples"), "--n-images", "2", "--size", "96", "--split", "test"])
+    samples = load_samples("folder", tmp_path / "examples", "test")
+    expected = [r.expression for i in range(2) for r in make_scene(scene_seed(0, "test", i), 96)[1]]
+    assert [s.expression for s in samples] == expected
+    assert len({s.image_id for s in samples}) == 2 and all(s.category for s in samples)
+    main(["--bench", "2", "--size", "96", "--json", str(tmp_path / "bench.json")])
+    assert "make_scene" in capsys.readouterr().out
+    assert json.loads((tmp_path / "bench.json").read_text())["scenes"] == 2

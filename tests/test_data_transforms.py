@@ -131,3 +131,18 @@ def test_bad_arguments(tokenizer):
         ReferringDataset(samples, 32, tokenizer)[3]
     empty = ReferringDataset([], 32, tokenizer)
     assert len(empty) == 0 and empty.input_ids.shape == (0, 20)
+
+
+def test_dataset_images_match_the_predictor(tiny_model, tokenizer):
+    """Training sees exactly what inference sees (same resize and normalisation)."""
+    from sbanet.predictor import Predictor
+
+    predictor = Predictor(tiny_model, tokenizer)
+    config = predictor.config
+    image = np.random.default_rng(4).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    expected, _ = predictor.preprocess(image)
+    sample = ReferringSample("s", "i", "the roof", "test", lambda: image, lambda: np.zeros((50, 70), bool))
+    dataset = ReferringDataset(
+        [sample], config.image_size, tokenizer, config.max_tokens, config.pixel_mean, config.pixel_std
+    )
+    torch.testing.assert_close(dataset[0]["image"], expected[0])

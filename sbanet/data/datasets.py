@@ -9,9 +9,16 @@ from typing import Any
 from .refsegrs import folder_samples, refsegrs_samples
 from .rrsisd import rrsisd_samples
 from .sample import ReferringSample
-from .synthetic import synthetic_samples
 
 Reader = Callable[..., list[ReferringSample]]
+
+
+def synthetic_samples(root: str | Path | None, split: str, **options: Any) -> list[ReferringSample]:
+    """:func:`sbanet.data.synthetic.synthetic_samples`, imported when used (it needs OpenCV)."""
+    from .synthetic import synthetic_samples as make
+
+    return make(root, split, **options)
+
 
 # kind -> reader(root, split, **options); a plain registry dict (segment-anything style)
 DATASETS: dict[str, Reader] = {

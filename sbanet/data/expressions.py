@@ -65,11 +65,14 @@ class Noun:
 
 @dataclass
 class Region:
-    """One referable object: ``mask`` ``bool [H, W]``; ``attributes`` e.g. ``{"colour": "red"}``."""
+    """One referable object: ``mask`` ``bool [H, W]``; ``attributes`` e.g. ``{"colour": "red"}``;
+    ``noun`` names this one when it differs from its category's (e.g. "building complex" for an
+    irregular building footprint, which still competes with the other buildings)."""
 
     category: str
     mask: np.ndarray
     attributes: dict[str, str] = field(default_factory=dict)
+    noun: Noun | None = None
 
     def __post_init__(self) -> None:
         rows, cols = np.flatnonzero(self.mask.any(1)), np.flatnonzero(self.mask.any(0))
@@ -138,6 +141,8 @@ class ExpressionConfig:
     max_per_referent: int = 2  # phrases kept per distinct target
     min_class_fraction: float = 0.0  # class-level referents need this share of the image
     landmarks: tuple[str, ...] | None = None  # categories "next to" may name (None: all)
+    # instance-level rules allowed per category (missing: all), e.g. {"road": ("position",)}
+    category_rules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def band_truth(region: Region, axis: int, band: int, cfg: ExpressionConfig) -> Truth:
@@ -193,6 +198,9 @@ class _Describer:
         return variants[int(self.rng.integers(len(variants)))]
 
     def add(self, members: Sequence[int], category: str, rule: str, phrase: str) -> None:
+        allowed = self.cfg.category_rules.get(category)
+        if members and allowed is not None and not set(rule.split("+")) <= set(allowed):
+            return
         self.candidates.setdefault((category, tuple(members)), []).append((rule, " ".join(phrase.split())))
 
     def distance_to(self, category: str) -> np.ndarray:
@@ -267,10 +275,10 @@ class _Describer:
             values = truth(ids)
             if None in values or values.count(True) != 1:
                 continue
+            target = ids[values.index(True)]
+            name = (self.regions[target].noun or noun).singular
             pre, post = self.choose(variants)
-            self.add(
-                [ids[values.index(True)]], category, rule_prefix + rule, f"the {pre} {adjective} {noun.singular} {post}"
-            )
+            self.add([target], category, rule_prefix + rule, f"the {pre} {adjective} {name} {post}")
 
     def class_level(self, category: str, noun: Noun) -> None:
         mask = self.class_masks[category]
@@ -291,7 +299,7 @@ class _Describer:
             for value in sorted({self.regions[i].attributes[key] for i in ids if key in self.regions[i].attributes}):
                 same = [i for i in ids if self.regions[i].attributes.get(key) == value]
                 if len(same) == 1:
-                    self.add(same, category, key, f"the {value} {noun.singular}")
+                    self.add(same, category, key, f"the {value} {(self.regions[same[0]].noun or noun).singular}")
                 elif len(same) < len(ids):
                     variants = [f"all {value} {noun.plural}", f"the {value} {noun.plural}"]
                     self.add(same, category, f"{key}-group", self.choose(variants))
