@@ -76,6 +76,9 @@ def _run(args: argparse.Namespace) -> int:
             f"({', '.join(f'{k}: {v}' for k, v in sorted(report.per_split.items())) or 'none new'}); "
             f"{report.skipped} already present"
         )
+        if report.invalid:
+            shown = "\n  ".join(report.invalid[:10]) + ("\n  ..." if len(report.invalid) > 10 else "")
+            print(f"left out {len(report.invalid)} invalid samples:\n  {shown}", file=sys.stderr)
     elif args.command == "export":
         summary = export_store(store, args.out, args.format, selection=args.selection, splits=args.splits)
         skipped = f", skipped {summary.skipped} without georeferencing" if summary.skipped else ""

@@ -38,6 +38,7 @@ class ImportReport:
     skipped: int = 0  # already in the store
     images: int = 0  # distinct images touched
     per_split: dict[str, int] = field(default_factory=dict)
+    invalid: list[str] = field(default_factory=list)  # "sample id: reason" of samples left out
 
 
 def sample_image_file(sample: ReferringSample) -> tuple[bytes, str]:
@@ -72,16 +73,24 @@ def import_samples(
     author: str = IMPORT_AUTHOR,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Add samples to the store (see the module docstring); ``progress(n)`` after each sample."""
+    """Add samples to the store (see the module docstring); ``progress(n)`` after each sample.
+
+    A sample that cannot be stored (unreadable image, empty expression, mask of the wrong size or
+    not binary) is left out and listed in ``report.invalid`` with the reason."""
     report = ImportReport()
     image_ids: dict[str, int] = {}  # the reader's image_id -> the store's image id
     samples = list(samples)
     for start in range(0, len(samples), COMMIT_EVERY):
         with store.Session.begin() as session:
             for sample in samples[start : start + COMMIT_EVERY]:
-                _import_one(session, store, sample, author, image_ids, report)
+                try:
+                    with session.begin_nested():  # a bad sample is left out, not the whole import
+                        _import_one(session, store, sample, author, image_ids, report)
+                except ValueError as exc:
+                    image_ids.pop(sample.image_id, None)  # its image row may have been rolled back
+                    report.invalid.append(f"{sample.sample_id}: {exc}")
                 if progress is not None:
-                    progress(report.added + report.skipped)
+                    progress(report.added + report.skipped + len(report.invalid))
     report.images = len(set(image_ids.values()))
     return report
 

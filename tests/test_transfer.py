@@ -187,8 +187,15 @@ def test_samples_without_a_file_are_stored_as_lossless_png(tmp_path):
                              partial(np.copy, pixels), partial(np.copy, mask))  # fmt: skip
     data, name = sample_image_file(sample)
     assert name == "synthetic_img-0.png" and data.startswith(b"\x89PNG")
+    wrong_size = ReferringSample("synthetic/1", "synthetic/img-1", "the disc", "train",
+                                 partial(np.copy, pixels[:10]), partial(np.copy, mask))  # fmt: skip
+    empty_text = ReferringSample("synthetic/2", "synthetic/img-0", " ", "train",
+                                 partial(np.copy, pixels), partial(np.copy, mask))  # fmt: skip
     with make_store(f"sqlite:///{tmp_path / 's.sqlite'}", tmp_path / "s") as store:
-        assert import_samples(store, [sample, sample]).added == 1
+        report = import_samples(store, [wrong_size, sample, empty_text, sample])
+        assert (report.added, report.skipped, report.images) == (1, 1, 1)
+        assert len(report.invalid) == 2 and "synthetic/1: the mask is 20x30" in report.invalid[0]
+        assert "synthetic/2: the expression is empty" in report.invalid[1]
         with store.ReadSession() as session:
             (item,) = export_items(session)
             np.testing.assert_array_equal(repo.load_image_array(store.files, item.image), pixels)
