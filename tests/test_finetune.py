@@ -99,7 +99,8 @@ def test_finetune_trains_measures_and_registers_a_new_version(store):
 def test_cancel_from_the_app_and_from_another_process(store, monkeypatch):
     before = _masks_snapshot(store)
     stop = threading.Event()
-    run_id = queue_finetune(store, 1, FinetuneConfig(steps=40, batch_size=4), author="ana")
+    replay = {"replay_kind": "synthetic", "replay_options": {"n_images": 1, "size": 64}, "replay_ratio": 0.5}
+    run_id = queue_finetune(store, 1, FinetuneConfig(steps=40, batch_size=4, **replay), author="ana")
     outcome = run_finetune(store, run_id, cancel=stop, callback=lambda p: p.step == 2 and stop.set())
     assert outcome.status == "cancelled" and outcome.model_version_id is None
 
@@ -116,6 +117,7 @@ def test_cancel_from_the_app_and_from_another_process(store, monkeypatch):
         for rid, step in ((run_id, 2), (second, 1)):
             run = runs.get_run(session, rid)
             assert run.status == "cancelled" and f"cancelled at step {step}" in run.log
+        assert "8 accepted masks + 4 replay samples; 4 held out" in runs.get_run(session, run_id).log
         assert len(runs.list_model_versions(session)) == 1
     assert _masks_snapshot(store) == before
 
@@ -184,3 +186,19 @@ def test_cli_registers_a_checkpoint_as_base_lists_and_cancels(store, base_checkp
         assert runs.get_model_version(session, 2).preset == "sbanet_tiny"
     assert main([*base, "--base", "99"]) == 2
     assert "unknown model version id 99" in capsys.readouterr().err
+
+
+def test_replay_draws_a_seeded_share_of_the_original_training_data():
+    from annotate.finetune_data import replay_samples
+
+    config = FinetuneConfig(replay_kind="synthetic", replay_options={"n_images": 2, "size": 64}, seed=3)
+    drawn = replay_samples(config, 5)
+    assert len(drawn) == 5 and {s.split for s in drawn} == {"train"}
+    assert [s.sample_id for s in drawn] == [s.sample_id for s in replay_samples(config, 5)]
+    assert replay_samples(FinetuneConfig(), 5) == [] and len(replay_samples(config, 10_000)) < 10_000
+    with pytest.raises(ValueError, match="needs replay_root"):
+        FinetuneConfig(replay_kind="rrsisd")
+    with pytest.raises(ValueError, match="held-out splits"):
+        FinetuneConfig(eval_splits=("train",))
+    with pytest.raises(ValueError, match="unknown fine-tune config fields"):
+        FinetuneConfig.from_dict({"stepz": 3})
