@@ -285,3 +285,14 @@ def test_run_lifecycle_cancel_and_stale_recovery(store, expression):
         assert done.finished_at is not None and done.error == "boom"
         with pytest.raises(ValueError, match="already finished"):
             runs.finish_run(session, run.id, "succeeded")
+
+
+def test_mean_uncertainty_orders_predictions():
+    from annotate.masks import mean_uncertainty
+
+    certain = np.where(np.arange(16).reshape(4, 4) < 8, 0.0, 1.0)
+    assert mean_uncertainty(certain) == 0.0
+    assert mean_uncertainty(np.full((4, 4), 0.5)) == 1.0
+    assert 0 < mean_uncertainty(np.full((4, 4), 0.9)) < mean_uncertainty(np.full((4, 4), 0.6))
+    with pytest.raises(ValueError, match="finite 2-D array in"):
+        mean_uncertainty(np.full((4, 4), 1.5))
