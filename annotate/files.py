@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + rename, durable once this returns."""
+CHUNK = 1 << 20
+
+
+def write_atomic(path: Path, data: bytes | Path) -> None:
+    """Write ``data`` (bytes, or a file copied in chunks) to ``path`` via a temporary file +
+    rename, durable once this returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, Path):
+                with data.open("rb") as source:
+                    shutil.copyfileobj(source, handle, CHUNK)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -54,6 +63,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def file_sha256(data: bytes | Path) -> str:
+    """The sha256 of bytes, or of a file read in chunks (multi-GB scenes never sit in memory)."""
+    if not isinstance(data, Path):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with data.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class FileStore:
     """The data folder: the SQLite file (by default), images, model checkpoints, exports."""
@@ -67,12 +87,14 @@ class FileStore:
     def image_key(self, sha256: str, suffix: str) -> str:
         return f"images/{sha256[:2]}/{sha256}{suffix}"
 
-    def put(self, data: bytes, suffix: str) -> tuple[str, str, bool]:
-        """Store ``data`` by content; returns (sha256, relative path, whether it was new)."""
-        sha = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes | Path, suffix: str, sha256: str | None = None) -> tuple[str, str, bool]:
+        """Store bytes or a file's content by its sha256 (computed unless given); returns
+        (sha256, relative path, whether the file was new)."""
+        sha = sha256 or file_sha256(data)
         relative = self.image_key(sha, suffix)
         target = self.path(relative)
-        if target.is_file() and target.stat().st_size == len(data):
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        if target.is_file() and target.stat().st_size == size:
             return sha, relative, False
         write_atomic(target, data)
         return sha, relative, True
@@ -99,7 +121,7 @@ class ImageInfo:
 
 def probe_image(path: Path) -> ImageInfo:
     """Size, bands and dtype as the model reads the file (:func:`sbanet.image.read_image`), plus
-    the CRS and affine transform of a georeferenced TIFF (read with rasterio)."""
+    the CRS and affine transform of a georeferenced TIFF (:func:`sbanet.geo.geo_metadata`)."""
     from sbanet.image import read_image
 
     array = read_image(path)  # ValueError for unreadable files
@@ -117,21 +139,12 @@ def probe_image(path: Path) -> ImageInfo:
 
 
 def _georeference(path: Path) -> tuple[str | None, list[float] | None]:
-    import warnings
+    from sbanet.geo import geo_metadata
 
-    import rasterio
-    from rasterio.crs import CRS
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with rasterio.open(path) as dataset:
-                crs, transform = dataset.crs, dataset.transform
-        except rasterio.errors.RasterioError:
-            return None, None
-    if crs is None:
+    try:
+        info = geo_metadata(path)
+    except ValueError:  # a TIFF GDAL cannot open (tifffile or Pillow could): no georeferencing
         return None, None
-    epsg = crs.to_epsg()
-    exact = epsg is not None and CRS.from_epsg(epsg) == crs  # else keep the full WKT
-    return (f"EPSG:{epsg}" if exact else crs.to_wkt()), [float(v) for v in tuple(transform)[:6]]
+    if not info.is_georeferenced:
+        return None, None
+    return info.crs, [float(v) for v in info.transform]

@@ -74,3 +74,13 @@ def bbox(mask: np.ndarray) -> list[float]:
     if len(xs) == 0:
         return [0.0, 0.0, 0.0, 0.0]
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+def mean_uncertainty(probability: np.ndarray) -> float:
+    """How unsure a prediction is, for the review queue's "uncertain" order: the mean over pixels
+    of ``1 - |2p - 1|`` (0: every pixel certain, 1: every pixel at p = 0.5), ``p`` the predicted
+    foreground probability ``float [H, W]`` in [0, 1]."""
+    p = np.asarray(probability, dtype=np.float64)
+    if p.ndim != 2 or p.size == 0 or not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+        raise ValueError("probability must be a finite 2-D array in [0, 1]")
+    return float(np.mean(1.0 - np.abs(2.0 * p - 1.0)))

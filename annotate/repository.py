@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from sbanet.predictor import check_expression
 
-from .files import IMAGE_SUFFIXES, FileStore, probe_image
+from .files import IMAGE_SUFFIXES, FileStore, file_sha256, probe_image
 from .masks import check_mask, decode_mask, encode_mask
 from .models import (
     EXPRESSION_SOURCES,
@@ -72,25 +72,26 @@ def add_image(session: Session, files: FileStore, source: str | Path | bytes, fi
     if isinstance(source, bytes | bytearray | memoryview):
         if not filename:
             raise ValueError("add_image from bytes needs the original filename (for its format)")
-        data = bytes(source)
+        data: bytes | Path = bytes(source)
+        empty = not data
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"image file not found: {path}")
-        data = path.read_bytes()
-        filename = filename or path.name
+        data = Path(source)
+        if not data.is_file():
+            raise ValueError(f"image file not found: {data}")
+        filename = filename or data.name
+        empty = data.stat().st_size == 0
     suffix = Path(filename).suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         supported = ", ".join(sorted(IMAGE_SUFFIXES))
         raise ValueError(f"{filename}: unsupported image type {suffix or '(none)'}; use one of {supported}")
-    if not data:
+    if empty:
         raise ValueError(f"{filename} is empty")
-    sha = hashlib.sha256(data).hexdigest()
+    sha = file_sha256(data)
     existing = session.scalar(select(Image).where(Image.sha256 == sha))
     if existing is not None:
         return existing
     # the file exists (atomically, complete) before any row refers to it
-    sha, relative, created = files.put(data, suffix)
+    sha, relative, created = files.put(data, suffix, sha)
     try:
         info = probe_image(files.path(relative))
     except ValueError:
@@ -274,12 +275,17 @@ def history(session: Session, expression_id: int) -> list[MaskVersion]:
     return list(session.scalars(query))
 
 
-def newest_versions(session: Session, status: str | None = None, split: str | None = None) -> list[MaskVersion]:
-    """Per expression, the newest version (``status`` given: the newest version with that status)."""
+def newest_ids(status: str | None = None) -> Select[tuple[int]]:
+    """A subquery: per expression, the id of its newest version (with ``status``, when given)."""
     newest = select(func.max(MaskVersion.id)).group_by(MaskVersion.expression_id)
     if status is not None:
         newest = newest.where(MaskVersion.status == check_choice(status, MASK_STATUSES, "status"))
-    query = select(MaskVersion).where(MaskVersion.id.in_(newest))
+    return newest
+
+
+def newest_versions(session: Session, status: str | None = None, split: str | None = None) -> list[MaskVersion]:
+    """Per expression, the newest version (``status`` given: the newest version with that status)."""
+    query = select(MaskVersion).where(MaskVersion.id.in_(newest_ids(status)))
     if split is not None:
         query = query.join(Expression).where(Expression.split == check_choice(split, SPLITS, "split"))
     return list(session.scalars(query.order_by(MaskVersion.expression_id)))
@@ -296,8 +302,7 @@ def review_queue(
     """
     check_choice(status, MASK_STATUSES, "status")
     check_choice(order, REVIEW_ORDERS, "order")
-    newest = select(func.max(MaskVersion.id)).group_by(MaskVersion.expression_id)
-    query = select(MaskVersion).where(MaskVersion.id.in_(newest), MaskVersion.status == status)
+    query = select(MaskVersion).where(MaskVersion.id.in_(newest_ids()), MaskVersion.status == status)
     if order == "uncertain":
         query = query.order_by(MaskVersion.uncertainty.desc().nulls_last(), MaskVersion.id.desc())
     else:

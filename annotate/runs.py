@@ -11,11 +11,13 @@ import os
 import socket
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from .files import FileStore
 from .models import RUN_STATUSES, FineTuneRun, MaskVersion, ModelVersion, finetune_run_mask, utcnow
 from .repository import check_author, check_choice, get_row
 
@@ -48,6 +50,22 @@ def add_model_version(
     if active:
         activate_model(session, model.id)
     return model
+
+
+def stored_checkpoint(files: FileStore, path: str | Path) -> str:
+    """How a checkpoint is recorded: relative to the data folder when inside it (the folder can
+    move), else as given (an absolute path elsewhere, or a hub id)."""
+    candidate = Path(path)
+    try:
+        return candidate.resolve().relative_to(files.root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
+def checkpoint_source(files: FileStore, model: ModelVersion) -> str:
+    """The checkpoint to load for a model version (data-folder-relative paths resolved)."""
+    inside = files.root / model.checkpoint
+    return str(inside) if not Path(model.checkpoint).is_absolute() and inside.exists() else model.checkpoint
 
 
 def get_model_version(session: Session, model_version_id: int) -> ModelVersion:
@@ -133,6 +151,14 @@ def record_progress(
     run.heartbeat_at = utcnow()
     if message:
         append_log(run, message)
+    session.flush()
+    return run
+
+
+def record_metrics(session: Session, run_id: int, *, before: dict[str, Any]) -> FineTuneRun:
+    """Keep the base model's held-out metrics as soon as they are measured (a resumed attempt reuses them)."""
+    run = get_run(session, run_id)
+    run.metrics_before = before
     session.flush()
     return run
 

@@ -7,8 +7,10 @@
 
 SQLite is opened for several writers at once: WAL (readers never block the writer), foreign keys
 enforced, a 30 s busy timeout, ``synchronous=FULL`` (a committed correction survives a power cut),
-and every transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the busy timeout
-instead of failing with "database is locked" when a read transaction upgrades to a write.
+and every transaction of ``store.Session`` starts with ``BEGIN IMMEDIATE`` so two writers queue on
+the busy timeout instead of failing with "database is locked" when a read transaction upgrades to a
+write. ``store.ReadSession`` begins deferred: use it for read-only work, which then never waits for
+a writer nor holds one up (on other backends the two are the same).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DEFAULT_DATA_DIR = "sbanet-data"
 SQLITE_FILE = "store.sqlite"
 BUSY_TIMEOUT_S = 30
 MIGRATIONS = Path(__file__).resolve().parent / "alembic"
+SQLITE_BEGIN_OPTION = "sbanet_sqlite_begin"  # execution option: "IMMEDIATE" (default) or "DEFERRED"
 MIGRATION_LOCK_KEY = 0x5BA_7E7  # pg_advisory_xact_lock key serialising concurrent upgrades
 
 
@@ -39,6 +42,7 @@ class Store:
 
     engine: Engine
     Session: sessionmaker[Session]
+    ReadSession: sessionmaker[Session]
     files: FileStore
 
     @property
@@ -82,7 +86,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 
@@ -102,8 +107,10 @@ def make_store(
     if upgrade:
         upgrade_to_head(engine)
     factory = sessionmaker(engine, expire_on_commit=False)
-    install_guards(factory)
-    return Store(engine=engine, Session=factory, files=FileStore(root))
+    reader = sessionmaker(engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"}), expire_on_commit=False)
+    for maker in (factory, reader):
+        install_guards(maker)
+    return Store(engine=engine, Session=factory, ReadSession=reader, files=FileStore(root))
 
 
 # --- migrations -------------------------------------------------------------------------------
