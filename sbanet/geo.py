@@ -61,7 +61,7 @@ class GeoInfo:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the CRS's units (pixels without a CRS)."""
-        xs, ys = zip(*(self.affine * corner for corner in ((0, 0), (self.width, self.height))))
+        xs, ys = zip(*(self.affine @ corner for corner in ((0, 0), (self.width, self.height))))
         return min(xs), min(ys), max(xs), max(ys)
 
     def to_dict(self) -> dict[str, Any]:
@@ -346,8 +346,8 @@ def read_geoimage(
             scale = max_size / max(height, width)
             out_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
         rgb, valid = source.read(window, out_shape)
-        transform = source.info.affine * Affine.translation(window.col_off, window.row_off)
-        transform *= Affine.scale(width / rgb.shape[1], height / rgb.shape[0])
+        transform = source.info.affine @ Affine.translation(window.col_off, window.row_off)
+        transform @= Affine.scale(width / rgb.shape[1], height / rgb.shape[0])
         return GeoImage(rgb, valid, transform, source.info)
     finally:
         if source is not image:

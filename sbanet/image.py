@@ -7,6 +7,10 @@ The documented conversion (:func:`to_rgb8`), used by the predictor, the app and 
 * anything else (16-bit, float, signed, more than 4 bands): bands chosen (default the first
   three, or the single band repeated), each stretched between its 2nd and 98th percentile of
   finite values to 0-255. NaN / inf become 0.
+
+:func:`stretch_limits` and :func:`apply_stretch` split the stretch in two so that
+:mod:`sbanet.geo` can compute the percentiles once per scene (excluding nodata, on a decimated
+read of a huge raster) and stretch every tile of the scene with the same limits.
 """
 
 from __future__ import annotations

@@ -56,12 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--preset", help="a registered preset with random weights, for testing (e.g. sbanet_tiny)")
     model.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     run = parser.add_argument_group("inference")
-    run.add_argument("--bands", type=parse_bands, help="1-based band numbers for R,G,B, e.g. 3,2,1 (or one band)")
+    run.add_argument("--bands", type=_bands, help="1-based band numbers for R,G,B, e.g. 3,2,1 (or one band)")
     run.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is the target")
     run.add_argument("--tile-overlap", type=int, default=None, help="pixels shared by tiles (default: tile size / 4)")
     run.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        return parse_bands(text)
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def slug(text: str, limit: int = 40) -> str:

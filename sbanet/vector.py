@@ -14,6 +14,7 @@ clockwise (the right-hand rule), and carries no ``crs`` member.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,16 +114,18 @@ def write_geopackage(
     geometry = np.array([shapely.to_wkb(p) for p in polygons], dtype=object)
     path = Path(path)
     path.unlink(missing_ok=True)  # a rerun replaces the file rather than adding a layer
-    write(
-        str(path),
-        geometry,
-        field_data=columns,
-        fields=list(attributes),
-        crs=CRS.from_user_input(crs).to_wkt() if crs else None,
-        geometry_type=geometry_type,
-        driver="GPKG",
-        layer=layer,
-    )
+    with warnings.catch_warnings():  # no CRS is deliberate here: pixel coordinates
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+        write(
+            str(path),
+            geometry,
+            field_data=columns,
+            fields=list(attributes),
+            crs=CRS.from_user_input(crs).to_wkt() if crs else None,
+            geometry_type=geometry_type,
+            driver="GPKG",
+            layer=layer,
+        )
     return path
 
 

@@ -99,8 +99,8 @@ def geotiff_profile(info: GeoInfo, dtype: str, nodata: float) -> dict[str, Any]:
 
 
 class GeoTiffWriter:
-    """Per expression a mask GeoTIFF (and optionally a probability GeoTIFF) on the source's grid,
-    written as rows arrive, so a scene's result never has to fit in memory."""
+    """Per expression a mask GeoTIFF and / or a probability GeoTIFF on the source's grid (either
+    list may be empty), written as rows arrive, so a scene's result never has to fit in memory."""
 
     def __init__(
         self,
@@ -113,8 +113,8 @@ class GeoTiffWriter:
         self.threshold = check_threshold(threshold)
         if probability_dtype not in PROBABILITY_DTYPES:
             raise ValueError(f"probability_dtype must be one of {PROBABILITY_DTYPES}, got {probability_dtype!r}")
-        if probability_paths is not None and len(probability_paths) != len(mask_paths):
-            raise ValueError("give one probability path per mask path")
+        if mask_paths and probability_paths and len(probability_paths) != len(mask_paths):
+            raise ValueError("give one probability path per mask path (or none of either)")
         self.probability_dtype = probability_dtype
         self.masks, self.probabilities = [], []
         try:
