@@ -94,7 +94,8 @@ class ReferringDataset(Dataset):
         return len(self.samples)
 
     def image(self, sample: ReferringSample) -> torch.Tensor:
-        """The normalised ``float32 [3, S, S]`` image of ``sample`` (cached by ``image_id``)."""
+        """The normalised ``float32 [3, S, S]`` image of ``sample`` (cached by ``image_id``: the
+        same tensor is returned for every sentence of the image, so treat it as read-only)."""
         with self._lock:
             cached = self._cache.get(sample.image_id)
             if cached is not None:
