@@ -21,14 +21,8 @@ from . import repository as repo
 from . import runs
 from .downloads import Downloads
 from .inputs import LoadedImage
-from .masks import decode_mask
+from .masks import decode_mask, mean_uncertainty
 from .store import Store
-
-
-def prediction_uncertainty(probability: np.ndarray) -> float:
-    """Mean per-pixel uncertainty ``1 - |2p - 1|`` of a probability map, in [0, 1] (0: all sure)."""
-    p = np.asarray(probability, dtype=np.float32)
-    return float(np.clip(1.0 - np.abs(2.0 * p - 1.0), 0.0, 1.0).mean())
 
 
 class SharedModel:
@@ -111,17 +105,24 @@ class Backend:
                 active = runs.active_model(session)
                 if active is None:
                     raise ValueError("no model given and none is active in the store")
-                source = active.checkpoint
+                source = runs.checkpoint_source(self.store.files, active)
         checkpoint = str(Path(source).resolve()) if Path(source).exists() else source
         predictor = self.model.load(checkpoint)  # slow; no transaction open meanwhile
         with self.store.Session.begin() as session:
-            known = [m for m in runs.list_model_versions(session) if m.checkpoint == checkpoint]
+            known = [
+                m
+                for m in runs.list_model_versions(session)
+                if _same_checkpoint(runs.checkpoint_source(self.store.files, m), checkpoint)
+            ]
             if known:
                 version = known[-1]
             else:
                 name = Path(checkpoint).name if Path(checkpoint).exists() else checkpoint
                 version = runs.add_model_version(
-                    session, name=name, checkpoint=checkpoint, preset=predictor.config.name
+                    session,
+                    name=name,
+                    checkpoint=runs.stored_checkpoint(self.store.files, checkpoint),
+                    preset=predictor.config.name,
                 )
             runs.activate_model(session, version.id)
             version_id, name = version.id, version.name
@@ -159,7 +160,7 @@ class Backend:
                         author=author,
                         model_version_id=self.model.version_id,
                         status="draft",
-                        uncertainty=prediction_uncertainty(prediction.probability),
+                        uncertainty=mean_uncertainty(prediction.probability),
                     )
                 expression_ids.append(expression.id)
                 version_ids.append(version.id)
@@ -213,6 +214,13 @@ class Backend:
     def review_queue(self, status: str, order: str, limit: int = 100) -> list[dict[str, Any]]:
         with self.store.Session.begin() as session:
             return [_version_row(v) for v in repo.review_queue(session, status, order, limit)]
+
+
+def _same_checkpoint(a: str, b: str) -> bool:
+    """Two checkpoint locations name the same thing (local paths compared resolved)."""
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
 
 
 def _version_row(version: Any) -> dict[str, Any]:

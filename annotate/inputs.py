@@ -1,9 +1,10 @@
 """What users send the app, checked before anything is computed or saved.
 
-Uploads are size-checked from their headers before decoding (decompression bombs never reach
-memory), expressions are split one per line and validated, and masks coming back from the
-editor or the API are checked against the image they claim to belong to, then brought to that
-image's full resolution (nearest neighbour: a mask stays binary).
+Uploads are read with :mod:`sbanet.geo` (band choice, per-band stretch, CRS and transform) after
+a size check on the header alone (decompression bombs never reach memory); expressions are split
+one per line and validated; masks coming back from the editor or the API are checked against the
+image they claim to belong to, then brought to that image's full resolution (nearest neighbour:
+a mask stays binary).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from sbanet.image import TIFF_SUFFIXES, read_image, to_rgb8
+from sbanet.geo import GeoInfo, geo_metadata, read_geoimage
+from sbanet.image import read_image
 from sbanet.predictor import check_expression
 
 from .render import BRUSH_ADD, BRUSH_REMOVE, hex_to_rgb
@@ -41,6 +43,7 @@ class LoadedImage:
     rgb: np.ndarray
     band_count: int
     dtype: str
+    geo: GeoInfo | None = None  # CRS + affine transform of a georeferenced file
 
     @property
     def size(self) -> tuple[int, int]:
@@ -54,28 +57,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def header_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` read from the file header only, or ``ValueError`` if unreadable."""
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                return int(page.imagelength), int(page.imagewidth)
-        except Exception:  # not a TIFF tifffile understands: Pillow gets its chance below
-            pass
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:  # reads the header only
-            return img.height, img.width
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{path.name} is too large to decode safely ({exc})") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read {path.name} as an image: {exc}") from exc
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -102,15 +83,17 @@ def load_image(
         raise ValueError(f"{shown}: unsupported file type; upload one of {', '.join(IMAGE_SUFFIXES)}")
     if not path.is_file() or path.stat().st_size == 0:
         raise ValueError(f"{shown} is empty")
-    height, width = header_size(path)
-    if height * width > max_pixels:
+    info = geo_metadata(path)  # the header only: nothing is decoded yet
+    if info.height * info.width > max_pixels:
         raise ValueError(
-            f"{shown} is {width}×{height} pixels, more than this app decodes ({max_pixels:,}); "
+            f"{shown} is {info.width}×{info.height} pixels, more than this app decodes ({max_pixels:,}); "
             "run large scenes with `python -m sbanet.predict` (sliding window) or crop them first"
         )
-    array = read_image(path)
-    rgb = to_rgb8(array, bands)
-    return LoadedImage(shown, path, file_sha256(path), rgb, 1 if array.ndim == 2 else array.shape[2], str(array.dtype))
+    if bands is not None and max(bands) >= info.band_count:
+        raise ValueError(f"{shown} has {info.band_count} band(s); bands are counted from 1 to {info.band_count}")
+    rgb = read_geoimage(path, bands).rgb  # per-band 2-98 % stretch for anything but 8-bit
+    geo = info if info.is_georeferenced else None
+    return LoadedImage(shown, path, file_sha256(path), rgb, info.band_count, info.dtype, geo)
 
 
 def parse_expressions(text: str | None, max_count: int = MAX_EXPRESSIONS) -> list[str]:

@@ -65,7 +65,7 @@ def test_multiband_16_bit_tiff_is_segmented(client, tmp_path):
     from gradio_client import handle_file
 
     bands = np.random.default_rng(0).integers(200, 3000, (4, 64, 96), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "ms.tif", bands)
+    tifffile.imwrite(tmp_path / "ms.tif", bands, photometric="minisblack", planarconfig="separate")
     *_, details = client.predict(
         handle_file(str(tmp_path / "ms.tif")), "the field", "4,3,2", 0.5, "", api_name="/segment"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+from conftest import shared_data
 from PIL import Image
 
 from annotate import attention_view as views
@@ -32,11 +33,20 @@ def test_load_image_reads_png_and_multiband_16_bit_tiff(tmp_path):
     assert len(loaded.sha256) == 64
 
     bands = np.random.default_rng(1).integers(100, 4000, (5, 20, 24), dtype=np.uint16)  # planar 5-band
-    tifffile.imwrite(tmp_path / "b.tif", bands)
+    tifffile.imwrite(tmp_path / "b.tif", bands, photometric="minisblack", planarconfig="separate")
     loaded = inputs.load_image(tmp_path / "b.tif", bands=inputs.parse_bands("5,4,3"))
     assert loaded.rgb.shape == (20, 24, 3) and loaded.rgb.dtype == np.uint8
     assert (loaded.band_count, loaded.dtype) == (5, "uint16")
     assert loaded.rgb[..., 0].max() == 255 and loaded.rgb[..., 0].min() == 0  # stretched per band
+
+
+def test_georeferenced_multispectral_float_geotiff_keeps_its_crs():
+    loaded = inputs.load_image(shared_data("spacenet-sample", "ms1.tif"), bands=inputs.parse_bands("3,2,1"))
+    assert loaded.rgb.shape == (300, 300, 3) and loaded.rgb.dtype == np.uint8
+    assert (loaded.band_count, loaded.dtype) == (4, "float64")
+    assert loaded.geo is not None and loaded.geo.crs == "EPSG:32631"
+    with pytest.raises(ValueError, match="4 band"):
+        inputs.load_image(shared_data("spacenet-sample", "ms1.tif"), bands=inputs.parse_bands("5"))
 
 
 @pytest.mark.parametrize(
@@ -69,9 +79,9 @@ def png_bomb(path, width: int, height: int) -> None:
 
 def test_huge_images_are_refused_from_the_header_before_decoding(tmp_path):
     png_bomb(tmp_path / "bomb.png", 30000, 30000)  # beyond Pillow's own bomb limit
-    with pytest.raises(ValueError, match="too large to decode safely"):
+    with pytest.raises(ValueError, match="30000×30000 pixels"):
         inputs.load_image(tmp_path / "bomb.png")
-    png_bomb(tmp_path / "big.png", 8000, 8000)  # Pillow only warns; the app's limit refuses it
+    png_bomb(tmp_path / "big.png", 8000, 8000)  # below it: Pillow would only warn
     with pytest.raises(ValueError, match="8000×8000 pixels"):
         inputs.load_image(tmp_path / "big.png")
     tifffile.imwrite(tmp_path / "big.tif", np.zeros((3000, 3000), np.uint8))
