@@ -103,8 +103,19 @@ def _heat_panel(
     axes.set_xticks([])
     axes.set_yticks([])
     colourbar = axes.figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.02)
+    ticks = np.linspace(low, high, 3)
+    colourbar.set_ticks(ticks, labels=_tick_labels(ticks))  # plain numbers, never an offset
     colourbar.ax.tick_params(labelsize=7)
     colourbar.set_label(label, fontsize=7)
+
+
+def _tick_labels(values: np.ndarray) -> list[str]:
+    """The fewest significant digits (3 to 7) that tell the values apart."""
+    for digits in range(3, 8):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
 
 
 def _stage_title(index: int, grid: np.ndarray) -> str:

@@ -15,12 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from sbanet.geo import geo_metadata
 from sbanet.predictor import Predictor
 
 from . import repository as repo
 from . import runs
 from .downloads import Downloads
+from .export import export_store
+from .finetune_data import FinetuneConfig, select_masks
+from .hub import backup_to_hub
 from .inputs import LoadedImage
+from .jobs import FinetuneJobs
 from .masks import decode_mask, mean_uncertainty
 from .store import Store
 
@@ -87,6 +92,7 @@ class Backend:
         self.store = store
         self.model = model
         self.downloads = downloads or Downloads()
+        self.jobs = FinetuneJobs(store)
 
     # --- model ------------------------------------------------------------------------------
     @property
@@ -214,6 +220,70 @@ class Backend:
     def review_queue(self, status: str, order: str, limit: int = 100) -> list[dict[str, Any]]:
         with self.store.Session.begin() as session:
             return [_version_row(v) for v in repo.review_queue(session, status, order, limit)]
+
+    # --- models and fine-tuning --------------------------------------------------------------
+    def model_versions(self) -> list[dict[str, Any]]:
+        """Every registered model version (newest first) with its held-out metrics."""
+        with self.store.ReadSession() as session:
+            return [
+                {
+                    "model_version": m.id,
+                    "name": m.name,
+                    "preset": m.preset,
+                    "parent": m.parent_id,
+                    "active": bool(m.active),
+                    "mIoU": _metric(m.metrics, "mIoU"),
+                    "oIoU": _metric(m.metrics, "oIoU"),
+                    "created": f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+                }
+                for m in reversed(runs.list_model_versions(session))
+            ]
+
+    def activate_version(self, model_version_id: int) -> str:
+        """Load a model version and make it the one every user segments with; returns its name."""
+        with self.store.ReadSession() as session:
+            version = runs.get_model_version(session, model_version_id)
+            source, name = runs.checkpoint_source(self.store.files, version), version.name
+        predictor = self.model.load(source)
+        with self.store.Session.begin() as session:
+            runs.activate_model(session, model_version_id)
+        self.model.install(predictor, source, model_version_id, name)
+        return name
+
+    def finetune_masks(self, config: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The accepted masks a run with ``config`` would train on and be measured on, as rows."""
+        train_ids, held_out_ids = select_masks(self.store, config)
+        with self.store.ReadSession() as session:
+            return (
+                [_version_row(repo.get_mask_version(session, i)) for i in train_ids],
+                [_version_row(repo.get_mask_version(session, i)) for i in held_out_ids],
+            )
+
+    # --- export -------------------------------------------------------------------------------
+    def export(self, fmt: str, selection: str) -> tuple[str, Any]:
+        """The store's masks in ``fmt`` (see :mod:`annotate.export`) as a fresh zip file."""
+        folder = self.downloads.new_dir() / f"sbanet-{fmt}-{selection}"
+        summary = export_store(self.store, folder, fmt, selection=selection)
+        return self.downloads.zip_folder(folder, folder.name), summary
+
+    def mask_files(self, mask_version_id: int) -> list[str]:
+        """One mask version as PNG, plus GeoTIFF / GeoPackage / GeoJSON for a georeferenced image."""
+        with self.store.ReadSession() as session:
+            version = repo.get_mask_version(session, mask_version_id)
+            image = version.expression.image
+            mask, expression = repo.mask_array(version), version.expression.text
+            geo = geo_metadata(self.store.files.path(image.path)) if image.georeferenced else None
+            stem = f"{Path(image.filename).stem}-v{version.id}"
+            model = version.model_version.name if version.model_version is not None else version.author
+        return self.downloads.mask_files(stem, [(expression, mask)], geo, model)
+
+    def backup_to_hub(self, repo_id: str) -> dict[str, Any]:
+        return backup_to_hub(self.store, repo_id)
+
+
+def _metric(metrics: dict[str, Any] | None, name: str) -> float | None:
+    value = (metrics or {}).get(name)
+    return None if value is None else round(float(value), 4)
 
 
 def _same_checkpoint(a: str, b: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .render import mask_png_image
+from sbanet.geo import GeoInfo
 
 MAX_NAME_CHARS = 48
 
@@ -42,17 +42,33 @@ class Downloads:
                 shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(dir=self.root))
 
-    def mask_pngs(self, stem: str, masks: list[tuple[str, np.ndarray]]) -> list[str]:
-        """Write each ``(expression, bool [H, W])`` as ``<stem>-<expression>.png`` (0/255)."""
-        from PIL import Image
+    def mask_files(
+        self, stem: str, masks: list[tuple[str, np.ndarray]], geo: GeoInfo | None = None, model: str = ""
+    ) -> list[str]:
+        """Each ``(expression, bool [H, W])`` as ``<stem>-<n>-<expression>.png`` (0/255) and, for a
+        georeferenced image, also as a mask GeoTIFF on its grid, polygons in a GeoPackage (its
+        CRS) and GeoJSON (WGS 84), with the expression and model as attributes."""
+        from sbanet.vector import mask_to_polygons, write_geojson, write_geopackage
+        from sbanet.writers import write_mask_geotiff, write_mask_png
 
         folder = self.new_dir()
-        paths = []
+        paths: list[Path] = []
         for index, (expression, mask) in enumerate(masks):
-            path = folder / f"{safe_name(stem, 'image')}-{index + 1}-{safe_name(expression, 'mask')}.png"
-            Image.fromarray(mask_png_image(mask)).save(path, format="PNG", optimize=False)
-            paths.append(str(path))
-        return paths
+            base = folder / f"{safe_name(stem, 'image')}-{index + 1}-{safe_name(expression, 'mask')}"
+            paths.append(write_mask_png(base.with_suffix(".png"), mask))
+            if geo is None:
+                continue
+            paths.append(write_mask_geotiff(base.with_suffix(".tif"), mask, geo))
+            polygons = mask_to_polygons(mask, geo.transform)
+            attributes = {"expression": expression, "model": model}
+            paths.append(write_geopackage(base.with_suffix(".gpkg"), polygons, geo.crs, attributes))
+            paths.append(write_geojson(base.with_suffix(".geojson"), polygons, geo.crs, attributes))
+        return [str(p) for p in paths]
+
+    def zip_folder(self, folder: Path, name: str) -> str:
+        """``folder`` as ``<name>.zip`` in a fresh folder."""
+        archive = shutil.make_archive(str(self.new_dir() / name), "zip", root_dir=folder)
+        return archive
 
     def copy(self, source: str | Path, name: str | None = None) -> str:
         """Copy a file the app produced (e.g. an export) into a fresh folder and return the copy."""

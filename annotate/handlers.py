@@ -115,8 +115,11 @@ class SegmentHandlers:
             (probability_image(display, _resize_probability(p.probability, size)), f"P({p.expression})")
             for p in predictions
         ]
-        files = self.backend.downloads.mask_pngs(
-            image.name.rsplit(".", 1)[0], [(p.expression, p.mask) for p in predictions]
+        files = self.backend.downloads.mask_files(
+            image.name.rsplit(".", 1)[0],
+            [(p.expression, p.mask) for p in predictions],
+            image.geo,
+            self.backend.model_name,
         )
         seconds = time.perf_counter() - started
         details = {

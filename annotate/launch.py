@@ -28,6 +28,7 @@ class AppSettings:
     share: bool = False
     concurrency: int = 1  # model runs at once (a 2-core CPU gains nothing from more)
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
+    examples: bool = True  # generated synthetic scenes in the Segment tab
 
 
 def parse_auth(text: str | None) -> list[tuple[str, str]]:
@@ -63,13 +64,16 @@ def build_app(settings: AppSettings) -> tuple[Any, Any]:
     """Open the store, load the model, build the UI: ``(demo, backend)`` ready to launch."""
     from .backend import Backend, SharedModel
     from .downloads import Downloads
+    from .examples import example_inputs
     from .store import make_store
     from .ui import build_ui
 
     store = make_store(settings.store_url, settings.data_dir)
     backend = Backend(store, SharedModel(), Downloads())
     backend.load_model(model_source(settings, store))
-    demo = build_ui(backend, concurrency_limit=settings.concurrency)
+    backend.jobs.recover()  # fine-tune runs a killed app left "running" are requeued
+    examples = example_inputs(backend.downloads.root / "examples") if settings.examples else None
+    demo = build_ui(backend, examples=examples, concurrency_limit=settings.concurrency)
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo, backend
 

@@ -100,11 +100,6 @@ def editor_background(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return overlay_mask(image, mask, BRUSH_ADD, alpha=0.35)
 
 
-def mask_png_image(mask: np.ndarray) -> np.ndarray:
-    """``bool [H, W]`` -> ``uint8 [H, W]`` with 0 / 255, the format masks are downloaded in."""
-    return np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8)
-
-
 def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
     """Downscale ``[H, W, C]`` (area filter) so its longer side is at most ``max_side``."""
     height, width = image.shape[:2]

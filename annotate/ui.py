@@ -14,6 +14,7 @@ from .handlers import SegmentHandlers
 from .inputs import IMAGE_SUFFIXES, MAX_EXPRESSIONS
 from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE
 from .review import ORDERS, STATUSES, ReviewHandlers
+from .ui_manage import manage_tabs
 
 TITLE = "SBANet · referring segmentation for aerial images"
 INTRO = (
@@ -75,7 +76,10 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
                     segment_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
                     if examples:
                         gr.Examples(
-                            examples=examples, inputs=[upload, expressions], label="Examples (synthetic scenes)"
+                            examples=examples,
+                            inputs=[upload, expressions],
+                            label="Examples (generated synthetic scenes)",
+                            example_labels=[" · ".join(text.splitlines()) for _, text in examples],
                         )
                 with gr.Column(scale=3):
                     overlay = gr.AnnotatedImage(label="Masks", elem_id="overlay", height=520, format="png")
@@ -100,15 +104,17 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
                     label="Query tokens per stage", interactive=False, format="png", elem_id="query-map"
                 )
                 with gr.Row():
-                    word_bars = gr.Image(label="Word weights", interactive=False, format="png", elem_id="word-bars")
-                    tcsa_map = gr.Image(label="TCSA spatial attention", interactive=False, format="png")
+                    word_bars = gr.Image(
+                        label="Word weights", interactive=False, format="png", elem_id="word-bars", height=380
+                    )
+                    tcsa_map = gr.Image(label="TCSA spatial attention", interactive=False, format="png", height=380)
                 pixel_word_map = gr.Image(label="Pixel-word attention", interactive=False, format="png")
 
             # --- Correct ---------------------------------------------------------------------
             with gr.Tab("Correct", id="correct"):
                 with gr.Row(equal_height=True):
                     recent = gr.Dropdown(label="From your last segmentation", choices=[], scale=2)
-                    mask_version = gr.Number(label="Mask version", precision=0, minimum=1, elem_id="mask-version")
+                    mask_version = gr.Number(label="Mask version", precision=0, elem_id="mask-version")
                     open_button = gr.Button("Open in editor", elem_id="open-button")
                 item_info = gr.Markdown(elem_id="item-info")
                 editor = gr.ImageEditor(
@@ -146,6 +152,8 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
                     queue_limit = gr.Number(value=100, precision=0, minimum=1, maximum=1000, label="At most")
                     queue_button = gr.Button("Refresh", elem_id="queue-button")
                 queue = gr.Dataframe(label="Click a row to correct it", interactive=False, elem_id="queue")
+
+            manage_tabs(backend, annotator_box, mask_version, demo)
 
         # hidden inputs of API-only endpoints (/save_correction from a PNG, /attention from a file)
         with gr.Row(visible=False):
