@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def parse_args(argv: list[str] | None = None):
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     from annotate.launch import build_app, launch_kwargs
 
     settings = parse_args(argv)
-    demo, backend = build_app(settings)
+    try:
+        demo, backend = build_app(settings)
+    except ValueError as exc:  # no model, an unreadable checkpoint, a bad store URL: say why
+        sys.exit(f"app.py: {exc}")
     demo.launch(**launch_kwargs(settings, backend))
 
 

@@ -173,7 +173,7 @@ class Backend:
             return Recorded(row.id, expression_ids, version_ids)
 
     def item(self, mask_version_id: int) -> Item:
-        with self.store.Session.begin() as session:
+        with self.store.ReadSession() as session:
             version = repo.get_mask_version(session, mask_version_id)
             expression = version.expression
             image = expression.image
@@ -214,11 +214,11 @@ class Backend:
 
     def history(self, expression_id: int) -> list[dict[str, Any]]:
         """Every version of an expression's mask, newest first, as table rows."""
-        with self.store.Session.begin() as session:
+        with self.store.ReadSession() as session:
             return [_version_row(v) for v in reversed(repo.history(session, expression_id))]
 
     def review_queue(self, status: str, order: str, limit: int = 100) -> list[dict[str, Any]]:
-        with self.store.Session.begin() as session:
+        with self.store.ReadSession() as session:
             return [_version_row(v) for v in repo.review_queue(session, status, order, limit)]
 
     # --- models and fine-tuning --------------------------------------------------------------

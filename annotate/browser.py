@@ -76,23 +76,25 @@ class AppPage:
     def tab(self, name: str) -> None:
         self.page.get_by_role("tab", name=name).dispatch_event("click")
 
-    def segment(self, image: str | Path, expressions: Sequence[str]) -> float:
-        """Upload, type, click Segment; returns seconds from the click until the overlay shows."""
+    def segment(self, image: str | Path | None, expressions: Sequence[str]) -> float:
+        """Upload (None: keep the uploaded image), type, click Segment; returns the seconds from
+        the click until the next numbered result's summary shows and its overlay has loaded."""
         page = self.page
-        page.set_input_files("#upload input[type=file]", str(image))
-        page.wait_for_function(
-            "name => document.querySelector('#upload').innerText.includes(name)", arg=Path(image).name
-        )
+        if image is not None:
+            page.set_input_files("#upload input[type=file]", str(image))
+            page.wait_for_function(
+                "name => document.querySelector('#upload').innerText.includes(name)", arg=Path(image).name
+            )
         page.fill("#expressions textarea", "\n".join(expressions))
-        previous = (
-            page.locator("#overlay img").first.get_attribute("src") if page.locator("#overlay img").count() else None
-        )
+        done = re.search(r"Result (\d+):", page.inner_text("#segment-summary"))
+        expected = f"Result {int(done.group(1)) + 1 if done else 1}:"  # the summary numbers the runs
         started = time.perf_counter()
         self.press("#segment-button")
         page.wait_for_function(
-            "prev => { const i = document.querySelector('#overlay img');"
-            " return i && i.complete && i.naturalWidth > 0 && i.src !== prev; }",
-            arg=previous,
+            "expected => { const s = document.querySelector('#segment-summary').innerText;"
+            " const i = document.querySelector('#overlay img');"
+            " return s.includes(expected) && i && i.complete && i.naturalWidth > 0; }",
+            arg=expected,
         )
         return time.perf_counter() - started
 

@@ -7,7 +7,6 @@ the disk. Gradio copies returned files into its own cache before serving them.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
@@ -16,14 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sbanet.geo import GeoInfo
-
-MAX_NAME_CHARS = 48
-
-
-def safe_name(text: str, fallback: str = "file") -> str:
-    """A file-name-safe slug of ``text`` (letters, digits, ``-``), at most 48 characters."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:MAX_NAME_CHARS].strip("-")
-    return slug or fallback
+from sbanet.predict import slug
 
 
 class Downloads:
@@ -54,7 +46,7 @@ class Downloads:
         folder = self.new_dir()
         paths: list[Path] = []
         for index, (expression, mask) in enumerate(masks):
-            base = folder / f"{safe_name(stem, 'image')}-{index + 1}-{safe_name(expression, 'mask')}"
+            base = folder / f"{slug(stem) if stem else 'image'}-{index + 1}-{slug(expression)}"
             paths.append(write_mask_png(base.with_suffix(".png"), mask))
             if geo is None:
                 continue

@@ -22,6 +22,7 @@ from .render import fit_within, palette_colour, probability_image
 
 DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
 ANONYMOUS = "anonymous"
+OVERLAY_ALPHA = 0.6
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,6 +66,7 @@ class SegmentSession:
     bands: tuple[int, ...] | None
     predictions: list[Any]
     mask_version_ids: list[int] = field(default_factory=list)
+    run: int = 1  # the how-manieth segmentation of this session
 
     def prediction(self, expression: str | None) -> Any:
         for prediction in self.predictions:
@@ -93,9 +95,12 @@ class SegmentHandlers:
         bands_text: str,
         threshold: float,
         annotator_name: str,
+        previous: SegmentSession | None = None,
         request: gr.Request = None,
     ) -> tuple[Any, list[tuple[np.ndarray, str]], list[str], str, dict[str, Any], SegmentSession]:
-        """Image + expressions -> overlay, probability maps, full-size mask PNGs, summary, details."""
+        """Image + expressions -> overlay, probability maps, full-size mask PNGs, summary, details.
+
+        ``previous`` is this user's last segmentation (numbers the runs of a session)."""
         started = time.perf_counter()
         bands = parse_bands(bands_text)
         image = load_image(uploaded_path(file), bands)
@@ -104,11 +109,13 @@ class SegmentHandlers:
         predictions = self.backend.predict(image.rgb, expressions, float(threshold))
         model_seconds = time.perf_counter() - model_started
         recorded = self.backend.record_segmentation(image, predictions, annotator(request, annotator_name))
-        session = SegmentSession(image, bands, predictions, list(recorded.mask_version_ids))
+        run = previous.run + 1 if previous is not None else 1
+        session = SegmentSession(image, bands, predictions, list(recorded.mask_version_ids), run)
 
         display = fit_within(image.rgb, DISPLAY_SIDE)
         size = display.shape[:2]
-        labels = [(resize_mask(p.mask, size).astype(np.float32), p.expression) for p in predictions]
+        # mask values set the overlay's alpha: 0.6 keeps the image visible under each mask
+        labels = [(resize_mask(p.mask, size) * OVERLAY_ALPHA, p.expression) for p in predictions]
         colours = {p.expression: palette_colour(i) for i, p in enumerate(predictions)}
         overlay = gr.AnnotatedImage(value=(display, labels), color_map=colours)
         gallery = [
@@ -133,6 +140,7 @@ class SegmentHandlers:
                 "image_id": recorded.image_id,
             },
             "model": self.backend.model_name,
+            "run": run,
             "seconds": {"model": round(model_seconds, 3), "total": round(seconds, 3)},
             "results": [
                 {
@@ -239,7 +247,8 @@ def summary_markdown(details: dict[str, Any]) -> str:
     info = details["image"]
     seconds = details["seconds"]
     lines = [
-        f"**{len(details['results'])} expression(s)** on `{info['name']}` ({info['width']}×{info['height']}) · "
+        f"Result {details['run']}: **{len(details['results'])} expression(s)** on `{info['name']}` "
+        f"({info['width']}×{info['height']}) · "
         f"model `{details['model']}` · **{seconds['model']:.2f} s** model, {seconds['total']:.2f} s in all",
         "",
         "| | expression | area | mean P inside | saved as |",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sbanet.geo import GeoInfo, geo_metadata, read_geoimage
+from sbanet.geo import parse_bands as geo_parse_bands
 from sbanet.image import read_image
 from sbanet.predictor import check_expression
 
@@ -60,17 +61,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """``"4,3,2"`` (1-based, as GIS tools count bands) -> ``(3, 2, 1)``; blank -> None."""
+    """``"4,3,2"`` (1-based, as GIS tools count bands) -> ``(3, 2, 1)``; blank -> None (see
+    :func:`sbanet.geo.parse_bands`; spaces are allowed here)."""
     if text is None or not str(text).strip():
         return None
-    parts = [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p]
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"bands {text!r}: give 1 or 3 band numbers counted from 1, e.g. '4,3,2'") from None
-    if len(numbers) not in (1, 3) or min(numbers) < 1:
-        raise ValueError(f"bands {text!r}: give 1 or 3 band numbers counted from 1, e.g. '4,3,2'")
-    return tuple(n - 1 for n in numbers)
+    return geo_parse_bands(str(text).replace(" ", ""))
 
 
 def load_image(

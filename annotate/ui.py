@@ -40,7 +40,8 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
     seg = SegmentHandlers(backend)
     rev = ReviewHandlers(backend)
     model_events = {"concurrency_limit": concurrency_limit, "concurrency_id": MODEL_GROUP}
-    with gr.Blocks(title="SBANet") as demo:
+    # Gradio's own cache (uploads, returned files) is swept hourly of files older than a day
+    with gr.Blocks(title="SBANet", delete_cache=(3600, 86400)) as demo:
         session = gr.State(None)
         editing = gr.State(None)
         with gr.Row(equal_height=True):
@@ -170,7 +171,7 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
         upload.change(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
         segment_event = segment_button.click(
             seg.segment,
-            [upload, expressions, bands, threshold, annotator_box],
+            [upload, expressions, bands, threshold, annotator_box, session],
             [overlay, probabilities, mask_files, summary, details, session],
             api_name="segment",
             **model_events,

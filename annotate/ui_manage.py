@@ -46,7 +46,9 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
             metrics = gr.Dataframe(label="Held-out metrics: base vs fine-tuned", interactive=False)
             log = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True)
         run_status = gr.JSON(label="Run status", visible=False)
-        gr.Markdown("### Model versions")
+        with gr.Row(equal_height=True):
+            gr.Markdown("### Model versions")
+            models_button = gr.Button("Refresh list", scale=0)
         models = gr.Dataframe(interactive=False)
         with gr.Row(equal_height=True):
             activate_choice = gr.Dropdown(label="Model version", choices=[], scale=2)
@@ -95,6 +97,7 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
         manage.models, None, [models, activate_choice], **private
     )
     cancel_button.click(manage.cancel, run, run_status, api_name="cancel_finetune")
+    models_button.click(manage.models, None, [models, activate_choice], api_name="models")
     activate_button.click(manage.activate, activate_version, [activated, models], api_name="activate_model")
     export_button.click(manage.export, [export_format, export_selection], [export_file, export_info], api_name="export")
     mask_button.click(manage.export_mask, mask_to_export, mask_files, api_name="export_mask")
