@@ -65,7 +65,7 @@ class ManageHandlers:
         self.backend = backend
 
     # --- models -----------------------------------------------------------------------------
-    def models(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+    def model_table(self) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The model versions table and the choices of the model pickers (active one selected)."""
         rows = self.backend.model_versions()
         choices = [
@@ -75,11 +75,15 @@ class ManageHandlers:
         active = next((r["model_version"] for r in rows if r["active"]), None)
         return table(rows, MODEL_COLUMNS), gr.update(choices=choices, value=active)
 
+    def versions(self) -> pd.DataFrame:
+        """API: the model versions table (the ``active`` column marks the one in use)."""
+        return self.model_table()[0]
+
     @user_errors
     def activate(self, model_version: Any) -> tuple[str, pd.DataFrame]:
         """Make a model version the one every user segments with."""
         name = self.backend.activate_version(version_id(model_version))
-        return f"Every user now segments with **{name}**.", self.models()[0]
+        return f"Every user now segments with **{name}**.", self.model_table()[0]
 
     # --- fine-tune ----------------------------------------------------------------------------
     @staticmethod

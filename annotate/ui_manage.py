@@ -77,8 +77,8 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
 
     # --- wiring --------------------------------------------------------------------------------
     private = {"api_visibility": "private"}
-    demo.load(manage.models, None, [models, base_choice], **private)
-    demo.load(manage.models, None, [models, activate_choice], **private)
+    demo.load(manage.model_table, None, [models, base_choice], **private)
+    demo.load(manage.model_table, None, [models, activate_choice], **private)
     demo.load(manage.finetune_data, include_imported, [data_summary, train_masks, held_out_masks], **private)
     base_choice.change(lambda v: v, base_choice, base_model, **private)
     activate_choice.input(lambda v: v, activate_choice, activate_version, **private)
@@ -94,10 +94,12 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
     ).success(lambda: gr.Timer(active=True), None, timer, **private)
     refresh_button.click(manage.status, run, [run_status, progress, log, metrics], api_name="finetune_status")
     timer.tick(manage.poll, run, [run_status, progress, log, metrics, timer], **private).then(
-        manage.models, None, [models, activate_choice], **private
+        manage.model_table, None, [models, activate_choice], **private
     )
     cancel_button.click(manage.cancel, run, run_status, api_name="cancel_finetune")
-    models_button.click(manage.models, None, [models, activate_choice], api_name="models")
+    models_button.click(manage.versions, None, models, api_name="models").then(
+        manage.model_table, None, [models, activate_choice], **private
+    )
     activate_button.click(manage.activate, activate_version, [activated, models], api_name="activate_model")
     export_button.click(manage.export, [export_format, export_selection], [export_file, export_info], api_name="export")
     mask_button.click(manage.export_mask, mask_to_export, mask_files, api_name="export_mask")
