@@ -82,8 +82,10 @@ class SegmentHandlers:
         self.backend = backend
 
     @user_errors
-    def preview(self, file: Any, bands_text: str) -> tuple[np.ndarray, str]:
+    def preview(self, file: Any, bands_text: str) -> tuple[np.ndarray | None, str]:
         """Show an upload as the model will see it (TIFFs stretched per band), with its facts."""
+        if file is None:  # the upload was cleared
+            return None, ""
         image = load_image(uploaded_path(file), parse_bands(bands_text))
         return fit_within(image.rgb, DISPLAY_SIDE), describe(image)
 

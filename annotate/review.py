@@ -16,10 +16,13 @@ import numpy as np
 import pandas as pd
 
 from .handlers import annotator, user_errors
-from .inputs import editor_mask, load_image, mask_from_file
-from .render import editor_background
+from .inputs import editor_mask, load_image, mask_from_file, resize_mask
+from .render import editor_background, fit_within
 
 STATUSES = ("draft", "submitted", "accepted", "rejected")
+# larger images are edited on a downscaled canvas (brush strokes are brought back to full size
+# with nearest neighbour; the stored mask itself keeps every full-resolution pixel)
+EDITOR_SIDE = 2048
 ORDERS = {"most uncertain first": "uncertain", "newest first": "recent"}
 HISTORY_COLUMNS = ("mask_version", "kind", "status", "author", "area_px", "uncertainty", "parent", "created")
 QUEUE_COLUMNS = ("mask_version", "image", "expression", "kind", "status", "author", "uncertainty", "created")
@@ -62,8 +65,11 @@ class ReviewHandlers:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
 
-    def _reference(self, item: Any, bands: tuple[int, ...] | None) -> np.ndarray:
-        return load_image(item.image_path, bands, name=item.image_name).rgb
+    def _background(self, item: Any, bands: tuple[int, ...] | None) -> np.ndarray:
+        """What the editor shows: the image (at most :data:`EDITOR_SIDE` wide or high) with the
+        mask tinted in. Saving rebuilds it to check the editor still holds this image."""
+        image = fit_within(load_image(item.image_path, bands, name=item.image_name).rgb, EDITOR_SIDE)
+        return editor_background(image, resize_mask(item.mask, image.shape[:2]))
 
     def _describe(self, item: Any) -> str:
         return (
@@ -77,7 +83,7 @@ class ReviewHandlers:
     ) -> tuple[dict[str, Any], Editing, str, pd.DataFrame]:
         """Load a mask version into the editor: the image as background, the mask as a layer."""
         item = self.backend.item(version_id(mask_version))
-        background = editor_background(self._reference(item, bands), item.mask)
+        background = self._background(item, bands)
         value = {"background": background, "layers": [], "composite": None}
         height, width = item.mask.shape
         editing = Editing(
@@ -106,7 +112,7 @@ class ReviewHandlers:
         item = self.backend.item(editing.mask_version_id)
         if item.mask.shape != (editing.height, editing.width):
             raise ValueError("the stored image changed size since the editor opened it; reopen the item")
-        background = editor_background(self._reference(item, editing.bands), item.mask)
+        background = self._background(item, editing.bands)
         mask = editor_mask(value, background, item.mask)
         new_id = self.backend.save_correction(editing.mask_version_id, mask, author, note)
         saved = Editing(

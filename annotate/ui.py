@@ -169,6 +169,7 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
         demo.load(lambda: f"model: `{backend.model_name}`", outputs=model_info, api_visibility="private")
         demo.load(_signed_in, None, annotator_box, api_visibility="private")
         upload.change(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
+        bands.blur(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
         segment_event = segment_button.click(
             seg.segment,
             [upload, expressions, bands, threshold, annotator_box, session],

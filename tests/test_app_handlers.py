@@ -175,6 +175,16 @@ def details_versions(details):
     return [r["mask_version"] for r in details["results"]]
 
 
+def test_preview_shows_the_upload_as_the_model_sees_it(backend, scene, tmp_path):
+    handlers = SegmentHandlers(backend)
+    picture, facts = handlers.preview(str(scene), "")
+    assert picture.shape == (48, 64, 3) and "64×48 px" in facts and "3 band(s)" in facts
+    assert handlers.preview(None, "") == (None, "")
+    (tmp_path / "empty.tif").write_bytes(b"")
+    with pytest.raises(gr.Error, match="empty"):
+        handlers.preview(str(tmp_path / "empty.tif"), "")
+
+
 def test_the_signed_in_user_is_the_annotator(backend, scene):
     SegmentHandlers(backend).segment(str(scene), "the pond", "", 0.5, "typed name", request=signed_in("ben"))
     assert [v["author"] for v in backend.versions.values()] == ["ben"]
@@ -231,6 +241,25 @@ def test_correction_from_the_editor_is_saved_at_full_size_with_its_author(backen
     assert new["mask"].sum() == 600 + 8 * 16
     assert f"mask version {saved.mask_version_id}" in message
     assert history["mask_version"].iloc[0] == saved.mask_version_id
+
+
+def test_large_images_are_edited_downscaled_and_saved_at_full_size(backend, tmp_path, monkeypatch):
+    import annotate.review
+
+    monkeypatch.setattr(annotate.review, "EDITOR_SIDE", 32)  # as a 4000 px image on a 2048 canvas
+    image = np.full((48, 64, 3), (170, 150, 60), np.uint8)
+    image[10:30, 20:50] = (20, 40, 230)
+    Image.fromarray(image).save(tmp_path / "big.png")
+    *_, session = SegmentHandlers(backend).segment(str(tmp_path / "big.png"), "the pond", "", 0.5, "ana")
+    review = ReviewHandlers(backend)
+    value, editing, *_ = review.open_item(session.mask_version_ids[0])
+    assert value["background"].shape == (24, 32, 3)
+    layer = np.zeros((24, 32, 4), np.uint8)
+    layer[0:2, 0:4] = (*hex_to_rgb(BRUSH_ADD), 153)
+    _, saved, _ = review.save_from_editor(editing, {"background": value["background"], "layers": [layer]}, "", "ana")
+    mask = backend.versions[saved.mask_version_id]["mask"]
+    assert mask.shape == (48, 64) and mask[0:4, 0:8].all() and mask[10:30, 20:50].all()
+    assert mask.sum() == 600 + 32
 
 
 def test_bad_corrections_are_refused_and_nothing_is_saved(backend, scene):
