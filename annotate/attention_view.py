@@ -110,7 +110,9 @@ def _heat_panel(
 
 
 def _tick_labels(values: np.ndarray) -> list[str]:
-    """The fewest significant digits (3 to 7) that tell the values apart."""
+    """The fewest significant digits (3 to 7) that tell the values apart (dust shown as 0)."""
+    span = float(np.abs(values).max()) or 1.0
+    values = np.where(np.abs(values) < 1e-6 * span, 0.0, values)
     for digits in range(3, 8):
         labels = [f"{v:.{digits}g}" for v in values]
         if len(set(labels)) == len(labels):
@@ -165,7 +167,7 @@ def word_relevance_image(attention: AttentionMaps) -> np.ndarray:
     if not stages:
         return _message("This model has no query-text alignment (BAM is off).")
     words = merge_word_pieces(attention.tokens)
-    figure = _figure(max(5.0, 0.75 * len(words) + 1.5), 3.4)
+    figure = _figure(max(8.0, 0.75 * len(words) + 1.5), 3.4)
     axes = figure.subplots()
     width = 0.8 / len(stages)
     x = np.arange(len(words))
@@ -182,7 +184,7 @@ def word_relevance_image(attention: AttentionMaps) -> np.ndarray:
         tick.set_color("#999999" if word.special else "#111111")
     axes.set_ylabel("share of alignment (%)")
     axes.set_title("How much each word counts in the query-text alignment (BAM, Eq. 3)", fontsize=11)
-    axes.legend(fontsize=8, ncols=len(stages), loc="upper right")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # off the bars
     axes.spines[["top", "right"]].set_visible(False)
     return _to_array(figure)
 

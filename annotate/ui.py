@@ -104,12 +104,9 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
                 query_map = gr.Image(
                     label="Query tokens per stage", interactive=False, format="png", elem_id="query-map"
                 )
-                with gr.Row():
-                    word_bars = gr.Image(
-                        label="Word weights", interactive=False, format="png", elem_id="word-bars", height=380
-                    )
-                    tcsa_map = gr.Image(label="TCSA spatial attention", interactive=False, format="png", height=380)
+                word_bars = gr.Image(label="Word weights", interactive=False, format="png", elem_id="word-bars")
                 pixel_word_map = gr.Image(label="Pixel-word attention", interactive=False, format="png")
+                tcsa_map = gr.Image(label="TCSA spatial attention", interactive=False, format="png")
 
             # --- Correct ---------------------------------------------------------------------
             with gr.Tab("Correct", id="correct"):
