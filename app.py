@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the app's modules are imported when used, not at import time
+    from annotate.launch import AppSettings
 
 
-def parse_args(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None) -> AppSettings:
     from annotate.launch import AUTH_ENV, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -33,6 +37,7 @@ def parse_args(argv: list[str] | None = None):
     )
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     parser.add_argument("--concurrency", type=int, default=1, help="model runs at the same time (default 1)")
+    parser.add_argument("--device", help="torch device for the model (default: cuda when available, else cpu)")
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload (default 200mb)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -51,6 +56,7 @@ def parse_args(argv: list[str] | None = None):
         share=args.share,
         concurrency=args.concurrency,
         max_file_size=args.max_file_size,
+        device=args.device,
     )
 
 

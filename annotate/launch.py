@@ -6,6 +6,7 @@ every user) and builds the UI when called.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ class AppSettings:
     auth: list[tuple[str, str]] = field(default_factory=list)
     share: bool = False
     concurrency: int = 1  # model runs at once (a 2-core CPU gains nothing from more)
+    device: str | None = None  # torch device of the model; None: cuda when available, else cpu
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     examples: bool = True  # generated synthetic scenes in the Segment tab
 
@@ -62,14 +64,19 @@ def model_source(settings: AppSettings, store: Any) -> str | None:
 
 def build_app(settings: AppSettings) -> tuple[Any, Any]:
     """Open the store, load the model, build the UI: ``(demo, backend)`` ready to launch."""
+    import torch
+
+    from sbanet.predictor import Predictor
+
     from .backend import Backend, SharedModel
     from .downloads import Downloads
     from .examples import example_inputs
     from .store import make_store
     from .ui import build_ui
 
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     store = make_store(settings.store_url, settings.data_dir)
-    backend = Backend(store, SharedModel(), Downloads())
+    backend = Backend(store, SharedModel(functools.partial(Predictor.from_pretrained, device=device)), Downloads())
     backend.load_model(model_source(settings, store))
     backend.jobs.recover()  # fine-tune runs a killed app left "running" are requeued
     examples = example_inputs(backend.downloads.root / "examples") if settings.examples else None
