@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .image import DEFAULT_PERCENTILES, TIFF_SUFFIXES, apply_stretch, read_image, select_bands, stretch_limits
@@ -171,9 +171,10 @@ class RasterSource:
         """RGB ``uint8 [h, w, 3]`` of a window (default: all), optionally resampled (nearest) to
         ``out_shape``, and ``valid`` ``bool [h, w]`` (False at nodata, where the RGB is 0)."""
         data, valid = self._read(window, out_shape)
-        rgb = data if self.limits is None else apply_stretch(data, self.limits, valid)
         if self.limits is None:
-            rgb = np.where(valid[..., None], rgb, 0).astype(np.uint8)
+            rgb = np.where(valid[..., None], data, 0).astype(np.uint8)
+        else:
+            rgb = apply_stretch(data, self.limits, valid)
         return np.ascontiguousarray(rgb), valid
 
     def close(self) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import shapely
-from affine import Affine
 from pyproj import CRS, Geod, Transformer
 from rasterio import features
+from rasterio.transform import Affine
 from shapely.geometry import mapping, shape
 from shapely.geometry.polygon import orient
 
@@ -130,9 +130,10 @@ def write_geopackage(
 
 
 def geojson_features(
-    polygons: Sequence[shapely.Geometry], crs: str, attributes: dict[str, Any] | None = None
+    polygons: Sequence[shapely.Geometry], crs: str | None, attributes: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """An RFC 7946 FeatureCollection (WGS 84 lon / lat, right-hand rule, no ``crs`` member)."""
+    """An RFC 7946 FeatureCollection (WGS 84 lon / lat, right-hand rule, no ``crs`` member) of
+    polygons in ``crs``; ``ValueError`` without a CRS (pixel coordinates have no place on Earth)."""
     if crs is None:
         raise ValueError("GeoJSON (RFC 7946) needs a georeferenced image: this one has no CRS")
     records = _records(polygons, crs, attributes or {})
@@ -146,7 +147,7 @@ def geojson_features(
 
 
 def write_geojson(
-    path: str | Path, polygons: Sequence[shapely.Geometry], crs: str, attributes: dict[str, Any] | None = None
+    path: str | Path, polygons: Sequence[shapely.Geometry], crs: str | None, attributes: dict[str, Any] | None = None
 ) -> Path:
     """Write :func:`geojson_features` to ``path``."""
     path = Path(path)
@@ -166,6 +167,11 @@ def rasterize_polygons(
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two ``bool`` masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+    """Intersection over union of two ``bool [H, W]`` masks, by :mod:`sbanet.metrics`' rule
+    (0 when both are empty)."""
+    import torch
+
+    from .metrics import intersection_union, iou_from_counts
+
+    counts = intersection_union(torch.from_numpy(np.asarray(a))[None], torch.from_numpy(np.asarray(b))[None])
+    return float(iou_from_counts(*counts)[0])

@@ -8,10 +8,10 @@ import tracemalloc
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from conftest import SHARED_DATA, shared_data
 from PIL import Image
 from rasterio.crs import CRS
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 import sbanet.geo

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
+from rasterio.transform import Affine
 from scipy.ndimage import gaussian_filter
 
 from sbanet import sbanet_tiny
