@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--encoder-lr-mult", type=float, default=0.05, help="pretrained encoders' lr factor")
-    parser.add_argument("--replay", action="store_true", help="dubai: also fine-tune the largest N with a replay of the base's data")
+    parser.add_argument("--replay", action="store_true", help="dubai: also the largest N with a replay")
     parser.add_argument("--held-out-images", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
