@@ -38,10 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from sbanet.data import ReferringSample
-
 from . import runs
-from .finetune_data import FinetuneConfig, replay_samples, select_masks, store_samples
+from .finetune_data import FinetuneConfig, model_dataset, replay_samples, select_masks, store_samples
 from .store import Store
 
 PERSIST_EVERY_S = 2.0  # progress rows written at most this often (and at every stage change)
@@ -215,7 +213,6 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
     from torch.utils.data import ConcatDataset
 
     from sbanet.checkpoint import load_pretrained
-    from sbanet.data import ReferringDataset
     from sbanet.engine import Progress, TrainConfig, train
 
     config, run_id = claimed.config, claimed.run_id
@@ -224,14 +221,9 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
     # --- data: accepted masks from the store (+ replay), held-out set -------------------------
     train_ids, eval_ids = _choose_masks(store, claimed)
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
-    mc = model.config
-
-    def dataset(samples: list[ReferringSample]) -> ReferringDataset:
-        return ReferringDataset(samples, mc.image_size, tokenizer, mc.max_tokens, mc.pixel_mean, mc.pixel_std)
-
     replay = replay_samples(config, round(config.replay_ratio * len(train_ids)))
-    train_set = dataset(store_samples(store, train_ids) + replay)
-    held_out = dataset(store_samples(store, eval_ids))
+    train_set = model_dataset(store_samples(store, train_ids) + replay, model.config, tokenizer)
+    held_out = model_dataset(store_samples(store, eval_ids), model.config, tokenizer)
     summary = f"{len(train_ids)} accepted masks + {len(replay)} replay samples; {len(eval_ids)} held out"
     reporter.report("evaluating base", 0.0, summary, log_line=True)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,10 @@ from . import repository as repo
 from .masks import decode_mask
 from .models import MaskVersion
 from .store import Store
+
+if TYPE_CHECKING:
+    from sbanet.config import SBANetConfig
+    from sbanet.data import ReferringDataset
 
 
 @dataclass
@@ -118,3 +122,12 @@ def replay_samples(config: FinetuneConfig, count: int) -> list[ReferringSample]:
         raise ValueError(f"the replay dataset {config.replay_kind} at {config.replay_root} has no samples")
     chosen = np.random.default_rng(config.seed).choice(len(pool), min(count, len(pool)), replace=False)
     return [pool[i] for i in sorted(chosen)]
+
+
+def model_dataset(samples: list[ReferringSample], config: SBANetConfig, tokenizer: Any) -> ReferringDataset:
+    """Samples prepared as a model with ``config`` expects them (input size, tokens, normalisation)."""
+    from sbanet.data import ReferringDataset
+
+    return ReferringDataset(
+        samples, config.image_size, tokenizer, config.max_tokens, config.pixel_mean, config.pixel_std
+    )
