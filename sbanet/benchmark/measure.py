@@ -22,9 +22,31 @@ KINDS = ("inference", "agreement", "train", "profile")
 PATHS = ("eager", "fast")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # single-WordPiece words: an expression of n tokens is [CLS] + n - 2 words + [SEP]
-WORDS = (
-    "the large white building on the left of the road near the water and green trees with a small red roof"
-).split()
+WORDS = tuple(
+    [
+        "the",
+        "large",
+        "white",
+        "building",
+        "on",
+        "the",
+        "left",
+        "of",
+        "the",
+        "road",
+        "near",
+        "the",
+        "water",
+        "and",
+        "green",
+        "trees",
+        "with",
+        "a",
+        "small",
+        "red",
+        "roof",
+    ]
+)
 
 
 @dataclass

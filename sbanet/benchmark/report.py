@@ -89,7 +89,8 @@ def _mb(value: float | None) -> str:
 
 def inference_table(records: list[Record]) -> list[str]:
     lines = [
-        "| preset | model | path | K | median s | IQR s | min-max s | runs | peak RSS MiB (process / inference) | speed-up vs eager |",
+        "| preset | model | path | K | median s | IQR s | min-max s | runs | peak RSS MiB (process / inference) "
+        "| speed-up vs eager |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in records:
