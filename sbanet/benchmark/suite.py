@@ -2,12 +2,13 @@
 
 Parts (``python -m train.bench --parts ...``):
 
-* ``speed``: ``sbanet_swin_b`` as the LAVT baseline and as full SBANet, eager fp32 and fast
-  path, one 448x448 image + one 20-token expression (plus the fast path with cached text);
+* ``speed``: ``sbanet_swin_b`` as the LAVT baseline and as full SBANet, eager fp32, the fast
+  path and the fast path with int8 Swin linears, one 448x448 image + one 20-token expression
+  (plus the fast path with cached text);
 * ``multi``: the fast path with K = 1, 2, 4, 8 expressions on one image;
 * ``small``: ``sbanet_lite`` and ``sbanet_tiny``, eager and fast;
-* ``agreement``: fast path against fp32 eager on real images (``sbanet_swin_b`` random weights,
-  ``sbanet_lite`` with its pretrained encoders);
+* ``agreement``: fast path (and int8) against fp32 eager on real images (``sbanet_swin_b``
+  random weights, ``sbanet_lite`` with its pretrained encoders);
 * ``train``: training samples/s per preset (forward + backward + AdamW step);
 * ``profile``: seconds per component and the top operators, eager and fast.
 
@@ -91,7 +92,7 @@ def build_cases(s: Settings) -> list[Case]:
     cases: list[Case] = []
     if "speed" in s.parts:
         for ablation in ("lavt", "full"):
-            for path in ("eager", "fast"):
+            for path in ("eager", "fast", "int8"):
                 cases.append(Case(ablation=ablation, path=path, **swin))
         cases.append(Case(ablation="full", path="fast", cached_text=True, **swin))
     if "multi" in s.parts:
@@ -106,8 +107,9 @@ def build_cases(s: Settings) -> list[Case]:
     if "agreement" in s.parts:
         images = real_images(s.data, s.images)
         agree = dict(kind="agreement", images=images, texts=list(s.texts), threads=s.threads, image_size=s.image_size)
-        cases.append(Case(preset="sbanet_swin_b", **agree))
-        cases.append(Case(preset="sbanet_lite", pretrained=True, **agree))
+        cases.append(Case(preset="sbanet_swin_b", path="fast", **agree))
+        cases.append(Case(preset="sbanet_swin_b", path="int8", **agree))
+        cases.append(Case(preset="sbanet_lite", path="fast", pretrained=True, **agree))
     if "train" in s.parts:
         from ..build import PRESET_CONFIGS
 
