@@ -13,6 +13,8 @@ to float rounding (tests compare them); the profile that motivates each part is 
   Here ``qkv`` runs on the real tokens only (a zero-padded token's ``qkv`` is the bias, so
   padding rows are filled with it: exact), one ``index_select`` does roll + pad + partition,
   one does reverse + slice + roll, and ``proj`` runs after it on the real tokens.
+* :class:`FastEfficientNetEncoder`: EfficientNet-Lite0 with its BatchNorms folded into the
+  convolutions.
 * :class:`FoldedDecoder`: LAVT's decoder (48% of SBANet-Swin-B's FLOPs, 3x3 convolutions at
   1/4 and 1/8 resolution) with each BatchNorm folded into its convolution and, on CPUs, the
   large 3x3 convolutions run by NNPACK's Winograd kernels (about 2x faster than oneDNN's
@@ -34,7 +36,7 @@ from torch import nn
 
 from .modeling.decoder import SimpleDecoder
 from .modeling.sbanet import SBANet
-from .modeling.visual_encoder import SwinEncoder
+from .modeling.visual_encoder import EfficientNetLiteEncoder, SwinEncoder
 from .runtime import DerivedCache
 
 # NNPACK pays off on large maps; below this many pixels oneDNN's direct convolution wins.
@@ -209,6 +211,57 @@ class FoldedDecoder(SimpleDecoder):
         return self.classifier(x)
 
 
+# --- EfficientNet ----------------------------------------------------------------------------
+def _without_batchnorm(bn: nn.BatchNorm2d) -> nn.Module:
+    """What remains of a (timm ``BatchNormAct2d``) BatchNorm once folded: its dropout and activation."""
+    return nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
+
+
+def folded_efficientnet(encoder: EfficientNetLiteEncoder) -> EfficientNetLiteEncoder:
+    """A copy of ``encoder`` (eval mode) with every BatchNorm folded into the convolution before it,
+    its weights in channels-last order (oneDNN's native layout: no reorder around each conv)."""
+    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+
+    folded = copy.deepcopy(encoder).eval()
+    pairs = [(folded, "conv_stem", "bn1")]
+    for block in folded.modules():
+        if isinstance(block, DepthwiseSeparableConv):
+            pairs += [(block, "conv_dw", "bn1"), (block, "conv_pw", "bn2")]
+        elif isinstance(block, InvertedResidual):
+            pairs += [(block, "conv_pw", "bn1"), (block, "conv_dw", "bn2"), (block, "conv_pwl", "bn3")]
+    for parent, conv_name, bn_name in pairs:
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        weight, bias = fold_batchnorm(conv, bn)
+        conv.weight, conv.bias = nn.Parameter(weight, requires_grad=False), nn.Parameter(bias, requires_grad=False)
+        setattr(parent, bn_name, _without_batchnorm(bn))
+    return folded.to(memory_format=torch.channels_last)
+
+
+class FastEfficientNetEncoder(EfficientNetLiteEncoder):
+    """An :class:`EfficientNetLiteEncoder`'s own modules (same state-dict keys); in eval mode it
+    runs a BatchNorm-folded, channels-last copy, rebuilt when the weights change (the depthwise
+    blocks at 1/2 and 1/4 resolution are memory-bound: every pass saved counts)."""
+
+    def __init__(self, encoder: EfficientNetLiteEncoder) -> None:
+        nn.Module.__init__(self)  # share the encoder's modules instead of building new ones
+        self.stage_dims = encoder.stage_dims
+        self.conv_stem, self.bn1, self.stages = encoder.conv_stem, encoder.bn1, encoder.stages
+        self.folded = DerivedCache(encoder, folded_efficientnet)
+
+    def _runner(self) -> EfficientNetLiteEncoder:
+        return super() if self.bn1.training else self.folded.get()  # type: ignore[return-value]
+
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``[B, 3, H, W]`` -> ``[B, H/2, W/2, 32]`` (channels-last memory from here on)."""
+        if not self.bn1.training:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self._runner().stem(images)
+
+    def stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """``[B, h, w, C] -> [B, h', w', C_i]``."""
+        return self._runner().stage(index, x)
+
+
 # --- the composed fast model -----------------------------------------------------------------
 def optimize_for_inference(model: SBANet, quantize: bool = False) -> SBANet:
     """An :class:`SBANet` sharing ``model``'s modules and weights, with the Swin encoder and the
@@ -223,6 +276,8 @@ def optimize_for_inference(model: SBANet, quantize: bool = False) -> SBANet:
     visual = model.visual_encoder
     if type(visual) is SwinEncoder:
         visual = FastSwinEncoder(visual, quantize)
+    elif type(visual) is EfficientNetLiteEncoder:
+        visual = FastEfficientNetEncoder(visual)
     decoder = model.decoder
     if type(decoder) is SimpleDecoder:
         decoder = FoldedDecoder(decoder)
