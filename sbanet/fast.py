@@ -1,10 +1,14 @@
 """The inference fast path: the same network, computed with less work (eval mode only).
 
 :func:`optimize_for_inference` composes a second :class:`SBANet` from the *same* modules and
-parameters as the model it is given (nothing is copied except the decoder's folded
-convolutions), swapping two parts for faster equivalents. Outputs agree with the eager model
-to float rounding (tests compare them); the profile that motivates each part is in
-``docs/benchmarks.md``.
+parameters as the model it is given (same state-dict keys and tensors), swapping the visual
+encoder and the decoder for faster equivalents. What they derive from the weights (folded
+convolutions, a folded EfficientNet, an int8 copy) is rebuilt whenever the weights change.
+Outputs agree with the eager model to float rounding (tests compare them), except with the
+optional int8 linears; the profile that motivates each part is in ``docs/benchmarks.md``.
+
+The model code itself also got exact speed-ups that training shares (DFS's selection layer per
+branch before upsampling, TCSA's reconstruction on the pooled grid in eval mode).
 
 * :class:`FastSwinEncoder`: timm's Swin block pads the feature map to a multiple of the window
   *before* its ``qkv`` and ``proj`` linears, so at 448x448 (window 12) stage 3 (28x28 -> 36x36)
@@ -14,11 +18,12 @@ to float rounding (tests compare them); the profile that motivates each part is 
   padding rows are filled with it: exact), one ``index_select`` does roll + pad + partition,
   one does reverse + slice + roll, and ``proj`` runs after it on the real tokens.
 * :class:`FastEfficientNetEncoder`: EfficientNet-Lite0 with its BatchNorms folded into the
-  convolutions.
+  convolutions, in channels-last memory order (oneDNN's native layout).
 * :class:`FoldedDecoder`: LAVT's decoder (48% of SBANet-Swin-B's FLOPs, 3x3 convolutions at
   1/4 and 1/8 resolution) with each BatchNorm folded into its convolution and, on CPUs, the
-  large 3x3 convolutions run by NNPACK's Winograd kernels (about 2x faster than oneDNN's
-  direct convolution on AVX2-only CPUs, where oneDNN has no Winograd).
+  large 3x3 convolutions run by NNPACK's Winograd kernels, one image at a time (2.5-3.5x
+  faster than oneDNN's direct convolution measured on an AVX2-only Zen 3, where oneDNN has no
+  Winograd; NNPACK's batched path is slower, hence one image at a time).
 """
 
 from __future__ import annotations
@@ -264,8 +269,9 @@ class FastEfficientNetEncoder(EfficientNetLiteEncoder):
 
 # --- the composed fast model -----------------------------------------------------------------
 def optimize_for_inference(model: SBANet, quantize: bool = False) -> SBANet:
-    """An :class:`SBANet` sharing ``model``'s modules and weights, with the Swin encoder and the
-    decoder replaced by :class:`FastSwinEncoder` and :class:`FoldedDecoder`.
+    """An :class:`SBANet` sharing ``model``'s modules and weights, with the visual encoder and the
+    decoder replaced by :class:`FastSwinEncoder` / :class:`FastEfficientNetEncoder` and
+    :class:`FoldedDecoder`.
 
     The fast parts run while the shared modules are in eval mode (``model.eval()``); in training
     mode they run the original forward. Weight updates to ``model`` show up in the result (the
