@@ -7,6 +7,10 @@ The documented conversion (:func:`to_rgb8`), used by the predictor, the app and 
 * anything else (16-bit, float, signed, more than 4 bands): bands chosen (default the first
   three, or the single band repeated), each stretched between its 2nd and 98th percentile of
   finite values to 0-255. NaN / inf become 0.
+
+:func:`stretch_limits` and :func:`apply_stretch` split the stretch in two so that
+:mod:`sbanet.geo` can compute the percentiles once per scene (excluding nodata, on a decimated
+read of a huge raster) and stretch every tile of the scene with the same limits.
 """
 
 from __future__ import annotations
@@ -37,20 +41,55 @@ def select_bands(array: np.ndarray, bands: Sequence[int] | None = None) -> np.nd
     return array[..., list(bands)]
 
 
-def percentile_stretch(array: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
-    """Per band linear stretch of ``[H, W, C]`` between the given percentiles to uint8."""
+def stretch_limits(
+    array: np.ndarray,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per band ``(low, high)`` percentiles of ``[H, W, C]`` over finite pixels where ``valid``
+    (``bool [H, W]``, e.g. not nodata) -> ``float64 [C, 2]``; NaN for a band with no such pixel.
+
+    Large rasters compute these once on a decimated read and stretch every tile with them
+    (:func:`apply_stretch`), so tiles of one scene share one stretch.
+    """
+    if array.ndim != 3:
+        raise ValueError(f"stretch_limits needs an HxWxC array, got shape {array.shape}")
+    limits = np.full((array.shape[2], 2), np.nan)
+    for c in range(array.shape[2]):
+        band = array[..., c]
+        keep = np.isfinite(band) if valid is None else np.isfinite(band) & valid
+        if keep.any():
+            limits[c] = np.percentile(band[keep].astype(np.float64), percentiles)
+    return limits
+
+
+def apply_stretch(array: np.ndarray, limits: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Linear stretch of ``[H, W, C]`` from ``limits [C, 2]`` to ``uint8 [H, W, C]``; NaN / inf,
+    pixels outside ``valid`` (``bool [H, W]``) and bands with NaN limits become 0."""
     data = array.astype(np.float32, copy=False)
     out = np.zeros(data.shape, dtype=np.uint8)
     for c in range(data.shape[2]):
+        low, high = limits[c]
+        if not np.isfinite(low):
+            continue
         band = data[..., c]
         finite = np.isfinite(band)
-        if not finite.any():
-            continue
-        low, high = np.percentile(band[finite], percentiles)
         scale = 255.0 / (high - low) if high > low else 0.0
         stretched = np.clip((np.where(finite, band, low) - low) * scale, 0, 255)
         out[..., c] = np.round(stretched).astype(np.uint8)
+    if valid is not None:
+        out[~valid] = 0
     return out
+
+
+def percentile_stretch(
+    array: np.ndarray,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per band linear stretch of ``[H, W, C]`` between the given percentiles to uint8
+    (percentiles over the finite pixels where ``valid``; the others become 0)."""
+    return apply_stretch(array, stretch_limits(array, percentiles, valid), valid)
 
 
 def to_rgb8(

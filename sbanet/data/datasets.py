@@ -1,0 +1,42 @@
+"""One entry point over every dataset reader: ``load_samples(kind, root, split)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .refsegrs import folder_samples, refsegrs_samples
+from .rrsisd import rrsisd_samples
+from .sample import ReferringSample
+
+Reader = Callable[..., list[ReferringSample]]
+
+
+def synthetic_samples(root: str | Path | None, split: str, **options: Any) -> list[ReferringSample]:
+    """:func:`sbanet.data.synthetic.synthetic_samples`, imported when used (it needs OpenCV)."""
+    from .synthetic import synthetic_samples as make
+
+    return make(root, split, **options)
+
+
+# kind -> reader(root, split, **options); a plain registry dict (segment-anything style)
+DATASETS: dict[str, Reader] = {
+    "rrsisd": rrsisd_samples,
+    "refsegrs": refsegrs_samples,
+    "folder": folder_samples,
+    "synthetic": synthetic_samples,  # root unused; options n_images, seed, size
+}
+
+
+def load_samples(kind: str, root: str | Path | None, split: str, **options: Any) -> list[ReferringSample]:
+    """The samples of one split of a dataset, e.g. ``load_samples("rrsisd", "data", "test")``.
+
+    ``options`` go to the reader (the synthetic one takes ``n_images``, ``size``, ``seed``).
+    """
+    reader = DATASETS.get(kind)
+    if reader is None:
+        raise ValueError(f"unknown dataset {kind!r}; choose one of {sorted(DATASETS)}")
+    if root is None and kind != "synthetic":
+        raise ValueError(f"dataset {kind!r} needs a root folder")
+    return reader(root, split, **options)

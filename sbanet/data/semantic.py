@@ -1,0 +1,332 @@
+"""Land-cover segmentation -> referring samples in the RefSegRS layout.
+
+Input: images with colour-coded class masks (``<name>.jpg`` + ``<name>_mask.png``, grouped in
+sub-folders such as ``tile1/``) and a palette. Each image is cut into crops of about ``--crop``
+pixels (so instance phrases stay meaningful at the model's input size); in each crop:
+
+* class-level referents: every pixel of a class ("the water", "all roads", "the buildings",
+  "the vegetation"), as in RefSegRS;
+* instance-level referents: connected components of a class, named by the rules of
+  :mod:`sbanet.data.expressions` ("the largest building", "the building in the bottom right",
+  "the small water body next to a road"), each kept only when it is true and unambiguous.
+
+Deterministic; reports how many samples each rule produced (stdout and ``conversion_report.json``).
+Split by group: ``--val-tiles 6`` puts ``tile6`` in val, the other tiles in train. Run::
+
+    python -m sbanet.data.semantic --input ../shared/data/dubai-aerial --output data/dubai-referring
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..image import read_image, to_rgb8
+from .expressions import ExpressionConfig, Noun, Referring, Region, describe
+from .writer import IMAGE_FORMATS, FolderWriter
+
+REPORT_FILE = "conversion_report.json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class LandCoverClass:
+    """A palette entry. ``noun=None``: never referred to (e.g. unlabeled); ``instances``: its
+    connected components become instance-level referents, named ``irregular`` when their shape
+    is far from a rectangle (annotators often draw one polygon around a block of buildings: it is
+    then "the largest building complex", not "the largest building"); ``rules``: the
+    instance-level rules that make sense for it (None: all); ``landmark``: "next to" may name it."""
+
+    name: str
+    rgb: tuple[int, int, int]
+    noun: Noun | None = None
+    instances: bool = True
+    irregular: Noun | None = None
+    rules: tuple[str, ...] | None = None
+    landmark: bool = True
+
+
+BUILDING_COMPLEX = Noun("building complex", "building complexes")
+# The colours actually used in the dubai-aerial mask PNGs (../shared/data/README.md).
+DUBAI_CLASSES = (
+    LandCoverClass("building", (60, 16, 152), Noun("building", "buildings"), True, BUILDING_COMPLEX),
+    LandCoverClass(
+        "land", (132, 41, 246), Noun("area of bare land", "areas of bare land", "bare land"), False, landmark=False
+    ),
+    LandCoverClass("road", (110, 193, 228), Noun("road", "roads"), rules=("position", "extreme", "half-group")),
+    LandCoverClass("vegetation", (254, 221, 58), Noun("patch of vegetation", "patches of vegetation", "vegetation")),
+    LandCoverClass("water", (226, 169, 41), Noun("water body", "water bodies", "water")),
+    LandCoverClass("unlabeled", (155, 155, 155)),
+)
+
+
+@dataclass(frozen=True)
+class ConversionConfig:
+    crop: int = 512  # crops of about this size (0: whole images)
+    val_groups: tuple[str, ...] = ("6",)  # group names or their trailing numbers ("6" = tile6)
+    test_groups: tuple[str, ...] = ()
+    min_region_fraction: float = 0.002  # a component must cover this share of its crop
+    min_class_fraction: float = 0.01  # a class-level referent must cover this share
+    colour_tolerance: float = 40.0  # off-palette colours this close map to the nearest class
+    compact_fill: float = 0.8  # area / minimum rotated rectangle below this: an irregular shape
+    max_per_referent: int = 2
+    image_format: str = "png"
+    seed: int = 0
+    expressions: ExpressionConfig = field(default_factory=lambda: ExpressionConfig(margin=0.05))
+
+
+def decode_label_mask(
+    rgb: np.ndarray, classes: Sequence[LandCoverClass], tolerance: float = 40.0
+) -> tuple[np.ndarray, dict[tuple[int, int, int], tuple[int, int]]]:
+    """Colour mask ``uint8 [H, W, 3]`` -> class index ``int16 [H, W]`` (-1: unlabeled).
+
+    Exact palette colours map to their class; other colours map to the nearest palette colour
+    within ``tolerance`` (RGB distance), else to -1. Also returns the off-palette colours,
+    ``{(r, g, b): (pixel count, class index or -1)}``.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"a colour mask must be HxWx3, got shape {rgb.shape}")
+    palette = np.array([c.rgb for c in classes], np.float32)
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    colours, inverse, counts = np.unique(codes.ravel(), return_inverse=True, return_counts=True)
+    values = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], 1).astype(np.float32)
+    distance = np.linalg.norm(values[:, None] - palette[None], axis=2)
+    nearest = distance.argmin(1)
+    lookup = np.where(distance[np.arange(len(colours)), nearest] <= tolerance, nearest, -1).astype(np.int16)
+    off = {
+        tuple(int(v) for v in values[i]): (int(counts[i]), int(lookup[i])) for i in np.flatnonzero(distance.min(1) > 0)
+    }
+    return lookup[inverse].reshape(codes.shape), off
+
+
+def find_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
+    """``[(group, image, mask)]`` for every ``*_mask.png`` under ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"input folder not found: {root}")
+    pairs = []
+    masks = [Path(d) / f for d, _, files in os.walk(root, followlinks=True) for f in files if f.endswith("_mask.png")]
+    for mask in sorted(masks):
+        stem = mask.name[: -len("_mask.png")]
+        images = [mask.with_name(stem + s) for s in IMAGE_SUFFIXES if mask.with_name(stem + s).is_file()]
+        if images:
+            pairs.append((mask.parent.relative_to(root).as_posix() or ".", images[0], mask))
+    if not pairs:
+        raise ValueError(f"no <name>.jpg/.png + <name>_mask.png pairs under {root}")
+    return pairs
+
+
+def crop_boxes(height: int, width: int, crop: int) -> list[tuple[int, int, int, int]]:
+    """A grid of about ``crop``-sized, non-overlapping boxes ``(y0, y1, x0, x1)`` covering the image."""
+    rows = max(1, round(height / crop)) if crop else 1
+    cols = max(1, round(width / crop)) if crop else 1
+    ys = np.linspace(0, height, rows + 1).round().astype(int)
+    xs = np.linspace(0, width, cols + 1).round().astype(int)
+    return [(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(rows) for j in range(cols)]
+
+
+def split_of(group: str, config: ConversionConfig) -> str:
+    number = re.search(r"(\d+)$", group)
+    names = {group, number.group(1) if number else group}
+    if names & set(config.test_groups):
+        return "test"
+    return "val" if names & set(config.val_groups) else "train"
+
+
+def crop_referrings(
+    labels: np.ndarray, classes: Sequence[LandCoverClass], config: ConversionConfig, rng: np.random.Generator
+) -> list[Referring]:
+    """The referring expressions of one crop of class indices ``int16 [H, W]``."""
+    area = labels.size
+    regions, class_masks, nouns, category_rules = [], {}, {}, {}
+    for index, cls in enumerate(classes):
+        if cls.noun is None:
+            continue
+        mask = labels == index
+        if not mask.any():
+            continue
+        class_masks[cls.name], nouns[cls.name] = mask, cls.noun
+        if cls.instances:
+            n, components, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+            for k in range(1, n):
+                if stats[k, cv2.CC_STAT_AREA] >= config.min_region_fraction * area:
+                    component = components == k
+                    irregular = cls.irregular is not None and fill_ratio(component) < config.compact_fill
+                    regions.append(Region(cls.name, component, noun=cls.irregular if irregular else None))
+        if cls.rules is not None:
+            category_rules[cls.name] = cls.rules
+    rules = replace(
+        config.expressions,
+        min_class_fraction=config.min_class_fraction,
+        max_per_referent=config.max_per_referent,
+        category_rules={**config.expressions.category_rules, **category_rules},
+        landmarks=tuple(c.name for c in classes if c.noun is not None and c.landmark),
+    )
+    return describe(regions, nouns, rng, class_masks, rules) if class_masks else []
+
+
+def fill_ratio(mask: np.ndarray) -> float:
+    """Area of a component over the area of its minimum rotated bounding rectangle (1: a rectangle)."""
+    points = cv2.findNonZero(mask.astype(np.uint8))
+    (_, _), (w, h), _ = cv2.minAreaRect(points)
+    return float(mask.sum()) / max((w + 1) * (h + 1), 1.0)
+
+
+def convert(
+    input_root: str | Path,
+    output_root: str | Path,
+    config: ConversionConfig | None = None,
+    classes: Sequence[LandCoverClass] = DUBAI_CLASSES,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Convert every image/mask pair under ``input_root``; returns (and writes) the report."""
+    config = config or ConversionConfig()
+    if config.crop < 0:
+        raise ValueError(f"crop must be >= 0 (0 keeps whole images), got {config.crop}")
+    if config.image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {config.image_format!r}")
+    pairs = find_pairs(input_root)
+    rules: Counter[str] = Counter()
+    per_split: dict[str, Counter[str]] = {}
+    categories: Counter[str] = Counter()
+    off_palette: Counter[tuple] = Counter()
+    crops = 0
+    with FolderWriter(output_root, config.image_format, overwrite) as writer:
+        for group, image_path, mask_path in pairs:
+            image = to_rgb8(read_image(image_path))
+            labels, off = decode_label_mask(to_rgb8(read_image(mask_path)), classes, config.colour_tolerance)
+            for colour, (count, index) in off.items():
+                off_palette[(colour, classes[index].name if index >= 0 else "unlabeled")] += count
+            if labels.shape != image.shape[:2]:
+                raise ValueError(f"{mask_path.name} is {labels.shape}, its image {image.shape[:2]}")
+            split = split_of(group, config)
+            stem = f"{group.replace('/', '_')}_{image_path.stem}"
+            for y0, y1, x0, x1 in crop_boxes(*labels.shape, config.crop):
+                crop_id = f"{stem}_y{y0}x{x0}"
+                rng = np.random.default_rng([config.seed, zlib.crc32(crop_id.encode())])
+                crop_image = np.ascontiguousarray(image[y0:y1, x0:x1])
+                crops += 1
+                for k, ref in enumerate(crop_referrings(labels[y0:y1, x0:x1], classes, config, rng)):
+                    writer.add(
+                        split,
+                        f"{crop_id}_{k:02d}",
+                        crop_id,
+                        crop_image,
+                        ref.mask,
+                        ref.expression,
+                        category=ref.category,
+                        rule=ref.rule,
+                        source=f"{image_path.relative_to(input_root).as_posix()}",
+                        box=[int(y0), int(y1), int(x0), int(x1)],
+                    )
+                    rules[ref.rule] += 1
+                    per_split.setdefault(split, Counter())[ref.rule] += 1
+                    categories[ref.category] += 1
+    report = {
+        "input": str(input_root),
+        "images": len(pairs),
+        "crops": crops,
+        "samples": sum(rules.values()),
+        "samples_per_split": dict(sorted(writer.counts.items())),
+        "rules": dict(rules.most_common()),
+        "rules_per_split": {s: dict(c.most_common()) for s, c in sorted(per_split.items())},
+        "categories": dict(categories.most_common()),
+        "off_palette_pixels": [
+            {"rgb": list(colour), "pixels": n, "mapped_to": name} for (colour, name), n in off_palette.most_common()
+        ],
+        "config": {k: v for k, v in asdict(config).items() if k != "expressions"},
+        "expression_thresholds": asdict(config.expressions),
+    }
+    text = json.dumps(report, indent=2)
+    (Path(output_root) / REPORT_FILE).write_text(text + "\n")
+    return json.loads(text)  # as it reads back (lists, not tuples)
+
+
+def load_palette(path: str | Path) -> tuple[LandCoverClass, ...]:
+    """A palette JSON, one entry per class: ``{"name", "rgb": [r, g, b], "singular", "plural",
+    "mass", "instances", "irregular": {"singular", "plural"}, "rules": [...], "landmark"}``; entries
+    without ``singular`` are never referred to."""
+
+    def noun(entry: dict[str, Any] | None) -> Noun | None:
+        if not entry or not entry.get("singular"):
+            return None
+        return Noun(entry["singular"], entry.get("plural", entry["singular"] + "s"), entry.get("mass"))
+
+    classes = []
+    for e in json.loads(Path(path).read_text()):
+        if not isinstance(e, dict) or "name" not in e or len(e.get("rgb", ())) != 3:
+            raise ValueError(f"palette entry {e} needs a name and an rgb triple")
+        rules = tuple(e["rules"]) if e.get("rules") is not None else None
+        rgb = tuple(int(v) for v in e["rgb"])
+        instances, landmark = bool(e.get("instances", True)), bool(e.get("landmark", True))
+        classes.append(LandCoverClass(e["name"], rgb, noun(e), instances, noun(e.get("irregular")), rules, landmark))
+    return tuple(classes)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    splits = sorted(report["rules_per_split"])
+    lines = [
+        f"{report['images']} images, {report['crops']} crops -> {report['samples']} samples "
+        + ", ".join(f"{s}: {n}" for s, n in report["samples_per_split"].items()),
+        f"{'rule':<24}" + "".join(f"{s:>8}" for s in splits) + f"{'total':>8}",
+    ]
+    for rule, total in report["rules"].items():
+        counts = "".join(f"{report['rules_per_split'][s].get(rule, 0):>8}" for s in splits)
+        lines.append(f"{rule:<24}{counts}{total:>8}")
+    lines.append("categories: " + ", ".join(f"{c} {n}" for c, n in report["categories"].items()))
+    off = report["off_palette_pixels"]
+    described = [f"{o['pixels']} of rgb{tuple(o['rgb'])} -> {o['mapped_to']}" for o in off]
+    lines.append("off-palette pixels: " + (", ".join(described) if off else "none"))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="folder of <name>.jpg + <name>_mask.png pairs (any depth)")
+    parser.add_argument("--output", required=True, help="output folder (RefSegRS layout)")
+    parser.add_argument("--palette", help="palette JSON (default: the dubai-aerial palette)")
+    parser.add_argument("--crop", type=int, default=512, help="crop size in pixels, 0 = whole images")
+    parser.add_argument("--val-tiles", nargs="*", default=["6"], help="groups (folder names or numbers) for val")
+    parser.add_argument("--test-tiles", nargs="*", default=[], help="groups for test")
+    parser.add_argument("--min-region-fraction", type=float, default=0.002)
+    parser.add_argument("--min-class-fraction", type=float, default=0.01)
+    parser.add_argument("--colour-tolerance", type=float, default=40.0)
+    parser.add_argument("--max-per-referent", type=int, default=2)
+    parser.add_argument("--image-format", choices=sorted(IMAGE_FORMATS), default="png")
+    parser.add_argument("--seed", type=int, default=0, help="varies the phrasing only")
+    parser.add_argument("--overwrite", action="store_true", help="replace samples already in --output")
+    args = parser.parse_args(argv)
+    config = ConversionConfig(
+        crop=args.crop,
+        val_groups=tuple(args.val_tiles),
+        test_groups=tuple(args.test_tiles),
+        min_region_fraction=args.min_region_fraction,
+        min_class_fraction=args.min_class_fraction,
+        colour_tolerance=args.colour_tolerance,
+        max_per_referent=args.max_per_referent,
+        image_format=args.image_format,
+        seed=args.seed,
+    )
+    classes = load_palette(args.palette) if args.palette else DUBAI_CLASSES
+    try:
+        report = convert(args.input, args.output, config, classes, overwrite=args.overwrite)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(format_report(report))
+    print(f"report written to {Path(args.output) / REPORT_FILE}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The paper's transforms and a ``torch`` dataset over :class:`ReferringSample` lists.
+
+As LAVT / SBANet: a square resize to the input size (bilinear, antialiased like PIL, for the
+image; nearest for the mask), ImageNet normalisation, and no flips or rotations (expressions name
+locations: a flip would turn "the building on the left" into a wrong label).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..image import to_rgb8
+from ..modeling.text_encoder import tokenize
+from .sample import ReferringSample
+
+TOKENIZE_CHUNK = 4096
+
+
+def resize_image(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """``[H, W, 3] uint8`` -> ``float32 [3, S, S]`` in [0, 1], bilinear with antialiasing."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def normalize(
+    x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """``[..., 3, H, W]`` in [0, 1] -> ``(x - mean) / std`` per channel."""
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
+    """``bool [H, W]`` -> ``int64 [S, S]`` in {0, 1} by nearest neighbour (pixel centres, as PIL)."""
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None].float()
+    return F.interpolate(m, size=(size, size), mode="nearest-exact")[0, 0].long()
+
+
+class ReferringDataset(Dataset):
+    """Samples -> model inputs. Item ``i`` is a dict:
+
+    * ``image``: ``float32 [3, S, S]``, normalised; ``mask``: ``int64 [S, S]`` in {0, 1};
+    * ``input_ids``, ``attention_mask``: ``int64 [max_tokens]`` (padded to ``max_tokens``, LAVT);
+    * ``index``: ``i``, to fetch ``samples[i]`` (original-size mask, category) at evaluation.
+
+    Expressions are tokenised once here. Resized images are kept in a small per-process LRU
+    cache keyed by ``image_id`` (the sentences of one image are decoded once when they come
+    close together, as at evaluation); each DataLoader worker has its own copy, so no state is
+    shared between processes.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[ReferringSample],
+        image_size: int,
+        tokenizer: Any,
+        max_tokens: int = 20,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        cache_size: int = 8,
+    ) -> None:
+        if image_size < 1 or max_tokens < 3:
+            raise ValueError(f"image_size must be >= 1 and max_tokens >= 3, got {image_size}, {max_tokens}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.samples = list(samples)
+        self.image_size = int(image_size)
+        self.max_tokens = int(max_tokens)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        texts = [s.expression for s in self.samples]
+        ids, attention = [], []
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            chunk_ids, chunk_mask = tokenize(tokenizer, texts[start : start + TOKENIZE_CHUNK], self.max_tokens)
+            ids.append(chunk_ids)
+            attention.append(chunk_mask)
+        empty = torch.zeros(0, self.max_tokens, dtype=torch.long)
+        self.input_ids = torch.cat(ids).long() if ids else empty
+        self.attention_mask = torch.cat(attention).long() if attention else empty
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image(self, sample: ReferringSample) -> torch.Tensor:
+        """The normalised ``float32 [3, S, S]`` image of ``sample`` (cached by ``image_id``: the
+        same tensor is returned for every sentence of the image, so treat it as read-only)."""
+        with self._lock:
+            cached = self._cache.get(sample.image_id)
+            if cached is not None:
+                self._cache.move_to_end(sample.image_id)
+                return cached
+        image = normalize(resize_image(to_rgb8(sample.load_image()), self.image_size), self.mean, self.std)
+        if self.cache_size:
+            with self._lock:
+                self._cache[sample.image_id] = image
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return image
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        sample = self.samples[index]
+        mask = np.asarray(sample.load_mask())
+        if mask.ndim != 2:
+            raise ValueError(f"{sample.sample_id}: the mask must be 2-D, got shape {mask.shape}")
+        return {
+            "image": self.image(sample),
+            "mask": resize_mask(mask.astype(bool, copy=False), self.image_size),
+            "input_ids": self.input_ids[index],
+            "attention_mask": self.attention_mask[index],
+            "index": index,
+        }

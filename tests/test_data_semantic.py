@@ -1,0 +1,166 @@
+"""Land-cover -> referring conversion on a hand-made palette dataset and on a real Dubai tile."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from PIL import Image
+
+from sbanet.data import load_samples
+from sbanet.data.semantic import (
+    REPORT_FILE,
+    ConversionConfig,
+    LandCoverClass,
+    convert,
+    crop_boxes,
+    decode_label_mask,
+    fill_ratio,
+    load_palette,
+    main,
+)
+from sbanet.data.writer import FolderWriter
+
+RED, BLUE, GREY, NEAR_RED, BLACK = (255, 0, 0), (0, 0, 255), (128, 128, 128), (250, 6, 4), (0, 0, 0)
+PALETTE = [
+    {"name": "house", "rgb": RED, "singular": "house", "plural": "houses", "irregular": {"singular": "house block"}},
+    {"name": "lake", "rgb": BLUE, "singular": "lake", "plural": "lakes", "mass": "water"},
+    {"name": "void", "rgb": GREY},
+]
+
+
+def _scene(variant: int):
+    """120 x 120: a big house top left, a small one bottom right, an L-shaped one bottom left,
+    a lake on the right; a few off-palette pixels."""
+    mask = np.zeros((120, 120, 3), np.uint8)
+    mask[...] = GREY
+    mask[5:35, 5:35] = RED
+    mask[100:110, 100:110] = RED
+    mask[80:112, 4:12] = RED  # an L: vertical bar + foot
+    mask[104:112, 4:40] = RED
+    mask[40:70, 85:115] = BLUE
+    mask[50, 50] = NEAR_RED  # JPEG-like noise near a palette colour -> that class
+    mask[60, 60] = BLACK  # far from every colour -> unlabeled
+    rng = np.random.default_rng(variant)
+    image = (mask.astype(int) // 2 + rng.integers(0, 60, mask.shape)).astype(np.uint8)
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def palette_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("landcover")
+    for group, variant in (("tile1", 1), ("tile2", 2)):
+        (root / group).mkdir()
+        image, mask = _scene(variant)
+        Image.fromarray(image).save(root / group / "part_001.jpg", quality=95)
+        Image.fromarray(mask).save(root / group / "part_001_mask.png")
+    (root / "palette.json").write_text(json.dumps(PALETTE))
+    return root
+
+
+def test_decode_label_mask_maps_off_palette_pixels():
+    _, mask = _scene(0)
+    classes = [LandCoverClass("house", RED), LandCoverClass("lake", BLUE), LandCoverClass("void", GREY)]
+    labels, off = decode_label_mask(mask, classes, tolerance=20)
+    assert labels[10, 10] == 0 and labels[50, 50] == 0  # near-red -> house
+    assert labels[45, 100] == 1 and labels[60, 60] == -1 and labels[0, 0] == 2
+    assert off == {NEAR_RED: (1, 0), BLACK: (1, -1)}
+
+
+def test_crop_boxes_and_fill_ratio():
+    assert crop_boxes(100, 100, 0) == [(0, 100, 0, 100)]
+    boxes = crop_boxes(1058, 1126, 512)
+    assert len(boxes) == 4 and boxes[-1] == (529, 1058, 563, 1126)
+    assert sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes) == 1058 * 1126
+    square = np.zeros((50, 50), bool)
+    square[10:30, 10:30] = True
+    assert fill_ratio(square) > 0.95
+    ell = np.zeros((50, 50), bool)
+    ell[5:45, 5:12] = True
+    ell[38:45, 5:45] = True
+    assert fill_ratio(ell) < 0.5
+
+
+def test_convert_palette_dataset(palette_dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--input", str(palette_dataset), "--output", str(out), "--palette", str(palette_dataset / "palette.json")]
+    report = main([*argv, "--crop", "0", "--val-tiles", "2", "--colour-tolerance", "20"])
+    printed = capsys.readouterr().out
+    assert "rule" in printed and "class" in printed and "2 of rgb(250, 6, 4) -> house" in printed
+    assert "2 of rgb(0, 0, 0) -> unlabeled" in printed
+    assert json.loads((out / REPORT_FILE).read_text()) == report
+    assert report["images"] == 2 and report["crops"] == 2
+    assert sum(report["rules"].values()) == report["samples"] == sum(report["samples_per_split"].values())
+    assert set(report["samples_per_split"]) == {"train", "val"}
+
+    train = load_samples("folder", out, "train")
+    val = load_samples("folder", out, "val")
+    assert len(train) + len(val) == report["samples"]
+    by_text = {s.expression: s for s in train}
+    _, mask = _scene(1)
+    house = (mask == RED).all(-1) | (mask == NEAR_RED).all(-1)
+    water = by_text.get("the water") or by_text["all the water"]
+    np.testing.assert_array_equal(water.load_mask(), (mask == BLUE).all(-1))
+    assert water.category == "lake"
+    houses = next(s for t, s in by_text.items() if t in ("all houses", "the houses", "every house"))
+    np.testing.assert_array_equal(houses.load_mask(), house)
+    largest = by_text.get("the largest house") or by_text["the biggest house"]
+    expected = np.zeros_like(house)
+    expected[5:35, 5:35] = True
+    np.testing.assert_array_equal(largest.load_mask(), expected)
+    # the L-shaped footprint is named by its irregular noun, the small square as a house
+    assert any("house block" in t for t in by_text)
+    assert not any(t.endswith("house block") and "largest" in t for t in by_text)
+    # the samples of one crop share one image file (hard links) and one image id
+    assert len({s.image_id for s in train}) == 1
+    files = {os.stat(out / "images" / f"{s.ref_id}.png").st_ino for s in train}
+    assert len(files) == 1 or os.name == "nt"
+    assert train[0].load_image().shape == (120, 120, 3)
+    # deterministic
+    config = ConversionConfig(crop=0, colour_tolerance=20, val_groups=("2",))
+    again = convert(palette_dataset, tmp_path / "again", config, load_palette(palette_dataset / "palette.json"))
+    assert (tmp_path / "again" / "output_phrase_train.txt").read_text() == (out / "output_phrase_train.txt").read_text()
+    assert again["rules"] == report["rules"]
+
+
+def test_refuses_a_non_empty_output_and_bad_input(palette_dataset, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        convert(palette_dataset, tmp_path / "out")
+    with pytest.raises(ValueError, match="no <name>"):
+        convert(tmp_path / "out", tmp_path / "elsewhere")
+    with pytest.raises(SystemExit):
+        main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o2")])
+
+
+def test_writer_validates(tmp_path):
+    with FolderWriter(tmp_path / "w") as writer:
+        image = np.zeros((8, 8, 3), np.uint8)
+        with pytest.raises(ValueError, match="differ in size"):
+            writer.add("train", "a", "img", image, np.zeros((4, 4), bool), "x")
+        with pytest.raises(ValueError, match="without spaces"):
+            writer.add("train", "a b", "img", image, np.zeros((8, 8), bool), "x")
+    with pytest.raises(ValueError, match="image_format"):
+        FolderWriter(tmp_path / "v", image_format="gif")
+
+
+def test_one_real_dubai_tile(tmp_path):
+    tile = shared_data("dubai-aerial", "tile2")
+    source = tmp_path / "in" / "tile2"
+    source.mkdir(parents=True)
+    for part in ("001", "004", "007"):  # three of its nine 509 x 544 images (links, not copies)
+        for name in (f"image_part_{part}.jpg", f"image_part_{part}_mask.png"):
+            (source / name).symlink_to(tile / name)
+    report = convert(source.parent, tmp_path / "out", ConversionConfig(val_groups=("2",)))
+    assert report["images"] == 3 and report["samples_per_split"].keys() == {"val"}
+    assert report["rules"]["class"] >= 3 and report["samples"] > 15
+    assert {"building", "road", "land"} <= set(report["categories"])
+    samples = load_samples("folder", tmp_path / "out", "val")
+    assert len(samples) == report["samples"]
+    for sample in samples[:: max(1, len(samples) // 10)]:
+        mask = sample.load_mask()
+        assert mask.any() and mask.shape == sample.load_image().shape[:2]
