@@ -16,8 +16,9 @@ import os
 import platform
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
@@ -87,6 +88,29 @@ def weights_signature(module: nn.Module) -> tuple[tuple[int, int], ...]:
     """
     tensors = [*module.parameters(), *module.buffers()]
     return tuple((id(t), t._version) for t in tensors)
+
+
+T = TypeVar("T")
+
+
+class DerivedCache(Generic[T]):
+    """A value derived from a module's weights (folded convolutions, an int8 copy), computed on
+    first use and again whenever :func:`weights_signature` says the weights changed. Thread-safe."""
+
+    def __init__(self, source: nn.Module, derive: Callable[[nn.Module], T]) -> None:
+        self.source = source
+        self.derive = derive
+        self._signature: tuple | None = None
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        signature = weights_signature(self.source)
+        with self._lock:
+            if self._value is None or self._signature != signature:
+                self._value = self.derive(self.source)
+                self._signature = signature
+            return self._value
 
 
 class TextFeatureCache:
