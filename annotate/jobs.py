@@ -37,8 +37,13 @@ class FinetuneJobs:
         self._jobs: dict[int, _Job] = {}
 
     def recover(self) -> list[int]:
-        """At start-up: runs whose worker died are requeued (resumed by the next start)."""
-        return recover(self.store)
+        """At start-up: runs whose worker died are requeued, and the first is resumed in the
+        background from its last checkpoint (any others wait, queued, for the next start)."""
+        requeued = recover(self.store)
+        if requeued:
+            with self._lock:
+                self._launch(requeued[0])
+        return requeued
 
     def running(self) -> int | None:
         with self._lock:
@@ -51,10 +56,14 @@ class FinetuneJobs:
             if busy is not None:
                 raise ValueError(f"fine-tune run {busy} is still running: wait for it or cancel it first")
             run_id = queue_finetune(self.store, base_model_id, config, author=author)
-            job = _Job(threading.Thread(target=self._work, args=(run_id,), daemon=True), threading.Event())
-            self._jobs[run_id] = job
-            job.thread.start()
+            self._launch(run_id)
         return run_id
+
+    def _launch(self, run_id: int) -> None:
+        """Run ``run_id`` in a daemon thread (the caller holds the lock)."""
+        job = _Job(threading.Thread(target=self._work, args=(run_id,), daemon=True), threading.Event())
+        self._jobs[run_id] = job
+        job.thread.start()
 
     def _work(self, run_id: int) -> None:
         job = self._jobs[run_id]

@@ -106,6 +106,24 @@ def test_a_run_can_be_cancelled_and_only_one_runs_at_a_time(app, client, accepte
         client.predict(base, 0, 2, 1e-4, True, False, "ana", api_name="/start_finetune")
 
 
+def test_a_run_left_running_by_a_dead_app_is_resumed_at_start(app, client, accepted):
+    import socket
+
+    from annotate import runs
+    from annotate.finetune_data import FinetuneConfig
+
+    with app.backend.store.Session.begin() as session:
+        run = runs.create_run(
+            session, app.backend.model.version_id, FinetuneConfig(steps=2, batch_size=2).to_dict(), author="ana"
+        )
+        runs.claim_run(session, run.id, worker=f"{socket.gethostname()}:999999")  # a pid that is gone
+        run_id = run.id
+    assert app.backend.jobs.recover() == [run_id]
+    app.backend.jobs.wait(run_id, timeout=300)
+    status, *_ = client.predict(run_id, api_name="/finetune_status")
+    assert status["status"] == "succeeded" and "requeued" in status["log"]
+
+
 def test_dataset_export_is_a_zip_of_the_accepted_masks(client, accepted):
     path, message = client.predict("coco", "accepted masks", api_name="/export")
     assert "Exported **6** expressions" in message
