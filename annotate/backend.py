@@ -30,8 +30,16 @@ from .masks import decode_mask, mean_uncertainty
 from .store import Store
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model version made a prediction (recorded with it in the store)."""
+
+    version_id: int | None
+    name: str
+
+
 class SharedModel:
-    """The one predictor all users share, loaded on first use and swapped when a new model
+    """The one predictor all users share, loaded at start-up and swapped when a new model
     version is activated (requests already running finish on the old one)."""
 
     def __init__(self, load: Callable[[str], Predictor] = Predictor.from_pretrained) -> None:
@@ -51,12 +59,16 @@ class SharedModel:
         with self._lock:
             self._predictor, self.source, self.version_id, self.name = predictor, source, version_id, name
 
-    @property
-    def predictor(self) -> Predictor:
+    def current(self) -> tuple[Predictor, ModelRef]:
+        """The predictor and which version it is, read together (a swap cannot come between)."""
         with self._lock:
             if self._predictor is None:
                 raise ValueError("no model is loaded yet; the app loads one at start-up")
-            return self._predictor
+            return self._predictor, ModelRef(self.version_id, self.name)
+
+    @property
+    def predictor(self) -> Predictor:
+        return self.current()[0]
 
 
 @dataclass(frozen=True)
@@ -99,9 +111,13 @@ class Backend:
     def model_name(self) -> str:
         return self.model.name
 
-    def predict(self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5) -> list[Any]:
-        """``uint8 [H, W, 3]`` image + expressions -> one :class:`~sbanet.predictor.Prediction` each."""
-        return self.model.predictor.predict_batch(image, list(expressions), threshold=threshold)
+    def predict(
+        self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5
+    ) -> tuple[list[Any], ModelRef]:
+        """``uint8 [H, W, 3]`` image + expressions -> one :class:`~sbanet.predictor.Prediction`
+        each, and the model version that made them."""
+        predictor, model = self.model.current()
+        return predictor.predict_batch(image, list(expressions), threshold=threshold), model
 
     def load_model(self, source: str | None) -> int:
         """Load ``source`` (a checkpoint directory or hub id; None: the store's active model),
@@ -136,8 +152,10 @@ class Backend:
         return version_id
 
     # --- images, expressions, predictions ----------------------------------------------------
-    def record_segmentation(self, image: LoadedImage, predictions: Sequence[Any], author: str) -> Recorded:
-        """Store the image, each expression and its predicted mask (a draft for review).
+    def record_segmentation(
+        self, image: LoadedImage, predictions: Sequence[Any], model: ModelRef, author: str
+    ) -> Recorded:
+        """Store the image, each expression and its predicted mask by ``model`` (a draft for review).
 
         The same image and text reuse their rows; a prediction identical to the expression's
         newest one by the same model is not stored twice.
@@ -153,7 +171,7 @@ class Backend:
                 if (
                     newest is not None
                     and newest.kind == "prediction"
-                    and newest.model_version_id == self.model.version_id
+                    and newest.model_version_id == model.version_id
                     and np.array_equal(repo.mask_array(newest), prediction.mask)
                 ):
                     version = newest
@@ -164,7 +182,7 @@ class Backend:
                         prediction.mask,
                         kind="prediction",
                         author=author,
-                        model_version_id=self.model.version_id,
+                        model_version_id=model.version_id,
                         status="draft",
                         uncertainty=mean_uncertainty(prediction.probability),
                     )

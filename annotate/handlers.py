@@ -108,9 +108,9 @@ class SegmentHandlers:
         image = load_image(uploaded_path(file), bands)
         expressions = parse_expressions(expressions_text)
         model_started = time.perf_counter()
-        predictions = self.backend.predict(image.rgb, expressions, float(threshold))
+        predictions, model = self.backend.predict(image.rgb, expressions, float(threshold))
         model_seconds = time.perf_counter() - model_started
-        recorded = self.backend.record_segmentation(image, predictions, annotator(request, annotator_name))
+        recorded = self.backend.record_segmentation(image, predictions, model, annotator(request, annotator_name))
         run = previous.run + 1 if previous is not None else 1
         session = SegmentSession(image, bands, predictions, list(recorded.mask_version_ids), run)
 
@@ -128,7 +128,7 @@ class SegmentHandlers:
             image.name.rsplit(".", 1)[0],
             [(p.expression, p.mask) for p in predictions],
             image.geo,
-            self.backend.model_name,
+            model.name,
         )
         seconds = time.perf_counter() - started
         details = {
@@ -141,7 +141,7 @@ class SegmentHandlers:
                 "dtype": image.dtype,
                 "image_id": recorded.image_id,
             },
-            "model": self.backend.model_name,
+            "model": model.name,
             "run": run,
             "seconds": {"model": round(model_seconds, 3), "total": round(seconds, 3)},
             "results": [
@@ -192,7 +192,7 @@ class SegmentHandlers:
         """API: the four attention pictures for one image and expression (nothing is stored)."""
         image = load_image(uploaded_path(file), parse_bands(bands_text))
         expressions = parse_expressions(expression, max_count=1)
-        prediction = self.backend.predict(image.rgb, expressions)[0]
+        prediction = self.backend.predict(image.rgb, expressions)[0][0]
         return attention_pictures(image.rgb, prediction.attention, word)
 
 

@@ -92,9 +92,9 @@ class ReviewHandlers:
         history = table(self.backend.history(item.expression_id), HISTORY_COLUMNS)
         return value, editing, self._describe(item), history
 
-    def open_from_session(self, session: Any, choice: Any) -> tuple[dict[str, Any], Editing, str, pd.DataFrame]:
-        """Open the mask version picked in the Correct tab's list (from the last segmentation)."""
-        return self.open_item(choice, getattr(session, "bands", None))
+    def open_from_session(self, session: Any, mask_version: Any) -> tuple[dict[str, Any], Editing, str, pd.DataFrame]:
+        """Open a mask version with the band choice of the user's last segmentation."""
+        return self.open_item(mask_version, getattr(session, "bands", None))
 
     @user_errors
     def save_from_editor(
@@ -158,12 +158,6 @@ class ReviewHandlers:
         new_status = self.backend.set_status(item.mask_version_id, status, author, note)
         result = {"mask_version": item.mask_version_id, "status": new_status, "author": author}
         return result, table(self.backend.history(item.expression_id), HISTORY_COLUMNS)
-
-    def accept(self, editing: Editing | None, note: str, annotator_name: str, request: gr.Request = None):
-        return self.set_status(editing.mask_version_id if editing else None, "accepted", note, annotator_name, request)
-
-    def reject(self, editing: Editing | None, note: str, annotator_name: str, request: gr.Request = None):
-        return self.set_status(editing.mask_version_id if editing else None, "rejected", note, annotator_name, request)
 
     @user_errors
     def review_queue(self, status: str, order: str, limit: float = 100) -> pd.DataFrame:

@@ -206,7 +206,7 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
         )
         recent.input(lambda v: v, recent, mask_version, api_visibility="private")
         open_button.click(
-            lambda s, v: rev.open_item(v, getattr(s, "bands", None)),
+            rev.open_from_session,
             [session, mask_version],
             [editor, editing, item_info, versions],
             api_visibility="private",

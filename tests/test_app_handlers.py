@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotate.backend import Item, Recorded
+from annotate.backend import Item, ModelRef, Recorded
 from annotate.downloads import Downloads
 from annotate.handlers import SegmentHandlers
 from annotate.render import BRUSH_ADD, hex_to_rgb
@@ -45,9 +45,10 @@ class FakeBackend:
 
     def predict(self, image, expressions, threshold=0.5):
         probability = image[..., 2].astype(np.float32) / 255.0
-        return [Prediction(e, probability > threshold, probability, fake_attention(e)) for e in expressions]
+        predictions = [Prediction(e, probability > threshold, probability, fake_attention(e)) for e in expressions]
+        return predictions, ModelRef(1, self.model_name)
 
-    def record_segmentation(self, image, predictions, author):
+    def record_segmentation(self, image, predictions, model, author):
         image_id = next((i for i, im in self.images.items() if im.sha256 == image.sha256), None)
         if image_id is None:
             image_id = next(self.ids)
