@@ -1,11 +1,19 @@
 """Image + expression(s) -> Prediction(mask, probability, attention), numpy in and out.
 
 One :class:`Predictor` can serve concurrent callers (the app's users): it keeps no per-image
-state, and the only shared mutable object, the Rust tokenizer, is used under a lock.
+state; the shared mutable objects, the Rust tokenizer and the text-feature cache, are used
+under locks.
+
+By default the predictor runs the inference fast path (``fast=True``): the model composed by
+:func:`sbanet.fast.optimize_for_inference` (same weights, less work), a bounded LRU cache of
+text-encoder outputs per expression, and bf16 autocast where the hardware computes bf16
+natively (CUDA, CPUs with AVX512-BF16 / AMX; fp32 elsewhere). ``fast=False`` runs the model
+exactly as given, in fp32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .fast import optimize_for_inference
 from .image import read_image, to_rgb8
 from .modeling.sbanet import SBANet
 from .modeling.text_encoder import load_tokenizer, tokenize
+from .runtime import TextFeatureCache, autocast_dtype, weights_signature
 
 MAX_EXPRESSION_CHARS = 1000
 
@@ -77,12 +87,43 @@ def as_rgb8(image: Any, bands: Sequence[int] | None = None) -> np.ndarray:
 
 
 class Predictor:
-    """Runs an :class:`SBANet` on numpy images at their original size."""
+    """Runs an :class:`SBANet` on numpy images at their original size.
 
-    def __init__(self, model: SBANet, tokenizer: Any | None = None, device: str | torch.device | None = None) -> None:
+    ``fast``: run the inference fast path (see the module docstring); ``self.model`` is then the
+    optimised composition, which shares ``model``'s parameters (and state-dict keys).
+    ``text_cache_size``: how many expressions' text features the fast path keeps (0: none).
+    ``autocast``: None picks bf16 where the hardware supports it natively, True forces bf16
+    autocast, False keeps fp32; it applies to the fast path only.
+    ``quantize``: also run the Swin encoder's linear layers in int8 (CPU only; about 2x faster
+    matrix products, outputs within quantization error: check the masks on your own
+    checkpoint, e.g. with ``python -m train.bench --parts agreement``).
+    """
+
+    def __init__(
+        self,
+        model: SBANet,
+        tokenizer: Any | None = None,
+        device: str | torch.device | None = None,
+        *,
+        fast: bool = True,
+        text_cache_size: int = 256,
+        autocast: bool | None = None,
+        quantize: bool = False,
+    ) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = model.to(self.device).eval()
+        if quantize and (not fast or self.device.type != "cpu"):
+            raise ValueError("quantize=True needs the fast path (fast=True) on a CPU device")
+        model = model.to(self.device).eval()
+        self.fast = fast
+        self.quantize = quantize
+        self.model = optimize_for_inference(model, quantize) if fast else model
         self.config = model.config
+        self.text_cache = TextFeatureCache(text_cache_size if fast else 0)
+        if not fast or autocast is False:
+            self.autocast_dtype: torch.dtype | None = None
+        else:
+            detected = autocast_dtype(self.device)
+            self.autocast_dtype = torch.bfloat16 if autocast and detected is None else detected
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.config.text_model)
         self._tokenizer_lock = threading.Lock()
         mean = torch.tensor(self.config.pixel_mean).view(1, 3, 1, 1)
@@ -106,9 +147,42 @@ class Predictor:
         return (x - self._mean) / self._std, rgb.shape[:2]
 
     def tokenize(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expressions -> ``input_ids, attention_mask [K, L]`` (padded to the longest)."""
         with self._tokenizer_lock:
             ids, mask = tokenize(self.tokenizer, list(expressions), self.config.max_tokens, pad_to_max=False)
         return ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def encode_texts(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Expressions -> ``input_ids, attention_mask [K, L]`` and text features ``F_L [K, L, D]``.
+
+        Features come from the text-feature cache where it holds them (padded positions are
+        zero then; the model masks them either way); only the missing expressions are encoded.
+        """
+        ids, mask = self.tokenize(expressions)
+        if self.text_cache.capacity == 0:
+            with self._autocast():
+                return ids, mask, self.model.encode_text(ids, mask)
+        signature = weights_signature(self.model.text_encoder)
+        lengths = mask.sum(dim=1).tolist()
+        features = [self.text_cache.get(text, signature) for text in expressions]
+        todo = [k for k, f in enumerate(features) if f is None]
+        if todo:
+            longest = max(lengths[k] for k in todo)
+            with self._autocast():
+                encoded = self.model.encode_text(ids[todo, :longest], mask[todo, :longest])
+            for row, k in enumerate(todo):
+                features[k] = encoded[row, : lengths[k]].clone()
+                self.text_cache.put(expressions[k], signature, features[k])
+        text = features[0].new_zeros(len(features), ids.shape[1], features[0].shape[-1])
+        for k, f in enumerate(features):
+            text[k, : f.shape[0]] = f
+        return ids, mask, text
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     # --- prediction --------------------------------------------------------------------------
     def predict(self, image: Any, expression: str, return_attention: bool = True, **kwargs: Any) -> Prediction:
@@ -134,12 +208,12 @@ class Predictor:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         images, (height, width) = self.preprocess(image, bands)
-        ids, mask = self.tokenize(texts)
-        text = self.model.encode_text(ids, mask)
-        prefix = self.model.encode_image_prefix(images).expand(len(texts), -1, -1, -1)
-        logits, attention = self.model.forward_from_prefix(
-            prefix, text, mask, images.shape[-2:], need_attention=return_attention
-        )
+        ids, mask, text = self.encode_texts(texts)
+        with self._autocast():
+            prefix = self.model.encode_image_prefix(images).expand(len(texts), -1, -1, -1)
+            logits, attention = self.model.forward_from_prefix(
+                prefix, text, mask, images.shape[-2:], need_attention=return_attention
+            )
         probability = self.model.probability(logits).unsqueeze(1)  # [K, 1, S, S]
         probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
         probability = probability[:, 0].clamp_(0, 1).cpu().numpy().astype(np.float32)

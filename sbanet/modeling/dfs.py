@@ -40,22 +40,30 @@ class DynamicFeatureSelection(nn.Module):
 
         Returns ``F'_Vi [B, H, W, C]`` and the pixel-word attention of the finest branch
         ``[B, h, w, L]``.
+
+        The selection MLP's first linear layer over the concatenated branches is computed as the
+        sum of its per-branch blocks, each applied at the branch's own (pooled) resolution
+        *before* the bilinear upsampling: both maps are linear and act on different axes, so
+        ``W [up(b_1), ..., up(b_n)] = sum_i up(W_i b_i)`` exactly, without the ``n * C``-wide
+        concatenation at full resolution.
         """
         h, w = x.shape[1:3]
-        branches = []
+        first = self.select[0]
+        blocks = first.weight.split(x.shape[-1], dim=1)  # W_i [C, C] per branch
+        selected = None
         finest_attn = None
-        for window, proj, pwam in zip(self.windows, self.branch_proj, self.branch_pwam):
+        for window, proj, pwam, block in zip(self.windows, self.branch_proj, self.branch_pwam, blocks):
             y = x
             if window > 1:
                 y = F.avg_pool2d(
                     x.permute(0, 3, 1, 2), window, window, ceil_mode=True, count_include_pad=False
                 ).permute(0, 2, 3, 1)
             mm, attn = pwam(proj(y), text, text_mask)
-            if mm.shape[1:3] != (h, w):
-                mm = F.interpolate(mm.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False).permute(
-                    0, 2, 3, 1
-                )
+            part = F.linear(mm, block)
+            if part.shape[1:3] != (h, w):
+                part = F.interpolate(part.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False)
+                part = part.permute(0, 2, 3, 1)
             if finest_attn is None or attn.shape[1] > finest_attn.shape[1]:
                 finest_attn = attn
-            branches.append(mm)
-        return self.select(torch.cat(branches, dim=-1)), finest_attn
+            selected = part if selected is None else selected + part
+        return self.select[1:](selected + first.bias), finest_attn

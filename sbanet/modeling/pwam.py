@@ -17,8 +17,7 @@ def instance_norm_tokens(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
     x: ``[B, N, C]`` -> ``[B, N, C]``. Biased variance, no affine parameters (LAVT's default).
     """
-    mean = x.mean(dim=1, keepdim=True)
-    var = x.var(dim=1, keepdim=True, unbiased=False)
+    var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
     return (x - mean) * torch.rsqrt(var + eps)
 
 

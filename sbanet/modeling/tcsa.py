@@ -145,6 +145,18 @@ class TextConditionedAggregator(nn.Module):
         for f, t, norm, ffn, recon in zip(features, tokens, self.ffn_norms, self.ffns, self.reconstruct):
             t = t + ffn(norm(t))
             grid = t.transpose(1, 2).reshape(t.shape[0], -1, gh, gw)
-            up = F.interpolate(grid, size=f.shape[1:3], mode="bilinear", align_corners=False)
-            outputs.append(f + recon(up).permute(0, 2, 3, 1))
+            outputs.append(f + self._reconstruct(recon, grid, f.shape[1:3]).permute(0, 2, 3, 1))
         return outputs, attention
+
+    def _reconstruct(self, recon: nn.Sequential, grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``ReLU(BN(Conv1x1(up(grid))))``: ``[B, C, gh, gw] -> [B, C, *size]``.
+
+        In eval mode the 1x1 conv and BN are per-pixel affine maps, which commute with bilinear
+        upsampling (its weights sum to 1), so they run on the small grid (m pixels instead of
+        ``H_i W_i``): same result, a fraction of the work. Training keeps the order, since BN's
+        batch statistics are those of the upsampled map.
+        """
+        conv, bn, relu = recon
+        if self.training:
+            return relu(bn(conv(F.interpolate(grid, size=size, mode="bilinear", align_corners=False))))
+        return relu(F.interpolate(bn(conv(grid)), size=size, mode="bilinear", align_corners=False))

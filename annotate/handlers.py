@@ -1,0 +1,266 @@
+"""Handlers of the Segment and Attention tabs: short functions over a backend.
+
+Each handler checks its input (``ValueError`` becomes a visible ``gr.Error`` via
+:func:`user_errors`), calls the backend, and returns what the components show. Per-user data
+lives in the :class:`SegmentSession` kept in a ``gr.State``, never in module globals.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from . import attention_view as views
+from .inputs import LoadedImage, load_image, parse_bands, parse_expressions, resize_mask
+from .render import fit_within, palette_colour, probability_image
+
+DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
+ANONYMOUS = "anonymous"
+OVERLAY_ALPHA = 0.6
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ``ValueError`` (bad input, explained) into a ``gr.Error`` the user sees."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as exc:
+            raise gr.Error(str(exc), title="Cannot do that") from exc
+
+    return wrapper
+
+
+def annotator(request: gr.Request | None, typed: str | None, required: bool = False) -> str:
+    """Who is acting: the signed-in user (with ``--auth``), else the typed name."""
+    user = getattr(request, "username", None) if request is not None else None
+    if user:
+        return str(user)
+    name = " ".join((typed or "").split())[:100]
+    if name:
+        return name
+    if required:
+        raise ValueError("type your name in the Annotator box at the top: corrections and reviews record who made them")
+    return ANONYMOUS
+
+
+def uploaded_path(file: Any) -> str:
+    """The server-side path of a ``gr.File`` value (a path string or a FileData-like object)."""
+    if file is None:
+        raise ValueError("upload an image first (PNG, JPEG or TIFF/GeoTIFF), or pick an example")
+    return str(getattr(file, "path", None) or getattr(file, "name", None) or file)
+
+
+@dataclass
+class SegmentSession:
+    """One user's latest segmentation (kept in ``gr.State``)."""
+
+    image: LoadedImage
+    bands: tuple[int, ...] | None
+    predictions: list[Any]
+    mask_version_ids: list[int] = field(default_factory=list)
+    run: int = 1  # the how-manieth segmentation of this session
+
+    def prediction(self, expression: str | None) -> Any:
+        for prediction in self.predictions:
+            if prediction.expression == expression:
+                return prediction
+        return self.predictions[0]
+
+
+class SegmentHandlers:
+    """Segment (upload, expressions -> overlays) and Attention (what the model looked at)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    @user_errors
+    def preview(self, file: Any, bands_text: str) -> tuple[np.ndarray | None, str]:
+        """Show an upload as the model will see it (TIFFs stretched per band), with its facts."""
+        if file is None:  # the upload was cleared
+            return None, ""
+        image = load_image(uploaded_path(file), parse_bands(bands_text))
+        return fit_within(image.rgb, DISPLAY_SIDE), describe(image)
+
+    @user_errors
+    def segment(
+        self,
+        file: Any,
+        expressions_text: str,
+        bands_text: str,
+        threshold: float,
+        annotator_name: str,
+        previous: SegmentSession | None = None,
+        request: gr.Request = None,
+    ) -> tuple[Any, list[tuple[np.ndarray, str]], list[str], str, dict[str, Any], SegmentSession]:
+        """Image + expressions -> overlay, probability maps, full-size mask PNGs, summary, details.
+
+        ``previous`` is this user's last segmentation (numbers the runs of a session)."""
+        started = time.perf_counter()
+        bands = parse_bands(bands_text)
+        image = load_image(uploaded_path(file), bands)
+        expressions = parse_expressions(expressions_text)
+        model_started = time.perf_counter()
+        predictions, model = self.backend.predict(image.rgb, expressions, float(threshold))
+        model_seconds = time.perf_counter() - model_started
+        recorded = self.backend.record_segmentation(image, predictions, model, annotator(request, annotator_name))
+        run = previous.run + 1 if previous is not None else 1
+        session = SegmentSession(image, bands, predictions, list(recorded.mask_version_ids), run)
+
+        display = fit_within(image.rgb, DISPLAY_SIDE)
+        size = display.shape[:2]
+        # mask values set the overlay's alpha: 0.6 keeps the image visible under each mask
+        labels = [(resize_mask(p.mask, size) * OVERLAY_ALPHA, p.expression) for p in predictions]
+        colours = {p.expression: palette_colour(i) for i, p in enumerate(predictions)}
+        overlay = gr.AnnotatedImage(value=(display, labels), color_map=colours)
+        gallery = [
+            (probability_image(display, _resize_probability(p.probability, size)), f"P({p.expression})")
+            for p in predictions
+        ]
+        files = self.backend.downloads.mask_files(
+            image.name.rsplit(".", 1)[0],
+            [(p.expression, p.mask) for p in predictions],
+            image.geo,
+            model.name,
+        )
+        seconds = time.perf_counter() - started
+        details = {
+            "image": {
+                "name": image.name,
+                "sha256": image.sha256,
+                "height": size_of(image)[0],
+                "width": size_of(image)[1],
+                "bands": image.band_count,
+                "dtype": image.dtype,
+                "image_id": recorded.image_id,
+            },
+            "model": model.name,
+            "run": run,
+            "seconds": {"model": round(model_seconds, 3), "total": round(seconds, 3)},
+            "results": [
+                {
+                    "expression": p.expression,
+                    "colour": colours[p.expression],
+                    "area_fraction": round(float(p.mask.mean()), 5),
+                    "mean_probability_inside": round(float(p.probability[p.mask].mean()), 4) if p.mask.any() else None,
+                    "expression_id": expression_id,
+                    "mask_version": version_id,
+                }
+                for p, expression_id, version_id in zip(predictions, recorded.expression_ids, recorded.mask_version_ids)
+            ],
+        }
+        return overlay, gallery, files, summary_markdown(details), details, session
+
+    # --- attention ---------------------------------------------------------------------------
+    def attention_choices(self, session: SegmentSession | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The expression and word dropdowns after a segmentation (first expression, first word)."""
+        if session is None:
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+        first = session.predictions[0]
+        words = views.word_choices(first.attention)
+        return (
+            gr.update(choices=[p.expression for p in session.predictions], value=first.expression),
+            gr.update(choices=words, value=_content_word(words)),
+        )
+
+    def word_choices(self, session: SegmentSession | None, expression: str | None) -> dict[str, Any]:
+        if session is None:
+            return gr.update(choices=[], value=None)
+        words = views.word_choices(session.prediction(expression).attention)
+        return gr.update(choices=words, value=_content_word(words))
+
+    @user_errors
+    def render_attention(
+        self, session: SegmentSession | None, expression: str | None, word: str | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Query-token maps, word bars, the pixel-word map of ``word`` and TCSA, for one expression."""
+        if session is None:
+            raise ValueError("segment an image first: the attention maps belong to a segmentation")
+        return attention_pictures(session.image.rgb, session.prediction(expression).attention, word)
+
+    @user_errors
+    def attention_for(
+        self, file: Any, expression: str, word: str, bands_text: str
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """API: the four attention pictures for one image and expression (nothing is stored)."""
+        image = load_image(uploaded_path(file), parse_bands(bands_text))
+        expressions = parse_expressions(expression, max_count=1)
+        prediction = self.backend.predict(image.rgb, expressions)[0][0]
+        return attention_pictures(image.rgb, prediction.attention, word)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def attention_pictures(
+    rgb: np.ndarray, maps: Any, word: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """The four attention views of one prediction; an unknown word falls back to the first content word."""
+    if maps is None:
+        raise ValueError("this segmentation was run without attention maps")
+    words = views.word_choices(maps)
+    word = word if word in words else _content_word(words)
+    return (
+        views.query_attention_image(rgb, maps),
+        views.word_relevance_image(maps),
+        views.pixel_word_image(rgb, maps, word) if word else None,
+        views.tcsa_image(rgb, maps),
+    )
+
+
+STOP_WORDS = frozenset({"the", "a", "an", "of", "in", "on", "at", "to", "and", "with", "is", "are", "all"})
+
+
+def _content_word(words: list[str]) -> str | None:
+    """The first word that is not a stop word (the one a user most likely wants to inspect)."""
+    for word in words:
+        if word.split(" (")[0].lower() not in STOP_WORDS:
+            return word
+    return words[0] if words else None
+
+
+def _resize_probability(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if probability.shape == tuple(size):
+        return probability
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(probability).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def size_of(image: LoadedImage) -> tuple[int, int]:
+    return image.rgb.shape[0], image.rgb.shape[1]
+
+
+def describe(image: LoadedImage) -> str:
+    height, width = size_of(image)
+    stretched = (
+        "" if image.dtype == "uint8" and image.band_count in (1, 3, 4) else ", shown with a 2-98 % stretch per band"
+    )
+    return f"`{image.name}` · {width}×{height} px · {image.band_count} band(s) · {image.dtype}{stretched}"
+
+
+def summary_markdown(details: dict[str, Any]) -> str:
+    """The Segment tab's result text: timing and one line per expression with its colour."""
+    info = details["image"]
+    seconds = details["seconds"]
+    lines = [
+        f"Result {details['run']}: **{len(details['results'])} expression(s)** on `{info['name']}` "
+        f"({info['width']}×{info['height']}) · "
+        f"model `{details['model']}` · **{seconds['model']:.2f} s** model, {seconds['total']:.2f} s in all",
+        "",
+        "| | expression | area | mean P inside | saved as |",
+        "|---|---|---|---|---|",
+    ]
+    for result in details["results"]:
+        inside = "–" if result["mean_probability_inside"] is None else f"{result['mean_probability_inside']:.2f}"
+        swatch = f"<span style='color:{result['colour']}'>■</span>"
+        lines.append(
+            f"| {swatch} | {result['expression']} | {100 * result['area_fraction']:.1f} % | {inside} | "
+            f"mask version {result['mask_version']} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""SBANet app: segment aerial images from text, inspect attention, correct and save masks.
+
+    python app.py                      # http://127.0.0.1:7860, SQLite store in ./sbanet-data
+    python app.py --model user/repo --auth ana:secret --port 8080
+
+Layout and handlers live in ``annotate/``; this file parses the command line and launches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the app's modules are imported when used, not at import time
+    from annotate.launch import AppSettings
+
+
+def parse_args(argv: list[str] | None = None) -> AppSettings:
+    from annotate.launch import AUTH_ENV, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model",
+        help="checkpoint folder or hub repo id (default: $SBANET_MODEL, the store's "
+        "active model, then the shipped sbanet-lite-dubai)",
+    )
+    parser.add_argument("--data-dir", help="data folder: database, images, checkpoints (default ./sbanet-data)")
+    parser.add_argument("--store-url", help="SQLAlchemy URL of the store (default: SQLite in the data folder)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for a LAN)")
+    parser.add_argument("--port", type=int, help="port (default 7860)")
+    parser.add_argument(
+        "--auth",
+        default=os.environ.get(AUTH_ENV),
+        help=f"user:password[,...] (or ${AUTH_ENV}); the signed-in name is saved as the annotator",
+    )
+    parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
+    parser.add_argument("--concurrency", type=int, default=1, help="model runs at the same time (default 1)")
+    parser.add_argument("--device", help="torch device for the model (default: cuda when available, else cpu)")
+    parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload (default 200mb)")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    try:
+        auth = parse_auth(args.auth)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return AppSettings(
+        model=args.model,
+        data_dir=args.data_dir,
+        store_url=args.store_url,
+        host=args.host,
+        port=args.port,
+        auth=auth,
+        share=args.share,
+        concurrency=args.concurrency,
+        max_file_size=args.max_file_size,
+        device=args.device,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from annotate.launch import build_app, launch_kwargs
+
+    settings = parse_args(argv)
+    try:
+        demo, backend = build_app(settings)
+    except ValueError as exc:  # no model, an unreadable checkpoint, a bad store URL: say why
+        sys.exit(f"app.py: {exc}")
+    demo.launch(**launch_kwargs(settings, backend))
+
+
+if __name__ == "__main__":
+    main()

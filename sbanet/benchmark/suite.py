@@ -1,0 +1,196 @@
+"""Which configurations a benchmark run measures, and running each in a fresh process.
+
+Parts (``python -m train.bench --parts ...``):
+
+* ``speed``: ``sbanet_swin_b`` as the LAVT baseline and as full SBANet, eager fp32, the fast
+  path and the fast path with int8 Swin linears, one 448x448 image + one 20-token expression
+  (plus the fast path with cached text);
+* ``multi``: the fast path with K = 1, 2, 4, 8 expressions on one image;
+* ``small``: ``sbanet_lite`` and ``sbanet_tiny``, eager and fast;
+* ``agreement``: fast path (and int8) against fp32 eager on real images (``sbanet_swin_b``
+  random weights, ``sbanet_lite`` with its pretrained encoders);
+* ``train``: training samples/s per preset (forward + backward + AdamW step);
+* ``profile``: seconds per component and the top operators, eager and fast.
+
+Timed configurations run ``rounds`` times in round-robin order, each time in a new process,
+so slow drifts of a shared machine's load spread over all of them instead of biasing one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .measure import Case
+
+PARTS = ("speed", "multi", "small", "agreement", "train", "profile")
+TIMED_KINDS = ("inference",)
+RESULT_MARKER = "SBANET_BENCH_RESULT "
+AGREEMENT_TEXTS = ("the water", "the buildings", "the roads", "the vegetation")
+SMALL_PRESETS = ("sbanet_lite", "sbanet_tiny")
+TRAIN_PRESETS = ("sbanet_tiny", "sbanet_lite", "sbanet_swin_b")
+
+
+@dataclass
+class Settings:
+    """Everything a run depends on (stored in the JSON next to the results)."""
+
+    parts: tuple[str, ...] = PARTS
+    repeats: int = 5
+    warmup: int = 1
+    rounds: int = 1
+    threads: int | None = None
+    image_size: int = 448
+    tokens: int = 20
+    expressions: tuple[int, ...] = (1, 2, 4, 8)
+    data: str = "../shared/data/dubai-aerial"
+    images: int = 4
+    texts: tuple[str, ...] = AGREEMENT_TEXTS
+    train_presets: tuple[str, ...] = TRAIN_PRESETS
+    train_steps: int = 3
+    train_warmup: int = 1
+    batch: int = 2
+    train_image_size: int | None = None  # None: each preset's own image_size
+    device: str = "cpu"
+    dtype: str = "fp32"
+    timeout: float = 3600.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.parts) - set(PARTS))
+        if unknown:
+            raise ValueError(f"unknown parts {unknown}; choose from {list(PARTS)}")
+        if min(self.repeats, self.rounds, self.train_steps, self.images) < 1 or min(self.warmup, self.train_warmup) < 0:
+            raise ValueError("repeats, rounds, train steps and images must be >= 1, warm-ups >= 0")
+
+
+def real_images(data: str | Path, count: int) -> list[str]:
+    """The first ``count`` dubai-aerial images (one per tile first, then the next of each tile)."""
+    root = Path(data)
+    if not root.is_dir():
+        raise ValueError(f"real images not found at {root} (pass --data DIR, or leave out the agreement part)")
+    tiles = [sorted(p for p in tile.glob("*.jpg")) for tile in sorted(root.glob("tile*"))]
+    ordered = [
+        img for rank in range(max(map(len, tiles), default=0)) for t in tiles if rank < len(t) for img in [t[rank]]
+    ]
+    if not ordered:
+        raise ValueError(f"no tile*/*.jpg images under {root}")
+    return [str(p) for p in ordered[:count]]
+
+
+def build_cases(s: Settings) -> list[Case]:
+    """The configurations the selected parts need (timed ones first, in round-robin order)."""
+    common = dict(image_size=s.image_size, tokens=s.tokens, repeats=s.repeats, warmup=s.warmup, threads=s.threads)
+    swin = dict(kind="inference", preset="sbanet_swin_b", **common)
+    cases: list[Case] = []
+    if "speed" in s.parts:
+        for ablation in ("lavt", "full"):
+            for path in ("eager", "fast", "int8"):
+                cases.append(Case(ablation=ablation, path=path, **swin))
+        cases.append(Case(ablation="full", path="fast", cached_text=True, **swin))
+    if "multi" in s.parts:
+        for k in s.expressions:
+            if not (k == 1 and "speed" in s.parts):
+                cases.append(Case(path="fast", expressions=k, **swin))
+    if "small" in s.parts:
+        for preset in SMALL_PRESETS:
+            for path in ("eager", "fast"):
+                cases.append(Case(kind="inference", preset=preset, path=path, **common))
+            cases.append(Case(kind="inference", preset=preset, path="fast", cached_text=True, **common))
+    if "agreement" in s.parts:
+        images = real_images(s.data, s.images)
+        agree = dict(kind="agreement", images=images, texts=list(s.texts), threads=s.threads, image_size=s.image_size)
+        cases.append(Case(preset="sbanet_swin_b", path="fast", **agree))
+        cases.append(Case(preset="sbanet_swin_b", path="int8", **agree))
+        cases.append(Case(preset="sbanet_lite", path="fast", pretrained=True, **agree))
+    if "train" in s.parts:
+        from ..build import PRESET_CONFIGS
+
+        for preset in s.train_presets:
+            if preset not in PRESET_CONFIGS:
+                raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESET_CONFIGS)}")
+            size = s.train_image_size or PRESET_CONFIGS[preset]().image_size
+            cases.append(
+                Case(
+                    kind="train", preset=preset, image_size=size, tokens=s.tokens, batch=s.batch,
+                    repeats=s.train_steps, warmup=s.train_warmup, device=s.device, dtype=s.dtype, threads=s.threads,
+                )
+            )  # fmt: skip
+    if "profile" in s.parts:
+        for preset in ("sbanet_swin_b", "sbanet_lite"):
+            for path in ("eager", "fast"):
+                cases.append(Case(kind="profile", preset=preset, path=path, **{**common, "repeats": 2}))
+    return cases
+
+
+def run_in_subprocess(case: Case, timeout: float) -> dict[str, Any]:
+    """Run ``case`` in a fresh ``python -m sbanet.benchmark`` process; its result, or
+    ``{"error": ...}`` when it failed or timed out (the run goes on with the other cases)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "sbanet.benchmark", "--case", json.dumps(case.to_dict())]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER) :])
+    tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+    return {"error": f"exit code {done.returncode}: {tail}"}
+
+
+def case_key(case: Case) -> str:
+    """Cases that differ only by the round they ran in share a key (their timings are pooled)."""
+    return json.dumps({k: v for k, v in case.to_dict().items() if k not in ("repeats", "warmup")}, sort_keys=True)
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    """Median, quartiles (IQR), min and max of ``times`` (seconds)."""
+    ordered = sorted(times)
+    q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else ordered * 3
+    return {
+        "median": statistics.median(ordered),
+        "q1": q1,
+        "q3": q3,
+        "iqr": q3 - q1,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "n": len(ordered),
+    }
+
+
+def run_suite(settings: Settings, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Measure every case (timed ones ``rounds`` times, round-robin); one record per case with
+    its pooled ``stats``, the largest peak RSS seen, and every round's raw result."""
+    cases = build_cases(settings)
+    timed = [c for c in cases if c.kind in TIMED_KINDS]
+    once = [c for c in cases if c.kind not in TIMED_KINDS]
+    schedule = [c for _ in range(settings.rounds) for c in timed] + once
+    records: dict[str, dict[str, Any]] = {}
+    for i, case in enumerate(schedule, 1):
+        label = f"{case.kind} {case.preset} {case.ablation} {case.path} K={case.expressions}"
+        log(f"[{i}/{len(schedule)}] {label}{' (cached text)' if case.cached_text else ''}")
+        result = run_in_subprocess(case, settings.timeout)
+        if "error" in result:
+            log(f"    failed: {result['error']}")
+        record = records.setdefault(case_key(case), {"case": case.to_dict(), "rounds": []})
+        record["rounds"].append(result)
+    for record in records.values():
+        ok = [r for r in record["rounds"] if "error" not in r]
+        times = [t for r in ok for t in r.get("times", [])]
+        if times:
+            record["stats"] = spread(times)
+        if ok:
+            record["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+            peaks = [r["inference_peak_rss_mb"] for r in ok if r.get("inference_peak_rss_mb") is not None]
+            record["inference_peak_rss_mb"] = max(peaks) if peaks else None
+        else:
+            record["error"] = record["rounds"][-1]["error"]
+    return list(records.values())

@@ -1,0 +1,73 @@
+"""The real app on loopback for end-to-end tests (imported by test_app_api / test_app_browser).
+
+``running_app`` saves the random-weight tiny model as a checkpoint, builds the app exactly as
+``app.py`` does (store in a temporary data folder) and launches it in this process on a free
+port, so tests can call it over HTTP and also look into its store.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tiny_checkpoint(directory: Path) -> Path:
+    import torch
+
+    from sbanet import sbanet_tiny
+    from sbanet.checkpoint import save_pretrained
+
+    torch.manual_seed(0)
+    return save_pretrained(sbanet_tiny().eval(), directory / "tiny-model")
+
+
+def scene_png(path: Path, height: int = 150, width: int = 210) -> Path:
+    """A small RGB scene: sand, a blue pond, a grey road (values the tests can reason about)."""
+    rng = np.random.default_rng(0)
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = (196, 178, 140)
+    image[20:70, 30:110] = (40, 90, 160)
+    image[:, 150:170] = (110, 110, 110)
+    image = np.clip(image.astype(np.int16) + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(image).save(path)
+    return path
+
+
+@dataclass
+class RunningApp:
+    url: str
+    backend: Any
+    demo: Any
+    data_dir: Path
+
+
+@contextmanager
+def running_app(directory: Path, **settings: Any) -> Iterator[RunningApp]:
+    """Launch the app (tiny model, fresh store under ``directory``) and close it afterwards."""
+    from annotate.launch import AppSettings, build_app, launch_kwargs
+
+    checkpoint = tiny_checkpoint(directory)
+    options = {"model": str(checkpoint), "data_dir": str(directory / "data"), "host": "127.0.0.1", **settings}
+    options.setdefault("port", free_port())
+    app_settings = AppSettings(**options)
+    demo, backend = build_app(app_settings)
+    kwargs = launch_kwargs(app_settings, backend)
+    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield RunningApp(f"http://127.0.0.1:{app_settings.port}/", backend, demo, directory / "data")
+    finally:
+        demo.close()
+        backend.store.close()

@@ -1,0 +1,113 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright.
+
+Covers a user's whole loop on the real app (tiny model, real store): upload an image, type an
+expression, click Segment and see the overlay, open the Attention tab and see its pictures,
+open the predicted mask in the editor, paint an added stroke and a removing stroke with the
+mouse, save, and then find in the store the exact mask those strokes make, at the image's full
+resolution. Screenshots of each step go to ``$SBANET_TEST_ARTIFACTS/browser`` (default
+``test-artifacts/browser``), with the measured Segment click latency in ``timings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_server import running_app, scene_png
+
+from annotate import repository as repo
+from annotate.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
+    ),
+]
+ROOT = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 360, 480
+RADIUS = 12  # the editor's brush size (image pixels)
+MARGIN = 3  # anti-aliased stroke edges: pixels this close to a stroke's border are not judged
+
+
+def artifacts() -> Path:
+    folder = Path(os.environ.get("SBANET_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def capsule(start: tuple[float, float], end: tuple[float, float], radius: float) -> np.ndarray:
+    """``bool [H, W]``: pixel centres within ``radius`` of the segment ``start``-``end`` (x, y)."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH] + 0.5
+    (x0, y0), (x1, y1) = start, end
+    length = max((x1 - x0) ** 2 + (y1 - y0) ** 2, 1e-9)
+    t = np.clip(((xs - x0) * (x1 - x0) + (ys - y0) * (y1 - y0)) / length, 0, 1)
+    return (xs - x0 - t * (x1 - x0)) ** 2 + (ys - y0 - t * (y1 - y0)) ** 2 <= radius**2
+
+
+def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
+    out = artifacts()
+    image = scene_png(tmp_path / "scene.png", HEIGHT, WIDTH)
+    steps: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def done(step: str) -> None:
+        steps[step] = round(time.perf_counter() - clock[0], 2)
+        clock[0] = time.perf_counter()
+
+    with running_app(tmp_path) as app, chromium_page(1100, 850) as page:
+        done("start app and browser")
+        ui = AppPage(page, app.url)
+        ui.open(annotator="browser-tester")
+        done("load page")
+        seconds = ui.segment(image, ["the pond"])
+        assert "the pond" in page.inner_text("#overlay")
+        assert "mask version" in page.inner_text("#segment-summary")
+        ui.screenshot(out / "1-segment.png", full_page=True)
+        done("segment")
+
+        ui.tab("Attention")
+        ui.wait_attention()
+        assert page.locator("#query-map img").first.evaluate("i => i.naturalWidth") > 400
+        ui.screenshot(out / "2-attention.png", full_page=True)
+        done("attention")
+
+        with app.backend.store.ReadSession() as session:
+            predicted = repo.review_queue(session, "draft", "recent", 10)[0]
+            parent_id, expression_id, base = predicted.id, predicted.expression_id, repo.mask_array(predicted)
+        ui.open_editor()
+        done("open editor")
+        assert f"mask version {parent_id}" in page.inner_text("#item-info")
+        add = ((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT))
+        remove = ((0.3 * WIDTH, 0.8 * HEIGHT), (0.4 * WIDTH, 0.8 * HEIGHT))
+        ui.stroke(add, (HEIGHT, WIDTH))
+        ui.stroke(remove, (HEIGHT, WIDTH), remove=True)
+        done("paint two strokes")
+        ui.screenshot(out / "3-editor.png")
+        message = ui.save_correction()
+        done("save")
+        ui.screenshot(out / "4-saved.png", full_page=True)
+
+    with app.backend.store.ReadSession() as session:
+        saved = repo.latest_mask(session, expression_id)
+        assert (saved.kind, saved.parent_id, saved.author, saved.status) == (
+            "correction",
+            parent_id,
+            "browser-tester",
+            "submitted",
+        )
+        mask = repo.mask_array(saved)
+    assert f"mask version {saved.id}" in message
+    assert mask.shape == (HEIGHT, WIDTH)  # the image's full resolution
+    added_core = capsule(*add, RADIUS - MARGIN) & ~capsule(*remove, RADIUS + MARGIN)
+    removed_core = capsule(*remove, RADIUS - MARGIN)
+    untouched = ~(capsule(*add, RADIUS + MARGIN) | capsule(*remove, RADIUS + MARGIN))
+    assert mask[added_core].all(), "pixels under the add stroke are in the saved mask"
+    assert not mask[removed_core].any(), "pixels under the remove stroke are out of it"
+    np.testing.assert_array_equal(mask[untouched], base[untouched])  # the rest is the prediction
+    timings = {"segment_click_to_overlay_s": round(seconds, 3), "model": app.backend.model_name, "steps_s": steps}
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))

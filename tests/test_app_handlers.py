@@ -1,0 +1,308 @@
+"""The app's handlers against a fake backend: no model, no database, no server."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotate.backend import Item, ModelRef, Recorded
+from annotate.downloads import Downloads
+from annotate.handlers import SegmentHandlers
+from annotate.render import BRUSH_ADD, hex_to_rgb
+from annotate.review import ReviewHandlers
+from sbanet.predictor import AttentionMaps, Prediction
+
+
+def fake_attention(expression: str) -> AttentionMaps:
+    tokens = ["[CLS]", *expression.split(), "[SEP]"]
+    n = len(tokens)
+    rng = np.random.default_rng(len(expression))
+    return AttentionMaps(
+        tokens,
+        [rng.dirichlet(np.ones(n), size=(s, s)).astype(np.float32) for s in (8, 4, 2, 1)],
+        [rng.dirichlet(np.ones(s * s)).reshape(s, s).astype(np.float32) for s in (8, 4, 2, 1)],
+        [rng.dirichlet(np.ones(n)).astype(np.float32) for _ in range(4)],
+        np.full((2, 2), 0.25, np.float32),
+    )
+
+
+class FakeBackend:
+    """The :class:`annotate.backend.Backend` interface over dicts; "the model" finds blue pixels."""
+
+    model_name = "fake-model"
+
+    def __init__(self, tmp_path):
+        self.downloads = Downloads(tmp_path / "downloads")
+        self.ids = itertools.count(1)
+        self.images: dict[int, object] = {}
+        self.versions: dict[int, dict] = {}
+        self.expressions: dict[tuple[int, str], int] = {}
+
+    def predict(self, image, expressions, threshold=0.5):
+        probability = image[..., 2].astype(np.float32) / 255.0
+        predictions = [Prediction(e, probability > threshold, probability, fake_attention(e)) for e in expressions]
+        return predictions, ModelRef(1, self.model_name)
+
+    def record_segmentation(self, image, predictions, model, author):
+        image_id = next((i for i, im in self.images.items() if im.sha256 == image.sha256), None)
+        if image_id is None:
+            image_id = next(self.ids)
+            self.images[image_id] = image
+        expression_ids, version_ids = [], []
+        for p in predictions:
+            expression_id = self.expressions.setdefault((image_id, p.expression), next(self.ids))
+            version_id = next(self.ids)
+            self.versions[version_id] = dict(
+                expression_id=expression_id,
+                image_id=image_id,
+                expression=p.expression,
+                mask=p.mask,
+                kind="prediction",
+                status="draft",
+                author=author,
+                parent=None,
+                uncertainty=0.5,
+            )
+            expression_ids.append(expression_id)
+            version_ids.append(version_id)
+        return Recorded(image_id, expression_ids, version_ids)
+
+    def item(self, mask_version_id):
+        if mask_version_id not in self.versions:
+            raise ValueError(f"unknown mask version id {mask_version_id}")
+        v = self.versions[mask_version_id]
+        image = self.images[v["image_id"]]
+        return Item(
+            mask_version_id,
+            v["expression_id"],
+            v["image_id"],
+            v["expression"],
+            image.name,
+            image.path,
+            image.sha256,
+            v["mask"],
+            v["status"],
+            v["kind"],
+            False,
+        )
+
+    def save_correction(self, parent_id, mask, author, note=None):
+        parent = self.versions[parent_id]
+        new_id = next(self.ids)
+        self.versions[new_id] = {
+            **parent,
+            "mask": mask,
+            "kind": "correction",
+            "status": "submitted",
+            "author": author,
+            "parent": parent_id,
+            "uncertainty": None,
+        }
+        return new_id
+
+    def set_status(self, mask_version_id, status, author, note=None):
+        self.versions[mask_version_id]["status"] = status
+        return status
+
+    def _row(self, version_id):
+        v = self.versions[version_id]
+        return {
+            "mask_version": version_id,
+            "expression_id": v["expression_id"],
+            "image": "scene.png",
+            "expression": v["expression"],
+            "kind": v["kind"],
+            "status": v["status"],
+            "author": v["author"],
+            "area_px": int(v["mask"].sum()),
+            "uncertainty": v["uncertainty"],
+            "parent": v["parent"],
+            "created": "2026-01-01 00:00:00",
+        }
+
+    def history(self, expression_id):
+        return [
+            self._row(i)
+            for i in sorted(self.versions, reverse=True)
+            if self.versions[i]["expression_id"] == expression_id
+        ]
+
+    def review_queue(self, status, order, limit=100):
+        rows = [self._row(i) for i in sorted(self.versions, reverse=True) if self.versions[i]["status"] == status]
+        return rows[:limit]
+
+
+@pytest.fixture
+def scene(tmp_path):
+    image = np.full((48, 64, 3), (170, 150, 60), np.uint8)  # sand
+    image[10:30, 20:50] = (20, 40, 230)  # the blue "pond" the fake model finds
+    path = tmp_path / "scene.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return FakeBackend(tmp_path)
+
+
+def signed_in(name):
+    return SimpleNamespace(username=name)
+
+
+def test_segment_returns_overlay_probabilities_full_size_masks_and_records(backend, scene):
+    handlers = SegmentHandlers(backend)
+    overlay, gallery, files, summary, details, session = handlers.segment(
+        str(scene), "the pond\nthe water", "", 0.5, "ana"
+    )
+    base, annotations = overlay.value["image"], overlay.value["annotations"]
+    assert base is not None and [a["label"] for a in annotations] == ["the pond", "the water"]
+    assert set(overlay.color_map) == {"the pond", "the water"}
+    assert len(gallery) == 2 and gallery[0][1] == "P(the pond)"
+    saved = np.asarray(Image.open(files[0])) > 0
+    assert saved.shape == (48, 64) and saved[10:30, 20:50].all() and saved.sum() == 20 * 30
+    assert "**2 expression(s)**" in summary and "model `fake-model`" in summary
+    assert details["results"][0]["area_fraction"] == pytest.approx(600 / (48 * 64), abs=1e-4)
+    assert [v["author"] for v in backend.versions.values()] == ["ana", "ana"]
+    assert session.mask_version_ids == details_versions(details)
+
+
+def details_versions(details):
+    return [r["mask_version"] for r in details["results"]]
+
+
+def test_preview_shows_the_upload_as_the_model_sees_it(backend, scene, tmp_path):
+    handlers = SegmentHandlers(backend)
+    picture, facts = handlers.preview(str(scene), "")
+    assert picture.shape == (48, 64, 3) and "64×48 px" in facts and "3 band(s)" in facts
+    assert handlers.preview(None, "") == (None, "")
+    (tmp_path / "empty.tif").write_bytes(b"")
+    with pytest.raises(gr.Error, match="empty"):
+        handlers.preview(str(tmp_path / "empty.tif"), "")
+
+
+def test_the_signed_in_user_is_the_annotator(backend, scene):
+    SegmentHandlers(backend).segment(str(scene), "the pond", "", 0.5, "typed name", request=signed_in("ben"))
+    assert [v["author"] for v in backend.versions.values()] == ["ben"]
+
+
+@pytest.mark.parametrize(
+    ("file", "expressions", "message"),
+    [
+        (None, "the pond", "upload an image"),
+        ("scene", "   ", "at least one expression"),
+        ("scene", "x" * 1200, "limit is"),
+        ("junk", "the pond", "cannot read"),
+    ],
+)
+def test_bad_segment_input_is_a_visible_error_and_saves_nothing(backend, scene, tmp_path, file, expressions, message):
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG broken")
+    path = {"scene": str(scene), "junk": str(tmp_path / "junk.png"), None: None}[file]
+    with pytest.raises(gr.Error, match=message):
+        SegmentHandlers(backend).segment(path, expressions, "", 0.5, "ana")
+    assert backend.versions == {} and backend.images == {}
+
+
+def test_attention_views_follow_the_chosen_expression_and_word(backend, scene):
+    handlers = SegmentHandlers(backend)
+    *_, session = handlers.segment(str(scene), "the blue pond\nthe sand", "", 0.5, "ana")
+    expressions, words = handlers.attention_choices(session)
+    assert expressions["choices"] == [("the blue pond", "the blue pond"), ("the sand", "the sand")] or expressions[
+        "choices"
+    ] == ["the blue pond", "the sand"]
+    assert words["value"] == "blue"  # the first word that is not a stop word
+    assert handlers.word_choices(session, "the sand")["value"] == "sand"
+    pictures = handlers.render_attention(session, "the sand", "sand")
+    assert all(p is not None and p.ndim == 3 for p in pictures)
+    api_pictures = SegmentHandlers(backend).attention_for(str(scene), "the blue pond", "pond", "")
+    assert all(p.ndim == 3 for p in api_pictures)
+    with pytest.raises(gr.Error, match="segment an image first"):
+        handlers.render_attention(None, None, None)
+
+
+def test_correction_from_the_editor_is_saved_at_full_size_with_its_author(backend, scene):
+    *_, session = SegmentHandlers(backend).segment(str(scene), "the pond", "", 0.5, "ana")
+    review = ReviewHandlers(backend)
+    value, editing, info, history = review.open_item(session.mask_version_ids[0])
+    assert value["background"].shape == (48, 64, 3) and value["layers"] == []
+    assert "mask version" in info and list(history["kind"]) == ["prediction"]
+    layer = np.zeros((24, 32, 4), np.uint8)  # a half-size canvas, as a shrinking editor would send
+    layer[20:24, 0:8] = (*hex_to_rgb(BRUSH_ADD), 153)
+    background = np.asarray(Image.fromarray(value["background"]).resize((32, 24), Image.Resampling.BOX))
+    message, saved, history = review.save_from_editor(editing, {"background": background, "layers": [layer]}, "", "ana")
+    new = backend.versions[saved.mask_version_id]
+    assert new["kind"] == "correction" and new["parent"] == editing.mask_version_id and new["author"] == "ana"
+    assert new["mask"].shape == (48, 64)
+    assert new["mask"][40:48, 0:16].all() and new["mask"][10:30, 20:50].all()
+    assert new["mask"].sum() == 600 + 8 * 16
+    assert f"mask version {saved.mask_version_id}" in message
+    assert history["mask_version"].iloc[0] == saved.mask_version_id
+
+
+def test_large_images_are_edited_downscaled_and_saved_at_full_size(backend, tmp_path, monkeypatch):
+    import annotate.review
+
+    monkeypatch.setattr(annotate.review, "EDITOR_SIDE", 32)  # as a 4000 px image on a 2048 canvas
+    image = np.full((48, 64, 3), (170, 150, 60), np.uint8)
+    image[10:30, 20:50] = (20, 40, 230)
+    Image.fromarray(image).save(tmp_path / "big.png")
+    *_, session = SegmentHandlers(backend).segment(str(tmp_path / "big.png"), "the pond", "", 0.5, "ana")
+    review = ReviewHandlers(backend)
+    value, editing, *_ = review.open_item(session.mask_version_ids[0])
+    assert value["background"].shape == (24, 32, 3)
+    layer = np.zeros((24, 32, 4), np.uint8)
+    layer[0:2, 0:4] = (*hex_to_rgb(BRUSH_ADD), 153)
+    _, saved, _ = review.save_from_editor(editing, {"background": value["background"], "layers": [layer]}, "", "ana")
+    mask = backend.versions[saved.mask_version_id]["mask"]
+    assert mask.shape == (48, 64) and mask[0:4, 0:8].all() and mask[10:30, 20:50].all()
+    assert mask.sum() == 600 + 32
+
+
+def test_bad_corrections_are_refused_and_nothing_is_saved(backend, scene):
+    *_, session = SegmentHandlers(backend).segment(str(scene), "the pond", "", 0.5, "ana")
+    review = ReviewHandlers(backend)
+    value, editing, *_ = review.open_item(session.mask_version_ids[0])
+    before = dict(backend.versions)
+    with pytest.raises(gr.Error, match="type your name"):
+        review.save_from_editor(editing, value, "", "  ")
+    other = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    with pytest.raises(gr.Error, match="different image"):
+        review.save_from_editor(editing, {"background": other, "layers": []}, "", "ana")
+    with pytest.raises(gr.Error, match="open a mask version"):
+        review.save_from_editor(None, value, "", "ana")
+    with pytest.raises(gr.Error, match="unknown mask version"):
+        review.open_item(999)
+    with pytest.raises(gr.Error, match="not a mask version id"):
+        review.open_item(1.5)
+    assert backend.versions == before
+
+
+def test_api_correction_review_and_queue(backend, scene, tmp_path):
+    *_, session = SegmentHandlers(backend).segment(str(scene), "the pond\nthe road", "", 0.5, "ana")
+    review = ReviewHandlers(backend)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[0:10, 0:10] = 255
+    Image.fromarray(mask).save(tmp_path / "fix.png")
+    result = review.save_correction(session.mask_version_ids[0], str(tmp_path / "fix.png"), "", "ben")
+    assert result["parent"] == session.mask_version_ids[0] and result["area_px"] == 100
+    np.testing.assert_array_equal(backend.versions[result["mask_version"]]["mask"], mask > 0)
+    Image.fromarray(mask[:, :32]).save(tmp_path / "small.png")
+    with pytest.raises(gr.Error, match="the image is 64×48"):
+        review.save_correction(session.mask_version_ids[0], str(tmp_path / "small.png"), "", "ben")
+
+    reviewed, _ = review.set_status(result["mask_version"], "accepted", "looks right", "carla")
+    assert reviewed == {"mask_version": result["mask_version"], "status": "accepted", "author": "carla"}
+    with pytest.raises(gr.Error, match="status must be one of"):
+        review.set_status(result["mask_version"], "approved", "", "carla")
+
+    queue = review.review_queue("draft", "most uncertain first", 10)
+    assert list(queue["mask_version"]) == session.mask_version_ids[::-1]
+    with pytest.raises(gr.Error, match="order must be one of"):
+        review.review_queue("draft", "random", 10)
+    picked = review.pick_from_queue(queue, gr.SelectData(None, {"index": [1, 2], "value": "x"}))
+    assert picked == session.mask_version_ids[0]

@@ -1,0 +1,219 @@
+"""The app's input checks and pictures: uploads, expressions, editor masks, overlays, attention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import shared_data
+from PIL import Image
+
+from annotate import attention_view as views
+from annotate import inputs
+from annotate.render import (
+    BRUSH_ADD,
+    BRUSH_REMOVE,
+    colourise,
+    editor_background,
+    fit_within,
+    hex_to_rgb,
+    mask_outline,
+    overlay_mask,
+)
+from sbanet.predictor import AttentionMaps
+
+
+# --- uploads ----------------------------------------------------------------------------------
+def test_load_image_reads_png_and_multiband_16_bit_tiff(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    loaded = inputs.load_image(tmp_path / "a.png")
+    np.testing.assert_array_equal(loaded.rgb, rgb)
+    assert (loaded.band_count, loaded.dtype, loaded.size) == (3, "uint8", (30, 40))
+    assert len(loaded.sha256) == 64
+
+    bands = np.random.default_rng(1).integers(100, 4000, (5, 20, 24), dtype=np.uint16)  # planar 5-band
+    tifffile.imwrite(tmp_path / "b.tif", bands, photometric="minisblack", planarconfig="separate")
+    loaded = inputs.load_image(tmp_path / "b.tif", bands=inputs.parse_bands("5,4,3"))
+    assert loaded.rgb.shape == (20, 24, 3) and loaded.rgb.dtype == np.uint8
+    assert (loaded.band_count, loaded.dtype) == (5, "uint16")
+    assert loaded.rgb[..., 0].max() == 255 and loaded.rgb[..., 0].min() == 0  # stretched per band
+
+
+def test_georeferenced_multispectral_float_geotiff_keeps_its_crs():
+    loaded = inputs.load_image(shared_data("spacenet-sample", "ms1.tif"), bands=inputs.parse_bands("3,2,1"))
+    assert loaded.rgb.shape == (300, 300, 3) and loaded.rgb.dtype == np.uint8
+    assert (loaded.band_count, loaded.dtype) == (4, "float64")
+    assert loaded.geo is not None and loaded.geo.crs == "EPSG:32631"
+    with pytest.raises(ValueError, match="4 band"):
+        inputs.load_image(shared_data("spacenet-sample", "ms1.tif"), bands=inputs.parse_bands("5"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.png", b"", "empty"),
+        ("junk.jpg", b"not a jpeg at all", "cannot read"),
+        ("notes.txt", b"hello", "unsupported file type"),
+        ("junk.tif", b"II*\x00garbage", "cannot read"),
+    ],
+)
+def test_bad_uploads_are_refused_with_the_reason(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        inputs.load_image(tmp_path / name)
+
+
+def png_bomb(path, width: int, height: int) -> None:
+    """A tiny PNG file whose header claims ``width`` x ``height`` grey pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (width + 1) * 4)  # only the first rows: never decoded anyway
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_huge_images_are_refused_from_the_header_before_decoding(tmp_path):
+    png_bomb(tmp_path / "bomb.png", 30000, 30000)  # beyond Pillow's own bomb limit
+    with pytest.raises(ValueError, match="30000×30000 pixels"):
+        inputs.load_image(tmp_path / "bomb.png")
+    png_bomb(tmp_path / "big.png", 8000, 8000)  # below it: Pillow would only warn
+    with pytest.raises(ValueError, match="8000×8000 pixels"):
+        inputs.load_image(tmp_path / "big.png")
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((3000, 3000), np.uint8))
+    with pytest.raises(ValueError, match="sliding window"):
+        inputs.load_image(tmp_path / "big.tif", max_pixels=1_000_000)
+
+
+def test_bands_and_expressions_parsing():
+    assert inputs.parse_bands("") is None and inputs.parse_bands(None) is None
+    assert inputs.parse_bands("4, 3, 2") == (3, 2, 1)
+    assert inputs.parse_bands("2") == (1,)
+    for bad in ("0,1,2", "1,2", "a,b,c"):
+        with pytest.raises(ValueError, match="bands must be"):
+            inputs.parse_bands(bad)
+    assert inputs.parse_expressions("the water\n\n  all   buildings \nthe water") == ["the water", "all buildings"]
+    with pytest.raises(ValueError, match="at least one expression"):
+        inputs.parse_expressions(" \n ")
+    with pytest.raises(ValueError, match="limit is"):
+        inputs.parse_expressions("x" * 2000)
+    with pytest.raises(ValueError, match="at most 8"):
+        inputs.parse_expressions("\n".join(f"object {i}" for i in range(9)))
+
+
+# --- masks from the editor and from files ------------------------------------------------------
+def _layer(shape, boxes):
+    """An RGBA editor layer with (colour, (y0, y1, x0, x1)) strokes at alpha 0.6."""
+    layer = np.zeros((*shape, 4), np.uint8)
+    for colour, (y0, y1, x0, x1) in boxes:
+        layer[y0:y1, x0:x1] = (*hex_to_rgb(colour), 153)
+    return layer
+
+
+def test_editor_mask_adds_and_removes_strokes_at_full_size():
+    image = np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    mask = np.zeros((60, 80), bool)
+    mask[10:30, 10:30] = True
+    background = editor_background(image, mask)
+    layer = _layer((60, 80), [(BRUSH_ADD, (40, 50, 40, 70)), (BRUSH_REMOVE, (10, 20, 10, 30))])
+    layer[0, 0] = (*hex_to_rgb(BRUSH_ADD), 20)  # a faint anti-aliased fringe is not paint
+    value = {"background": np.dstack([background, np.full((60, 80), 255, np.uint8)]), "layers": [layer]}
+    result = inputs.editor_mask(value, background, mask)
+    expected = mask.copy()
+    expected[40:50, 40:70] = True
+    expected[10:20, 10:30] = False
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_editor_mask_from_a_downscaled_canvas_is_resized_back_with_nearest():
+    """Gradio has shrunk editor output before: a half-size canvas still gives a full-size mask."""
+    image = np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    mask = np.zeros((120, 160), bool)
+    background = editor_background(image, mask)
+    small_background = np.asarray(Image.fromarray(background).resize((80, 60), Image.Resampling.BOX))
+    value = {"background": small_background, "layers": [_layer((60, 80), [(BRUSH_ADD, (10, 20, 30, 50))])]}
+    result = inputs.editor_mask(value, background, mask)
+    assert result.shape == (120, 160) and result.dtype == bool
+    expected = np.zeros((120, 160), bool)
+    expected[20:40, 60:100] = True
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_a_mask_edited_on_another_image_is_refused():
+    rng = np.random.default_rng(4)
+    image, other = (rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(2))
+    mask = np.zeros((60, 80), bool)
+    with pytest.raises(ValueError, match="different image"):
+        inputs.editor_mask({"background": other, "layers": []}, editor_background(image, mask), mask)
+    with pytest.raises(ValueError, match="80×60 image"):
+        inputs.editor_mask({"background": image[:, :40], "layers": []}, editor_background(image, mask), mask)
+    with pytest.raises(ValueError, match="open an item"):
+        inputs.editor_mask(None, image, mask)
+
+
+def test_mask_files_must_be_binary_and_of_the_image_size(tmp_path):
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:10, 5:20] = 255
+    Image.fromarray(mask).save(tmp_path / "ok.png")
+    np.testing.assert_array_equal(inputs.mask_from_file(tmp_path / "ok.png", (20, 30)), mask > 0)
+    with pytest.raises(ValueError, match="the image is 40×20"):
+        inputs.mask_from_file(tmp_path / "ok.png", (20, 40))
+    Image.fromarray(np.arange(600, dtype=np.uint8).reshape(20, 30)).save(tmp_path / "grey.png")
+    with pytest.raises(ValueError, match="binary"):
+        inputs.mask_from_file(tmp_path / "grey.png", (20, 30))
+
+
+# --- pictures ---------------------------------------------------------------------------------
+def test_overlays_and_colour_maps():
+    image = np.full((10, 12, 3), 100, np.uint8)
+    mask = np.zeros((10, 12), bool)
+    mask[2:6, 3:9] = True
+    out = overlay_mask(image, mask, "#ff0000", alpha=0.5)
+    assert tuple(out[0, 0]) == (100, 100, 100)
+    assert tuple(out[3, 5]) == (178, 50, 50)  # inside: half red
+    assert tuple(out[2, 3]) == (255, 0, 0)  # outline: red
+    assert mask_outline(mask).sum() == 2 * 4 + 2 * 6 - 4
+    heat = colourise(np.linspace(0, 1, 20).reshape(4, 5))
+    assert heat.shape == (4, 5, 3) and heat.dtype == np.uint8 and not np.array_equal(heat[0, 0], heat[-1, -1])
+    assert fit_within(np.zeros((2000, 1000, 3), np.uint8), 500).shape == (500, 250, 3)
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay_mask(image, mask[:5], "#ff0000")
+
+
+def _maps(tokens: list[str]) -> AttentionMaps:
+    rng = np.random.default_rng(5)
+    n = len(tokens)
+    pixel_word = [rng.dirichlet(np.ones(n), size=(s, s)).astype(np.float32) for s in (16, 8, 4, 2)]
+    query = [rng.dirichlet(np.ones(s * s)).reshape(s, s).astype(np.float32) for s in (16, 8, 4, 2)]
+    relevance = [rng.dirichlet(np.ones(n)).astype(np.float32) for _ in range(4)]
+    return AttentionMaps(tokens, pixel_word, query, relevance, rng.dirichlet(np.ones(4)).reshape(2, 2))
+
+
+def test_word_pieces_merge_into_typed_words_with_unique_keys():
+    words = views.merge_word_pieces(["[CLS]", "the", "play", "##ground", "near", "the", "water", "[SEP]"])
+    assert [w.label for w in words] == ["[CLS]", "the", "playground", "near", "the", "water", "[SEP]"]
+    assert [w.key for w in words][4] == "the (2)"
+    assert words[2].tokens == (2, 3) and words[0].special
+    assert views.word_choices(_maps(["[CLS]", "the", "play", "##ground", "[SEP]"])) == ["the", "playground"]
+
+
+def test_attention_pictures_render_every_panel():
+    maps = _maps(["[CLS]", "the", "play", "##ground", "[SEP]"])
+    image = np.random.default_rng(6).integers(0, 255, (90, 140, 3), dtype=np.uint8)
+    for picture in (
+        views.query_attention_image(image, maps),
+        views.word_relevance_image(maps),
+        views.pixel_word_image(image, maps, "playground"),
+        views.tcsa_image(image, maps),
+    ):
+        assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8
+        assert picture.std() > 10  # drawn, not blank
+    with pytest.raises(ValueError, match="not a word"):
+        views.pixel_word_image(image, maps, "lake")
+    lavt = AttentionMaps(maps.tokens, maps.pixel_word, [None] * 4, [None] * 4, None)  # no BAM / TCSA
+    assert views.query_attention_image(image, lavt).shape[0] < 100  # a one-line explanation
+    assert views.tcsa_image(image, lavt).shape[0] < 100

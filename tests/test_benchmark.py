@@ -1,0 +1,137 @@
+"""The benchmark's pieces: cases, statistics, targets, the per-component profiler, the training
+measurement (the GPU script's code path, on the CPU) and one end-to-end CLI run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import shared_data
+
+from sbanet.benchmark import Case, Settings, build_cases, evaluate_targets, markdown_report, run_case
+from sbanet.benchmark.measure import expression
+from sbanet.benchmark.suite import real_images, spread
+from sbanet.profiling import component_times
+
+
+def test_case_validation():
+    with pytest.raises(ValueError, match="kind"):
+        Case(kind="sprint", preset="sbanet_tiny")
+    with pytest.raises(ValueError, match="path"):
+        Case(kind="inference", preset="sbanet_tiny", path="turbo")
+    with pytest.raises(ValueError, match="dtype"):
+        Case(kind="train", preset="sbanet_tiny", dtype="fp8")
+    with pytest.raises(ValueError, match="repeats"):
+        Case(kind="inference", preset="sbanet_tiny", repeats=0)
+    case = Case(kind="train", preset="sbanet_tiny", batch=3)
+    assert Case.from_dict(json.loads(json.dumps(case.to_dict()))) == case
+    with pytest.raises(ValueError, match="unknown parts"):
+        Settings(parts=("speed", "warp"))
+
+
+@pytest.mark.parametrize("tokens", [3, 10, 20])
+def test_expressions_have_the_asked_token_count(tokenizer, tokens):
+    texts = {expression(tokens, k) for k in range(4)}
+    assert len(texts) == 4  # distinct strings: every expression misses the text cache
+    assert {len(tokenizer(t)["input_ids"]) for t in texts} == {tokens}
+
+
+def test_spread():
+    s = spread([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (3.0, 1.0, 5.0, 5)
+    assert s["q1"] == 2.0 and s["q3"] == 4.0 and s["iqr"] == 2.0
+    assert spread([7.0])["iqr"] == 0.0
+
+
+def test_cases_per_part():
+    cases = build_cases(Settings(parts=("speed", "multi"), expressions=(1, 2, 8)))
+    swin = [c for c in cases if c.preset == "sbanet_swin_b"]
+    assert {(c.ablation, c.path) for c in swin if c.expressions == 1 and not c.cached_text} == {
+        (a, p) for a in ("lavt", "full") for p in ("eager", "fast", "int8")
+    }
+    assert sorted(c.expressions for c in swin if c.expressions > 1) == [2, 8]
+    train = build_cases(Settings(parts=("train",), train_presets=("sbanet_tiny",), batch=3))
+    assert [(c.kind, c.preset, c.batch, c.image_size) for c in train] == [("train", "sbanet_tiny", 3, 224)]
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_cases(Settings(parts=("train",), train_presets=("nope",)))
+
+
+def _record(preset, ablation, path, median, k=1, kind="inference"):
+    case = Case(kind=kind, preset=preset, ablation=ablation, path=path, expressions=k).to_dict()
+    return {"case": case, "rounds": [{"times": [median]}], "stats": spread([median]), "peak_rss_mb": 100.0}
+
+
+def test_targets_and_report_from_records():
+    records = [
+        _record("sbanet_swin_b", "lavt", "eager", 4.0),
+        _record("sbanet_swin_b", "full", "eager", 4.4),
+        _record("sbanet_swin_b", "full", "fast", 2.0),
+        _record("sbanet_swin_b", "full", "fast", 12.0, k=8),
+        _record("sbanet_lite", "full", "fast", 0.12),
+    ]
+    agreement = Case(kind="agreement", preset="sbanet_swin_b", path="fast").to_dict()
+    pairs = [{"iou": 1.0, "iou_median": 0.995, "max_prob_diff": 1e-6, "foreground": 0.0}] * 2
+    records.append({"case": agreement, "rounds": [{"pairs": pairs}], "peak_rss_mb": 1.0})
+    targets = {t["target"]: t for t in evaluate_targets(records)}
+    assert targets["full SBANet / LAVT latency (eager)"]["value"] == pytest.approx(1.1)
+    assert targets["full SBANet / LAVT latency (eager)"]["met"]
+    speedup = targets["fast speed-up over eager, sbanet_swin_b SBANet"]
+    assert speedup["value"] == pytest.approx(2.2) and not speedup["met"]
+    assert targets["8 expressions / 1 expression (fast path)"]["value"] == pytest.approx(6.0)
+    assert targets["sbanet_lite latency, fast path (s)"]["met"]
+    assert targets["fast vs fp32 min mask IoU, sbanet_swin_b (random weights)"]["met"]
+    machine = {"cpu": "X", "cores": 2, "torch": "2", "torch_threads": 2, "cpu_capability": "AVX2"}
+    text = markdown_report(records, {**machine, "native_bf16": "False", "python": "3"}, "python -m train.bench")
+    assert "| 2.200 | >= 2.5 | **no** |" in text and "| sbanet_swin_b | SBANet | fast | 8 | 12.000 |" in text
+
+
+def test_component_times_cover_the_forward(tiny_model):
+    images, ids = torch.randn(1, 3, 64, 64), torch.randint(1000, 2000, (1, 6))
+    times = component_times(tiny_model, images, ids, torch.ones(1, 6, dtype=torch.long), repeats=1)
+    for key in ("text encoder", "visual stage 1", "fusion 1", "visual stage 4", "fusion 4", "tcsa", "decoder"):
+        assert times[key] > 0, key
+    parts = sum(v for k, v in times.items() if k != "total")
+    assert parts == pytest.approx(times["total"], rel=0.05)
+
+
+def test_training_measurement_bf16_on_cpu():
+    """bench/gpu_train.sh's code path (autocast bf16, synchronised steps) with tiny settings."""
+    case = Case(kind="train", preset="sbanet_tiny", image_size=32, tokens=5, batch=2, repeats=2, warmup=1, dtype="bf16")
+    result = run_case(case)
+    assert len(result["times"]) == 2 and all(t > 0 for t in result["times"])
+    assert all(math.isfinite(loss) for loss in result["losses"]) and result["peak_rss_mb"] > 0
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            run_case(Case(kind="train", preset="sbanet_tiny", image_size=32, device="cuda", repeats=1, warmup=0))
+
+
+@pytest.mark.parametrize("path", ["eager", "int8"])
+def test_inference_measurement(path):
+    case = Case(kind="inference", preset="sbanet_tiny", path=path, image_size=64, tokens=6, repeats=2, warmup=0)
+    result = run_case(case)
+    assert len(result["times"]) == 2 and all(t > 0 for t in result["times"])
+    assert result["peak_rss_mb"] > 100 and result["autocast"] == "None"
+
+
+def test_real_images_for_agreement(tmp_path):
+    root = shared_data("dubai-aerial")
+    images = real_images(root, 3)
+    assert len(images) == 3 and len({p.split("/")[-2] for p in images}) == 3  # one per tile first
+    with pytest.raises(ValueError, match="not found"):
+        real_images(tmp_path / "missing", 2)
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    """The whole CLI: one configuration in a child process, markdown on stdout, JSON written."""
+    from train.bench import main
+
+    out = tmp_path / "bench.json"
+    args = ["--parts", "train", "--train-presets", "sbanet_tiny", "--train-image-size", "64", "--batch", "2"]
+    code = main([*args, "--train-steps", "1", "--train-warmup", "0", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["records"][0]["stats"]["n"] == 1 and result["machine"]["cores"] >= 1
+    assert "### Training throughput" in capsys.readouterr().out
+    assert main(["--parts", "bogus", "--out", str(out)]) == 2

@@ -1,0 +1,179 @@
+"""The inference fast path: same outputs as the eager model, shared weights, caches that follow
+weight updates, the predictor's switches, and bf16 detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sbanet import build_preset, runtime
+from sbanet import fast as fast_module
+from sbanet.fast import (
+    FastEfficientNetEncoder,
+    FastSwinEncoder,
+    FoldedDecoder,
+    conv3x3_relu,
+    fold_batchnorm,
+    nnpack_ready,
+    optimize_for_inference,
+)
+from sbanet.predictor import Predictor
+from sbanet.runtime import DerivedCache, TextFeatureCache
+
+
+def _randomise_batchnorms(model: torch.nn.Module) -> None:
+    """Fresh BatchNorms are identities; give them statistics so folding is really tested."""
+    generator = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+
+
+def _inputs(batch: int, size: int, length: int = 9):
+    ids = torch.randint(1000, 2000, (batch, length))
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[-1, length // 2 :] = 0
+    return torch.randn(batch, 3, size, size), ids, mask
+
+
+# 200: stage maps 50/25/13/7 are not multiples of the 7-wide windows (padding, odd merges);
+# 224: no padding, shifted windows everywhere but the last stage
+@pytest.mark.parametrize(
+    ("preset", "ablation", "size"),
+    [
+        ("sbanet_tiny", "full", 200),
+        ("sbanet_tiny", "full", 224),
+        ("sbanet_tiny", "lavt", 200),
+        ("sbanet_lite", "full", 96),
+    ],
+)
+def test_fast_model_matches_eager(preset, ablation, size):
+    model = build_preset(preset, ablation=ablation).eval()
+    _randomise_batchnorms(model)
+    fast = optimize_for_inference(model)
+    encoder = FastSwinEncoder if preset == "sbanet_tiny" else FastEfficientNetEncoder
+    assert isinstance(fast.visual_encoder, encoder) and isinstance(fast.decoder, FoldedDecoder)
+    images, ids, mask = _inputs(2, size)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(images, ids, mask), model(images, ids, mask), atol=2e-5, rtol=1e-4)
+
+
+def test_fast_model_shares_weights_and_state_dict_keys(tiny_model):
+    fast = optimize_for_inference(tiny_model)
+    ours, theirs = fast.state_dict(), tiny_model.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[k].data_ptr() == theirs[k].data_ptr() for k in ours)
+
+
+def test_folded_decoder_follows_weight_updates_and_trains_as_is():
+    model = build_preset("sbanet_tiny").eval()
+    fast = optimize_for_inference(model)
+    images, ids, mask = _inputs(1, 64)
+    with torch.no_grad():
+        before = fast(images, ids, mask)
+        model.decoder.fuse2[0][1].running_mean.add_(0.5)  # an in-place update, like a training step
+        torch.testing.assert_close(fast(images, ids, mask), model(images, ids, mask), atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(before, fast(images, ids, mask))
+    model.train()  # the shared modules' mode decides: the fast model now runs the plain forward
+    features = [torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate(model.config.stage_dims)]
+    torch.testing.assert_close(fast.decoder(features), model.decoder(features))
+
+
+@pytest.mark.parametrize("nnpack", [True, False])
+def test_fold_batchnorm_and_conv3x3(monkeypatch, nnpack):
+    if not nnpack:
+        monkeypatch.setattr(fast_module, "nnpack_ready", lambda: False)
+    conv, bn = torch.nn.Conv2d(8, 6, 3, padding=1, bias=True), torch.nn.BatchNorm2d(6)
+    _randomise_batchnorms(bn)
+    bn.eval()
+    weight, bias = fold_batchnorm(conv, bn)
+    large, small = torch.randn(2, 8, 60, 60), torch.randn(1, 8, 20, 20)  # NNPACK only for the large map
+    with torch.no_grad():
+        for x in (large, small):
+            torch.testing.assert_close(conv3x3_relu(x, weight, bias), F.relu(bn(conv(x))), atol=1e-4, rtol=1e-4)
+    assert isinstance(nnpack_ready(), bool)
+
+
+def test_int8_swin_linears_agree_and_leave_the_model_alone():
+    model = build_preset("sbanet_tiny").eval()
+    fast = optimize_for_inference(model, quantize=True)
+    images, ids, mask = _inputs(1, 96)
+    with torch.inference_mode():
+        reference = model.probability(model(images, ids, mask))
+        quantized = model.probability(fast(images, ids, mask))
+    assert (quantized - reference).abs().max() < 0.02
+    int8_layers = fast.visual_encoder.int8_layers.get()
+    assert not any(type(m) is torch.nn.Linear for m in int8_layers.modules())  # all quantized
+    assert all(type(m.qkv) is torch.nn.Linear for m in model.modules() if hasattr(m, "qkv"))  # original intact
+
+
+def test_derived_cache_rebuilds_only_after_a_change():
+    module = torch.nn.Linear(3, 3)
+    calls = []
+    cache = DerivedCache(module, lambda m: calls.append(1) or m.weight.sum().item())
+    first = cache.get()
+    assert cache.get() == first and len(calls) == 1
+    with torch.no_grad():
+        module.weight.add_(1.0)
+    assert cache.get() == pytest.approx(first + 9.0, abs=1e-5) and len(calls) == 2
+
+
+# --- the predictor's fast path ---------------------------------------------------------------
+def test_predictor_fast_and_eager_agree(tiny_model, tokenizer):
+    image = np.random.default_rng(3).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    texts = ["the water", "the red roofs of the houses on the left"]
+    eager = Predictor(tiny_model, tokenizer, fast=False).predict_batch(image, texts)
+    fast = Predictor(tiny_model, tokenizer).predict_batch(image, texts)
+    for e, f in zip(eager, fast):
+        np.testing.assert_allclose(f.probability, e.probability, atol=1e-5)
+        assert e.attention.tokens == f.attention.tokens
+        np.testing.assert_allclose(f.attention.pixel_word[0], e.attention.pixel_word[0], atol=1e-5)
+
+
+def test_text_cache_hits_evicts_and_follows_weights(tokenizer):
+    model = build_preset("sbanet_tiny").eval()
+    predictor = Predictor(model, tokenizer, text_cache_size=2)
+    image = np.zeros((40, 40, 3), np.uint8)
+    first = predictor.predict(image, "the water", return_attention=False)
+    again = predictor.predict(image, "the  water", return_attention=False)  # same normalised text
+    np.testing.assert_array_equal(first.probability, again.probability)
+    assert (predictor.text_cache.hits, predictor.text_cache.misses) == (1, 1)
+    predictor.predict_batch(image, ["a road", "a field"], return_attention=False)
+    assert len(predictor.text_cache) == 2  # bounded: "the water" was evicted
+    with torch.no_grad():
+        model.text_encoder.bert.embeddings.word_embeddings.weight.mul_(2.0)
+    predictor.predict(image, "a road", return_attention=False)
+    assert len(predictor.text_cache) == 1  # new weights: old entries dropped
+    assert Predictor(model, tokenizer, fast=False).text_cache.capacity == 0
+    with pytest.raises(ValueError, match="capacity"):
+        TextFeatureCache(-1)
+
+
+def test_quantize_needs_the_fast_path_on_cpu(tiny_model, tokenizer):
+    with pytest.raises(ValueError, match="fast path"):
+        Predictor(tiny_model, tokenizer, fast=False, quantize=True)
+
+
+def test_bf16_only_where_the_cpu_has_it(monkeypatch, tiny_model, tokenizer):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not runtime.cpu_supports_bf16() and runtime.autocast_dtype("cpu") is None
+    assert Predictor(tiny_model, tokenizer).autocast_dtype is None
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert runtime.cpu_supports_bf16() and runtime.autocast_dtype("cpu") is torch.bfloat16
+    assert Predictor(tiny_model, tokenizer, fast=False).autocast_dtype is None
+
+
+def test_forced_bf16_autocast_runs_on_cpu(tiny_model, tokenizer):
+    """The CUDA bf16 code path, exercised on the CPU (slow there, so a tiny image)."""
+    predictor = Predictor(tiny_model, tokenizer, autocast=True)
+    assert predictor.autocast_dtype is torch.bfloat16
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    bf16 = predictor.predict(image, "the car", return_attention=False).probability
+    fp32 = Predictor(tiny_model, tokenizer, fast=False).predict(image, "the car", return_attention=False).probability
+    assert bf16.dtype == np.float32 and np.abs(bf16 - fp32).max() < 0.05

@@ -1,0 +1,204 @@
+"""The human-in-the-loop fine-tune job: trains on accepted masks, measures on held-out ones,
+registers the new model; progress, cancellation, crash recovery; never touches the annotators'
+masks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from training_fixtures import single_thread, toy_samples
+
+from annotate import finetune, make_store, runs
+from annotate import repository as repo
+from annotate.finetune import FinetuneConfig, queue_finetune, recover, run_finetune
+from annotate.models import MaskVersion, StatusEvent
+from annotate.transfer import import_samples
+from sbanet import sbanet_tiny
+from sbanet.checkpoint import save_pretrained
+from sbanet.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(tmp_path_factory, tokenizer):
+    import torch
+
+    torch.manual_seed(0)
+    model = sbanet_tiny(image_size=32, max_tokens=8)
+    return save_pretrained(model, tmp_path_factory.mktemp("base"), tokenizer=tokenizer)
+
+
+@pytest.fixture
+def store(tmp_path, base_checkpoint):
+    """8 train and 4 val toy samples imported as accepted masks, and the base model registered."""
+    store = make_store(f"sqlite:///{tmp_path / 'store.sqlite'}", tmp_path / "data")
+    import_samples(store, toy_samples(4, seed=0) + toy_samples(2, seed=1, split="val"))
+    with store.Session.begin() as session:
+        runs.add_model_version(session, name="tiny", checkpoint=str(base_checkpoint), preset="sbanet_tiny")
+    with single_thread():
+        yield store
+    store.close()
+
+
+def _masks_snapshot(store) -> tuple:
+    with store.ReadSession() as session:
+        versions = session.execute(
+            select(MaskVersion.id, MaskVersion.expression_id, MaskVersion.rle, MaskVersion.status, MaskVersion.author)
+        ).all()
+        return sorted(versions), session.scalar(select(func.count()).select_from(StatusEvent))
+
+
+def test_finetune_trains_measures_and_registers_a_new_version(store):
+    with store.Session.begin() as session:  # an annotator's correction replaces an imported mask
+        first = repo.newest_versions(session, status="accepted", split="train")[0]
+        mask = repo.mask_array(first)
+        mask[:4] = True
+        fix = repo.add_mask_version(session, first.expression_id, mask, kind="correction", author="ana",
+                                    parent_id=first.id, status="accepted")  # fmt: skip
+    before = _masks_snapshot(store)
+    events = []
+    run_id = queue_finetune(store, 1, FinetuneConfig(steps=6, batch_size=4, checkpoint_every=2), author="ana")
+    outcome = run_finetune(store, run_id, callback=events.append)
+
+    assert outcome.status == "succeeded" and outcome.model_version_id is not None
+    assert outcome.metrics_before["count"] == outcome.metrics_after["count"] == 4
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert next(e.stage for e in events if e.stage != events[0].stage) == "training"
+    assert {"evaluating base", "training", "evaluating", "saving", "done"} <= {e.stage for e in events}
+    assert max(e.step or 0 for e in events) == 6
+    with store.ReadSession() as session:
+        run = runs.get_run(session, run_id)
+        assert (run.status, run.progress, run.result_model_id) == ("succeeded", 1.0, outcome.model_version_id)
+        assert run.metrics_before == outcome.metrics_before and run.finished_at is not None
+        assert "held-out mIoU" in run.log and "step 6/6" in run.log
+        trained = [m.id for m in runs.run_masks(session, run_id, "train")]
+        held_out = runs.run_masks(session, run_id, "eval")
+        assert fix.id in trained and first.id not in trained and len(trained) == 8
+        assert len(held_out) == 4 and {m.expression.split for m in held_out} == {"val"}
+        model = runs.get_model_version(session, outcome.model_version_id)
+        assert model.parent_id == 1 and model.metrics == outcome.metrics_after and model.made_by.id == run_id
+        assert not Path(model.checkpoint).is_absolute()  # inside the data folder: it can move
+        source = runs.checkpoint_source(store.files, model)
+    assert not (store.data_dir / "finetune" / f"run-{run_id}").exists()  # resume state cleaned up
+    predictor = Predictor.from_pretrained(source)
+    assert predictor.predict(np.zeros((32, 32, 3), np.uint8), "the red square").mask.shape == (32, 32)
+    assert _masks_snapshot(store) == before  # the job never writes an annotator's mask
+
+
+def test_cancel_from_the_app_and_from_another_process(store, monkeypatch):
+    before = _masks_snapshot(store)
+    stop = threading.Event()
+    replay = {"replay_kind": "synthetic", "replay_options": {"n_images": 1, "size": 64}, "replay_ratio": 0.5}
+    run_id = queue_finetune(store, 1, FinetuneConfig(steps=40, batch_size=4, **replay), author="ana")
+    outcome = run_finetune(store, run_id, cancel=stop, callback=lambda p: p.step == 2 and stop.set())
+    assert outcome.status == "cancelled" and outcome.model_version_id is None
+
+    monkeypatch.setattr(finetune, "CANCEL_POLL_S", 0.0)
+
+    def cancel_in_database(progress):
+        if progress.step == 1:
+            with store.Session.begin() as session:  # what `python -m train.finetune --cancel` does
+                runs.request_cancel(session, second)
+
+    second = queue_finetune(store, 1, FinetuneConfig(steps=40, batch_size=4), author="ana")
+    assert run_finetune(store, second, callback=cancel_in_database).status == "cancelled"
+    with store.ReadSession() as session:
+        for rid, step in ((run_id, 2), (second, 1)):
+            run = runs.get_run(session, rid)
+            assert run.status == "cancelled" and f"cancelled at step {step}" in run.log
+        assert "8 accepted masks + 4 replay samples; 4 held out" in runs.get_run(session, run_id).log
+        assert len(runs.list_model_versions(session)) == 1
+    assert _masks_snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    ("split", "message"), [("train", "no accepted masks of held-out"), ("val", "no accepted masks of train-split")]
+)
+def test_missing_data_fails_the_run_with_the_reason(tmp_path, base_checkpoint, split, message):
+    with make_store(f"sqlite:///{tmp_path / 's.sqlite'}", tmp_path / "d") as store:
+        import_samples(store, toy_samples(2, split=split))
+        with store.Session.begin() as session:
+            runs.add_model_version(session, name="tiny", checkpoint=str(base_checkpoint), preset="sbanet_tiny")
+        run_id = queue_finetune(store, 1, FinetuneConfig(steps=2), author="ana")
+        with pytest.raises(ValueError, match=message):
+            run_finetune(store, run_id)
+        with store.ReadSession() as session:
+            run = runs.get_run(session, run_id)
+            assert run.status == "failed" and message in run.error
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_requeued_and_resumes_from_its_checkpoint(store):
+    before = _masks_snapshot(store)
+    run_id = queue_finetune(store, 1, FinetuneConfig(steps=24, batch_size=4, checkpoint_every=2), author="ana")
+    command = [sys.executable, "-m", "train.finetune", "--store", store.url, "--data-dir", str(store.data_dir),
+               "--resume", str(run_id)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = store.data_dir / "finetune" / f"run-{run_id}" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not last.is_file():  # killed once it has saved a resume point, in the middle of training
+        assert worker.poll() is None, worker.stderr.read().decode()
+        assert time.monotonic() < deadline, "the worker never reached its first checkpoint"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    worker.stderr.close()
+
+    with store.ReadSession() as session:
+        assert runs.get_run(session, run_id).status == "running"  # stale: its worker is gone
+    with pytest.raises(ValueError, match="only a queued run can start"):
+        run_finetune(store, run_id)
+    assert recover(store) == [run_id]  # what the app and the CLI do at start
+    outcome = run_finetune(store, run_id)
+    assert outcome.status == "succeeded"
+    with store.ReadSession() as session:
+        run = runs.get_run(session, run_id)
+        assert run.attempts == 2 and "requeued" in run.log and "resuming from last.pt" in run.log
+        assert run.log.count("evaluating base on") == 1  # the base metrics of attempt 1 were kept
+    assert _masks_snapshot(store) == before
+
+
+def test_cli_registers_a_checkpoint_as_base_lists_and_cancels(store, base_checkpoint, capsys):
+    from train.finetune import main
+
+    base = ["--store", store.url, "--data-dir", str(store.data_dir)]
+    assert main([*base, "--base", str(base_checkpoint), "--steps", "2", "--batch-size", "4"]) == 0
+    assert '"status": "succeeded"' in capsys.readouterr().out
+    queued = queue_finetune(store, 1, FinetuneConfig(steps=2), author="ana")
+    assert main([*base, "--cancel", str(queued)]) == 0
+    assert f"run {queued}: cancelled" in capsys.readouterr().out
+    assert main([*base, "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "succeeded 100% (succeeded) model 2 -> 3" in listing and f"run {queued}: cancelled" in listing
+    with store.ReadSession() as session:
+        assert runs.get_model_version(session, 2).preset == "sbanet_tiny"
+    assert main([*base, "--base", "99"]) == 2
+    assert "unknown model version id 99" in capsys.readouterr().err
+
+
+def test_replay_draws_a_seeded_share_of_the_original_training_data():
+    from annotate.finetune_data import replay_samples
+
+    config = FinetuneConfig(replay_kind="synthetic", replay_options={"n_images": 2, "size": 64}, seed=3)
+    drawn = replay_samples(config, 5)
+    assert len(drawn) == 5 and {s.split for s in drawn} == {"train"}
+    assert [s.sample_id for s in drawn] == [s.sample_id for s in replay_samples(config, 5)]
+    assert replay_samples(FinetuneConfig(), 5) == [] and len(replay_samples(config, 10_000)) < 10_000
+    with pytest.raises(ValueError, match="needs replay_root"):
+        FinetuneConfig(replay_kind="rrsisd")
+    with pytest.raises(ValueError, match="held-out splits"):
+        FinetuneConfig(eval_splits=("train",))
+    with pytest.raises(ValueError, match="unknown fine-tune config fields"):
+        FinetuneConfig.from_dict({"stepz": 3})
