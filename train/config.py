@@ -21,6 +21,7 @@ from sbanet.engine import TrainConfig
 
 DATASET_KINDS = ("rrsisd", "refsegrs", "folder", "synthetic")
 FREE_FORM = {("model", "overrides"), ("data", "options"), ("data", "val_options")}  # dicts checked by their consumers
+MIX_KEYS = ("kind", "root", "split", "options", "limit")  # an entry of data.mix
 
 
 @dataclass
@@ -49,12 +50,25 @@ class DataSection:
     blind_text: bool = False  # replace every expression with "" (the text-blind baseline)
     limit_train: int | None = None  # keep the first N samples (smoke runs)
     limit_val: int | None = None
+    # more training sources, concatenated with the main one (val stays the main one's):
+    # [{kind, root, split (default: train_split), options, limit}], e.g. synthetic scenes
+    mix: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in DATASET_KINDS:
             raise ValueError(f"data.kind {self.kind!r} is not one of {DATASET_KINDS}")
         if self.val_split == "test":
             raise ValueError("data.val_split must not be 'test': select models on val, report on test")
+        if not isinstance(self.mix, list):
+            raise ValueError(f"data.mix must be a list of {{kind, root, options, ...}} mappings, got {self.mix!r}")
+        for n, entry in enumerate(self.mix):
+            if not isinstance(entry, dict) or entry.get("kind") not in DATASET_KINDS:
+                raise ValueError(f"data.mix[{n}] needs a kind, one of {DATASET_KINDS}; got {entry!r}")
+            unknown = sorted(set(entry) - set(MIX_KEYS))
+            if unknown:
+                raise ValueError(f"data.mix[{n}] has unknown keys {unknown}; known: {list(MIX_KEYS)}")
+            if entry.get("split") == "test":
+                raise ValueError(f"data.mix[{n}]: never train on a test split")
 
 
 @dataclass

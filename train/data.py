@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,30 @@ def make_dataset(
     options: dict[str, Any] | None = None,
     blind_text: bool = False,
     limit: int | None = None,
+    mix: Sequence[dict[str, Any]] = (),
 ) -> ReferringDataset:
     """``load_samples(kind, root, split, **options)``, optionally text-blind and cut to the first
-    ``limit`` samples, as a :class:`ReferringDataset` at the model's input size and token length."""
-    samples = load_samples(kind, root, split, **(options or {}))
-    if not samples:
-        raise ValueError(f"the {split!r} split of {kind} dataset at {root} has no samples")
-    if limit is not None:
-        samples = samples[:limit]
+    ``limit`` samples, as a :class:`ReferringDataset` at the model's input size and token length.
+
+    ``mix``: more sources appended to these samples, each ``{"kind", "root", "split" (default
+    ``split``), "options", "limit"}`` (``data.mix`` of the fit config), e.g. synthetic scenes
+    next to a land-cover conversion."""
+    samples = _limited(kind, root, split, options, limit)
+    for entry in mix:
+        samples += _limited(
+            entry["kind"], entry.get("root"), entry.get("split", split), entry.get("options"), entry.get("limit")
+        )
     if blind_text:
         samples = blind(samples)
     return ReferringDataset(
         samples, config.image_size, tokenizer, config.max_tokens, mean=config.pixel_mean, std=config.pixel_std
     )
+
+
+def _limited(
+    kind: str, root: str | Path | None, split: str, options: dict[str, Any] | None, limit: int | None
+) -> list[ReferringSample]:
+    samples = load_samples(kind, root, split, **(options or {}))
+    if not samples:
+        raise ValueError(f"the {split!r} split of {kind} dataset at {root} has no samples")
+    return samples if limit is None else samples[:limit]

@@ -65,7 +65,7 @@ def run(config: FitConfig, resume: str | Path | None = None, cancel: threading.E
         # --- data: train and val (model selection; the test split is for train.evaluate) -------
         d = config.data
         train_set = make_dataset(
-            d.kind, d.root, d.train_split, model.config, tokenizer, d.options, d.blind_text, d.limit_train
+            d.kind, d.root, d.train_split, model.config, tokenizer, d.options, d.blind_text, d.limit_train, d.mix
         )
         val_set = None
         if d.val_split:

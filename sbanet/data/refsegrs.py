@@ -79,7 +79,9 @@ def _index_files(directory: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
-def _read_metadata(path: Path) -> dict[str, dict]:
+def read_metadata(path: str | Path) -> dict[str, dict]:
+    """``samples_<split>.jsonl`` -> ``{id: record}`` ({} when the file is absent)."""
+    path = Path(path)
     if not path.is_file():
         return {}
     records = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
@@ -94,7 +96,7 @@ def phrase_folder_samples(
     pairs = read_phrases(phrase_file(root, split))
     images = _index_files(root / "images", suffixes)
     masks = _index_files(root / "masks", suffixes)
-    metadata = _read_metadata(metadata_file(root, split))
+    metadata = read_metadata(metadata_file(root, split))
     samples, missing, seen = [], [], {}
     for sample_id, expression in pairs:
         if sample_id not in images or sample_id not in masks:

