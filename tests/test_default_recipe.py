@@ -55,8 +55,13 @@ def test_mix_appends_training_sources(tokenizer, folder):
     assert mixed.samples[-1].sample_id.startswith("synthetic/train/") and mixed.samples[-1].expression == ""
     parsed = load_config(None, ["data.mix=[{kind: synthetic, options: {n_images: 2}}]"])
     assert parsed.data.mix == [{"kind": "synthetic", "options": {"n_images": 2}}]
-    for bad, match in (("[{kind: nope}]", "needs a kind"), ("[{kind: folder, weight: 2}]", "unknown keys"),
-                       ("{kind: folder}", "must be a list"), ("[{kind: folder, split: test}]", "test split")):  # fmt: skip
+    bad_mixes = (
+        ("[{kind: nope}]", "needs a kind"),
+        ("[{kind: folder, weight: 2}]", "unknown keys"),
+        ("{kind: folder}", "must be a list"),
+        ("[{kind: folder, split: test}]", "test split"),
+    )
+    for bad, match in bad_mixes:
         with pytest.raises(ValueError, match=match):
             load_config(None, [f"data.mix={bad}"])
 
