@@ -14,8 +14,16 @@ from typing import Any
 import numpy as np
 
 EXAMPLE_SIZE = 448
-# (scene seed, expressions): each expression is one of the scene's own (sbanet.data.expressions)
-EXAMPLES: tuple[tuple[int, tuple[str, ...]], ...] = ()
+# (scene seed, expressions): each expression is one of the scene's own (sbanet.data.expressions).
+# Picked with score_scene over seeds 0-39 at 448 px (IoU in brackets): the default model, trained
+# on Dubai only, finds the synthetic scenes' vegetation and water but not their buildings or roads
+# (IoU < 0.11 on every scene), so the examples show what it does get right.
+EXAMPLES: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (13, ("the vegetation", "all the water")),  # 0.816, 0.596
+    (20, ("the vegetation",)),  # 0.917
+    (27, ("the vegetation",)),  # 0.861
+    (23, ("the water",)),  # 0.601
+)
 
 
 def example_scenes(size: int = EXAMPLE_SIZE) -> list[tuple[str, np.ndarray, list[str]]]:
