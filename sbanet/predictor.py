@@ -131,11 +131,22 @@ class Predictor:
         self._mean, self._std = mean.to(self.device), std.to(self.device)
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> Predictor:
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        allow_pickle: bool = False,
+        revision: str | None = None,
+        **options: Any,
+    ) -> Predictor:
+        """Load a checkpoint (:func:`sbanet.checkpoint.load_pretrained`: ``allow_pickle``,
+        ``revision``) and wrap it; ``options`` are the constructor's (``fast``, ``autocast``,
+        ``quantize``, ``text_cache_size``)."""
         from .checkpoint import load_pretrained
 
-        model, tokenizer = load_pretrained(source, device=device, **kwargs)
-        return cls(model, tokenizer, device)
+        model, tokenizer = load_pretrained(source, device=device, allow_pickle=allow_pickle, revision=revision)
+        return cls(model, tokenizer, device, **options)
 
     # --- preprocessing -----------------------------------------------------------------------
     def preprocess(self, image: Any, bands: Sequence[int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:

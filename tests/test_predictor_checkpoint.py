@@ -207,3 +207,8 @@ def test_predictor_from_pretrained(tmp_path):
     save_pretrained(model, tmp_path / "m")
     predictor = Predictor.from_pretrained(tmp_path / "m")
     assert predictor.predict(np.zeros((20, 30, 3), np.uint8), "the car").mask.shape == (20, 30)
+    plain = Predictor.from_pretrained(tmp_path / "m", fast=False)  # constructor options pass through
+    assert predictor.fast and not plain.fast
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    a, b = (p.predict(image, "the car", return_attention=False).probability for p in (predictor, plain))
+    np.testing.assert_allclose(a, b, atol=1e-4)
