@@ -66,10 +66,6 @@ class SharedModel:
                 raise ValueError("no model is loaded yet; the app loads one at start-up")
             return self._predictor, ModelRef(self.version_id, self.name)
 
-    @property
-    def predictor(self) -> Predictor:
-        return self.current()[0]
-
 
 @dataclass(frozen=True)
 class Recorded:
