@@ -1,36 +1,35 @@
 """The Segment tab's examples: generated synthetic scenes, so the app has something to show on a
 fresh machine with no data folder (:mod:`sbanet.data.synthetic`; no image is shipped).
 
-Each example is a scene PNG and its class-level expressions ("all buildings", "every road",
-"the water"), the kind the default model is trained on.
+Which scenes and expressions: :data:`sbanet.examples.EXAMPLES`, picked for what the default
+model segments well (``tests/test_default_model.py`` checks it still does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-EXAMPLE_SEEDS = (1, 2, 7)
-EXAMPLE_SIZE = 448
-PER_SCENE = 3
+from sbanet.examples import EXAMPLE_SIZE, EXAMPLES
 
 
 def example_inputs(
-    folder: str | Path, seeds: tuple[int, ...] = EXAMPLE_SEEDS, size: int = EXAMPLE_SIZE, per_scene: int = PER_SCENE
+    folder: str | Path,
+    examples: Sequence[tuple[int, Sequence[str]]] = EXAMPLES,
+    size: int = EXAMPLE_SIZE,
 ) -> list[list[str]]:
-    """Render the scenes into ``folder`` (once) and return ``[[png path, expressions], ...]``."""
+    """Render each ``(scene seed, expressions)`` into ``folder`` as a PNG (once) and return
+    ``[[png path, expressions one per line], ...]``."""
     from PIL import Image
 
-    from sbanet.data.synthetic import make_scene
+    from sbanet.examples import example_scenes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for seed in seeds:
-        image, referrings = make_scene(seed, size)
+    for seed, image, texts in example_scenes(size, examples):
         path = folder / f"synthetic-scene-{seed}.png"
         if not path.is_file():
             Image.fromarray(image).save(path)
-        class_level = [r.expression for r in referrings if r.rule == "class"]
-        others = [r.expression for r in referrings if r.rule != "class"]
-        rows.append([str(path), "\n".join((class_level + others)[:per_scene])])
+        rows.append([str(path), "\n".join(texts)])
     return rows

@@ -9,6 +9,7 @@ shipped model still gets every one of them right.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,14 +27,16 @@ EXAMPLES: tuple[tuple[int, tuple[str, ...]], ...] = (
 )
 
 
-def example_scenes(size: int = EXAMPLE_SIZE) -> list[tuple[str, np.ndarray, list[str]]]:
-    """``[(name, image uint8 [S, S, 3], [expression, ...]), ...]``, rendered on each call (~50 ms
-    per scene at 448 px)."""
+def example_scenes(
+    size: int = EXAMPLE_SIZE, examples: Sequence[tuple[int, Sequence[str]]] = EXAMPLES
+) -> list[tuple[int, np.ndarray, list[str]]]:
+    """``[(seed, image uint8 [S, S, 3], [expression, ...]), ...]`` of ``examples`` (default: the
+    app's), rendered on each call (~50 ms per scene at 448 px)."""
     from .data.synthetic import render_scene
 
     if size < 64:
         raise ValueError(f"example scenes need size >= 64, got {size}")
-    return [(f"synthetic scene {seed}", render_scene(seed, size), list(texts)) for seed, texts in EXAMPLES]
+    return [(seed, render_scene(seed, size), list(texts)) for seed, texts in examples]
 
 
 def score_scene(

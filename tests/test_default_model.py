@@ -81,7 +81,7 @@ def test_example_scenes_are_segmented_well(predictor):
     assert EXAMPLES, "the app needs example scenes"
     scenes = example_scenes()
     assert len(scenes) == len(EXAMPLES)
-    for (seed, expressions), (_, image, texts) in zip(EXAMPLES, scenes):
-        assert texts == list(expressions) and image.dtype == np.uint8
+    for (seed, expressions), (scene_seed, image, texts) in zip(EXAMPLES, scenes):
+        assert scene_seed == seed and texts == list(expressions) and image.dtype == np.uint8
         ious = score_scene(predictor, seed, expressions=list(expressions))
         assert min(ious.values()) > 0.55, f"scene {seed}: {ious}"
