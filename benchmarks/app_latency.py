@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             backend.store.close()
     return {
         "model": backend.model_name,
-        "preset": backend.model.predictor.config.name,
+        "preset": backend.model.current()[0].config.name,
         "image": f"synthetic scene, seed {args.seed}, 448 x 448",
         "expressions": expressions,
         "repeats": args.repeats,
