@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
-from .metrics import SegmentationMetrics
+from .metrics import SegmentationMetrics, intersection_union, original_resolution_counts
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:
@@ -43,6 +43,7 @@ def evaluate(
     num_workers: int = 0,
     original_resolution: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    group_of: Callable[[Any], str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on every item of ``dataset`` (a :class:`sbanet.data.ReferringDataset`).
 
@@ -51,6 +52,8 @@ def evaluate(
     ``[(index, IoU)]`` sorted by index, for best/worst-case reports. ``original_resolution``
     scores each prediction against ``dataset.samples[index].load_mask()`` at the image's own size.
     ``progress(done, total)`` is called after each batch (on every rank, with local counts).
+    ``group_of(sample) -> name`` adds ``groups``: ``{name: the same metrics over that group's
+    samples}`` (e.g. class-level vs instance-level expressions).
     """
     info = distributed.current()
     device = next(model.parameters()).device
@@ -59,6 +62,11 @@ def evaluate(
         raise ValueError("original_resolution needs a dataset with .samples (a ReferringDataset)")
     categories = sorted({s.category for s in samples if s.category is not None}) if samples is not None else []
     metrics = SegmentationMetrics(categories)
+    if group_of is not None and samples is None:
+        raise ValueError("group_of needs a dataset with .samples (a ReferringDataset)")
+    # every rank names the groups from the whole split, so their states all-reduce alike
+    group_names = sorted({group_of(s) for s in samples}) if group_of is not None else []
+    groups = {name: SegmentationMetrics(categories) for name in group_names}
     sampler = distributed.ShardSampler(len(dataset), info.rank, info.world_size)
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda"
@@ -74,14 +82,22 @@ def evaluate(
         names = [samples[i].category for i in indices] if samples is not None else None
         if original_resolution:
             masks = [samples[i].load_mask() for i in indices]
-            iou = metrics.update_original_resolution(model.probability(logits), masks, names)
+            intersection, union = original_resolution_counts(model.probability(logits), masks)
         else:
-            iou = metrics.update(logits.argmax(1), batch["mask"], names)
+            intersection, union = intersection_union(logits.argmax(1), batch["mask"])
+        iou = metrics.update_counts(intersection, union, names)
         per_sample.extend(zip(indices, iou.tolist()))
+        if group_of is not None:
+            for k, i in enumerate(indices):
+                groups[group_of(samples[i])].update_counts(intersection[k : k + 1], union[k : k + 1], [names[k]])
         if progress is not None:
             progress(len(per_sample), len(sampler))
     model.train(was_training)
     metrics.all_reduce(device)
     result = metrics.compute()
+    if group_of is not None:
+        for group in groups.values():
+            group.all_reduce(device)
+        result["groups"] = {name: group.compute() for name, group in groups.items()}
     result["per_sample"] = sorted(pair for part in distributed.gather_objects(per_sample) for pair in part)
     return result

@@ -53,6 +53,23 @@ def upsample_probability(probability: torch.Tensor, size: tuple[int, int]) -> to
     return out[0] if squeeze else out
 
 
+def original_resolution_counts(
+    probability: torch.Tensor, masks: Sequence[np.ndarray | torch.Tensor], threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground probability ``[B, S, S]`` and each sample's original mask ``[H_b, W_b]`` ->
+    ``I``, ``U`` ``int64 [B]``, the probability upsampled to ``H_b x W_b`` and thresholded."""
+    if probability.dim() != 3 or len(masks) != probability.shape[0]:
+        raise ValueError(f"need probability [B, S, S] and B masks, got {tuple(probability.shape)}, {len(masks)}")
+    counts = []
+    for p, mask in zip(probability, masks):
+        target = torch.as_tensor(np.asarray(mask), device=p.device).bool()
+        if target.dim() != 2:
+            raise ValueError(f"an original mask must be [H, W], got shape {tuple(target.shape)}")
+        pred = upsample_probability(p, target.shape) > threshold
+        counts.append(intersection_union(pred[None], target[None]))
+    return torch.cat([c[0] for c in counts]), torch.cat([c[1] for c in counts])
+
+
 class SegmentationMetrics:
     """Accumulates I, U and IoU per batch; ``compute()`` gives mIoU, oIoU, Pr@k and per category.
 
@@ -102,17 +119,7 @@ class SegmentationMetrics:
     ) -> torch.Tensor:
         """Foreground probability ``[B, S, S]`` and each sample's original mask ``[H_b, W_b]``:
         the probability is upsampled to ``H_b x W_b`` and thresholded before I and U."""
-        if probability.dim() != 3 or len(masks) != probability.shape[0]:
-            raise ValueError(f"need probability [B, S, S] and B masks, got {tuple(probability.shape)}, {len(masks)}")
-        counts = []
-        for p, mask in zip(probability, masks):
-            target = torch.as_tensor(np.asarray(mask), device=p.device).bool()
-            if target.dim() != 2:
-                raise ValueError(f"an original mask must be [H, W], got shape {tuple(target.shape)}")
-            pred = upsample_probability(p, target.shape) > threshold
-            counts.append(intersection_union(pred[None], target[None]))
-        intersection = torch.cat([c[0] for c in counts])
-        union = torch.cat([c[1] for c in counts])
+        intersection, union = original_resolution_counts(probability, masks, threshold)
         return self.update_counts(intersection, union, categories)
 
     def update_counts(

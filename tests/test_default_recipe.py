@@ -4,6 +4,7 @@ evaluation, the export (float16 check, text encoder left out only when unchanged
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -53,6 +54,15 @@ def test_mix_appends_training_sources(tokenizer, folder):
     mixed = make_dataset("folder", folder, "val", config, tokenizer, mix=mix, blind_text=True)
     assert len(mixed) == len(alone) + 5
     assert mixed.samples[-1].sample_id.startswith("synthetic/train/") and mixed.samples[-1].expression == ""
+    # a converted folder's class-level samples a second time (the recipe weights them up so)
+    classes = [{"kind": "folder", "root": str(folder), "options": {"rules": ["class"]}}]
+    weighted = make_dataset("folder", folder, "val", config, tokenizer, mix=classes)
+    rules = recipe.sample_rules(folder, "val")
+    assert len(weighted) == len(alone) + sum(r == "class" for r in rules.values()) > len(alone)
+    assert all(rules[s.ref_id] == "class" for s in weighted.samples[len(alone) :])
+    for bad in ("class", []):
+        with pytest.raises(ValueError, match="non-empty list"):
+            load_samples("folder", folder, "val", rules=bad)
     parsed = load_config(None, ["data.mix=[{kind: synthetic, options: {n_images: 2}}]"])
     assert parsed.data.mix == [{"kind": "synthetic", "options": {"n_images": 2}}]
     bad_mixes = (
@@ -87,17 +97,23 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     save_pretrained(model, run / "best", tokenizer=tokenizer)
     config = load_config(None, ["model.preset=sbanet_tiny", f"data.root={folder}", "data.kind=folder"])
     val = recipe.evaluate_by_rule(model, tokenizer, folder, "val")
+    # the same scenes stand in for the whole-image conversion (scored as val_whole)
+    whole = tmp_path / "dubai-referring-whole"
+    shutil.copytree(folder, whole)
+    val_whole = recipe.evaluate_by_rule(model, tokenizer, whole, "val")
     report = {"images": 2, "crops": 2, "samples": 60, "samples_per_split": {"val": 60},
               "rules_per_split": {}, "categories": {"building": 30}}  # fmt: skip
+    conversions = {str(folder): {**report, "config": {"crop": 512}}, str(whole): {**report, "config": {"crop": 0}}}
     summary = {
-        "run": str(run), "recipe": config.to_dict(), "val": val, "commit": "0123abc",
+        "run": str(run), "recipe": config.to_dict(), "val": val, "val_whole": val_whole, "commit": "0123abc",
         "training": {"wall_s": 60.0, "cpu_s": 50.0, "steps": 3, "threads": 1, "load_average": [1.0, 1.0, 1.0]},
-        "data": recipe.data_summary(report),
+        "data": recipe.data_summary(report, conversions),
     }  # fmt: skip
+    assert recipe.whole_image_root(summary) == str(whole)
     out = tmp_path / "shipped"
     (out / "tokenizer").mkdir(parents=True)
     (out / "tokenizer" / "stale.txt").write_text("from an earlier export")
-    metadata = recipe.export(summary, out, baseline={"val": val})
+    metadata = recipe.export(summary, out, baseline={"val": val, "val_whole": val_whole})
     header = json.loads((out / "config.json").read_text())
     # the tiny model's text encoder is random, not a pretrained source: it must stay in the file
     assert header["text_encoder"] == "included" and not (out / "tokenizer" / "stale.txt").exists()
@@ -109,6 +125,9 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     card = (out / "README.md").read_text()
     assert "text-blind baseline" in card and "0123abc" in card and "python -m train.default_model" in card
     assert f"{100 * val['class-level']['oIoU']:.2f}" in card
+    assert "Whole images, as a user uploads them" in card and card.count("text-blind baseline, class-level") == 2
+    assert metadata["text_blind_baseline_whole"] == val_whole and metadata["val_tile6_whole_float32"] == val_whole
+    assert "whole images (" in card and "2 crops of ~512 px" in card
     assert not recipe.text_encoder_unchanged(model)
 
 

@@ -30,15 +30,13 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import DataLoader
 
 from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pretrained, save_pretrained
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.refsegrs import metadata_file, read_metadata
 from sbanet.data.semantic import REPORT_FILE, ConversionConfig, convert
 from sbanet.default_model import SHIPPED_MODEL
-from sbanet.evaluation import forward_batch
-from sbanet.metrics import SegmentationMetrics, intersection_union
+from sbanet.evaluation import evaluate
 
 from .config import FitConfig, load_config
 from .data import blind
@@ -54,15 +52,33 @@ EXPORTED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "README.md")
 HALF_TOLERANCE = 0.001  # fp16 is shipped when no oIoU / mIoU of any group moves more than this
 
 
+# The recipe's conversions of dubai-aerial, by output folder name -> crop size in pixels: ~512 px
+# crops (instance phrases stay meaningful at the input size) and whole images (the scale a user's
+# upload has once the app resizes it to the input size).
+CONVERSIONS = {"dubai-referring": 512, "dubai-referring-whole": 0}
+
+
+def conversion_roots(config: FitConfig) -> list[Path]:
+    """The converted folders ``config`` reads: ``data.root`` and every ``folder`` entry of
+    ``data.mix``, each once, in that order."""
+    roots = [Path(config.data.root)] if config.data.kind == "folder" else []
+    roots += [Path(m["root"]) for m in config.data.mix if m["kind"] == "folder" and m.get("root")]
+    return list(dict.fromkeys(roots))
+
+
 def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tuple[str, ...] = ("6",)) -> dict:
-    """The converter's report, converting ``input_root`` first unless ``output_root`` holds one."""
+    """The converter's report, converting ``input_root`` first unless ``output_root`` holds one.
+    The crop size comes from the folder's name (:data:`CONVERSIONS`)."""
     report = Path(output_root) / REPORT_FILE
     if report.is_file():
         return json.loads(report.read_text())
+    if Path(output_root).name not in CONVERSIONS:
+        raise ValueError(f"{output_root}: the recipe converts only into folders named {sorted(CONVERSIONS)}")
     if not Path(input_root).is_dir():
         raise ValueError(f"dubai-aerial not found at {input_root}: pass --input (see ../shared/data/README.md)")
-    print(f"converting {input_root} -> {output_root} ...", flush=True)
-    return convert(input_root, output_root, ConversionConfig(val_groups=val_tiles))
+    crop = CONVERSIONS[Path(output_root).name]
+    print(f"converting {input_root} -> {output_root} (crop {crop or 'none: whole images'}) ...", flush=True)
+    return convert(input_root, output_root, ConversionConfig(crop=crop, val_groups=val_tiles))
 
 
 def sample_rules(root: str | Path, split: str) -> dict[str, str | None]:
@@ -70,7 +86,6 @@ def sample_rules(root: str | Path, split: str) -> dict[str, str | None]:
     return {key: record.get("rule") for key, record in read_metadata(metadata_file(root, split)).items()}
 
 
-@torch.no_grad()
 def evaluate_by_rule(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -79,8 +94,8 @@ def evaluate_by_rule(
     blind_text: bool = False,
     batch_size: int = 16,
 ) -> dict[str, dict[str, Any]]:
-    """The reference protocol (:mod:`sbanet.metrics`, on the input grid) over one split of a
-    converted folder, for ``all`` samples, the ``class-level`` ones (rule ``class``: "the water",
+    """The reference protocol (:func:`sbanet.evaluation.evaluate`) over one split of a converted
+    folder, for ``all`` samples, the ``class-level`` ones (rule ``class``: "the water",
     "all buildings") and the ``instance-level`` ones (every other rule), each with its
     per-category mIoU."""
     samples = load_samples("folder", root, split)
@@ -89,21 +104,14 @@ def evaluate_by_rule(
         samples = blind(samples)
     c = model.config
     dataset = ReferringDataset(samples, c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std)
-    categories = sorted({s.category for s in samples if s.category})
-    metrics = {name: SegmentationMetrics(categories) for name in GROUPS}
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        intersection, union = intersection_union(forward_batch(model, batch).argmax(1), batch["mask"])
-        for k, index in enumerate(batch["index"].tolist()):
-            sample = samples[index]
-            group = "class-level" if rules.get(sample.ref_id) == "class" else "instance-level"
-            for name in ("all", group):
-                metrics[name].update_counts(intersection[k : k + 1], union[k : k + 1], [sample.category])
-    model.train(was_training)
-    return {name: m.compute() for name, m in metrics.items()}
+
+    def group_of(sample: Any) -> str:
+        return "class-level" if rules.get(sample.ref_id) == "class" else "instance-level"
+
+    result = evaluate(model, dataset, batch_size=batch_size, group_of=group_of)
+    groups = result.pop("groups")
+    result.pop("per_sample")
+    return {"all": result, **{name: groups.get(name) for name in GROUPS[1:] if name in groups}}
 
 
 def timed_fit(config: FitConfig) -> dict[str, float]:
@@ -130,27 +138,38 @@ def git_commit() -> str | None:
         return None
 
 
-def train_and_summarize(config: FitConfig, data_report: dict) -> dict[str, Any]:
-    """Fit, then score the run's ``best/`` on val by rule; writes and returns ``summary.json``."""
+def train_and_summarize(config: FitConfig, reports: dict[Path, dict]) -> dict[str, Any]:
+    """Fit, then score the run's ``best/`` on the val split of every converted folder by rule
+    (``val``: ``data.root``; ``val_whole``: the whole-image conversion, when the recipe mixes it
+    in); writes and returns ``summary.json``. ``reports``: the converter's report of each folder."""
     timing = timed_fit(config)
     out = Path(config.output.dir)
     model, tokenizer = load_pretrained(out / "best")
-    metrics = evaluate_by_rule(model, tokenizer, config.data.root, config.data.val_split, config.data.blind_text)
+    d = config.data
+    scores = {root: evaluate_by_rule(model, tokenizer, root, d.val_split, d.blind_text) for root in reports}
+    whole = [root for root in reports if CONVERSIONS.get(root.name) == 0 and root != Path(d.root)]
     summary = {
         "run": str(out),
         "recipe": config.to_dict(),
         "training": {**timing, "threads": torch.get_num_threads(), "load_average": _load_average()},
-        "data": data_summary(data_report),
-        "val": metrics,
+        "data": data_summary(reports[Path(d.root)], {str(root): report for root, report in reports.items()}),
+        "val": scores[Path(d.root)],
+        "val_whole": scores[whole[0]] if whole else None,
         "commit": git_commit(),
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
-def data_summary(report: dict) -> dict[str, Any]:
+def data_summary(report: dict, conversions: dict[str, dict] | None = None) -> dict[str, Any]:
+    """``report``'s counts (the main conversion), and the counts of each of ``conversions``."""
     keys = ("images", "crops", "samples", "samples_per_split", "rules_per_split", "categories")
-    return {"source": "dubai-aerial (CC0), tiles 1-5 train, tile 6 val", **{k: report[k] for k in keys}}
+    summary = {"source": "dubai-aerial (CC0), tiles 1-5 train, tile 6 val", **{k: report[k] for k in keys}}
+    if conversions:
+        summary["conversions"] = {
+            root: {"crop": r["config"]["crop"], **{k: r[k] for k in keys}} for root, r in conversions.items()
+        }
+    return summary
 
 
 def _load_average() -> list[float] | None:
@@ -179,23 +198,35 @@ def text_encoder_unchanged(model: torch.nn.Module) -> bool:
     return current.keys() == reference.keys() and all(torch.equal(v, reference[k]) for k, v in current.items())
 
 
+def whole_image_root(summary: dict[str, Any]) -> str | None:
+    """The whole-image conversion a run's summary was also scored on (``val_whole``), if any."""
+    main = Path(summary["recipe"]["data"]["root"])
+    conversions = summary["data"].get("conversions") or {}
+    roots = [root for root, c in conversions.items() if c["crop"] == 0 and Path(root) != main]
+    return roots[0] if roots and summary.get("val_whole") else None
+
+
 def export(
     summary: dict[str, Any],
     output: str | Path = SHIPPED_MODEL,
     baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the run's best weights to ``output`` (without the text encoder when it is the
-    unchanged pretrained one; float16 if that changes no metric beyond :data:`HALF_TOLERANCE`),
-    the metadata in its ``config.json`` and the model card."""
+    unchanged pretrained one; float16 if that changes no metric, on crops or whole images, beyond
+    :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` and the model card."""
     run_dir, root = Path(summary["run"]), summary["recipe"]["data"]["root"]
     split = summary["recipe"]["data"]["val_split"]
+    whole = whole_image_root(summary)
     model, tokenizer = load_pretrained(run_dir / "best")
     include_text = not text_encoder_unchanged(model)
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp, tokenizer=tokenizer, include_text_encoder=include_text, half=True)
         half_model, _ = load_pretrained(tmp)
         half_metrics = evaluate_by_rule(half_model, tokenizer, root, split)
+        half_whole = evaluate_by_rule(half_model, tokenizer, whole, split) if whole else None
     change = max_metric_change(summary["val"], half_metrics)
+    if whole:
+        change = max(change, max_metric_change(summary["val_whole"], half_whole))
     half = change <= HALF_TOLERANCE
     metadata = {
         "description": "sbanet_lite trained on the dubai-aerial land-cover conversion (train.default_model)",
@@ -205,17 +236,20 @@ def export(
         "data": summary["data"],
         "val_tile6": half_metrics if half else summary["val"],
         "val_tile6_float32": summary["val"],
+        "val_tile6_whole": (half_whole if half else summary["val_whole"]) if whole else None,
+        "val_tile6_whole_float32": summary["val_whole"] if whole else None,
         "weights_dtype": "float16" if half else "float32",
         "float16_max_change": change,
         "float16_tolerance": HALF_TOLERANCE,
         "text_blind_baseline": baseline["val"] if baseline else None,
+        "text_blind_baseline_whole": baseline.get("val_whole") if baseline else None,
     }
     output = Path(output)
     for name in EXPORTED_FILES:  # an earlier export's files (e.g. float32 weights) must not survive
         stale = output / name
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     save_pretrained(model, output, tokenizer=tokenizer, include_text_encoder=include_text, half=half, metadata=metadata)
-    write_model_card(output, metadata, baseline)
+    write_model_card(output, metadata)
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
     print(f"wrote {output} ({size / 2**20:.1f} MiB, {'float16' if half else 'float32'}; fp16 max change {change:.5f})")
     return metadata
@@ -247,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{summary_path} not found: train first (python -m train.default_model)")
             summary = json.loads(summary_path.read_text())
         else:
-            report = prepare_data(args.input, config.data.root)
+            reports = {root: prepare_data(args.input, root) for root in conversion_roots(config)}
             print("recipe:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
-            summary = train_and_summarize(config, report)
+            summary = train_and_summarize(config, reports)
         _print_summary(summary)
         if not args.baseline:
             baseline_path = args.baseline_run / SUMMARY_FILE
@@ -266,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
 def _print_summary(summary: dict[str, Any]) -> None:
     t = summary["training"]
     print(f"{summary['run']}: {t['steps']} steps, wall {t['wall_s'] / 60:.1f} min, CPU {t['cpu_s'] / 60:.1f} min")
-    for group, m in summary["val"].items():
-        cells = "  ".join(f"{k} {100 * m[k]:.2f}" for k in ("Pr@0.5", "Pr@0.7", "Pr@0.9", "oIoU", "mIoU"))
-        print(f"  val {group:<15} (n={m['count']:>3})  {cells}")
+    for key in ("val", "val_whole"):
+        for group, m in (summary.get(key) or {}).items():
+            cells = "  ".join(f"{k} {100 * m[k]:.2f}" for k in ("Pr@0.5", "Pr@0.7", "Pr@0.9", "oIoU", "mIoU"))
+            print(f"  {key:<9} {group:<15} (n={m['count']:>3})  {cells}")
 
 
 if __name__ == "__main__":

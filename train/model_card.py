@@ -31,9 +31,10 @@ LIMITATIONS = """\
 - The converter only writes a class-level expression when the class covers at least 1 % of a
   crop, so the model never saw an expression whose answer is empty: asking for "the water" in an
   image without water still marks something (usually the most water-like region).
-- It was trained on ~512 px crops of one city's satellite tiles (Dubai: desert, dense blocks,
-  coast). Other places, seasons, sensors and ground resolutions are out of its distribution. Every
-  image is resized to {size} x {size}; large scenes go through tiles (`python -m sbanet.predict`).
+- It was trained on ~512 px crops and whole images of one city's satellite tiles (Dubai: desert,
+  dense blocks, coast). Other places, seasons, sensors and ground resolutions are out of its
+  distribution. Every image is resized to {size} x {size}; large scenes go through tiles
+  (`python -m sbanet.predict`).
 - It is a CPU recipe of about an hour, not the paper's model: paper-level accuracy (Swin-B +
   BERT-base, 40 epochs of RRSIS-D at 448 x 448) needs the RRSIS-D recipe on GPUs
   (`configs/rrsisd_swin_b.yaml`, docs/training.md).
@@ -58,16 +59,57 @@ def category_line(groups: dict[str, dict[str, Any]], group: str = "class-level")
     return ", ".join(parts)
 
 
-def render_model_card(metadata: dict[str, Any], size_mib: float, baseline: dict[str, Any] | None) -> str:
+def data_lines(data: dict[str, Any], mix: list[dict[str, Any]]) -> list[str]:
+    """The card's data paragraph: each conversion of the land-cover masks, and what was mixed in."""
+    split = data["samples_per_split"]
+    conversions = data.get("conversions") or {"": {"crop": 512, **data}}
+    parts = []
+    for c in conversions.values():
+        pieces = "whole images" if not c["crop"] else f"{c['crops']} crops of ~{c['crop']} px"
+        counts = c["samples_per_split"]
+        parts.append(f"{pieces} ({counts.get('train', 0)} training / {counts.get('val', 0)} validation expressions)")
+    lines = [
+        f"{data['source']}: {data['images']} images, converted by `python -m sbanet.data.semantic` into "
+        + " and ".join(parts)
+        + " (class-level and instance-level; docs/datasets.md). Categories of the crops: "
+        + ", ".join(f"{k} {v}" for k, v in data["categories"].items())
+        + f" ({split.get('train', 0) + split.get('val', 0)} crop expressions)."
+    ]
+    extra = [m for m in mix if m["kind"] != "folder" or m.get("options")]
+    for m in extra:
+        if m["kind"] == "folder":
+            lines.append(f"Mixed in again: `{m['root']}` with reader options {m['options']} (weighted up).")
+        else:
+            lines.append(f"Mixed in: {m['kind']} {m.get('options', {})} (sbanet.data.{m['kind']}).")
+    return lines
+
+
+def validation_tables(metadata: dict[str, Any]) -> list[str]:
+    """One table per tile-6 conversion (crops, and whole images when the recipe has them), each
+    with the text-blind baseline's rows, and the class-level mIoU per category."""
+    head = "| expressions (tile 6) | n | " + " | ".join(COLUMNS) + " |"
+    rule = "| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |"
+    views = (
+        ("val_tile6", "text_blind_baseline", "~512 px crops, the scale the instance phrases were written for"),
+        ("val_tile6_whole", "text_blind_baseline_whole", "whole images, as a user uploads them"),
+    )
+    lines = []
+    for key, baseline_key, title in views:
+        val, baseline = metadata.get(key), metadata.get(baseline_key)
+        if not val:
+            continue
+        lines += ["", f"**{title[0].upper() + title[1:]}:**", "", head, rule, *metrics_table(val)]
+        if baseline:
+            lines += metrics_table(baseline, "text-blind baseline, ")
+        lines += ["", "Class-level mIoU per category: " + category_line(val) + "."]
+    return lines
+
+
+def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
     """The card's markdown from the export ``metadata`` (see :func:`train.default_model.export`)."""
     recipe, training, data = metadata["recipe"], metadata["training"], metadata["data"]
     model, train = recipe["model"], recipe["train"]
     image_size = model["overrides"].get("image_size", 448)
-    val = metadata["val_tile6"]
-    split = data["samples_per_split"]
-    mixed = [f"{m['kind']} {m.get('options', {})}" for m in recipe["data"].get("mix", [])]
-    head = "| expressions (tile 6) | n | " + " | ".join(COLUMNS) + " |"
-    rule = "| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |"
     lines = [
         "# sbanet-lite-dubai: the default model of sbanet",
         "",
@@ -95,13 +137,8 @@ def render_model_card(metadata: dict[str, Any], size_mib: float, baseline: dict[
         f"(`{metadata.get('commit') or 'unknown'}`).",
         "",
         "## Data",
-        f"{data['source']}: {data['images']} images cut into {data['crops']} crops of ~512 px, "
-        f"converted by `python -m sbanet.data.semantic` into {split.get('train', 0)} training and "
-        f"{split.get('val', 0)} validation expressions (class-level and instance-level; "
-        "docs/datasets.md). Categories: " + ", ".join(f"{k} {v}" for k, v in data["categories"].items()) + ".",
+        *data_lines(data, recipe["data"].get("mix", [])),
     ]
-    if mixed:
-        lines.append("Mixed into training: " + "; ".join(mixed) + " (sbanet.data.synthetic).")
     lines += [
         "",
         "## Recipe",
@@ -124,18 +161,9 @@ def render_model_card(metadata: dict[str, Any], size_mib: float, baseline: dict[
         "The reference protocol (`sbanet.metrics`): IoU per expression on the "
         f"{image_size} x {image_size} input grid; oIoU = total intersection / total union, mIoU = mean "
         "IoU, Pr@k = share of expressions with IoU >= k. Percentages.",
-        "",
-        head,
-        rule,
-        *metrics_table(val),
+        *validation_tables(metadata),
     ]
-    if baseline is not None:
-        lines += metrics_table(baseline, "text-blind baseline, ")
-    lines += [
-        "",
-        "Class-level mIoU per category: " + category_line(val) + ".",
-    ]
-    if baseline is not None:
+    if metadata.get("text_blind_baseline"):
         lines += [
             "",
             'The text-blind baseline is the same recipe with every expression replaced by `""` '
@@ -146,10 +174,10 @@ def render_model_card(metadata: dict[str, Any], size_mib: float, baseline: dict[
     return "\n".join(lines)
 
 
-def write_model_card(directory: str | Path, metadata: dict[str, Any], baseline: dict[str, Any] | None = None) -> Path:
+def write_model_card(directory: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``README.md`` into the checkpoint ``directory`` (sized after its other files)."""
     directory = Path(directory)
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file() and f.name != "README.md")
     path = directory / "README.md"
-    path.write_text(render_model_card(metadata, size / 2**20, baseline["val"] if baseline else None) + "\n")
+    path.write_text(render_model_card(metadata, size / 2**20) + "\n")
     return path

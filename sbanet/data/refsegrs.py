@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -136,6 +137,18 @@ def refsegrs_samples(root: str | Path, split: str) -> list[ReferringSample]:
     return phrase_folder_samples(root, split, REFSEGRS_SUFFIXES, "refsegrs")
 
 
-def folder_samples(root: str | Path, split: str) -> list[ReferringSample]:
-    """The RefSegRS layout with any image format (what :mod:`sbanet.data.semantic` writes)."""
-    return phrase_folder_samples(root, split, FOLDER_SUFFIXES, "folder")
+def folder_samples(root: str | Path, split: str, rules: Sequence[str] | None = None) -> list[ReferringSample]:
+    """The RefSegRS layout with any image format (what :mod:`sbanet.data.semantic` writes).
+
+    ``rules``: keep only the samples whose metadata names one of these converter rules (e.g.
+    ``["class"]``: the class-level ones), to weight them up by mixing them in a second time."""
+    samples = phrase_folder_samples(root, split, FOLDER_SUFFIXES, "folder")
+    if rules is None:
+        return samples
+    if isinstance(rules, str) or not rules:
+        raise ValueError(f"rules must be a non-empty list of rule names, got {rules!r}")
+    metadata = read_metadata(metadata_file(root, split))
+    if not metadata:
+        raise ValueError(f"{root}: rules={list(rules)} needs the converter's {metadata_file(root, split).name}")
+    wanted = set(rules)
+    return [s for s in samples if metadata.get(s.ref_id, {}).get("rule") in wanted]

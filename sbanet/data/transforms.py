@@ -27,7 +27,7 @@ TOKENIZE_CHUNK = 4096
 
 def resize_image(rgb: np.ndarray, size: int) -> torch.Tensor:
     """``[H, W, 3] uint8`` -> ``float32 [3, S, S]`` in [0, 1], bilinear with antialiasing."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    x = torch.from_numpy(np.require(rgb, requirements=("C", "W"))).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
 
 
