@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,3 +135,14 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
 def test_export_only_needs_a_trained_run(tmp_path, capsys):
     assert recipe.main(["--export-only", f"output.dir={tmp_path / 'nothing'}"]) == 2
     assert "train first" in capsys.readouterr().err
+
+
+def test_the_recipe_scores_whole_images_too(tmp_path):
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    crops, whole = Path("runs/data/dubai-referring"), Path("runs/data/dubai-referring-whole")
+    shipped = load_config(configs / "default_model.yaml", [])
+    assert not shipped.data.mix and recipe.conversion_roots(shipped) == [crops, whole]
+    mixed = load_config(configs / "default_model_mix.yaml", [])
+    assert recipe.conversion_roots(mixed) == [crops, whole]  # trained on both, each converted once
+    with pytest.raises(ValueError, match="only into folders named"):
+        recipe.prepare_data(tmp_path, tmp_path / "elsewhere")

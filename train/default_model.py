@@ -45,7 +45,6 @@ from .model_card import write_model_card
 
 DEFAULT_CONFIG = Path("configs/default_model.yaml")
 DUBAI_INPUT = Path("../shared/data/dubai-aerial")
-BASELINE_OVERRIDES = ("data.blind_text=true", "output.dir=runs/default_model_blind")
 SUMMARY_FILE = "summary.json"
 GROUPS = ("all", "class-level", "instance-level")
 EXPORTED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "README.md")
@@ -56,14 +55,18 @@ HALF_TOLERANCE = 0.001  # fp16 is shipped when no oIoU / mIoU of any group moves
 # crops (instance phrases stay meaningful at the input size) and whole images (the scale a user's
 # upload has once the app resizes it to the input size).
 CONVERSIONS = {"dubai-referring": 512, "dubai-referring-whole": 0}
+WHOLE_IMAGES = "dubai-referring-whole"
 
 
 def conversion_roots(config: FitConfig) -> list[Path]:
-    """The converted folders ``config`` reads: ``data.root`` and every ``folder`` entry of
-    ``data.mix``, each once, in that order."""
-    roots = [Path(config.data.root)] if config.data.kind == "folder" else []
-    roots += [Path(m["root"]) for m in config.data.mix if m["kind"] == "folder" and m.get("root")]
-    return list(dict.fromkeys(roots))
+    """The converted folders the recipe needs, each once: ``data.root``, every ``folder`` entry of
+    ``data.mix``, and the whole-image conversion beside ``data.root`` (always scored: it is what
+    the app sees, whether or not the recipe trains on it)."""
+    if config.data.kind != "folder":
+        raise ValueError(f"the default-model recipe trains on a converted folder, not {config.data.kind!r}")
+    main = Path(config.data.root)
+    roots = [main, *(Path(m["root"]) for m in config.data.mix if m["kind"] == "folder" and m.get("root"))]
+    return list(dict.fromkeys([*roots, main.with_name(WHOLE_IMAGES)]))
 
 
 def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tuple[str, ...] = ("6",)) -> dict:
@@ -140,14 +143,14 @@ def git_commit() -> str | None:
 
 def train_and_summarize(config: FitConfig, reports: dict[Path, dict]) -> dict[str, Any]:
     """Fit, then score the run's ``best/`` on the val split of every converted folder by rule
-    (``val``: ``data.root``; ``val_whole``: the whole-image conversion, when the recipe mixes it
-    in); writes and returns ``summary.json``. ``reports``: the converter's report of each folder."""
+    (``val``: ``data.root``; ``val_whole``: the whole-image conversion); writes and returns
+    ``summary.json``. ``reports``: the converter's report of each folder."""
     timing = timed_fit(config)
     out = Path(config.output.dir)
     model, tokenizer = load_pretrained(out / "best")
     d = config.data
     scores = {root: evaluate_by_rule(model, tokenizer, root, d.val_split, d.blind_text) for root in reports}
-    whole = [root for root in reports if CONVERSIONS.get(root.name) == 0 and root != Path(d.root)]
+    whole = [root for root in reports if root.name == WHOLE_IMAGES and root != Path(d.root)]
     summary = {
         "run": str(out),
         "recipe": config.to_dict(),
@@ -263,7 +266,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--input", type=Path, default=DUBAI_INPUT, help="the dubai-aerial folder")
     p.add_argument("--output", type=Path, default=SHIPPED_MODEL, help="where the shipped checkpoint goes")
     p.add_argument("--baseline", action="store_true", help="train the text-blind baseline instead (not exported)")
-    p.add_argument("--baseline-run", type=Path, default=Path("runs/default_model_blind"), help="its run folder")
+    p.add_argument("--baseline-run", type=Path, help="its run folder (default: the run folder + _blind)")
     p.add_argument("--export-only", action="store_true", help="export the run that the config names, no training")
     return p.parse_known_args(argv)
 
@@ -273,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args, rest = parse_args(argv)
     try:
-        overrides = split_cli_overrides(rest) + (list(BASELINE_OVERRIDES) if args.baseline else [])
+        overrides = split_cli_overrides(rest)
+        blind_run = Path(f"{load_config(args.config, overrides).output.dir}_blind")
+        if args.baseline:  # the same recipe, text-blind, in the run folder + _blind
+            overrides += ["data.blind_text=true", f"output.dir={blind_run}"]
         config = load_config(args.config, overrides)
         summary_path = Path(config.output.dir) / SUMMARY_FILE
         if args.export_only:
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = train_and_summarize(config, reports)
         _print_summary(summary)
         if not args.baseline:
-            baseline_path = args.baseline_run / SUMMARY_FILE
+            baseline_path = (args.baseline_run or blind_run) / SUMMARY_FILE
             baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
             if baseline is None:
                 print(f"no baseline at {baseline_path}: the card leaves it out (run with --baseline first)")

@@ -31,9 +31,11 @@ LIMITATIONS = """\
 - The converter only writes a class-level expression when the class covers at least 1 % of a
   crop, so the model never saw an expression whose answer is empty: asking for "the water" in an
   image without water still marks something (usually the most water-like region).
-- It was trained on ~512 px crops and whole images of one city's satellite tiles (Dubai: desert,
-  dense blocks, coast). Other places, seasons, sensors and ground resolutions are out of its
-  distribution. Every image is resized to {size} x {size}; large scenes go through tiles
+- Its weakest classes, by class-level mIoU on tile 6 ({view}): {weakest}. Tile 6 is a coastal
+  tile with few buildings and roads, so those numbers rest on few expressions (their n above).
+- It was trained on {trained_on} of one city's satellite tiles (Dubai: desert, dense blocks,
+  coast). Other places, seasons, sensors and ground resolutions are out of its distribution.
+  Every image is resized to {size} x {size}; large scenes go through tiles
   (`python -m sbanet.predict`).
 - It is a CPU recipe of about an hour, not the paper's model: paper-level accuracy (Swin-B +
   BERT-base, 40 epochs of RRSIS-D at 448 x 448) needs the RRSIS-D recipe on GPUs
@@ -59,15 +61,32 @@ def category_line(groups: dict[str, dict[str, Any]], group: str = "class-level")
     return ", ".join(parts)
 
 
-def data_lines(data: dict[str, Any], mix: list[dict[str, Any]]) -> list[str]:
-    """The card's data paragraph: each conversion of the land-cover masks, and what was mixed in."""
+def trained_conversions(recipe_data: dict[str, Any]) -> set[Path]:
+    """The converted folders a recipe trains on: ``data.root`` and its ``folder`` mix entries."""
+    mix = recipe_data.get("mix", [])
+    return {Path(recipe_data["root"]), *(Path(m["root"]) for m in mix if m["kind"] == "folder" and m.get("root"))}
+
+
+def conversions_trained(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversion records (``crop``, counts) of the folders the recipe trained on."""
+    conversions = data.get("conversions") or {recipe_data["root"]: {"crop": 512, **data}}
+    trained = trained_conversions(recipe_data)
+    return [c for root, c in conversions.items() if Path(root) in trained]
+
+
+def data_lines(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[str]:
+    """The card's data paragraph: each conversion of the land-cover masks (trained on, or only
+    scored), and what else was mixed into training."""
     split = data["samples_per_split"]
-    conversions = data.get("conversions") or {"": {"crop": 512, **data}}
+    conversions = data.get("conversions") or {recipe_data["root"]: {"crop": 512, **data}}
+    trained = trained_conversions(recipe_data)
     parts = []
-    for c in conversions.values():
+    for root, c in conversions.items():
         pieces = "whole images" if not c["crop"] else f"{c['crops']} crops of ~{c['crop']} px"
         counts = c["samples_per_split"]
-        parts.append(f"{pieces} ({counts.get('train', 0)} training / {counts.get('val', 0)} validation expressions)")
+        val = f"{counts.get('val', 0)} validation expressions"
+        use = f"{counts.get('train', 0)} training / {val}" if Path(root) in trained else f"{val}, not trained on"
+        parts.append(f"{pieces} ({use})")
     lines = [
         f"{data['source']}: {data['images']} images, converted by `python -m sbanet.data.semantic` into "
         + " and ".join(parts)
@@ -75,11 +94,10 @@ def data_lines(data: dict[str, Any], mix: list[dict[str, Any]]) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in data["categories"].items())
         + f" ({split.get('train', 0) + split.get('val', 0)} crop expressions)."
     ]
-    extra = [m for m in mix if m["kind"] != "folder" or m.get("options")]
-    for m in extra:
-        if m["kind"] == "folder":
+    for m in recipe_data.get("mix", []):
+        if m["kind"] == "folder" and m.get("options"):
             lines.append(f"Mixed in again: `{m['root']}` with reader options {m['options']} (weighted up).")
-        else:
+        elif m["kind"] != "folder":
             lines.append(f"Mixed in: {m['kind']} {m.get('options', {})} (sbanet.data.{m['kind']}).")
     return lines
 
@@ -137,7 +155,7 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         f"(`{metadata.get('commit') or 'unknown'}`).",
         "",
         "## Data",
-        *data_lines(data, recipe["data"].get("mix", [])),
+        *data_lines(data, recipe["data"]),
     ]
     lines += [
         "",
@@ -170,7 +188,17 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
             f"(`{COMMAND} --baseline`): it can only guess one mask per image, so the gap is what the "
             "words contribute.",
         ]
-    lines += ["", "## Limitations", LIMITATIONS.format(size=image_size)]
+    crops = any(c["crop"] for c in conversions_trained(data, recipe["data"]))
+    whole = any(not c["crop"] for c in conversions_trained(data, recipe["data"]))
+    trained_on = " and ".join(["~512 px crops"] * crops + ["whole images"] * whole) or "crops"
+    whole_view = metadata.get("val_tile6_whole")
+    view = whole_view or metadata["val_tile6"]
+    scores = sorted(view["class-level"]["category_mIoU"].items(), key=lambda kv: kv[1])
+    weakest = ", ".join(f"{name} {100 * value:.1f}" for name, value in scores[:2])
+    limitations = LIMITATIONS.format(
+        size=image_size, trained_on=trained_on, weakest=weakest, view="whole images" if whole_view else "crops"
+    )
+    lines += ["", "## Limitations", limitations]
     return "\n".join(lines)
 
 
