@@ -15,6 +15,7 @@ and writes checkpoints on rank 0 only. The global batch is
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 import warnings
@@ -336,7 +337,7 @@ def train(
             scaler.update()
             lr = optimizer.param_groups[head]["lr"]
             with warnings.catch_warnings():  # a step GradScaler skipped still counts in the schedule
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                 scheduler.step()
             step, epoch_step = step + 1, epoch_step + 1
             epoch_losses.append(loss_sum)
