@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from sbanet.evaluation import evaluate
 from .config import FitConfig, load_config
 from .data import blind
 from .fit import run as fit
-from .model_card import write_model_card
+from .model_card import training_folders, write_model_card
 
 DEFAULT_CONFIG = Path("configs/default_model.yaml")
 DUBAI_INPUT = Path("../shared/data/dubai-aerial")
@@ -54,8 +55,8 @@ HALF_TOLERANCE = 0.001  # fp16 is shipped when no oIoU / mIoU of any group moves
 # The recipe's conversions of dubai-aerial, by output folder name -> crop size in pixels: ~512 px
 # crops (instance phrases stay meaningful at the input size) and whole images (the scale a user's
 # upload has once the app resizes it to the input size).
-CONVERSIONS = {"dubai-referring": 512, "dubai-referring-whole": 0}
 WHOLE_IMAGES = "dubai-referring-whole"
+CONVERSIONS = {"dubai-referring": 512, WHOLE_IMAGES: 0}
 
 
 def conversion_roots(config: FitConfig) -> list[Path]:
@@ -64,9 +65,14 @@ def conversion_roots(config: FitConfig) -> list[Path]:
     the app sees, whether or not the recipe trains on it)."""
     if config.data.kind != "folder":
         raise ValueError(f"the default-model recipe trains on a converted folder, not {config.data.kind!r}")
-    main = Path(config.data.root)
-    roots = [main, *(Path(m["root"]) for m in config.data.mix if m["kind"] == "folder" and m.get("root"))]
-    return list(dict.fromkeys([*roots, main.with_name(WHOLE_IMAGES)]))
+    roots = training_folders(config.to_dict()["data"])
+    return list(dict.fromkeys([*roots, Path(config.data.root).with_name(WHOLE_IMAGES)]))
+
+
+def whole_image_folders(roots: Iterable[str | Path], main: str | Path) -> list[str | Path]:
+    """Those of ``roots`` that are the whole-image conversion (scored as ``val_whole``), other
+    than the main one (``data.root``)."""
+    return [root for root in roots if Path(root).name == WHOLE_IMAGES and Path(root) != Path(main)]
 
 
 def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tuple[str, ...] = ("6",)) -> dict:
@@ -114,7 +120,7 @@ def evaluate_by_rule(
     result = evaluate(model, dataset, batch_size=batch_size, group_of=group_of)
     groups = result.pop("groups")
     result.pop("per_sample")
-    return {"all": result, **{name: groups.get(name) for name in GROUPS[1:] if name in groups}}
+    return {"all": result, **{name: groups[name] for name in GROUPS[1:] if name in groups}}
 
 
 def timed_fit(config: FitConfig) -> dict[str, float]:
@@ -150,7 +156,7 @@ def train_and_summarize(config: FitConfig, reports: dict[Path, dict]) -> dict[st
     model, tokenizer = load_pretrained(out / "best")
     d = config.data
     scores = {root: evaluate_by_rule(model, tokenizer, root, d.val_split, d.blind_text) for root in reports}
-    whole = [root for root in reports if root.name == WHOLE_IMAGES and root != Path(d.root)]
+    whole = whole_image_folders(reports, d.root)
     summary = {
         "run": str(out),
         "recipe": config.to_dict(),
@@ -203,10 +209,8 @@ def text_encoder_unchanged(model: torch.nn.Module) -> bool:
 
 def whole_image_root(summary: dict[str, Any]) -> str | None:
     """The whole-image conversion a run's summary was also scored on (``val_whole``), if any."""
-    main = Path(summary["recipe"]["data"]["root"])
-    conversions = summary["data"].get("conversions") or {}
-    roots = [root for root, c in conversions.items() if c["crop"] == 0 and Path(root) != main]
-    return roots[0] if roots and summary.get("val_whole") else None
+    roots = whole_image_folders(summary["data"].get("conversions") or {}, summary["recipe"]["data"]["root"])
+    return str(roots[0]) if roots and summary.get("val_whole") else None
 
 
 def export(

@@ -61,31 +61,32 @@ def category_line(groups: dict[str, dict[str, Any]], group: str = "class-level")
     return ", ".join(parts)
 
 
-def trained_conversions(recipe_data: dict[str, Any]) -> set[Path]:
-    """The converted folders a recipe trains on: ``data.root`` and its ``folder`` mix entries."""
+def training_folders(recipe_data: dict[str, Any]) -> list[Path]:
+    """The converted folders a recipe trains on, each once, in order: ``data.root`` and the
+    ``root`` of every ``folder`` entry of ``data.mix`` (a fit config's ``data`` as a dict)."""
     mix = recipe_data.get("mix", [])
-    return {Path(recipe_data["root"]), *(Path(m["root"]) for m in mix if m["kind"] == "folder" and m.get("root"))}
+    roots = [Path(recipe_data["root"]), *(Path(m["root"]) for m in mix if m["kind"] == "folder" and m.get("root"))]
+    return list(dict.fromkeys(roots))
 
 
-def conversions_trained(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[dict[str, Any]]:
-    """The conversion records (``crop``, counts) of the folders the recipe trained on."""
+def conversion_records(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
+    """``[(folder, its record (crop, counts), trained on it?)]`` for each conversion of the data
+    summary (a summary from before ``conversions`` were recorded: the ~512 px crops alone)."""
     conversions = data.get("conversions") or {recipe_data["root"]: {"crop": 512, **data}}
-    trained = trained_conversions(recipe_data)
-    return [c for root, c in conversions.items() if Path(root) in trained]
+    trained = set(training_folders(recipe_data))
+    return [(root, record, Path(root) in trained) for root, record in conversions.items()]
 
 
 def data_lines(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[str]:
     """The card's data paragraph: each conversion of the land-cover masks (trained on, or only
     scored), and what else was mixed into training."""
     split = data["samples_per_split"]
-    conversions = data.get("conversions") or {recipe_data["root"]: {"crop": 512, **data}}
-    trained = trained_conversions(recipe_data)
     parts = []
-    for root, c in conversions.items():
+    for _, c, trained in conversion_records(data, recipe_data):
         pieces = "whole images" if not c["crop"] else f"{c['crops']} crops of ~{c['crop']} px"
         counts = c["samples_per_split"]
         val = f"{counts.get('val', 0)} validation expressions"
-        use = f"{counts.get('train', 0)} training / {val}" if Path(root) in trained else f"{val}, not trained on"
+        use = f"{counts.get('train', 0)} training / {val}" if trained else f"{val}, not trained on"
         parts.append(f"{pieces} ({use})")
     lines = [
         f"{data['source']}: {data['images']} images, converted by `python -m sbanet.data.semantic` into "
@@ -188,9 +189,8 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
             f"(`{COMMAND} --baseline`): it can only guess one mask per image, so the gap is what the "
             "words contribute.",
         ]
-    crops = any(c["crop"] for c in conversions_trained(data, recipe["data"]))
-    whole = any(not c["crop"] for c in conversions_trained(data, recipe["data"]))
-    trained_on = " and ".join(["~512 px crops"] * crops + ["whole images"] * whole) or "crops"
+    crops = {bool(c["crop"]) for _, c, trained in conversion_records(data, recipe["data"]) if trained}
+    trained_on = " and ".join(["~512 px crops"] * (True in crops) + ["whole images"] * (False in crops)) or "crops"
     whole_view = metadata.get("val_tile6_whole")
     view = whole_view or metadata["val_tile6"]
     scores = sorted(view["class-level"]["category_mIoU"].items(), key=lambda kv: kv[1])
