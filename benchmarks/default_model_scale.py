@@ -42,15 +42,12 @@ def cases(data: Path) -> Iterator[tuple[str, np.ndarray, dict[str, np.ndarray]]]
     import rasterio
     from rasterio.features import rasterize
 
-    from sbanet.data.semantic import DUBAI_CLASSES, decode_label_mask, find_pairs
+    from sbanet.data.semantic import DUBAI_CLASSES, class_cases
     from sbanet.image import read_image, to_rgb8
 
-    names = [c.name for c in DUBAI_CLASSES]
-    for _, image_path, mask_path in find_pairs(data / "dubai-aerial" / "tile6"):
-        labels, _ = decode_label_mask(to_rgb8(read_image(mask_path)), DUBAI_CLASSES)
-        truth = {e: labels == names.index(c) for e, c in CLASS_EXPRESSIONS.items()}
-        present = {e: m for e, m in truth.items() if m.mean() >= MIN_FRACTION}
-        yield "dubai tile 6", to_rgb8(read_image(image_path)), present
+    tile6 = class_cases(data / "dubai-aerial" / "tile6", CLASS_EXPRESSIONS, DUBAI_CLASSES, MIN_FRACTION)
+    for _, image, present in tile6:
+        yield "dubai tile 6", image, present
     spacenet = data / "spacenet-sample"
     roads = np.asarray(read_image(spacenet / "sample_road_raster_mask.tif")).squeeze() > 0
     yield "spacenet", to_rgb8(read_image(spacenet / "road_mask_input.tif")), {"the roads": roads}

@@ -20,6 +20,9 @@ QUERY_MODES = ("learnable", "self", "cross")
 EFFICIENTNET_LITE0_DIMS = (24, 40, 112, 320)
 
 
+LOSS_FIELDS = frozenset({"class_weights", "dice_weight"})  # shape the training signal, not the weights
+
+
 @dataclass
 class SBANetConfig:
     """Every architecture switch of SBANet, including the paper's ablations (Tables III-V).
@@ -86,6 +89,10 @@ class SBANetConfig:
     decoder_dim: int = 512  # LAVT SimpleDecoding hidden width
     fusion_dropout: float = 0.0
     class_weights: tuple[float, float] = (0.9, 1.1)  # LAVT's 2-class cross-entropy weights
+    # Weight of a soft Dice term added to the cross-entropy (0 = LAVT's and the paper's loss).
+    # Per-pixel cross-entropy lets thin, small targets (roads) shrink to nothing; Dice scores
+    # each mask's overlap as a whole, so it pulls recall back up.
+    dice_weight: float = 0.0
 
     # --- preprocessing (not architecture) -------------------------------------------------
     image_size: int = 448
@@ -131,6 +138,8 @@ class SBANetConfig:
                 raise ValueError("tcsa_grid must be >= 1")
         if len(self.class_weights) != 2:
             raise ValueError("class_weights needs two values (background, target)")
+        if self.dice_weight < 0:
+            raise ValueError(f"dice_weight must be >= 0, got {self.dice_weight}")
         if self.image_size < 32 or self.max_tokens < 3:
             raise ValueError("image_size must be >= 32 and max_tokens >= 3 ([CLS] word [SEP])")
         if "hidden_size" not in self.text_config:
@@ -167,6 +176,11 @@ class SBANetConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def without_loss(self) -> dict[str, Any]:
+        """:meth:`to_dict` less the loss fields: two configs equal here hold the same weights, so
+        a checkpoint can start a run that trains with another loss."""
+        return {k: v for k, v in self.to_dict().items() if k not in LOSS_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SBANetConfig:

@@ -17,13 +17,13 @@ import numpy as np
 EXAMPLE_SIZE = 448
 # (scene seed, expressions): each expression is one of the scene's own (sbanet.data.expressions).
 # Picked with score_scene over seeds 0-39 at 448 px (IoU in brackets): the default model, trained
-# on Dubai only, finds the synthetic scenes' vegetation and water but not their buildings or roads
-# (IoU < 0.11 on every scene), so the examples show what it does get right.
+# on Dubai only, finds the synthetic scenes' vegetation; their water, buildings and roads look
+# unlike Dubai's to it (best IoU over the 40 scenes: water 0.34, roads 0.49, buildings 0.17), so the
+# examples show what it does get right. Real uploads are its use: docs/results.md.
 EXAMPLES: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (13, ("the vegetation", "all the water")),  # 0.816, 0.596
-    (20, ("the vegetation",)),  # 0.917
-    (27, ("the vegetation",)),  # 0.861
-    (23, ("the water",)),  # 0.601
+    (21, ("all the vegetation",)),  # 0.677
+    (36, ("all the vegetation",)),  # 0.640
+    (6, ("all the vegetation",)),  # 0.615
 )
 
 

@@ -15,6 +15,7 @@ from sbanet.data.semantic import (
     REPORT_FILE,
     ConversionConfig,
     LandCoverClass,
+    class_cases,
     convert,
     crop_boxes,
     decode_label_mask,
@@ -68,6 +69,20 @@ def test_decode_label_mask_maps_off_palette_pixels():
     assert labels[10, 10] == 0 and labels[50, 50] == 0  # near-red -> house
     assert labels[45, 100] == 1 and labels[60, 60] == -1 and labels[0, 0] == 2
     assert off == {NEAR_RED: (1, 0), BLACK: (1, -1)}
+
+
+def test_class_cases_keep_the_classes_that_cover_enough(palette_dataset):
+    classes = load_palette(palette_dataset / "palette.json")
+    # house: 30x30 + 10x10 + the L (8x32 + 28x8) = 1480 of 14400 pixels (+ 1 near-red) ~ 10.3 %;
+    # lake: 30x30 = 6.25 %
+    cases = list(class_cases(palette_dataset / "tile1", {"the houses": "house", "the lake": "lake"}, classes, 0.08))
+    assert len(cases) == 1
+    path, image, truth = cases[0]
+    assert path.name == "part_001.jpg" and image.shape == (120, 120, 3) and image.dtype == np.uint8
+    assert list(truth) == ["the houses"] and truth["the houses"].sum() == 1481
+    assert list(class_cases(palette_dataset / "tile1", {"the lake": "lake"}, classes, 0.07)) == []
+    with pytest.raises(ValueError, match="not in the palette"):
+        next(class_cases(palette_dataset, {"the roads": "road"}, classes))
 
 
 def test_crop_boxes_and_fill_ratio():

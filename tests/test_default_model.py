@@ -1,6 +1,6 @@
-"""The shipped default model (sbanet/assets/sbanet-lite-dubai): it loads offline, segments water
-and buildings in the dubai-aerial validation tile (never trained on) far better than chance, and
-gets the app's example scenes right."""
+"""The shipped default model (sbanet/assets/sbanet-lite-dubai): it loads offline, segments water,
+buildings and roads in the dubai-aerial validation tile (never trained on) far better than chance,
+and gets the app's example scenes right."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import json
 import numpy as np
 import pytest
 from conftest import shared_data
-from PIL import Image
 from training_fixtures import single_thread
 
-from sbanet.data.semantic import DUBAI_CLASSES, decode_label_mask, find_pairs
+from sbanet.data.semantic import DUBAI_CLASSES, class_cases
 from sbanet.default_model import SHIPPED_MODEL, default_model_source
 from sbanet.examples import EXAMPLES, example_scenes, score_scene
 from sbanet.predictor import Predictor
 from sbanet.vector import mask_iou
 
-# expression -> (the land-cover class it names, as the converter words class-level referents,
-# the least mean IoU accepted). Measured when the model shipped: water 0.67 (chance 0.44),
-# buildings 0.32 (chance 0.08), on the tile-6 images where the class covers >= 5 %.
-CLASS_EXPRESSIONS = {"the water": ("water", 0.55), "all buildings": ("building", 0.2)}
+# expression -> (the land-cover class it names, the least mean IoU accepted), in the issue's words
+# ("the water", "the buildings", "the roads"). Measured when the model shipped (float16, whole
+# tile-6 images where the class covers >= 5 %): water 0.727 (chance 0.443, 8 images), buildings
+# 0.511 (chance 0.080, 2 images), roads 0.296 (chance 0.050, 1 image).
+CLASS_EXPRESSIONS = {"the water": ("water", 0.6), "the buildings": ("building", 0.4), "the roads": ("road", 0.22)}
 MIN_FRACTION = 0.05  # score a class on an image only where it covers at least this share
 
 
@@ -54,19 +54,13 @@ def test_it_is_the_default_source(monkeypatch):
     assert default_model_source() == str(SHIPPED_MODEL)
 
 
-def test_water_and_buildings_on_the_validation_tile(predictor):
-    """Whole validation images, as a user uploads them: IoU of "the water" / "all buildings"
+def test_water_buildings_and_roads_on_the_validation_tile(predictor):
+    """Whole validation images, as a user uploads them: IoU of "the water" / "the buildings" / "the roads"
     against the land-cover mask, compared with chance (every pixel called the class, whose IoU
     is the class's share of the image): at least the floor, and 0.15 above chance."""
-    classes = [c.name for c in DUBAI_CLASSES]
     scores: dict[str, list[tuple[float, float]]] = {e: [] for e in CLASS_EXPRESSIONS}
-    for _, image_path, mask_path in find_pairs(shared_data("dubai-aerial", "tile6")):
-        image = np.asarray(Image.open(image_path).convert("RGB"))
-        labels, _ = decode_label_mask(np.asarray(Image.open(mask_path).convert("RGB")), DUBAI_CLASSES)
-        masks = {e: labels == classes.index(c) for e, (c, _) in CLASS_EXPRESSIONS.items()}
-        wanted = {e: m for e, m in masks.items() if m.mean() >= MIN_FRACTION}
-        if not wanted:
-            continue
+    names = {e: c for e, (c, _) in CLASS_EXPRESSIONS.items()}
+    for _, image, wanted in class_cases(shared_data("dubai-aerial", "tile6"), names, DUBAI_CLASSES, MIN_FRACTION):
         for p in predictor.predict_batch(image, list(wanted), return_attention=False):
             truth = wanted[p.expression]
             scores[p.expression].append((mask_iou(p.mask, truth), float(truth.mean())))

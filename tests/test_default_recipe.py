@@ -17,6 +17,7 @@ from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.synthetic import main as write_synthetic
 from sbanet.evaluation import evaluate
 from train import default_model as recipe
+from train import model_card
 from train.config import load_config
 from train.data import make_dataset
 
@@ -129,6 +130,8 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     assert "Whole images, as a user uploads them" in card and card.count("text-blind baseline, class-level") == 2
     assert metadata["text_blind_baseline_whole"] == val_whole and metadata["val_tile6_whole_float32"] == val_whole
     assert "whole images (" in card and "2 crops of ~512 px" in card
+    assert "loss LAVT's weighted cross-entropy, text encoder frozen" in card  # no dice_weight: the paper's loss
+    assert model_card.loss_phrase({"dice_weight": 0.5}).startswith("LAVT's weighted cross-entropy + 0.5 x soft Dice")
     assert not recipe.text_encoder_unchanged(model)
 
 
@@ -141,7 +144,10 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     configs = Path(__file__).resolve().parents[1] / "configs"
     crops, whole = Path("runs/data/dubai-referring"), Path("runs/data/dubai-referring-whole")
     shipped = load_config(configs / "default_model.yaml", [])
-    assert not shipped.data.mix and recipe.conversion_roots(shipped) == [crops, whole]
+    assert recipe.conversion_roots(shipped) == [crops, whole]  # trained on both
+    assert shipped.model.overrides["dice_weight"] > 0
+    first = load_config(configs / "default_model_v1.yaml", [])
+    assert not first.data.mix and recipe.conversion_roots(first) == [crops, whole]  # whole images: scored only
     mixed = load_config(configs / "default_model_mix.yaml", [])
     assert recipe.conversion_roots(mixed) == [crops, whole]  # trained on both, each converted once
     with pytest.raises(ValueError, match="only into folders named"):

@@ -172,3 +172,30 @@ def test_config_round_trips_through_dict():
     assert SBANetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown SBANet config fields"):
         SBANetConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_soft_dice_term_scores_overlap_and_is_off_by_default():
+    from sbanet.modeling.sbanet import soft_dice_loss
+
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[0, 2:6, 3:4] = 1  # a thin strip; sample 1 refers to nothing
+    sure = torch.stack([(1 - target) * 20.0 - 10.0, target * 20.0 - 10.0], dim=1).float()
+    assert soft_dice_loss(sure, target) < 1e-3  # right on both, the empty target included
+    assert soft_dice_loss(-sure, target) > 0.95  # the strip missed and the empty one filled
+    empty = torch.stack([torch.full((2, 8, 8), 5.0), torch.full((2, 8, 8), -5.0)], dim=1)
+    # predicting nothing costs cross-entropy little on a thin target; Dice charges it nearly in
+    # full (4 pixels and smooth 1: 1 - 1/5)
+    assert torch.nn.functional.cross_entropy(empty[:1], target[:1]) < 0.7
+    assert soft_dice_loss(empty[:1], target[:1]) > 0.75
+
+    model = build_preset("sbanet_tiny", pretrained=False)
+    assert model.config.dice_weight == 0.0  # the paper's loss unless a recipe asks
+    ce = model.loss(empty, target)
+    with_dice = build_model(model.config.replace(dice_weight=2.0), pretrained=False)
+    expected = ce + 2.0 * soft_dice_loss(empty, target)
+    torch.testing.assert_close(with_dice.loss(empty, target), expected)
+    with pytest.raises(ValueError, match="dice_weight"):
+        model.config.replace(dice_weight=-1.0)
+    # a checkpoint trained with one loss starts a run with another: the weights are the same
+    assert model.config.without_loss() == with_dice.config.without_loss()
+    assert model.config.without_loss() != model.config.replace(decoder_dim=model.config.decoder_dim * 2).without_loss()

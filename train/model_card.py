@@ -124,6 +124,13 @@ def validation_tables(metadata: dict[str, Any]) -> list[str]:
     return lines
 
 
+def loss_phrase(overrides: dict[str, Any]) -> str:
+    """The training loss, from the recipe's model overrides (``dice_weight``: 0 unless set)."""
+    dice = float(overrides.get("dice_weight", 0.0))
+    ce = "LAVT's weighted cross-entropy"
+    return f"{ce} + {dice:g} x soft Dice (so thin roads and small buildings are not given up)" if dice else ce
+
+
 def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
     """The card's markdown from the export ``metadata`` (see :func:`train.default_model.export`)."""
     recipe, training, data = metadata["recipe"], metadata["training"], metadata["data"]
@@ -168,9 +175,9 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         f"`configs/default_model.yaml`: {model['preset']} at {image_size} x {image_size}, "
         f"{training['steps']} AdamW steps of batch {train['batch_size']} (lr {train['lr']:g} for the new "
         f"parts, x{train['encoder_lr_mult']:g} for the visual encoder, {train['warmup_steps']} warm-up steps, "
-        f"polynomial decay), text encoder frozen, seed {train['seed']}. The last weights are shipped: tile 6 "
-        "was used to choose the recipe (size, lr, steps, data mix) in short pilot runs, never during "
-        "a run.",
+        f"polynomial decay), loss {loss_phrase(model['overrides'])}, text encoder frozen, seed "
+        f"{train['seed']}. The last weights are shipped: tile 6 was used to choose the recipe (size, lr, "
+        "steps, data mix, loss) in short pilot runs, never during a run.",
         "",
         f"Training time: {training['wall_s'] / 60:.0f} min wall-clock, {training['cpu_s'] / 60:.0f} min of CPU "
         f"time ({training['threads']} thread(s), on a shared 2-core AMD EPYC; load average at the end "

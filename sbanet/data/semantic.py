@@ -24,7 +24,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,28 @@ def find_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
     if not pairs:
         raise ValueError(f"no <name>.jpg/.png + <name>_mask.png pairs under {root}")
     return pairs
+
+
+def class_cases(
+    root: str | Path, expressions: Mapping[str, str], classes: Sequence[LandCoverClass], min_fraction: float = 0.05
+) -> Iterator[tuple[Path, np.ndarray, dict[str, np.ndarray]]]:
+    """Whole images scored as a user uploads them: for every pair under ``root``,
+    ``(image path, image uint8 [H, W, 3], {expression: truth bool [H, W]})``.
+
+    ``expressions`` maps a class-level expression ("the water") to the class name it refers to
+    ("water"); an expression is kept for an image only where its class covers at least
+    ``min_fraction`` of it (a class of a few pixels scores noise). Images left with none are skipped.
+    """
+    names = [c.name for c in classes]
+    unknown = sorted(set(expressions.values()) - set(names))
+    if unknown:
+        raise ValueError(f"classes {unknown} are not in the palette {names}")
+    for _, image_path, mask_path in find_pairs(root):
+        labels, _ = decode_label_mask(to_rgb8(read_image(mask_path)), classes)
+        truth = {e: labels == names.index(c) for e, c in expressions.items()}
+        present = {e: m for e, m in truth.items() if m.mean() >= min_fraction}
+        if present:
+            yield image_path, to_rgb8(read_image(image_path)), present
 
 
 def crop_boxes(height: int, width: int, crop: int) -> list[tuple[int, int, int, int]]:

@@ -99,13 +99,30 @@ class SBANet(nn.Module):
         return (logits, attention) if return_attention else logits
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """LAVT's weighted 2-class cross-entropy. logits ``[B, 2, H, W]``, target ``[B, H, W]`` in {0, 1}."""
-        return F.cross_entropy(logits, target.long(), weight=self.class_weights.to(logits.dtype))
+        """LAVT's weighted 2-class cross-entropy, plus ``dice_weight`` x soft Dice when set.
+
+        logits ``[B, 2, H, W]``, target ``[B, H, W]`` in {0, 1}.
+        """
+        loss = F.cross_entropy(logits, target.long(), weight=self.class_weights.to(logits.dtype))
+        if self.config.dice_weight > 0:
+            loss = loss + self.config.dice_weight * soft_dice_loss(logits, target)
+        return loss
 
     @staticmethod
     def probability(logits: torch.Tensor) -> torch.Tensor:
         """Foreground probability ``[B, H, W]`` (argmax of the logits == probability > 0.5)."""
         return torch.softmax(logits.float(), dim=1)[:, 1]
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of ``1 - Dice(p, y)``, p the foreground probability of ``[B, 2, H, W]``
+    logits and y the ``[B, H, W]`` target; ``smooth`` keeps empty targets finite (an empty
+    prediction for an empty target scores 0 loss)."""
+    probability = SBANet.probability(logits).flatten(1)
+    truth = target.float().flatten(1)
+    overlap = (probability * truth).sum(1)
+    dice = (2 * overlap + smooth) / (probability.sum(1) + truth.sum(1) + smooth)
+    return (1 - dice).mean()
 
 
 def build_fusions(config: SBANetConfig) -> nn.ModuleList:
