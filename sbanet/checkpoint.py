@@ -112,7 +112,8 @@ def _load_pickle(path: Path, allow_pickle: bool) -> tuple[SBANetConfig, dict[str
     if not allow_pickle:
         raise ValueError(
             f"{path.name} is a pickle checkpoint, which can run arbitrary code when loaded; "
-            "pass allow_pickle=True only if you trust its source, or convert it with save_pretrained"
+            "load it only if you trust its source (--allow-pickle on the command line, allow_pickle=True in "
+            "Python), or convert it with save_pretrained"
         )
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(blob, dict) or "config" not in blob or "model" not in blob:

@@ -14,13 +14,14 @@ and writes checkpoints on rank 0 only. The global batch is
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,18 @@ from . import distributed
 from .checkpoint import load_state_dict_checked, save_pretrained
 from .evaluation import autocast, evaluate, forward_batch, to_device
 from .optim import build_optimizer, build_scheduler
-from .train_state import capture_rng, load_training_checkpoint, restore_rng, save_training_checkpoint, seed_everything
+from .precise_bn import recalibrate_batchnorm as recalibrate_batchnorm  # re-exported for callers
+from .precise_bn import recalibrate_on
+from .train_state import (
+    capture_rng,
+    load_training_checkpoint,
+    restore_rng,
+    resume_position,
+    save_training_checkpoint,
+    seed_everything,
+)
+
+logger = logging.getLogger(__name__)
 
 AMP_MODES = ("none", "bf16", "fp16")
 SELECT_METRICS = ("oIoU", "mIoU")
@@ -90,10 +102,10 @@ class Progress:
     event: str
     step: int
     total_steps: int
-    epoch: int  # 0-based epoch in progress (for "epoch": the one just finished)
+    epoch: int  # 0-based epoch in progress (for "epoch": the one just finished); the CSV logs add 1
     epochs: int
-    loss: float  # last step's loss; for "epoch"/"end": the epoch's mean training loss
-    lr: float
+    loss: float  # the step's loss averaged over ranks; for "epoch"/"end": the mean of the epoch's step losses
+    lr: float  # the lr the (last) optimiser step used, of the non-encoder parameter groups
     samples_per_s: float
     eta_s: float
     grad_norm: float | None = None
@@ -143,53 +155,6 @@ def set_train_mode(model: nn.Module, freeze_text_encoder: bool) -> None:
         model.text_encoder.eval()
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Module, Any], Any]) -> int:
-    """ "Precise BN" (Wu & Johnson, 2021): recompute every BatchNorm's running statistics with
-    the final weights, as an exact average over ``batches``.
-
-    Running averages with momentum lag behind weights that are still moving; after a short run
-    (a few hundred steps, a fine-tune) eval-mode outputs can be far from train-mode ones. Returns
-    the number of batches seen. The model is left in eval mode.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
-    count = 0
-    try:
-        for batch in batches:
-            forward(model, batch)
-            count += 1
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-        model.train(was_training)
-    model.eval()
-    return count
-
-
-def recalibrate_on(
-    model: nn.Module, dataset: Dataset, batches: int, batch_size: int, seed: int = 0, amp: str = "none"
-) -> int:
-    """:func:`recalibrate_batchnorm` on ``batches`` random batches of ``dataset`` per rank, drawn
-    with ``seed`` (their statistics then averaged over ranks). The global RNG is left untouched,
-    so recalibrating during training never changes the run. Returns the batches seen per rank."""
-    info = distributed.current()
-    device = next(model.parameters()).device
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    shard = order[: batches * batch_size * info.world_size][info.rank :: info.world_size].tolist()
-    loader = DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=batch_size)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), autocast(device, amp):
-        seen = recalibrate_batchnorm(model, loader, lambda m, b: forward_batch(m, to_device(b, device)))
-    distributed.average_batchnorm_buffers(model)
-    return seen
-
-
 def _cancel_requested(cancel: threading.Event | Callable[[], bool] | None, info: distributed.DistInfo) -> bool:
     flag = bool(cancel.is_set() if isinstance(cancel, threading.Event) else cancel()) if cancel else False
     if info.distributed:  # every rank must stop at the same step, or the others hang
@@ -209,6 +174,7 @@ def train(
     callback: Callable[[Progress], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     run_config: dict[str, Any] | None = None,
+    allow_batch_change: bool = False,
 ) -> TrainResult:
     """Train ``model`` (an :class:`~sbanet.modeling.sbanet.SBANet`, modified in place) on
     ``train_set`` items ``{"image" [3,S,S], "mask" [S,S], "input_ids" [L], "attention_mask" [L],
@@ -217,7 +183,10 @@ def train(
 
     With ``output_dir``: ``last.pt`` every epoch and on cancellation, ``best.pt`` and the exported
     ``best/`` (safetensors, for ``Predictor.from_pretrained``) on every new best. ``resume``: a
-    ``last.pt`` to continue from exactly. ``run_config`` (e.g. the CLI's resolved YAML) is stored
+    ``last.pt`` to continue from exactly; a checkpoint written with another global batch
+    (``batch_size x processes x accumulate``) is refused unless ``allow_batch_change``, which
+    rescales the schedule (:func:`sbanet.train_state.resume_position`) and logs what changed.
+    ``run_config`` (e.g. the CLI's resolved YAML) is stored
     in the checkpoints next to ``config`` and ``train_config``.
     """
     config = config or TrainConfig()
@@ -257,7 +226,17 @@ def train(
             f"{len(train_set)} training samples make no optimiser step of batch {config.batch_size} x "
             f"{info.world_size} processes x {config.accumulate} accumulation; lower batch_size or accumulate"
         )
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    samples_per_step = config.batch_size * config.accumulate * info.world_size  # the global batch
+    state = load_training_checkpoint(resume) if resume is not None else None
+    max_steps, batch_changes = config.max_steps, []
+    if state is not None:  # a changed global batch is refused, or rescaled when allowed
+        position = resume_position(state, samples_per_step, steps_per_epoch, max_steps, allow_batch_change)
+        max_steps, batch_changes = position.max_steps, list(state.get("batch_changes", []))
+        if position.note is not None:
+            batch_changes.append({"step": position.step, "global_batch": samples_per_step, "note": position.note})
+            if info.is_main:
+                logger.warning("resuming %s: %s", resume, position.note)
+    total_steps = max_steps or config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = build_scheduler(optimizer, total_steps, config.poly_power, config.warmup_steps)
 
@@ -265,16 +244,16 @@ def train(
     step = epoch = epoch_step = 0
     best: float | None = None
     history: list[dict[str, Any]] = []
-    if resume is not None:
-        state = load_training_checkpoint(resume)
+    if state is not None:
         load_state_dict_checked(model, state["model"])  # names what does not match, if anything
         optimizer.load_state_dict(state["optimizer"])
+        step, epoch, epoch_step = position.step, position.epoch, position.epoch_step
         # the schedule's length follows this config (a resumed run may be given more epochs)
         scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+        scheduler.last_epoch = step
         for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)
         scaler.load_state_dict(state.get("scaler", {}) or scaler.state_dict())
-        step, epoch, epoch_step = state["step"], state["epoch"], state.get("epoch_step", 0)
         best, history = state.get("best_metric"), list(state.get("history", []))
         rng = state["rng"]
         restore_rng(rng[info.rank] if info.rank < len(rng) else rng[0])
@@ -298,13 +277,14 @@ def train(
             "best_metric": best,
             "history": history,
             "world_size": info.world_size,
+            "batch_changes": batch_changes,
             **extra,
         }
         if info.is_main:
             save_training_checkpoint(path, state)
 
     cancelled = False
-    samples_per_step = config.batch_size * config.accumulate * info.world_size
+    lr = optimizer.param_groups[head]["lr"]
     timer = StepTimer()
     while step < total_steps:
         # --- one epoch: shuffle with (seed, epoch), skip what a resumed run has already seen ---
@@ -328,6 +308,7 @@ def train(
                     loss = model.loss(forward_batch(net, batch), batch["mask"]) / config.accumulate
                     scaler.scale(loss).backward()
                 loss_sum += loss.item()
+            loss_sum = distributed.all_reduce_mean([loss_sum], info.device)[0]  # every rank's share counts
             # --- clip, step, schedule ----------------------------------------------------------
             grad_norm = None
             if config.grad_clip is not None:
@@ -357,8 +338,8 @@ def train(
             distributed.barrier()
             break
 
-        # --- end of epoch: mean loss over ranks, validation, checkpoints ----------------------
-        train_loss = distributed.all_reduce_mean([sum(epoch_losses) / max(1, len(epoch_losses))], info.device)[0]
+        # --- end of epoch: mean of the step losses (each already averaged over ranks), validation
+        train_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else math.nan
         finished_epoch, epoch, epoch_step = epoch, epoch + 1, 0
         metrics, is_best = None, False
         validate = val_set is not None and (epoch % config.eval_every == 0 or step >= total_steps)
@@ -372,7 +353,6 @@ def train(
             score = float(metrics[config.select_metric])
             is_best = best is None or score > best
             best = score if is_best else best
-        lr = optimizer.param_groups[head]["lr"]
         history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "lr": lr, **_flat_summary(metrics)})
         if output_dir is not None:
             checkpoint(output_dir / "last.pt")
@@ -388,7 +368,6 @@ def train(
                      samples_per_step / step_time, eta, None, metrics, is_best))  # fmt: skip
 
     last_loss = history[-1]["train_loss"] if history else math.nan
-    lr = optimizer.param_groups[head]["lr"]
     log(Progress("end", step, total_steps, epoch, epochs, last_loss, lr, 0.0, 0.0, None, None, False))
     return TrainResult(step, epoch, cancelled, best, history, output_dir)
 

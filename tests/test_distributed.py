@@ -1,14 +1,18 @@
 """DDP on CPU: two gloo processes train the tiny preset for a few steps and end with identical
-weights; sharded evaluation counts every validation sample exactly once."""
+weights; sharded evaluation counts every validation sample exactly once; the logged step losses
+are averaged over the ranks, as the epoch loss is."""
 
 from __future__ import annotations
 
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from training_fixtures import toy_dataset
+
+from train.logger import RunLogger, read_csv
 
 from sbanet import sbanet_tiny
 from sbanet.distributed import ResumableDistributedSampler, ShardSampler, cleanup, init_from_env
@@ -32,7 +36,9 @@ def _worker(rank: int, world_size: int, port: int, out: str, model, train_set, v
             for p in model.parameters():
                 p.add_(0.01)
     config = TrainConfig(batch_size=2, max_steps=3, lr=1e-3, device="cpu", recalibrate_bn=1)
-    result = train(model, train_set, val_set, config, output_dir=os.path.join(out, "run"))
+    run = os.path.join(out, "run")
+    logger = RunLogger(run, log_every=1, tensorboard=False, plots=False, bar=False) if rank == 0 else None
+    result = train(model, train_set, val_set, config, output_dir=run, callback=logger)
     torch.save({"model": model.state_dict(), "history": result.history}, os.path.join(out, f"rank{rank}.pt"))
     cleanup()
 
@@ -54,6 +60,12 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path, tokenizer):
     assert history[0][-1]["step"] == 3 and history[0][-1]["val_count"] == 6  # each val sample once
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert last["world_size"] == 2 and len(last["rng"]) == 2  # rank 0 wrote every rank's RNG
+    # 8 samples, global batch 2 x 2: 2 steps an epoch; each epoch's loss is its steps' mean
+    steps, epochs = read_csv(tmp_path / "run" / "steps.csv"), read_csv(tmp_path / "run" / "epochs.csv")
+    assert [r["epoch"] for r in steps] == [1, 1, 2] and [r["epoch"] for r in epochs] == [1, 2]
+    for row, mine in zip(epochs, (steps[:2], steps[2:])):
+        assert row["train_loss"] == pytest.approx(sum(r["loss"] for r in mine) / len(mine))
+        assert row["lr"] == mine[-1]["lr"]
 
 
 def test_samplers_shard_and_resume():

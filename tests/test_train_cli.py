@@ -75,6 +75,29 @@ def test_fit_resume_continues_the_run(run_dir, tmp_path):
     assert lrs[3] == pytest.approx(5e-4 * (1 - 2 / 4) ** 0.9) and lrs[4] > 0
 
 
+def test_fit_resume_with_another_batch_is_refused_unless_allowed(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert fit_cli.main(["--resume", str(copy), "train.batch_size=2", f"output.dir={copy}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the checkpoint was trained with a global batch of 4") and "\n" not in err
+    assert "--allow-batch-change" in err
+    # allowed: 2 steps of 4 samples become 4 of 2; 2 epochs of 4 steps end at step 8
+    args = ["--resume", str(copy), "--allow-batch-change", "train.batch_size=2", "train.epochs=2"]
+    assert fit_cli.main([*args, f"output.dir={copy}"]) == 0
+    state = load_training_checkpoint(copy / "last.pt")
+    assert (state["epoch"], state["step"]) == (2, 8) and len(state["batch_changes"]) == 1
+
+
+def test_a_batch_larger_than_the_split_is_a_one_line_error(tmp_path, capsys):
+    args = ["--config", "configs/synthetic_tiny.yaml", *SYNTHETIC, "train.batch_size=12", f"output.dir={tmp_path}"]
+    assert fit_cli.main(args) == 2  # 8 training samples, batch 12: no step at all
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: 8 training samples make no optimiser step of batch 12") and "\n" not in err
+
+
 def test_evaluate_prints_the_paper_columns_and_writes_json(run_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     args = ["--checkpoint", str(run_dir / "best"), "--dataset", "synthetic", "--split", "test"]
@@ -91,7 +114,7 @@ def test_evaluate_prints_the_paper_columns_and_writes_json(run_dir, tmp_path, ca
     # trainer pickles only with --allow-pickle; then the same numbers
     pickle_args = [*args[:1], str(run_dir / "best.pt"), *args[2:-1], str(tmp_path / "pt.json")]
     assert evaluate_cli.main(pickle_args) == 2
-    assert "allow_pickle" in capsys.readouterr().err
+    assert "--allow-pickle" in capsys.readouterr().err  # the flag, as the user types it
     precise_bn = ["--recalibrate-bn", "1", "--batch-size", "4"]
     assert evaluate_cli.main([*pickle_args, "--allow-pickle", "--original-resolution", *precise_bn]) == 0
     report = json.loads((tmp_path / "pt.json").read_text())

@@ -5,6 +5,7 @@ Overrides use dotted keys, as ``key=value`` or ``--key value``::
     python -m train.fit --config configs/rrsisd_swin_b.yaml data.root=/data/rrsisd
     python -m train.fit --config configs/synthetic_tiny.yaml --model.preset sbanet_lite train.epochs=2
     python -m train.fit --resume runs/synthetic_tiny/last.pt          # continue exactly
+    python -m train.fit --resume runs/X --allow-batch-change train.batch_size=6   # rescale the schedule
     torchrun --nproc-per-node 4 -m train.fit --config configs/rrsisd_swin_b.yaml train.batch_size=3
 
 The run folder (``output.dir``) gets ``config.yaml`` (the resolved configuration), ``last.pt``,
@@ -12,7 +13,9 @@ The run folder (``output.dir``) gets ``config.yaml`` (the resolved configuration
 ``epochs.csv``, ``tensorboard/`` and ``loss.png`` / ``val_metrics.png``. Under ``torchrun`` every
 rank trains on its shard; rank 0 logs and writes. The global batch is ``train.batch_size x
 processes x train.accumulate`` (the paper: 12). Ctrl-C stops after the current step and saves
-``last.pt``, so ``--resume`` picks up from there.
+``last.pt``, so ``--resume`` picks up from there. Resuming with another global batch (other
+processes, batch_size or accumulate) is refused unless ``--allow-batch-change``, which rescales
+the schedule to the samples already seen and logs what it changed.
 """
 
 from __future__ import annotations
@@ -52,7 +55,12 @@ def build_model_from(config: FitConfig) -> torch.nn.Module:
     return model
 
 
-def run(config: FitConfig, resume: str | Path | None = None, cancel: threading.Event | None = None) -> TrainResult:
+def run(
+    config: FitConfig,
+    resume: str | Path | None = None,
+    cancel: threading.Event | None = None,
+    allow_batch_change: bool = False,
+) -> TrainResult:
     """Everything ``python -m train.fit`` does, callable from Python (the config already resolved)."""
     info = distributed.init_from_env(config.train.device)
     out = Path(config.output.dir)
@@ -91,7 +99,7 @@ def run(config: FitConfig, resume: str | Path | None = None, cancel: threading.E
         try:
             return train(
                 model, train_set, val_set, config.train, output_dir=out, tokenizer=tokenizer, resume=resume,
-                callback=logger, cancel=cancel, run_config=config.to_dict(),
+                callback=logger, cancel=cancel, run_config=config.to_dict(), allow_batch_change=allow_batch_change,
             )  # fmt: skip
         finally:
             if logger is not None:
@@ -100,12 +108,19 @@ def run(config: FitConfig, resume: str | Path | None = None, cancel: threading.E
         distributed.cleanup()
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[FitConfig, Path | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[FitConfig, Path | None, bool]:
+    """The resolved config, the checkpoint to resume (or None) and ``--allow-batch-change``."""
     parser = argparse.ArgumentParser(
         prog="python -m train.fit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", type=Path, help="YAML config (sections model/data/train/output)")
     parser.add_argument("--resume", type=Path, help="a run's last.pt (or its folder): continue exactly")
+    parser.add_argument(
+        "--allow-batch-change",
+        action="store_true",
+        help="resume although the global batch (batch_size x processes x accumulate) changed: the schedule "
+        "is rescaled to the samples already seen, and what changed is logged",
+    )
     args, rest = parser.parse_known_args(argv)
     overrides = split_cli_overrides(rest)
     resume = args.resume
@@ -117,12 +132,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[FitConfig, Path | None]:
             raise ValueError(f"{resume} holds no run config; pass the --config it was trained with")
     if args.config is None and base is None:
         raise ValueError("pass --config configs/<name>.yaml (or --resume a run's last.pt)")
-    return load_config(args.config, overrides, base=base), resume
+    return load_config(args.config, overrides, base=base), resume, args.allow_batch_change
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        config, resume = parse_args(argv)
+        config, resume, allow_batch_change = parse_args(argv)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -134,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     signal.signal(signal.SIGINT, stop)
-    result = run(config, resume, cancel)
+    try:  # bad data or settings found while building the run: one line, no traceback
+        result = run(config, resume, cancel, allow_batch_change)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0":
         state = "cancelled; resume with --resume" if result.cancelled else "done"
         metric = config.train.select_metric

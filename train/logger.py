@@ -1,7 +1,12 @@
 """What a run leaves behind besides checkpoints: a tqdm bar, ``steps.csv`` (every ``log_every``
 optimiser steps), ``epochs.csv`` (training loss and val metrics per epoch), TensorBoard scalars
 under ``tensorboard/`` and PNG plots (``loss.png``, ``val_metrics.png``). Used as the engine's
-progress callback on rank 0; a resumed run appends to the same files."""
+progress callback on rank 0; a resumed run appends to the same files.
+
+The two CSV files mean the same by the same names (see :data:`STEP_COLUMNS`,
+:data:`EPOCH_COLUMNS`): ``epoch`` is 1-based in both, ``lr`` is the learning rate the (last)
+optimiser step *used*, and every loss is averaged over all processes' micro-batches.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,24 @@ from typing import Any
 
 from sbanet.engine import Progress
 
-STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "eta_s", "memory_gb")
+STEP_COLUMNS = {
+    "step": "optimiser steps done (1-based: the step this row reports)",
+    "epoch": "the epoch the step belongs to (1-based, as in epochs.csv)",
+    "loss": "the step's training loss, averaged over processes and micro-batches",
+    "lr": "the learning rate this step used (non-encoder groups; encoders: x encoder_lr_mult)",
+    "grad_norm": "global gradient L2 norm before clipping (empty without train.grad_clip)",
+    "samples_per_s": "global samples per second (all processes), mean of the last 50 steps",
+    "eta_s": "estimated seconds to the end of the schedule",
+    "memory_gb": "peak CUDA memory allocated on rank 0 so far, GiB (empty on CPU)",
+}
+EPOCH_COLUMNS = {
+    "epoch": "epochs completed (1-based: the epoch this row reports)",
+    "step": "optimiser steps done at the end of the epoch",
+    "train_loss": "mean of the epoch's step losses (each averaged over processes)",
+    "lr": "the learning rate the epoch's last step used (as steps.csv)",
+    "val_<metric>": "val Pr@0.5 ... Pr@0.9, oIoU, mIoU as fractions in [0, 1] (empty when not validated)",
+}
+STEP_FIELDS = tuple(STEP_COLUMNS)
 PLOTTED_METRICS = ("oIoU", "mIoU", "Pr@0.5", "Pr@0.7", "Pr@0.9")
 
 
@@ -107,7 +129,7 @@ class RunLogger:
             )
         if p.step % self.log_every and p.step != p.total_steps:
             return
-        row = {"step": p.step, "epoch": p.epoch, "loss": p.loss, "lr": p.lr, "grad_norm": p.grad_norm}
+        row = {"step": p.step, "epoch": p.epoch + 1, "loss": p.loss, "lr": p.lr, "grad_norm": p.grad_norm}
         row.update(samples_per_s=p.samples_per_s, eta_s=p.eta_s, memory_gb=p.memory_gb)
         append_csv(self.directory / "steps.csv", row, STEP_FIELDS)
         if self.writer is not None:
