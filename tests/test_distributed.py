@@ -12,11 +12,10 @@ import torch
 import torch.multiprocessing as mp
 from training_fixtures import toy_dataset
 
-from train.logger import RunLogger, read_csv
-
 from sbanet import sbanet_tiny
 from sbanet.distributed import ResumableDistributedSampler, ShardSampler, cleanup, init_from_env
 from sbanet.engine import TrainConfig, train
+from train.logger import RunLogger, read_csv
 
 
 def _free_port() -> int:

@@ -54,7 +54,7 @@ def half_run(data, tmp_path):
 
 
 def test_a_changed_global_batch_is_refused(data, half_run):
-    with pytest.raises(ValueError, match="global batch of 4.*this run's is 2.*--allow-batch-change"):
+    with pytest.raises(ValueError, match=r"global batch of 4.*this run's is 2.*--allow-batch-change"):
         train(tiny(), data, config=TrainConfig(batch_size=2, max_steps=2), resume=half_run)
     # the same per-process batch on another number of processes changes it too
     state = load_training_checkpoint(half_run)
