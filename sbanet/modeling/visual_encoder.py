@@ -26,8 +26,9 @@ class SwinEncoder(nn.Module):
 
     def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
         super().__init__()
-        import timm
         from timm.models.swin_transformer import SwinTransformer
+
+        from ..swin_weights import pretrained_swin
 
         kwargs = dict(
             img_size=config.image_size,
@@ -40,7 +41,7 @@ class SwinEncoder(nn.Module):
             strict_img_size=False,  # builds attention masks per input size: 448 and 480 both work
         )
         if pretrained and config.visual_weights:
-            swin = timm.create_model(config.visual_weights, pretrained=True, **kwargs)
+            swin = pretrained_swin(config.visual_weights, **kwargs)  # a timm name or a local file
         else:
             swin = SwinTransformer(**kwargs)
         self.stage_dims = config.stage_dims
