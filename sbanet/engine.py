@@ -351,7 +351,7 @@ def train(
             metrics = evaluate(model, val_set, batch_size=eval_size, amp=config.amp, num_workers=config.num_workers)
             metrics.pop("per_sample")
             score = float(metrics[config.select_metric])
-            is_best = best is None or score > best
+            is_best = best is None or score > best  # strictly: of tied epochs the earliest stays best
             best = score if is_best else best
         history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "lr": lr, **_flat_summary(metrics)})
         if output_dir is not None:
