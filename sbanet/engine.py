@@ -23,7 +23,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,10 @@ def train(
             batch_changes.append({"step": position.step, "global_batch": samples_per_step, "note": position.note})
             if info.is_main:
                 logger.warning("resuming %s: %s", resume, position.note)
+    if max_steps != config.max_steps:  # checkpoints hold the rescaled length, so later resumes agree
+        config = replace(config, max_steps=max_steps)
+        if run_config and isinstance(run_config.get("train"), dict):
+            run_config = {**run_config, "train": {**run_config["train"], "max_steps": max_steps}}
     total_steps = max_steps or config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = build_scheduler(optimizer, total_steps, config.poly_power, config.warmup_steps)

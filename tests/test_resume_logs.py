@@ -81,6 +81,7 @@ def test_an_allowed_batch_change_rescales_the_schedule_and_says_so(data, half_ru
     assert steps[0].lr == pytest.approx(1e-3 * (1 - 2 / 4) ** 0.9)
     state = load_training_checkpoint(half_run)
     assert [c["global_batch"] for c in state["batch_changes"]] == [2]
+    assert state["train_config"]["max_steps"] == 4  # in the new steps: a later resume agrees
 
 
 def read(path):
