@@ -6,6 +6,7 @@ must be importable. All modules run ``--help`` in one subprocess (torch is impor
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -59,14 +60,14 @@ def test_the_docs_name_the_main_commands():
     assert {"--config", "--resume", "--allow-batch-change"} <= found["train.fit"]
 
 
-def test_every_documented_module_answers_help_with_the_documented_flags():
+def test_every_documented_module_answers_help_with_the_documented_flags(tmp_path):
     commands = documented_commands()
     ours = sorted(m for m in commands if is_ours(m))
     for module in sorted(set(commands) - set(ours)):
         assert find_spec(module) is not None, f"the docs run `python -m {module}`, which is not installed"
     run = subprocess.run(
         [sys.executable, "-c", RUNNER, *ours], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(ROOT), "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(tmp_path)},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
