@@ -103,3 +103,13 @@ def test_steps_and_epochs_csv_agree(data, tmp_path):
         mean = sum(float(r["loss"]) for r in mine) / len(mine)
         assert float(row["train_loss"]) == pytest.approx(mean)
     assert float(steps[0]["lr"]) == 1e-3  # step 1 ran at the base lr
+
+
+def test_tied_epochs_keep_the_earliest_best(data, tmp_path, monkeypatch):
+    """Every epoch scores the same val oIoU: ``best.pt`` stays the first epoch's."""
+    import sbanet.engine as engine
+
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: {"oIoU": 0.5, "mIoU": 0.5, "count": 8, "per_sample": []})
+    result = train(tiny(), data, data, TrainConfig(batch_size=4, epochs=3, lr=1e-3), output_dir=tmp_path)
+    assert [h["val_oIoU"] for h in result.history] == [0.5] * 3
+    assert load_training_checkpoint(tmp_path / "best.pt")["epoch"] == 1
