@@ -47,9 +47,7 @@ class QueryTextAlignment(nn.Module):
         self.query_dim = query_dim
         self.proj_text = nn.Sequential(nn.Linear(text_dim, query_dim), nn.GELU())
         self.proj_query = nn.Sequential(nn.Linear(query_dim, query_dim), nn.GELU())  # w_ik
-        self.proj_value = (
-            nn.Sequential(nn.Linear(query_dim, query_dim), nn.GELU()) if separate_values else None
-        )  # w_iv
+        self.proj_value = nn.Sequential(nn.Linear(query_dim, query_dim), nn.GELU()) if separate_values else None  # w_iv
         self.w_qt = nn.Sequential(nn.Linear(query_dim, text_dim), nn.LayerNorm(text_dim))
         self.w_l = nn.Sequential(nn.Linear(text_dim, text_dim), nn.ReLU())
         self.w_f = nn.Sequential(nn.Linear(text_dim, text_dim), nn.ReLU())
