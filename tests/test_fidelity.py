@@ -219,3 +219,17 @@ def test_self_attention_tokens_are_the_words():
         _, attention = group(images, ids, mask, return_attention=True)
     assignment = attention["stages"][0]["query"]  # [B, M, h, w]: each group's share of the pixels
     torch.testing.assert_close(assignment.flatten(2).sum(-1), torch.ones(2, group.config.num_queries))
+
+
+def test_480_config_gives_the_papers_15x15_last_stage():
+    from train.config import load_config
+
+    config = load_config("configs/rrsisd_swin_b_480.yaml")
+    assert config.model.overrides == {"image_size": 480, "tcsa_grid": 15}
+    assert load_config("configs/rrsisd_swin_b.yaml").model.overrides == {}  # the paper's stated 448
+    model = build_preset("sbanet_tiny", **config.model.overrides).eval()
+    with torch.no_grad():
+        x = model.visual_encoder.stem(torch.randn(1, 3, 480, 480))
+        for i in range(4):
+            x = model.visual_encoder.stage(i, x)
+    assert x.shape[1] * x.shape[2] == 225 == model.config.tcsa_grid**2
