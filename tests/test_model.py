@@ -66,7 +66,10 @@ def test_every_parameter_gets_a_gradient():
     assert dead == []
 
 
-@pytest.mark.parametrize("ablation", ["full", "lavt", "tokens_cross_attention", "tcsa_no_text"])
+@pytest.mark.parametrize(
+    "ablation",
+    ["full", "lavt", "tokens_cross_attention", "tokens_self_attention", "tokens_group_attention", "tcsa_no_text"],
+)
 @torch.no_grad()
 def test_padding_tokens_do_not_change_the_output(ablation):
     model = build_preset("sbanet_tiny", ablation=ablation).eval()

@@ -173,15 +173,17 @@ class GroupTokens(nn.Module):
         return TokenOutput(tokens, assign.view(b, -1, h, w) if need_weights else None, None)
 
 
-class WordSelfAttentionTokens(nn.Module):
-    """Table IV "self-attention": the words attend to each other (padding hidden); the results
-    are the tokens the words then align with (Eq. 2-4), without any visual summary."""
+class SelfAttentionTokens(nn.Module):
+    """Tokens refined by self-attention among themselves: the words (``over_words``, Table IV
+    "self-attention", padding hidden; the words then align with these tokens, Eq. 2-4) or every
+    pixel (``query_mode="pixel_self"``)."""
 
-    def __init__(self, config: SBANetConfig) -> None:
+    def __init__(self, source_dim: int, config: SBANetConfig, over_words: bool) -> None:
         super().__init__()
         dim = config.query_dim
+        self.over_words = over_words
         self.heads = config.query_heads
-        self.to_tokens = nn.Linear(config.text_dim, dim)
+        self.to_tokens = nn.Linear(source_dim, dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.tail = TokenMLP(dim, config.fusion_dropout)
@@ -189,35 +191,15 @@ class WordSelfAttentionTokens(nn.Module):
     def forward(
         self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, need_weights: bool = False
     ) -> TokenOutput:
-        """text ``[B, L, D]``, text_mask ``[B, L]`` -> tokens ``[B, L, c_q]`` and their mask ``[B, L]``."""
-        tokens = self.to_tokens(text)
+        """Words: text ``[B, L, D]`` -> tokens ``[B, L, c_q]`` with the mask ``[B, L]``. Pixels:
+        visual ``[B, H, W, C]`` -> ``[B, HW, c_q]``, no map (``[HW, HW]`` at stage 1 is far too
+        large to keep)."""
+        source = text if self.over_words else visual.reshape(visual.shape[0], -1, visual.shape[-1])
+        mask = text_mask.bool() if self.over_words else None
+        tokens = self.to_tokens(source)
         q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        out, _ = multi_head_attention(q, k, v, self.heads, need_weights=False, key_mask=text_mask)
-        return TokenOutput(self.tail(tokens, self.proj(out)), None, text_mask.bool())
-
-
-class PixelSelfAttentionTokens(nn.Module):
-    """Every pixel is a token, refined by self-attention over all pixels (``query_mode="pixel_self"``)."""
-
-    def __init__(self, visual_dim: int, config: SBANetConfig) -> None:
-        super().__init__()
-        dim = config.query_dim
-        self.heads = config.query_heads
-        self.to_tokens = nn.Linear(visual_dim, dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.tail = TokenMLP(dim, config.fusion_dropout)
-
-    def forward(
-        self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, need_weights: bool = False
-    ) -> TokenOutput:
-        """visual ``[B, H, W, C]`` -> tokens ``[B, HW, c_q]``. No map is returned: an ``[HW, HW]``
-        matrix at stage 1 is far too large to keep."""
-        b, h, w, c = visual.shape
-        tokens = self.to_tokens(visual.reshape(b, h * w, c))
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        out, _ = multi_head_attention(q, k, v, self.heads, need_weights=False)
-        return TokenOutput(self.tail(tokens, self.proj(out)), None, None)
+        out, _ = multi_head_attention(q, k, v, self.heads, need_weights=False, key_mask=mask)
+        return TokenOutput(self.tail(tokens, self.proj(out)), None, mask)
 
 
 class VisualTokens(nn.Module):
@@ -242,8 +224,7 @@ def build_query_tokens(config: SBANetConfig, visual_dim: int, stage: int) -> nn.
         return LearnableQueryTokens(visual_dim, config, config.queries_per_stage[stage])
     if config.query_mode == "group":
         return GroupTokens(visual_dim, config, config.queries_per_stage[stage])
-    if config.query_mode == "self":
-        return WordSelfAttentionTokens(config)
-    if config.query_mode == "pixel_self":
-        return PixelSelfAttentionTokens(visual_dim, config)
+    if config.query_mode in ("self", "pixel_self"):
+        over_words = config.query_mode == "self"
+        return SelfAttentionTokens(config.text_dim if over_words else visual_dim, config, over_words)
     return VisualTokens(visual_dim, config)
