@@ -11,7 +11,8 @@ Every builder takes ``pretrained`` and config overrides, e.g. ``sbanet_swin_b(pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -130,26 +131,57 @@ PRESET_CONFIGS: dict[str, Callable[..., SBANetConfig]] = {
 }
 
 # --- the paper's ablations as config overrides ------------------------------------------------
-ABLATIONS: dict[str, dict[str, Any]] = {
-    # Table III
-    "lavt": dict(bam=False, dfs=False, tcsa=False),
-    "lavt+dfs": dict(bam=False, dfs=True, tcsa=False),
-    "lavt+bam": dict(bam=True, dfs=False, tcsa=False),
-    "lavt+tcsa": dict(bam=False, dfs=False, tcsa=True),
-    "bam+dfs": dict(bam=True, dfs=True, tcsa=False),
-    "full": dict(),
-    # Table IV: how the tokens that meet the words are made, and how many
-    "tokens_self_attention": dict(query_mode="self"),
-    "tokens_cross_attention": dict(query_mode="cross"),
-    "tokens_learnable_no_pe": dict(query_pos_embed=False),
-    "tokens_learnable": dict(query_mode="learnable", query_pos_embed=True),
-    **{f"tokens_m{m}": dict(num_queries=m) for m in (128, 225, 256, 512, 1024)},
-    "tokens_pyramid": dict(num_queries=(1024, 512, 256, 128)),  # fewer tokens where fewer pixels
-    # Table V
-    "tcsa_channel_only": dict(tcsa_spatial=False),
-    "tcsa_spatial_only": dict(tcsa_channel=False),
-    "tcsa_no_text": dict(tcsa_text=False),
-}
+# Each row is built on the base its table varies: Table III on LAVT, Table IV on LAVT + BAM (BAM
+# with its DFS, no TCSA), Table V on LAVT + TCSA. BAM is defined with DFS (Sec. III-B).
+LAVT = MappingProxyType(dict(bam=False, dfs=False, tcsa=False))
+LAVT_BAM = MappingProxyType(dict(bam=True, dfs=True, tcsa=False))
+LAVT_TCSA = MappingProxyType(dict(bam=False, dfs=False, tcsa=True))
+TOKEN_COUNTS = (128, 225, 256, 512, 1024)
+
+ABLATIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        # Table III: the components, added to LAVT
+        "lavt": dict(LAVT),
+        "lavt+bam": dict(LAVT_BAM),
+        "lavt+tcsa": dict(LAVT_TCSA),
+        "full": dict(bam=True, dfs=True, tcsa=True),
+        # finer splits of BAM (not rows of the paper)
+        "lavt+dfs": dict(LAVT, dfs=True),
+        "lavt+bam_no_dfs": dict(LAVT, bam=True),
+        "bam+dfs": dict(LAVT_BAM),  # the same network as "lavt+bam"
+        # Table IV on LAVT + BAM: how the tokens that meet the words are made, and how many
+        "tokens_self_attention": dict(LAVT_BAM, query_mode="self"),
+        "tokens_cross_attention": dict(LAVT_BAM, query_mode="cross"),
+        "tokens_group_attention": dict(LAVT_BAM, query_mode="group"),
+        "tokens_learnable_no_pe": dict(LAVT_BAM, query_pos_embed=False),
+        "tokens_learnable": dict(LAVT_BAM, query_mode="learnable", query_pos_embed=True),
+        **{f"tokens_m{m}": dict(LAVT_BAM, num_queries=m) for m in TOKEN_COUNTS},
+        # one count per stage, growing with the stage width C_i = 128, 256, 512, 1024
+        "tokens_pyramid": dict(LAVT_BAM, num_queries=(128, 256, 512, 1024)),
+        # Table V on LAVT + TCSA: the aggregator's parts
+        "tcsa_channel_only": dict(LAVT_TCSA, tcsa_spatial=False),
+        "tcsa_spatial_only": dict(LAVT_TCSA, tcsa_channel=False),
+        "tcsa_no_text": dict(LAVT_TCSA, tcsa_text=False),
+        "tcsa_full": dict(LAVT_TCSA),  # the same network as "lavt+tcsa"
+    }
+)
+
+# The rows of each table, in the paper's order (train.ablations runs them).
+ABLATION_TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "III": ("lavt", "lavt+bam", "lavt+tcsa", "full"),
+        "IV": (
+            "tokens_self_attention",
+            "tokens_cross_attention",
+            "tokens_group_attention",
+            "tokens_learnable_no_pe",
+            "tokens_learnable",
+            *(f"tokens_m{m}" for m in TOKEN_COUNTS),
+            "tokens_pyramid",
+        ),
+        "V": ("tcsa_channel_only", "tcsa_spatial_only", "tcsa_no_text", "tcsa_full"),
+    }
+)
 
 
 def build_preset(name: str, pretrained: bool = False, ablation: str | None = None, **overrides: Any) -> SBANet:
@@ -158,7 +190,7 @@ def build_preset(name: str, pretrained: bool = False, ablation: str | None = Non
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     if ablation is not None and ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; choose from {sorted(ABLATIONS)}")
-    changes = {**(ABLATIONS[ablation] if ablation else {}), **overrides}
+    changes = {**(dict(ABLATIONS[ablation]) if ablation else {}), **overrides}
     return PRESETS[name](pretrained=pretrained, **changes)
 
 

@@ -17,12 +17,14 @@ import torch
 from torch import nn
 
 from .build import build_model
-from .config import SBANetConfig
+from .config import CONFIG_VERSION, SBANetConfig
 from .modeling.sbanet import SBANet
 from .modeling.text_encoder import load_tokenizer
 
 FORMAT = "sbanet"
-FORMAT_VERSION = 1
+# 2: the config holds every architecture field explicitly (see sbanet.config.LEGACY_VALUES for
+# what a version-1 config, written before some of them existed, computes)
+FORMAT_VERSION = CONFIG_VERSION
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
@@ -118,7 +120,7 @@ def _load_pickle(path: Path, allow_pickle: bool) -> tuple[SBANetConfig, dict[str
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(blob, dict) or "config" not in blob or "model" not in blob:
         raise ValueError(f"{path.name} is not an sbanet training checkpoint (needs 'config' and 'model')")
-    return SBANetConfig.from_dict(blob["config"]), blob["model"]
+    return SBANetConfig.from_dict(blob["config"], blob.get("config_version")), blob["model"]
 
 
 def load_pretrained(
@@ -147,9 +149,10 @@ def load_pretrained(
     header = json.loads((path / CONFIG_FILE).read_text())
     if header.get("format") != FORMAT:
         raise ValueError(f"{path / CONFIG_FILE} is not an sbanet config (format={header.get('format')!r})")
-    if header.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"checkpoint format {header['format_version']} is newer than this sbanet ({FORMAT_VERSION})")
-    config = SBANetConfig.from_dict(header["config"])
+    version = int(header.get("format_version", 1))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"checkpoint format {version} is newer than this sbanet ({FORMAT_VERSION})")
+    config = SBANetConfig.from_dict(header["config"], version)
     external_text = header.get("text_encoder") == "from_source"
     model = build_model(config, pretrained=False)
     if external_text:  # the frozen text encoder comes from its own source (e.g. the MiniLM wheel)

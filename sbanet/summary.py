@@ -1,4 +1,4 @@
-"""``python -m sbanet.summary --preset NAME``: parameters per component and FLOPs at 448x448.
+"""``python -m sbanet.summary [--preset] NAME``: parameters per component and FLOPs at 448x448.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2 FLOPs)
 on one image and one 20-token expression; weights are random (the counts do not depend on them).
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .build import ABLATIONS, PRESET_CONFIGS, build_model, count_parameters
-from .config import SBANetConfig
+from .config import LEGACY_VALUES, SBANetConfig
 
 
 def component_parameters(model: nn.Module) -> dict[str, int]:
@@ -82,13 +82,18 @@ def format_summary(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="sbanet_swin_b", choices=sorted(PRESET_CONFIGS))
+    parser.add_argument("name", nargs="?", choices=sorted(PRESET_CONFIGS), help="the preset (or --preset)")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESET_CONFIGS))
     parser.add_argument("--ablation", choices=sorted(ABLATIONS), help="apply one of the paper's ablation variants")
+    parser.add_argument(
+        "--legacy", action="store_true", help="the forms checkpoints of format version 1 compute (sbanet.config)"
+    )
     parser.add_argument("--image-size", type=int, default=448)
     parser.add_argument("--no-flops", action="store_true", help="parameters only (fast)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    config = PRESET_CONFIGS[args.preset](**(ABLATIONS[args.ablation] if args.ablation else {}))
+    changes = {**(ABLATIONS[args.ablation] if args.ablation else {}), **(LEGACY_VALUES if args.legacy else {})}
+    config = PRESET_CONFIGS[args.preset or args.name or "sbanet_swin_b"](**changes)
     result = summarize(config, args.image_size, flops=not args.no_flops)
     print(json.dumps(result, indent=2) if args.json else format_summary(result))
 

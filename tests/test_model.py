@@ -66,7 +66,10 @@ def test_every_parameter_gets_a_gradient():
     assert dead == []
 
 
-@pytest.mark.parametrize("ablation", ["full", "lavt", "tokens_cross_attention", "tcsa_no_text"])
+@pytest.mark.parametrize(
+    "ablation",
+    ["full", "lavt", "tokens_cross_attention", "tokens_self_attention", "tokens_group_attention", "tcsa_no_text"],
+)
 @torch.no_grad()
 def test_padding_tokens_do_not_change_the_output(ablation):
     model = build_preset("sbanet_tiny", ablation=ablation).eval()
@@ -85,20 +88,29 @@ def _pwam(c, d):
     return 4 * (c * c + c) + 2 * (d * c + c)
 
 
-def _dfs(c, d, windows):
-    w = len(windows)
-    return w * _pwam(c, d) + w * (c * c + c + 2 * c) + (w * c * c + c) + (c * c + c) + 2 * c
+def _dfs(c, d, cfg: SBANetConfig):
+    w = len(cfg.dfs_windows)
+    projections = sum(1 for k in cfg.dfs_windows if k > 1 or cfg.dfs_project_micro)
+    return w * _pwam(c, d) + projections * (c * c + c + 2 * c) + (w * c * c + c) + (c * c + c) + 2 * c
+
+
+def _mlp(q):
+    return (q * 4 * q + 4 * q) + (4 * q * q + q)
 
 
 def _tokens(c, cfg: SBANetConfig, m):
     q = cfg.query_dim
-    tail = 4 * q + (q * 4 * q + 4 * q) + (4 * q * q + q)
+    if cfg.query_mode == "group":  # tokens, W_q, W_k, W_v, 2 LN, MLP, LN
+        return m * q + (q * q + q) + 2 * (c * q + q) + 4 * q + _mlp(q) + 2 * q
     table = m * q * (2 if cfg.query_pos_embed else 1)
-    return table + 2 * (q * q + q) + 2 * (c * q + q) + tail
+    if cfg.bam_attention == "single":  # W_q, W_k, W_v, 3 LN, MLP, LN
+        return table + (q * q + q) + 2 * (c * q + q) + 6 * q + _mlp(q) + 2 * q
+    return table + 2 * (q * q + q) + 2 * (c * q + q) + 4 * q + _mlp(q)
 
 
-def _alignment(d, q):
-    return (d * q + q) + (q * q + q) + (q * d + d + 2 * d) + 2 * (d * d + d)
+def _alignment(d, q, cfg: SBANetConfig):
+    values = (q * q + q) if cfg.bam_attention == "single" else 0  # w_iv apart from w_ik
+    return (d * q + q) + (q * q + q) + values + (q * d + d + 2 * d) + 2 * (d * d + d)
 
 
 def _tcsa(cfg: SBANetConfig):
@@ -108,6 +120,7 @@ def _tcsa(cfg: SBANetConfig):
     n += 2 * s + 2 * cc  # scale norms, concat norm
     n += (2 * s + 4 * cc + 2 * s) if cfg.tcsa_channel else 0
     n += (4 * cc + 4 * s) if cfg.tcsa_spatial else 0
+    n += (2 * s + 2 * cc) if cfg.tcsa_spatial and cfg.tcsa_order == "sequential" else 0  # Eq. 10's LN
     n += 2 * s + sum(8 * c * c + 5 * c for c in dims)  # FFN norms + FFNs
     n += sum(c * c + 2 * c for c in dims)  # reconstruction conv + BN
     return n
@@ -116,28 +129,32 @@ def _tcsa(cfg: SBANetConfig):
 def expected_fusion_extra(cfg: SBANetConfig) -> int:
     """Parameters a config adds on top of LAVT's PWAMs (stage norms, gates, decoder equal)."""
     d = cfg.text_dim
+    q = cfg.query_dim
     extra = 0
     for i, c in enumerate(cfg.stage_dims):
         if cfg.dfs:
-            extra += _dfs(c, d, cfg.dfs_windows) - _pwam(c, d)
+            extra += _dfs(c, d, cfg) - _pwam(c, d)
         if cfg.bam:
-            extra += _alignment(d, cfg.query_dim)
-            if cfg.query_mode == "learnable":
+            extra += _alignment(d, q, cfg)
+            if cfg.query_mode in ("learnable", "group"):
                 extra += _tokens(c, cfg, cfg.queries_per_stage[i])
-            elif cfg.query_mode == "self":
-                q = cfg.query_dim
-                extra += (c * q + q) + (q * 3 * q + 3 * q) + (q * q + q) + 4 * q + 8 * q * q + 5 * q
+            elif cfg.query_mode in ("self", "pixel_self"):  # over the words / over the pixels
+                source = d if cfg.query_mode == "self" else c
+                extra += (source * q + q) + (q * 3 * q + 3 * q) + (q * q + q) + 4 * q + _mlp(q)
             else:
-                q = cfg.query_dim
-                extra += (c * q + q) + 4 * q + 8 * q * q + 5 * q
+                extra += (c * q + q) + 4 * q + _mlp(q)
     if cfg.tcsa:
         extra += _tcsa(cfg)
     return extra
 
 
+LEGACY_FORMS = {"bam_attention": "multihead", "dfs_project_micro": True, "tcsa_order": "parallel"}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["paper", "legacy"])
 @pytest.mark.parametrize("ablation", sorted(ABLATIONS))
-def test_ablation_builds_runs_and_has_expected_size(ablation):
-    cfg = PRESET_CONFIGS["sbanet_tiny"](**ABLATIONS[ablation])
+def test_ablation_builds_runs_and_has_expected_size(ablation, legacy):
+    cfg = PRESET_CONFIGS["sbanet_tiny"](**ABLATIONS[ablation], **(LEGACY_FORMS if legacy else {}))
     model = build_model(cfg).eval()
     lavt = build_model(PRESET_CONFIGS["sbanet_tiny"](**ABLATIONS["lavt"]))
     assert count_parameters(model) - count_parameters(lavt) == expected_fusion_extra(cfg)

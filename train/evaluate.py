@@ -58,6 +58,19 @@ def overlay(rgb: np.ndarray, pred: np.ndarray, target: np.ndarray, alpha: float 
     return out.round().astype(np.uint8)
 
 
+def image_on_mask_grid(rgb: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``[H, W, 3] uint8`` resized (bilinear) to the mask's ``[h, w]`` when they differ.
+
+    Some RRSIS-D images are not the size of their RLE masks (e.g. 09976.jpg, 15324.jpg); the
+    reference resizes image and mask each to the square input size, so both cover the same
+    extent. The overlay does the same onto the mask's grid, where the scores were computed."""
+    if rgb.shape[:2] == tuple(shape[:2]):
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+
+
 @torch.no_grad()
 def save_overlays(model: torch.nn.Module, dataset: Any, picks: list[tuple[str, int, float]], directory: Path) -> None:
     """One PNG ``<name>.png`` per ``(name, index, iou)``: the prediction at the image's size, captioned."""
@@ -71,7 +84,7 @@ def save_overlays(model: torch.nn.Module, dataset: Any, picks: list[tuple[str, i
         probability = model.probability(forward_batch(model, batch))[0]
         target = np.asarray(sample.load_mask()).astype(bool)
         pred = (upsample_probability(probability, target.shape) > 0.5).cpu().numpy()
-        panel = Image.fromarray(overlay(to_rgb8(sample.load_image()), pred, target))
+        panel = Image.fromarray(overlay(image_on_mask_grid(to_rgb8(sample.load_image()), target.shape), pred, target))
         # the caption wrapped to the panel (PIL's default font is about 6 px a character)
         caption = textwrap.wrap(f"IoU {100 * iou:.1f}: {sample.expression or '(no text)'}", max(12, panel.width // 6))
         top = 4 + 12 * len(caption)

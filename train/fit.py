@@ -49,8 +49,13 @@ def build_model_from(config: FitConfig) -> torch.nn.Module:
     model = build_preset(m.preset, pretrained=m.pretrained and m.init is None, ablation=m.ablation, **m.overrides)
     if m.init is not None:  # fine-tuning: same architecture, weights from a trained model
         source, _ = load_pretrained(m.init, allow_pickle=Path(m.init).suffix in {".pt", ".pth"})
-        if source.config.without_loss() != model.config.without_loss():
-            raise ValueError(f"model.init {m.init} has a different config than {m.preset} with these overrides")
+        theirs, ours = source.config.without_loss(), model.config.without_loss()
+        if theirs != ours:
+            differ = {k: theirs[k] for k in ours if theirs.get(k) != ours[k]}
+            raise ValueError(
+                f"model.init {m.init} has a different config than {m.preset} with these overrides; "
+                f"its values (pass them as model.overrides): {differ}"
+            )
         load_state_dict_checked(model, source.state_dict())
     return model
 

@@ -3,7 +3,8 @@
 Under ``root``::
 
     images/<id>.tif                  (folder: .png / .jpg / .jpeg / .tif / .tiff)
-    masks/<id>.tif                   binary: a pixel belongs to the target when its value > 50
+    masks/<id>.tif                   a pixel belongs to the target when its grey value > 50 (3-band
+                                     masks are read as weighted grey, like cv2.imread(p, 2))
     output_phrase_<split>.txt        one ``<id> <expression>`` per line
     samples_<split>.jsonl            folder only, optional: {"id", "image", "category", ...} per
                                      sample; ``image`` groups samples of one source image
@@ -58,12 +59,29 @@ def read_phrases(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+# cv2's RGB -> grey weights 0.299 / 0.587 / 0.114 in its 14-bit fixed point (integer images)
+GREY_WEIGHTS = (4899, 9617, 1868)
+GREY_SHIFT = 14
+
+
+def reference_grey(mask: np.ndarray) -> np.ndarray:
+    """``[H, W]`` or ``[H, W, C]`` -> ``[H, W]`` as ``cv2.imread(path, 2)`` reads a mask: one band
+    as it is, 3+ bands (R, G, B first; alpha ignored) as ``0.299 R + 0.587 G + 0.114 B``, rounded
+    in cv2's fixed point for integer images."""
+    if mask.ndim == 2 or mask.shape[2] < 3:
+        return mask if mask.ndim == 2 else mask[..., 0]
+    r, g, b = (mask[..., i] for i in range(3))
+    if np.issubdtype(mask.dtype, np.integer):
+        wr, wg, wb = GREY_WEIGHTS
+        grey = r.astype(np.int64) * wr + g.astype(np.int64) * wg + b.astype(np.int64) * wb + (1 << (GREY_SHIFT - 1))
+        return (grey >> GREY_SHIFT).astype(mask.dtype)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
 def read_binary_mask(path: str | Path, threshold: int = MASK_THRESHOLD) -> np.ndarray:
-    """A mask image -> ``bool [H, W]`` (value > threshold in any band)."""
-    mask = np.asarray(read_image(path))
-    if mask.ndim == 3:
-        mask = mask.max(axis=2)
-    return mask > threshold
+    """A mask image -> ``bool [H, W]``: its grey value (:func:`reference_grey`) > ``threshold``,
+    what the RefSegRS reference loader computes (``cv2.imread(p, 2) > 50``)."""
+    return reference_grey(np.asarray(read_image(path))) > threshold
 
 
 def _index_files(directory: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:

@@ -72,7 +72,10 @@ def load_refs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def decode_segmentation(segmentation: Any, height: int | None = None, width: int | None = None) -> np.ndarray:
-    """A COCO ``segmentation`` -> ``bool [H, W]``, every part merged.
+    """A COCO ``segmentation`` -> ``bool [H, W]``: the pixels exactly one part covers.
+
+    This is the reference's rule (``refer.py`` sums the decoded parts, the dataset keeps
+    ``sum == 1``): where two parts overlap, the pixel is background. One part is the part itself.
 
     Accepts a list of RLEs (RRSIS-D: one RLE whose ``counts`` is a ``str`` or ``bytes``), an
     uncompressed RLE (``counts`` a list of ints), or polygons (then ``height``/``width`` are needed).
@@ -103,8 +106,10 @@ def decode_segmentation(segmentation: Any, height: int | None = None, width: int
         raise ValueError("the segmentation is empty")
     if len({tuple(r["size"]) for r in rles}) > 1:
         raise ValueError(f"segmentation parts have different sizes: {[r['size'] for r in rles]}")
-    merged = rles[0] if len(rles) == 1 else mask_utils.merge(rles)
-    return np.ascontiguousarray(mask_utils.decode(merged).astype(bool))
+    if len(rles) == 1:
+        return np.ascontiguousarray(mask_utils.decode(rles[0]).astype(bool))
+    coverage = mask_utils.decode(rles).sum(axis=2, dtype=np.int32)  # [H, W, parts] -> parts per pixel
+    return np.ascontiguousarray(coverage == 1)
 
 
 def rrsisd_samples(root: str | Path, split: str) -> list[ReferringSample]:

@@ -1,8 +1,9 @@
 """The paper's transforms and a ``torch`` dataset over :class:`ReferringSample` lists.
 
 As LAVT / SBANet: a square resize to the input size (bilinear, antialiased like PIL, for the
-image; nearest for the mask), ImageNet normalisation, and no flips or rotations (expressions name
-locations: a flip would turn "the building on the left" into a wrong label).
+image; PIL's nearest for the mask, bit for bit), ImageNet normalisation, and no flips or
+rotations (expressions name locations: a flip would turn "the building on the left" into a wrong
+label).
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ def normalize(
 
 
 def resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
-    """``bool [H, W]`` -> ``int64 [S, S]`` in {0, 1} by nearest neighbour (pixel centres, as PIL)."""
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None].float()
-    return F.interpolate(m, size=(size, size), mode="nearest-exact")[0, 0].long()
+    """``bool [H, W]`` -> ``int64 [S, S]`` in {0, 1} by PIL's ``NEAREST``, as the reference resizes
+    its targets (torchvision on a PIL image). PIL steps through the source in floating point, so
+    where a pixel centre falls exactly between two source pixels (e.g. 28 of 448 rows at
+    512 -> 448) it picks otherwise than torch's ``nearest-exact``: PIL itself decides here."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
+    return torch.from_numpy(np.array(image.resize((size, size), Image.Resampling.NEAREST))).long()
 
 
 class ReferringDataset(Dataset):

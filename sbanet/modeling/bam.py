@@ -2,8 +2,8 @@
 
 Per stage ``i``:
 
-1. query tokens summarise the visual features ``F_Vi`` (Eq. 1, :class:`LearnableQueryTokens`;
-   Table IV's alternatives are :class:`VisualSelfAttentionTokens` and :class:`VisualTokens`);
+1. query tokens summarise the visual features ``F_Vi`` (Eq. 1, :mod:`sbanet.modeling.tokens`,
+   with Table IV's alternatives);
 2. the words align with the tokens and the language features are updated (Eq. 2-4,
    :class:`QueryTextAlignment`): vision -> language, the direction LAVT lacks;
 3. the visual features are fused with the updated language at several pooling windows
@@ -19,171 +19,74 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import SBANetConfig
 from .dfs import DynamicFeatureSelection
 from .pwam import PWAM, LanguageGate
+from .tokens import LearnableQueryTokens, build_query_tokens
 
-
-def multi_head_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, need_weights: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scaled dot-product attention. q ``[B, M, C]``, k/v ``[B, N, C]`` -> ``[B, M, C]``.
-
-    With ``need_weights`` the weights are computed explicitly and returned averaged over heads
-    (``[B, M, N]``); otherwise the fused kernel runs and no ``[M, N]`` matrix is kept.
-    """
-    b, m, c = q.shape
-    n = k.shape[1]
-    q = q.view(b, m, heads, c // heads).transpose(1, 2)
-    k = k.view(b, n, heads, c // heads).transpose(1, 2)
-    v = v.view(b, n, heads, c // heads).transpose(1, 2)
-    if need_weights:
-        attn = torch.softmax(q @ k.transpose(-2, -1) * (c // heads) ** -0.5, dim=-1)
-        out = attn @ v
-        weights = attn.mean(dim=1)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v)
-        weights = None
-    return out.transpose(1, 2).reshape(b, m, c), weights
-
-
-class TokenMLP(nn.Module):
-    """Post-norm transformer tail shared by the token variants: ``y = LN(x + u)``, ``LN(y + MLP(y))``."""
-
-    def __init__(self, dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
-        self.norm2 = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor, update: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.norm1(x if update is None else x + update)
-        return self.norm2(y + self.mlp(y))
-
-
-class LearnableQueryTokens(nn.Module):
-    """Eq. (1): ``M`` learnable tokens ``LQ_i`` of width ``c_q`` read the stage's visual features.
-
-    ``LQ'_i = LN(X + MLP(X))``, ``X = LN(LQ_i + W_o softmax((LQ_i + P) W_q (F_Vi W_k)^T / sqrt(d)) F_Vi W_v)``
-    with a learnable position embedding ``P`` added to the queries (Table IV's "w/o PE" drops it).
-    """
-
-    def __init__(self, visual_dim: int, config: SBANetConfig, num_queries: int) -> None:
-        super().__init__()
-        dim = config.query_dim
-        self.heads = config.query_heads
-        self.tokens = nn.Parameter(torch.empty(num_queries, dim))
-        self.pos_embed = nn.Parameter(torch.empty(num_queries, dim)) if config.query_pos_embed else None
-        for p in (self.tokens, self.pos_embed):
-            if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
-        self.to_q = nn.Linear(dim, dim)
-        self.to_k = nn.Linear(visual_dim, dim)
-        self.to_v = nn.Linear(visual_dim, dim)
-        self.proj = nn.Linear(dim, dim)
-        self.tail = TokenMLP(dim, config.fusion_dropout)
-
-    def forward(self, visual: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """visual ``[B, H, W, C]`` -> tokens ``LQ'_i [B, M, c_q]`` and, if asked, their attention
-        over pixels ``[B, M, H, W]`` (mean over heads)."""
-        b, h, w, c = visual.shape
-        pixels = visual.reshape(b, h * w, c)
-        tokens = self.tokens.unsqueeze(0).expand(b, -1, -1)
-        queries = tokens if self.pos_embed is None else tokens + self.pos_embed
-        out, weights = multi_head_attention(
-            self.to_q(queries), self.to_k(pixels), self.to_v(pixels), self.heads, need_weights
-        )
-        tokens = self.tail(tokens, self.proj(out))
-        return tokens, None if weights is None else weights.view(b, -1, h, w)
-
-
-class VisualSelfAttentionTokens(nn.Module):
-    """Table IV "self-attention": every pixel is a token, refined by self-attention over all pixels."""
-
-    def __init__(self, visual_dim: int, config: SBANetConfig) -> None:
-        super().__init__()
-        dim = config.query_dim
-        self.heads = config.query_heads
-        self.to_tokens = nn.Linear(visual_dim, dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.tail = TokenMLP(dim, config.fusion_dropout)
-
-    def forward(self, visual: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, None]:
-        """visual ``[B, H, W, C]`` -> tokens ``[B, HW, c_q]``. No map is returned: an ``[HW, HW]``
-        matrix at stage 1 is far too large to keep."""
-        b, h, w, c = visual.shape
-        tokens = self.to_tokens(visual.reshape(b, h * w, c))
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        out, _ = multi_head_attention(q, k, v, self.heads, need_weights=False)
-        return self.tail(tokens, self.proj(out)), None
-
-
-class VisualTokens(nn.Module):
-    """Table IV "cross-attention": no token summary; the words attend to every pixel directly."""
-
-    def __init__(self, visual_dim: int, config: SBANetConfig) -> None:
-        super().__init__()
-        self.to_tokens = nn.Linear(visual_dim, config.query_dim)
-        self.tail = TokenMLP(config.query_dim, config.fusion_dropout)
-
-    def forward(self, visual: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, None]:
-        """visual ``[B, H, W, C]`` -> tokens ``[B, HW, c_q]``."""
-        b, h, w, c = visual.shape
-        return self.tail(self.to_tokens(visual.reshape(b, h * w, c))), None
-
-
-def build_query_tokens(config: SBANetConfig, visual_dim: int, stage: int) -> nn.Module:
-    if config.query_mode == "learnable":
-        return LearnableQueryTokens(visual_dim, config, config.queries_per_stage[stage])
-    if config.query_mode == "self":
-        return VisualSelfAttentionTokens(visual_dim, config)
-    return VisualTokens(visual_dim, config)
+__all__ = ["BidirectionalAlignmentModule", "LearnableQueryTokens", "QueryTextAlignment", "StageOutput"]
 
 
 class QueryTextAlignment(nn.Module):
     """Eq. (2)-(4): words align with the query tokens and the language features are updated.
 
-    ``T = GELU(W_t F'_L(i-1))``, ``Q = GELU(W_q LQ'_i)`` (1x1 convs), ``R = softmax(T Q^T / sqrt(c_q)) Q``
-    (each word attends over the tokens), ``R_i = LN(W_qt R)``, ``F'_Li = w_f(w_l(F'_L(i-1)) * R_i)``
-    with ``w_l, w_f = 1x1 conv + ReLU``. Padded words are zeroed in the output.
+    ``T = GELU(W_t F'_L(i-1))``, ``K = GELU(w_ik LQ'_i)``, ``V = GELU(w_iv LQ'_i)`` (1x1 convs),
+    ``R = softmax(T K^T / sqrt(c_q)) V`` (each word attends over the tokens), ``R_i = LN(W_qt R)``,
+    ``F'_Li = w_f(w_l(F'_L(i-1)) * R_i)`` with ``w_l, w_f = 1x1 conv + ReLU``. Padded words are
+    zeroed in the output. ``separate_values=False`` (checkpoints of ``bam_attention="multihead"``)
+    shares one projection for keys and values (``w_iv = w_ik``).
 
     The paper writes ``w_qt`` as "1x1 conv + norm" without naming the norm; a LayerNorm over
     channels is used so padded words cannot leak into real ones (an InstanceNorm over words would).
     """
 
-    def __init__(self, text_dim: int, query_dim: int) -> None:
+    def __init__(self, text_dim: int, query_dim: int, separate_values: bool = True) -> None:
         super().__init__()
         self.query_dim = query_dim
         self.proj_text = nn.Sequential(nn.Linear(text_dim, query_dim), nn.GELU())
-        self.proj_query = nn.Sequential(nn.Linear(query_dim, query_dim), nn.GELU())
+        self.proj_query = nn.Sequential(nn.Linear(query_dim, query_dim), nn.GELU())  # w_ik
+        self.proj_value = nn.Sequential(nn.Linear(query_dim, query_dim), nn.GELU()) if separate_values else None  # w_iv
         self.w_qt = nn.Sequential(nn.Linear(query_dim, text_dim), nn.LayerNorm(text_dim))
         self.w_l = nn.Sequential(nn.Linear(text_dim, text_dim), nn.ReLU())
         self.w_f = nn.Sequential(nn.Linear(text_dim, text_dim), nn.ReLU())
 
     def forward(
-        self, text: torch.Tensor, text_mask: torch.Tensor, tokens: torch.Tensor, need_weights: bool = False
+        self,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        tokens: torch.Tensor,
+        need_weights: bool = False,
+        token_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """text ``[B, L, D]``, text_mask ``[B, L]``, tokens ``[B, M, c_q]`` -> ``F'_Li [B, L, D]``.
+
+        ``token_mask [B, M]`` (True = real) hides tokens from the words (the word self-attention
+        variant's tokens are words, padding included).
 
         With ``need_weights``: ``alignment [B, L, M]`` (Eq. 3, rows over tokens) and
         ``word_relevance [B, L]``: the same scores normalised over the real words and averaged
         over tokens, i.e. how much of the tokens' attention each word would receive.
         """
         t = self.proj_text(text)
-        q = self.proj_query(tokens)
-        logits = torch.matmul(t, q.transpose(1, 2)) / math.sqrt(self.query_dim)  # [B, L, M]
+        k = self.proj_query(tokens)
+        v = k if self.proj_value is None else self.proj_value(tokens)
+        scores = torch.matmul(t, k.transpose(1, 2)) / math.sqrt(self.query_dim)  # [B, L, M]
+        logits = scores if token_mask is None else scores.masked_fill(~token_mask.bool()[:, None, :], float("-inf"))
         attn = torch.softmax(logits, dim=-1)
-        relation = self.w_qt(torch.matmul(attn, q))  # R_i [B, L, D]
+        relation = self.w_qt(torch.matmul(attn, v))  # R_i [B, L, D]
         mask = text_mask.to(text.dtype).unsqueeze(-1)
         updated = self.w_f(self.w_l(text) * relation) * mask
         if not need_weights:
             return updated, None
-        word_logits = logits.masked_fill(~text_mask.bool().unsqueeze(-1), float("-inf"))
-        relevance = torch.softmax(word_logits, dim=1).mean(dim=2)  # [B, L]
+        word_logits = scores.masked_fill(~text_mask.bool().unsqueeze(-1), float("-inf"))
+        per_token = torch.softmax(word_logits, dim=1)  # [B, L, M]
+        if token_mask is None:
+            relevance = per_token.mean(dim=2)  # [B, L]
+        else:  # averaged over the real tokens only
+            real = token_mask.to(per_token.dtype)[:, None, :]
+            relevance = (per_token * real).sum(dim=2) / real.sum(dim=2).clamp_min(1.0)
         return updated, {"alignment": attn, "word_relevance": relevance}
 
 
@@ -203,11 +106,15 @@ class BidirectionalAlignmentModule(nn.Module):
         text_dim = config.text_dim
         if config.bam:
             self.query_tokens = build_query_tokens(config, dim, stage)
-            self.alignment = QueryTextAlignment(text_dim, config.query_dim)
+            self.alignment = QueryTextAlignment(
+                text_dim, config.query_dim, separate_values=config.bam_attention == "single"
+            )
         else:
             self.query_tokens = self.alignment = None
         if config.dfs:
-            self.dfs = DynamicFeatureSelection(dim, text_dim, config.dfs_windows, config.fusion_dropout)
+            self.dfs = DynamicFeatureSelection(
+                dim, text_dim, config.dfs_windows, config.fusion_dropout, project_micro=config.dfs_project_micro
+            )
             self.pwam = None
         else:
             self.dfs = None
@@ -220,8 +127,8 @@ class BidirectionalAlignmentModule(nn.Module):
         """x ``[B, H, W, C]`` (the stage's blocks' output), text ``[B, L, D]``, text_mask ``[B, L]``."""
         attention: dict[str, torch.Tensor] = {}
         if self.query_tokens is not None:
-            tokens, token_attn = self.query_tokens(x, need_weights=need_attention)
-            text, align = self.alignment(text, text_mask, tokens, need_weights=need_attention)
+            tokens, token_attn, token_mask = self.query_tokens(x, text, text_mask, need_weights=need_attention)
+            text, align = self.alignment(text, text_mask, tokens, need_attention, token_mask)
             if need_attention:
                 attention.update(align)
                 if token_attn is not None:

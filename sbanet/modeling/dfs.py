@@ -20,14 +20,22 @@ class DynamicFeatureSelection(nn.Module):
 
     Pooling uses ``kernel = stride = w`` with ``ceil_mode`` so no border pixel is dropped. The
     paper's "1x1 conv + norm" per branch uses a channel LayerNorm here (batch-size independent).
+    The paper has three of them, one per pooled (macro) branch; the full-resolution branch
+    (window 1) enters its PWAM as it is. ``project_micro=True`` gives it a projection too (what
+    checkpoints written before this reading compute).
     A branch that pools a map down to a single cell contributes nothing (PWAM's instance norm
     of one pixel is zero): at 448x448 the coarsest case is stage 4 (14x14) at window 6 -> 3x3.
     """
 
-    def __init__(self, dim: int, text_dim: int, windows: tuple[int, ...], dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, text_dim: int, windows: tuple[int, ...], dropout: float = 0.0, project_micro: bool = False
+    ) -> None:
         super().__init__()
         self.windows = tuple(windows)
-        self.branch_proj = nn.ModuleList(nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim)) for _ in self.windows)
+        self.branch_proj = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim)) if window > 1 or project_micro else nn.Identity()
+            for window in self.windows
+        )
         self.branch_pwam = nn.ModuleList(PWAM(dim, text_dim, dropout) for _ in self.windows)
         self.select = nn.Sequential(
             nn.Linear(len(self.windows) * dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim)

@@ -83,7 +83,9 @@ class PWAM(nn.Module):
 class LanguageGate(nn.Module):
     """LAVT's language pathway gate: ``Linear -> ReLU -> Linear -> Tanh`` without biases.
 
-    The stage output is ``x + gate(mm) * mm``.
+    The stage output is ``x + gate(mm) * mm``. The weights start as LAVT's do: its
+    ``init_weights`` draws every linear layer of the backbone from ``trunc_normal(std=0.02)``
+    after the gate's own zero init, so the gate starts small but not closed.
     """
 
     def __init__(self, dim: int) -> None:
@@ -91,6 +93,8 @@ class LanguageGate(nn.Module):
         self.gate = nn.Sequential(
             nn.Linear(dim, dim, bias=False), nn.ReLU(), nn.Linear(dim, dim, bias=False), nn.Tanh()
         )
+        for layer in (self.gate[0], self.gate[2]):
+            nn.init.trunc_normal_(layer.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
         """x, mm: ``[..., C]`` -> ``x + gate(mm) * mm``."""

@@ -3,12 +3,18 @@
 TCSA sits between the encoder and the decoder and lets the four scales exchange information
 under the guidance of the final language features ``F'_L4``:
 
-* Eq. (8): ``F_Lg = LN(MLP(F'_L4))``; each scale ``i`` is average-pooled to the same ``m`` patches
-  and layer-normed (``T_i``); ``F_C = [T_1, ..., T_4, F_Lg]`` along channels (width ``c_c``).
+* Eq. (8): ``F_Lg = LN(MLP(F'_L4))``; each scale ``i`` is layer-normed and average-pooled to the
+  same ``m`` patches (``T_i``); ``F_C = [T_1, ..., T_4, F_Lg]`` along channels (width ``c_c``).
 * Eq. (9): channel attention, queries from each scale and keys/values from ``F_C`` through 1x1
   depthwise convolutions, ``softmax(Q_Ci^T K_C / sqrt(c_c))`` over ``F_C``'s channels.
-* Eq. (10): spatial attention, queries/keys from ``F_C`` and values from each scale, ``n_h`` heads
-  scaled by ``sqrt(c_c / n_h)``.
+* Eq. (10): spatial attention, ``n_h`` heads scaled by ``sqrt(c_c / n_h)``. The paper runs it on
+  the channel branch's outputs: "we employ depth-wise convolutions and reshape the outputs
+  before fed into spatial attentions. For spatial attentions, we also apply the layer
+  normalization and concatenation to the reshaped features": the queries/keys come from the
+  layer-normed concatenation of the channel-refined ``T'_i`` (and ``F_Lg``), the values from each
+  ``T'_i`` (``tcsa_order="sequential"``, the default). ``tcsa_order="parallel"`` is this code's
+  first reading, kept for the models trained with it: both branches read the same ``F_C``, whose
+  scales are pooled first and normed after.
 * Eq. (11): each result is brought back to its scale's resolution and added to that scale.
 
 Where the paper is silent we follow UCTransNet's channel transformer (CCT), which TCSA extends:
@@ -76,7 +82,11 @@ class TextConditionedAggregator(nn.Module):
             self.channel_k = DepthwiseConv1x1(concat_dim)
             self.channel_v = DepthwiseConv1x1(concat_dim)
             self.channel_out = nn.ModuleList(DepthwiseConv1x1(c) for c in dims)
+        self.sequential = config.tcsa_order == "sequential"
         self.spatial = config.tcsa_spatial
+        if self.spatial and self.sequential:  # Eq. (10)'s own LN + concatenation
+            self.spatial_norms = nn.ModuleList(nn.LayerNorm(c) for c in dims)
+            self.spatial_concat_norm = nn.LayerNorm(concat_dim)
         if self.spatial:
             self.spatial_q = DepthwiseConv1x1(concat_dim)
             self.spatial_k = DepthwiseConv1x1(concat_dim)
@@ -106,15 +116,16 @@ class TextConditionedAggregator(nn.Module):
         (Eq. 10's attention, one map shared by all scales) with ``grid`` = (gh, gw).
         """
         gh, gw = self.grid_size(features)
-        tokens = []
-        for f, norm in zip(features, self.scale_norms):
-            pooled = F.adaptive_avg_pool2d(f.permute(0, 3, 1, 2), (gh, gw))  # [B, C_i, gh, gw]
-            tokens.append(norm(pooled.flatten(2).transpose(1, 2)))  # T_i [B, m, C_i]
-        parts = list(tokens)
+        pool = lambda f: F.adaptive_avg_pool2d(f.permute(0, 3, 1, 2), (gh, gw)).flatten(2).transpose(1, 2)  # noqa: E731
+        if self.sequential:  # Eq. (8): normalise each scale, then pool (concatenation commutes)
+            tokens = [pool(norm(f)) for f, norm in zip(features, self.scale_norms)]  # T_i [B, m, C_i]
+        else:
+            tokens = [norm(pool(f)) for f, norm in zip(features, self.scale_norms)]
+        text_part = []
         if self.text_mlp is not None:  # Eq. (8)
             global_text = self.text_mlp(masked_mean(text, text_mask))
-            parts.append(global_text.unsqueeze(1).expand(-1, gh * gw, -1))
-        f_c = self.concat_norm(torch.cat(parts, dim=-1))  # F_C [B, m, c_c]
+            text_part.append(global_text.unsqueeze(1).expand(-1, gh * gw, -1))
+        f_c = self.concat_norm(torch.cat(tokens + text_part, dim=-1))  # F_C [B, m, c_c]
 
         if self.channel:  # Eq. (9)
             k = self.channel_k(f_c)
@@ -127,6 +138,9 @@ class TextConditionedAggregator(nn.Module):
 
         attention = None
         if self.spatial:  # Eq. (10)
+            if self.sequential:  # queries and keys from the channel branch's outputs
+                normed = [norm(t) for t, norm in zip(tokens, self.spatial_norms)]
+                f_c = self.spatial_concat_norm(torch.cat(normed + text_part, dim=-1))
             b, m, _ = f_c.shape
             head_dim = self.concat_dim // self.heads
             q = self.spatial_q(f_c).view(b, m, self.heads, head_dim).transpose(1, 2)

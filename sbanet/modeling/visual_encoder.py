@@ -8,11 +8,19 @@ Both encoders expose the same interface on channels-last features:
 
 timm's Swin stages downsample *first* (LAVT downsamples at the end of a stage): same network,
 the merge simply lives in the next stage.
+
+The shifted-window blocks compute LAVT's order by default (``swin_shift="lavt"``): pad the map
+to a multiple of the window, *then* roll by half a window, and keep the shift even on a map no
+larger than one window. timm (>= 0.9) rolls first and pads afterwards, and drops the shift on
+such maps; wherever a stage's size is not a multiple of the window (at 448x448 and window 12:
+every stage) the two differ. The blocks' modules and weights are timm's either way, so timm /
+ImageNet-22K checkpoints load unchanged; ``swin_shift="timm"`` runs timm's own forward.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import SBANetConfig
@@ -40,6 +48,9 @@ class SwinEncoder(nn.Module):
             num_classes=0,
             strict_img_size=False,  # builds attention masks per input size: 448 and 480 both work
         )
+        self.pad_first = config.swin_shift == "lavt"
+        if self.pad_first:  # LAVT never shrinks the window nor drops the shift on small maps
+            kwargs["always_partition"] = True
         if pretrained and config.visual_weights:
             swin = pretrained_swin(config.visual_weights, **kwargs)  # a timm name or a local file
         else:
@@ -54,7 +65,38 @@ class SwinEncoder(nn.Module):
 
     def stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Stage ``index``'s (patch merging +) blocks. ``[B, h, w, C] -> [B, h', w', C_i]``."""
-        return self.layers[index](x)
+        layer = self.layers[index]
+        if not self.pad_first:
+            return layer(x)
+        x = layer.downsample(x)
+        for block in layer.blocks:
+            x = x + block.drop_path1(pad_then_roll_attention(block, block.norm1(x)))
+            x = x + block.drop_path2(block.mlp(block.norm2(x)))
+        return x
+
+
+def pad_then_roll_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(Shifted-)window attention of a timm ``SwinTransformerBlock`` in LAVT's order.
+
+    x ``[B, H, W, C]`` (already ``norm1``-ed) -> ``[B, H, W, C]``: zero-pad to the window
+    multiple ``[Hp, Wp]``, roll by ``-shift``, attend within windows (with the shifted-window
+    mask of the padded map), reverse, roll back, crop.
+    """
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    _, h, w, c = x.shape
+    (wh, ww), (sh, sw) = block.window_size, block.shift_size
+    x = F.pad(x, (0, 0, 0, (-w) % ww, 0, (-h) % wh))
+    hp, wp = x.shape[1:3]
+    shifted = bool(sh or sw)
+    if shifted:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    mask = block.get_attn_mask(x) if shifted else None
+    windows = block.attn(window_partition(x, (wh, ww)).view(-1, wh * ww, c), mask=mask)
+    x = window_reverse(windows.view(-1, wh, ww, c), (wh, ww), hp, wp)
+    if shifted:
+        x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+    return x[:, :h, :w, :]
 
 
 def efficientnet_lite0_package_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
