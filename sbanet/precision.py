@@ -96,7 +96,9 @@ def resolve_precision(precision: str, device: str | torch.device, preset: str) -
     requested = check_precision(precision)
     device = torch.device(device)
     if requested == "auto":
-        name, reason = AUTO_POLICY.get((preset, device.type), ("fp32", f"fp32: no reduced-precision policy for {preset}"))
+        name, reason = AUTO_POLICY.get(
+            (preset, device.type), ("fp32", f"fp32: no reduced-precision policy for {preset}")
+        )
         return Precision(name, requested, reason)
     if requested == "fp16" and device.type != "cuda":
         raise ValueError(f"precision fp16 runs on CUDA only; on {device.type} choose fp32 or bf16")

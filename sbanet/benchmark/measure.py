@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = ("inference", "agreement", "train", "profile")
+KINDS = ("inference", "agreement", "train", "profile", "components")
 PATHS = ("eager", "fast", "int8")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -56,7 +56,8 @@ class Case:
     as given), ``fast`` the default fast path, ``int8`` the fast path with ``quantize=True``;
     ``precision``: the predictor's (:mod:`sbanet.precision`), fp32 unless asked; ``device``:
     where inference and training run (``cuda`` too); ``chunk``: expressions per forward pass
-    after the shared prefix (None: the device's rule)."""
+    after the shared prefix (None: the device's rule); ``checkpoint``: load this saved model
+    instead of building ``preset`` (``preset`` then only labels it)."""
 
     kind: str
     preset: str
@@ -72,6 +73,7 @@ class Case:
     cached_text: bool = False  # time with the text features already cached
     precision: str = "fp32"
     chunk: int | None = None
+    checkpoint: str | None = None  # a saved model (e.g. the shipped default) instead of the preset
     # training
     batch: int = 2
     device: str = "cpu"
@@ -145,6 +147,10 @@ def _setup(case: Case) -> None:
 def _build(case: Case, **overrides: Any) -> Any:
     from ..build import build_preset
 
+    if case.checkpoint:
+        from ..checkpoint import load_pretrained
+
+        return load_pretrained(case.checkpoint)[0]
     return build_preset(case.preset, pretrained=case.pretrained, ablation=case.ablation, **overrides)
 
 
@@ -282,13 +288,15 @@ def measure_training(case: Case) -> dict[str, Any]:
 
 def measure_profile(case: Case) -> dict[str, Any]:
     """Seconds per component (:func:`sbanet.profiling.component_times`) and the top operators,
-    for the model the ``path`` runs, at batch 1 with one ``tokens``-token expression."""
+    for the model the ``path`` runs, one image batched ``expressions`` times with as many
+    ``tokens``-token expressions (no prefix sharing: each stage's cost at that batch)."""
     from ..profiling import component_times, operator_table
 
     _setup(case)
     predictor = _predictor(_build(case).eval(), case)
-    images = torch.randn(1, 3, case.image_size, case.image_size)
-    ids, mask = predictor.tokenize([expression(case.tokens)])
+    size, k = predictor.config.image_size if case.checkpoint else case.image_size, case.expressions
+    images = torch.randn(1, 3, size, size).expand(k, -1, -1, -1).contiguous()
+    ids, mask = predictor.tokenize([expression(case.tokens, i) for i in range(k)])
     model = predictor.model
     return {
         "components": component_times(model, images, ids, mask, repeats=case.repeats),
@@ -306,7 +314,12 @@ MEASURES = {
 
 def run_case(case: Case) -> dict[str, Any]:
     """Measure ``case`` in this process; adds the process's peak RSS (``ru_maxrss``)."""
-    result = MEASURES[case.kind](case)
+    if case.kind == "components":
+        from .components import measure_components
+
+        result = measure_components(case)
+    else:
+        result = MEASURES[case.kind](case)
     result["peak_rss_mb"] = peak_rss_mb()
     result["threads"] = torch.get_num_threads()
     return result
