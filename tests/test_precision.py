@@ -84,36 +84,10 @@ def test_cli_passes_precision_through(tmp_path):
     image = tmp_path / "scene.png"
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(image)
     out = tmp_path / "mask.png"
-    main(
-        [
-            str(image),
-            "the water",
-            "--preset",
-            "sbanet_tiny",
-            "--device",
-            "cpu",
-            "--precision",
-            "bf16",
-            "-q",
-            "-o",
-            str(out),
-        ]
-    )
+    command = [str(image), "the water", "--preset", "sbanet_tiny", "--device", "cpu", "-q", "-o", str(out)]
+    main([*command, "--precision", "bf16"])
     assert out.is_file()
+    out.unlink()
     with pytest.raises(SystemExit) as stop:
-        main(
-            [
-                str(image),
-                "the water",
-                "--preset",
-                "sbanet_tiny",
-                "--device",
-                "cpu",
-                "--precision",
-                "fp16",
-                "-q",
-                "-o",
-                str(out),
-            ]
-        )
+        main([*command, "--precision", "fp16"])
     assert stop.value.code == 2
