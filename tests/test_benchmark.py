@@ -55,6 +55,10 @@ def test_cases_per_part():
     assert sorted((c.expressions, c.chunk) for c in swin if c.expressions > 1) == [(2, 1), (2, 2), (8, 1), (8, 8)]
     shipped = [c for c in cases if c.checkpoint]
     assert {(c.kind, c.expressions, c.chunk) for c in shipped} >= {("inference", 8, 1), ("profile", 8, None)}
+    only_shipped = build_cases(Settings(parts=("multi",), expressions=(1, 8), multi_models=("shipped",)))
+    assert all(c.checkpoint for c in only_shipped) and len(only_shipped) == 5  # K=1, K=8 x 2 chunks, 2 profiles
+    with pytest.raises(ValueError, match="multi models"):
+        Settings(multi_models=("sbanet_tiny",))
     train = build_cases(Settings(parts=("train",), train_presets=("sbanet_tiny",), batch=3))
     assert [(c.kind, c.preset, c.batch, c.image_size) for c in train] == [("train", "sbanet_tiny", 3, 224)]
     with pytest.raises(ValueError, match="unknown preset"):

@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=448)
     p.add_argument("--tokens", type=int, default=20, help="expression length in tokens, [CLS]/[SEP] included")
     p.add_argument("--expressions", default="1,2,4,8", help="K values of the multi part")
+    p.add_argument(
+        "--multi-models", default="sbanet_swin_b,shipped", help="the multi part's models: sbanet_swin_b, shipped"
+    )
     p.add_argument("--data", default="../shared/data/dubai-aerial", help="real images for the agreement part")
     p.add_argument("--images", type=int, help="how many real images (default 4, quick 2)")
     p.add_argument("--train-presets", default="sbanet_tiny,sbanet_lite,sbanet_swin_b")
@@ -85,6 +88,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         train_image_size=args.train_image_size,
         device=args.device,
         dtype=args.dtype,
+        multi_models=tuple(m.strip() for m in args.multi_models.split(",") if m.strip()),
         precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
         timeout=args.timeout,
     )

@@ -66,6 +66,7 @@ class Settings:
     device: str = "cpu"
     dtype: str = "fp32"
     precisions: tuple[str, ...] = ("fp32",)  # inference precisions of the speed and multi parts
+    multi_models: tuple[str, ...] = ("sbanet_swin_b", "shipped")  # the multi part's models
     timeout: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +79,8 @@ class Settings:
             raise ValueError(f"precisions must be among fp32, bf16, fp16, got {list(self.precisions)}")
         if "fp16" in self.precisions and self.device.split(":")[0] != "cuda":
             raise ValueError("precision fp16 runs on CUDA only: pass --device cuda or leave fp16 out")
+        if not self.multi_models or set(self.multi_models) - {"sbanet_swin_b", "shipped"}:
+            raise ValueError(f"multi models must be among sbanet_swin_b, shipped, got {list(self.multi_models)}")
         if min(self.repeats, self.rounds, self.train_steps, self.images) < 1 or min(self.warmup, self.train_warmup) < 0:
             raise ValueError("repeats, rounds, train steps and images must be >= 1, warm-ups >= 0")
 
@@ -115,7 +118,7 @@ def build_cases(s: Settings) -> list[Case]:
         cases.append(Case(ablation="full", path="fast", cached_text=True, **swin))
     if "multi" in s.parts:
         for precision in s.precisions:
-            for model in (swin, shipped):
+            for model in [{"sbanet_swin_b": swin, "shipped": shipped}[m] for m in s.multi_models]:
                 for k in s.expressions:
                     for chunk in sorted({1, k}):
                         if not (k == 1 and "speed" in s.parts and model is swin):
