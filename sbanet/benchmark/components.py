@@ -6,7 +6,8 @@ image/expression pair, the mask and probability of:
 * each component alone in bf16 (autocast around that component only, the rest fp32, the model
   as given): the text encoder, the visual encoder, the fusion modules (PWAM + BAM + DFS per
   stage), TCSA and the decoder (with its classifier);
-* the whole model in plain bf16 autocast (``Predictor(fast=False, precision="bf16")``);
+* the model as given in bf16 autocast (``Predictor(fast=False, precision="bf16")``: everything
+  but the text encoder, which the predictor keeps in fp32);
 * the fast path in bf16 as it ships (``Predictor(precision="bf16")``: text encoder, Swin
   attention softmax and classifier kept in fp32, :data:`sbanet.precision.FP32_PARTS`);
 
