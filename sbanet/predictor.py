@@ -12,7 +12,7 @@ text-encoder outputs per expression. ``fast=False`` runs the model exactly as gi
 ``"fp16"`` (CUDA) or ``"auto"``, the preset's measured policy for the device, whatever CPU it
 runs on; :attr:`Predictor.precision` says what was chosen and why, :meth:`Predictor.label`
 shows it. Several expressions on one image share the text-independent prefix, then run in
-chunks of :func:`sbanet.runtime.expression_chunk` (one at a time on CPUs, all at once on GPUs).
+chunks of :func:`sbanet.runtime.expression_chunk` (Swin-B one at a time on CPUs, else one batch).
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ class Predictor:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         images, (height, width) = self.preprocess(image, bands)
         ids, mask, text = self.encode_texts(texts)
-        chunk = self.expression_chunk or expression_chunk(self.device, len(texts))
+        chunk = self.expression_chunk or expression_chunk(self.device, self.config.name, len(texts))
         probabilities, attentions = [], []
         with self._autocast():
             prefix = self.model.encode_image_prefix(images)

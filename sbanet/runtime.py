@@ -50,17 +50,25 @@ def cpu_supports_bf16() -> bool:
     return "AMX" in torch.backends.cpu.get_cpu_capability().upper()
 
 
-def expression_chunk(device: str | torch.device, expressions: int) -> int:
-    """How many of ``expressions`` (K) expressions on one image run in one forward pass on
-    ``device``, after the shared text-independent prefix.
+# Presets whose expressions run one at a time on CPUs (the rest run as one batch there).
+SEQUENTIAL_ON_CPU = frozenset({"sbanet_swin_b"})
 
-    CPUs run them one at a time: a batch of K costs more than K single passes there (measured,
-    ``python -m train.bench --parts multi``: docs/benchmarks.md), so K expressions cost at most K
-    times one. GPUs run them all at once, where a batch is nearly free until the device is full.
+
+def expression_chunk(device: str | torch.device, preset: str, expressions: int) -> int:
+    """How many of ``expressions`` (K) expressions on one image run in one forward pass on
+    ``device`` after the shared text-independent prefix, so that K cost at most K single runs.
+
+    Measured (``python -m train.bench --parts multi``, docs/benchmarks.md): on a CPU,
+    ``sbanet_swin_b`` is compute-bound and its cost grows faster than the batch (batch 8 took
+    11.4x batch 1), so its expressions run one at a time; the small presets are bound by
+    per-operator overhead and batch well (the shipped ``sbanet_lite``: 8 expressions in one
+    batch 1.2x one expression, one at a time 3.8x), so they run as one batch. GPUs run one batch.
     """
     if expressions < 1:
         raise ValueError(f"need at least one expression, got {expressions}")
-    return expressions if torch.device(device).type == "cuda" else 1
+    if torch.device(device).type == "cpu" and preset in SEQUENTIAL_ON_CPU:
+        return 1
+    return expressions
 
 
 def machine_description() -> dict[str, str | int]:

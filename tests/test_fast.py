@@ -217,13 +217,19 @@ def test_bf16_keeps_attention_softmax_and_classifier_in_fp32(tiny_model):
 
 
 def test_expressions_run_in_chunks_with_the_same_answers(tiny_model, tokenizer):
-    """One at a time (the CPU rule), two at a time and all at once give the same masks."""
+    """One at a time (Swin-B's CPU rule), two at a time and all at once give the same masks."""
     image = np.random.default_rng(4).integers(0, 255, (50, 60, 3), dtype=np.uint8)
     texts = ["the water", "all buildings in the top left", "the road", "a tree"]
-    assert runtime.expression_chunk("cpu", 8) == 1 and runtime.expression_chunk("cuda", 8) == 8
+    assert runtime.expression_chunk("cpu", "sbanet_swin_b", 8) == 1
+    assert (
+        runtime.expression_chunk("cpu", "sbanet_lite", 8) == 8
+        and runtime.expression_chunk("cuda", "sbanet_swin_b", 8) == 8
+    )
+    with pytest.raises(ValueError, match="at least one"):
+        runtime.expression_chunk("cpu", "sbanet_lite", 0)
     runs = [
         Predictor(tiny_model, tokenizer, precision="fp32", expression_chunk=c).predict_batch(image, texts)
-        for c in (None, 2, 4)
+        for c in (1, 2, None)
     ]
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
