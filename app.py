@@ -2,6 +2,7 @@
 
     python app.py                      # http://127.0.0.1:7860, SQLite store in ./sbanet-data
     python app.py --model user/repo --auth ana:secret --port 8080
+    python app.py --precision bf16     # or SBANET_PRECISION=bf16; the header shows what runs
 
 Layout and handlers live in ``annotate/``; this file parses the command line and launches.
 """
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the app's modules are imported when used, not at import tim
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:
     from annotate.launch import AUTH_ENV, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
+    from sbanet.precision import PRECISION_ENV, PRECISIONS, check_precision
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -38,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     parser.add_argument("--concurrency", type=int, default=1, help="model runs at the same time (default 1)")
     parser.add_argument("--device", help="torch device for the model (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--precision",
+        default=os.environ.get(PRECISION_ENV, "auto"),
+        help=f"{', '.join(PRECISIONS)} (or ${PRECISION_ENV}; default auto: the model's measured "
+        "policy, fp16 on CUDA only); the header shows what runs",
+    )
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload (default 200mb)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -46,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
         auth = parse_auth(args.auth)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        precision = check_precision(args.precision)
+    except ValueError as exc:
+        parser.error(f"--precision / ${PRECISION_ENV}: {exc}")
     return AppSettings(
         model=args.model,
         data_dir=args.data_dir,
@@ -57,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
         concurrency=args.concurrency,
         max_file_size=args.max_file_size,
         device=args.device,
+        precision=precision,
     )
 
 

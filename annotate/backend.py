@@ -107,6 +107,15 @@ class Backend:
     def model_name(self) -> str:
         return self.model.name
 
+    @property
+    def model_label(self) -> str:
+        """What runs, for the header: ``"sbanet-lite-dubai · cpu · fp32"`` (the name alone before a load)."""
+        try:
+            predictor, ref = self.model.current()
+        except ValueError:
+            return self.model.name
+        return predictor.label(ref.name)
+
     def predict(
         self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5
     ) -> tuple[list[Any], ModelRef]:

@@ -29,6 +29,7 @@ class AppSettings:
     share: bool = False
     concurrency: int = 1  # model runs at once (a 2-core CPU gains nothing from more)
     device: str | None = None  # torch device of the model; None: cuda when available, else cpu
+    precision: str = "auto"  # sbanet.precision: auto | fp32 | bf16 | fp16 (CUDA)
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     examples: bool = True  # generated synthetic scenes in the Segment tab
 
@@ -76,7 +77,8 @@ def build_app(settings: AppSettings) -> tuple[Any, Any]:
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     store = make_store(settings.store_url, settings.data_dir)
-    backend = Backend(store, SharedModel(functools.partial(Predictor.from_pretrained, device=device)), Downloads())
+    load = functools.partial(Predictor.from_pretrained, device=device, precision=settings.precision)
+    backend = Backend(store, SharedModel(load), Downloads())
     backend.load_model(model_source(settings, store))
     backend.jobs.recover()  # fine-tune runs a killed app left "running" are requeued
     examples = example_inputs(backend.downloads.root / "examples") if settings.examples else None

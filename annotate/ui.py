@@ -163,7 +163,7 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
             api_attention_button = gr.Button("api attention")
 
         # --- wiring --------------------------------------------------------------------------
-        demo.load(lambda: f"model: `{backend.model_name}`", outputs=model_info, api_visibility="private")
+        demo.load(lambda: f"model: `{backend.model_label}`", outputs=model_info, api_visibility="private")
         demo.load(_signed_in, None, annotator_box, api_visibility="private")
         upload.change(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
         bands.blur(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")

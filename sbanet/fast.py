@@ -28,6 +28,7 @@ branch before upsampling, TCSA's reconstruction on the pooled grid in eval mode)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -103,11 +104,13 @@ def swin_block_forward(block: nn.Module, x: torch.Tensor, layout: WindowLayout) 
         bias = attn.qkv.bias() if callable(attn.qkv.bias) else attn.qkv.bias  # int8 linears: a method
         windows[:, layout.pad_slots] = 0.0 if bias is None else bias.to(windows.dtype)
     q, k, v = windows.view(b * layout.windows, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    scores = (q * attn.scale) @ k.transpose(-2, -1) + attn._get_rel_pos_bias()  # [B*nW, heads, N, N]
-    if layout.mask is not None:
-        scores = scores.view(b, layout.windows, heads, n, n) + layout.mask.to(scores.dtype)[None, :, None]
-        scores = scores.view(-1, heads, n, n)
-    out = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, layout.windows * n, -1)
+    with torch.autocast(x.device.type, enabled=False):  # logits and softmax in fp32 under bf16 / fp16
+        scores = (q.float() * attn.scale) @ k.float().transpose(-2, -1) + attn._get_rel_pos_bias().float()
+        if layout.mask is not None:  # scores [B*nW, heads, N, N]
+            scores = scores.view(b, layout.windows, heads, n, n) + layout.mask.float()[None, :, None]
+            scores = scores.view(-1, heads, n, n)
+        weights = torch.softmax(scores, dim=-1).to(v.dtype)
+    out = (weights @ v).transpose(1, 2).reshape(b, layout.windows * n, -1)
     out = torch.index_select(out, 1, layout.scatter)  # reverse + slice + roll back [B, h*w, C]
     x = x + attn.proj(out).view(b, h, w, c)
     return x + block.mlp(block.norm2(x))
@@ -146,11 +149,15 @@ class FastSwinEncoder(SwinEncoder):
         layer = self.layers[index]
         if layer.training:  # the shared module's mode decides, not this wrapper's
             return SwinEncoder.stage(self, index, x)
-        if self.int8_layers is not None and x.device.type == "cpu":
-            layer = self.int8_layers.get()[index]
-        x = layer.downsample(x)
-        for j, block in enumerate(layer.blocks):
-            x = swin_block_forward(block, x, self._layout(index, j, block, x))
+        int8 = self.int8_layers is not None and x.device.type == "cpu"
+        # int8 linears take fp32 activations only: under bf16 autocast their stages run in fp32
+        context = torch.autocast("cpu", enabled=False) if int8 else contextlib.nullcontext()
+        with context:
+            if int8:
+                layer, x = self.int8_layers.get()[index], x.float()
+            x = layer.downsample(x)
+            for j, block in enumerate(layer.blocks):
+                x = swin_block_forward(block, x, self._layout(index, j, block, x))
         return x
 
     def _layout(self, stage: int, j: int, block: nn.Module, x: torch.Tensor) -> WindowLayout:
@@ -219,7 +226,10 @@ class FoldedDecoder(SimpleDecoder):
             x = SimpleDecoder._up_cat(x, skip)
             for weight, bias in convs:
                 x = conv3x3_relu(x, weight, bias)
-        return self.classifier(x)
+        # the classifier (and so the caller's upsampling of its logits) in fp32 under bf16 / fp16:
+        # the 0.5 threshold reads the logits' difference, which bf16's 8 bits blur at mask borders
+        with torch.autocast(x.device.type, enabled=False):
+            return self.classifier(x.float())
 
 
 # --- EfficientNet ----------------------------------------------------------------------------

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     choice.add_argument("--preset", help="a registered preset with random weights, for testing (e.g. sbanet_tiny)")
     model.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    model.add_argument(
+        "--precision", default="auto", help="auto (the model's measured policy), fp32, bf16 or fp16 (CUDA only)"
+    )
     run = parser.add_argument_group("inference")
     run.add_argument("--bands", type=_bands, help="1-based band numbers for R,G,B, e.g. 3,2,1 (or one band)")
     run.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is the target")
@@ -114,14 +117,15 @@ def load_predictor(args: argparse.Namespace) -> tuple[Any, str, str]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.preset:
         model = build_preset(args.preset, pretrained=False).eval()
-        return Predictor(model, device=device), f"{args.preset} (random weights)", f"sbanet {__version__}"
+        predictor = Predictor(model, device=device, precision=args.precision)
+        return predictor, f"{args.preset} (random weights)", f"sbanet {__version__}"
     from .checkpoint import checkpoint_metadata
     from .default_model import default_model_source
 
     source = default_model_source(args.model)
     version = checkpoint_metadata(source).get("version", f"sbanet {__version__}")
     label = source if not Path(source).exists() else Path(source).resolve().name
-    return Predictor.from_pretrained(source, device=device), label, str(version)
+    return Predictor.from_pretrained(source, device=device, precision=args.precision), label, str(version)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:

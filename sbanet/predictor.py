@@ -5,10 +5,14 @@ state; the shared mutable objects, the Rust tokenizer and the text-feature cache
 under locks.
 
 By default the predictor runs the inference fast path (``fast=True``): the model composed by
-:func:`sbanet.fast.optimize_for_inference` (same weights, less work), a bounded LRU cache of
-text-encoder outputs per expression, and bf16 autocast where the hardware computes bf16
-natively (CUDA, CPUs with AVX512-BF16 / AMX; fp32 elsewhere). ``fast=False`` runs the model
-exactly as given, in fp32.
+:func:`sbanet.fast.optimize_for_inference` (same weights, less work) and a bounded LRU cache of
+text-encoder outputs per expression. ``fast=False`` runs the model exactly as given.
+
+``precision`` (:mod:`sbanet.precision`) says what it computes in: ``"fp32"``, ``"bf16"``,
+``"fp16"`` (CUDA) or ``"auto"``, the preset's measured policy for the device, whatever CPU it
+runs on; :attr:`Predictor.precision` says what was chosen and why, :meth:`Predictor.label`
+shows it. Several expressions on one image share the text-independent prefix, then run in
+chunks of :func:`sbanet.runtime.expression_chunk` (Swin-B one at a time on CPUs, else one batch).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from .fast import optimize_for_inference
 from .image import read_image, to_rgb8
 from .modeling.sbanet import SBANet
 from .modeling.text_encoder import load_tokenizer, tokenize
-from .runtime import TextFeatureCache, autocast_dtype, weights_signature
+from .precision import Precision, resolve_precision, runtime_label
+from .runtime import TextFeatureCache, expression_chunk, weights_signature
 
 MAX_EXPRESSION_CHARS = 1000
 
@@ -92,11 +97,15 @@ class Predictor:
     ``fast``: run the inference fast path (see the module docstring); ``self.model`` is then the
     optimised composition, which shares ``model``'s parameters (and state-dict keys).
     ``text_cache_size``: how many expressions' text features the fast path keeps (0: none).
-    ``autocast``: None picks bf16 where the hardware supports it natively, True forces bf16
-    autocast, False keeps fp32; it applies to the fast path only.
+    ``precision``: ``"auto"`` (the preset's measured policy), ``"fp32"``, ``"bf16"`` or
+    ``"fp16"`` (CUDA only); see :mod:`sbanet.precision`. Under bf16 / fp16 the text encoder
+    stays in fp32, and on the fast path so do the Swin attention softmax and the classifier.
     ``quantize``: also run the Swin encoder's linear layers in int8 (CPU only; about 2x faster
     matrix products, outputs within quantization error: check the masks on your own
-    checkpoint, e.g. with ``python -m train.bench --parts agreement``).
+    checkpoint, e.g. with ``python -m train.bench --parts agreement``). With ``bf16`` the int8
+    stages compute in fp32 and the rest in bf16.
+    ``expression_chunk``: expressions per forward pass after the shared prefix (None: the
+    device's rule, :func:`sbanet.runtime.expression_chunk`).
     """
 
     def __init__(
@@ -107,23 +116,23 @@ class Predictor:
         *,
         fast: bool = True,
         text_cache_size: int = 256,
-        autocast: bool | None = None,
+        precision: str = "auto",
         quantize: bool = False,
+        expression_chunk: int | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if quantize and (not fast or self.device.type != "cpu"):
             raise ValueError("quantize=True needs the fast path (fast=True) on a CPU device")
+        if expression_chunk is not None and expression_chunk < 1:
+            raise ValueError(f"expression_chunk must be >= 1 (or None for the device's rule), got {expression_chunk}")
+        self.precision: Precision = resolve_precision(precision, self.device, model.config.name)
+        self.expression_chunk = expression_chunk
         model = model.to(self.device).eval()
         self.fast = fast
         self.quantize = quantize
         self.model = optimize_for_inference(model, quantize) if fast else model
         self.config = model.config
         self.text_cache = TextFeatureCache(text_cache_size if fast else 0)
-        if not fast or autocast is False:
-            self.autocast_dtype: torch.dtype | None = None
-        else:
-            detected = autocast_dtype(self.device)
-            self.autocast_dtype = torch.bfloat16 if autocast and detected is None else detected
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.config.text_model)
         self._tokenizer_lock = threading.Lock()
         mean = torch.tensor(self.config.pixel_mean).view(1, 3, 1, 1)
@@ -141,8 +150,8 @@ class Predictor:
         **options: Any,
     ) -> Predictor:
         """Load a checkpoint (:func:`sbanet.checkpoint.load_pretrained`: ``allow_pickle``,
-        ``revision``) and wrap it; ``options`` are the constructor's (``fast``, ``autocast``,
-        ``quantize``, ``text_cache_size``)."""
+        ``revision``) and wrap it; ``options`` are the constructor's (``fast``, ``precision``,
+        ``quantize``, ``text_cache_size``, ``expression_chunk``)."""
         from .checkpoint import load_pretrained
 
         model, tokenizer = load_pretrained(source, device=device, allow_pickle=allow_pickle, revision=revision)
@@ -172,16 +181,14 @@ class Predictor:
         """
         ids, mask = self.tokenize(expressions)
         if self.text_cache.capacity == 0:
-            with self._autocast():
-                return ids, mask, self.model.encode_text(ids, mask)
+            return ids, mask, self.model.encode_text(ids, mask)
         signature = weights_signature(self.model.text_encoder)
         lengths = mask.sum(dim=1).tolist()
         features = [self.text_cache.get(text, signature) for text in expressions]
         todo = [k for k, f in enumerate(features) if f is None]
         if todo:
             longest = max(lengths[k] for k in todo)
-            with self._autocast():
-                encoded = self.model.encode_text(ids[todo, :longest], mask[todo, :longest])
+            encoded = self.model.encode_text(ids[todo, :longest], mask[todo, :longest])
             for row, k in enumerate(todo):
                 features[k] = encoded[row, : lengths[k]].clone()
                 self.text_cache.put(expressions[k], signature, features[k])
@@ -189,6 +196,15 @@ class Predictor:
         for k, f in enumerate(features):
             text[k, : f.shape[0]] = f
         return ids, mask, text
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of the image and fusion work, None for plain fp32."""
+        return self.precision.dtype
+
+    def label(self, name: str) -> str:
+        """What runs, for people: ``"sbanet-lite-dubai · cpu · fp32"``."""
+        return runtime_label(name, self.device, self.precision)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -210,7 +226,8 @@ class Predictor:
         bands: Sequence[int] | None = None,
     ) -> list[Prediction]:
         """One image, several expressions. The text-independent part of the image encoder
-        (stem + stage 1) runs once and is shared by all expressions."""
+        (stem + stage 1) runs once and is shared by all expressions; the rest runs in chunks of
+        ``expression_chunk`` expressions (see the class)."""
         if isinstance(expressions, str):
             raise ValueError("expressions must be a list of strings; use predict() for a single one")
         texts = [check_expression(e) for e in expressions]
@@ -220,17 +237,29 @@ class Predictor:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         images, (height, width) = self.preprocess(image, bands)
         ids, mask, text = self.encode_texts(texts)
+        chunk = self.expression_chunk or expression_chunk(self.device, self.config.name, len(texts))
+        probabilities, attentions = [], []
         with self._autocast():
-            prefix = self.model.encode_image_prefix(images).expand(len(texts), -1, -1, -1)
-            logits, attention = self.model.forward_from_prefix(
-                prefix, text, mask, images.shape[-2:], need_attention=return_attention
-            )
-        probability = self.model.probability(logits).unsqueeze(1)  # [K, 1, S, S]
-        probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
-        probability = probability[:, 0].clamp_(0, 1).cpu().numpy().astype(np.float32)
+            prefix = self.model.encode_image_prefix(images)
+        for start in range(0, len(texts), chunk):
+            rows = slice(start, start + chunk)
+            length = int(mask[rows].sum(dim=1).max())  # the chunk's longest expression
+            with self._autocast():
+                logits, attention = self.model.forward_from_prefix(
+                    prefix.expand(mask[rows].shape[0], -1, -1, -1),
+                    text[rows, :length],
+                    mask[rows, :length],
+                    images.shape[-2:],
+                    need_attention=return_attention,
+                )
+            probability = self.model.probability(logits).unsqueeze(1)  # [k, 1, S, S]
+            probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
+            probabilities.append(probability[:, 0].clamp_(0, 1).cpu().numpy().astype(np.float32))
+            attentions += [(attention, k) for k in range(mask[rows].shape[0])]
+        probability = np.concatenate(probabilities)
         predictions = []
         for k, expression in enumerate(texts):
-            maps = self._attention_maps(attention, k, ids[k], mask[k]) if return_attention else None
+            maps = self._attention_maps(*attentions[k], ids[k], mask[k]) if return_attention else None
             predictions.append(Prediction(expression, probability[k] > threshold, probability[k], maps))
         return predictions
 

@@ -1,9 +1,10 @@
 """What the hardware can do, and the small thread-safe caches the inference fast path keeps.
 
-* :func:`cpu_supports_bf16` / :func:`autocast_dtype`: bf16 autocast only where it is fast. CPUs
-  without native bf16 (no ``avx512_bf16`` / AMX, e.g. AMD Zen 3 or any AVX2-only CPU) run bf16
-  matrix products through slow emulation (measured here: 0.17 GFLOP/s for a 2048x2048 bf16
-  matmul against 70 GFLOP/s in fp32), so they stay in fp32.
+* :func:`cpu_supports_bf16`: whether the CPU computes bf16 natively. CPUs without it (no
+  ``avx512_bf16`` / AMX, e.g. AMD Zen 3 or any AVX2-only CPU) run bf16 matrix products through
+  slow emulation (measured here: 0.17 GFLOP/s for a 2048x2048 bf16 matmul against 70 GFLOP/s in
+  fp32). It is reported, never used to pick a precision silently (see :mod:`sbanet.precision`).
+* :func:`expression_chunk`: how many expressions of one image run in one forward pass.
 * :func:`weights_signature`: detects in-place weight updates (an optimizer step, a
   ``load_state_dict``) so caches derived from weights are rebuilt instead of going stale.
 * :class:`TextFeatureCache`: a bounded LRU of text-encoder outputs per expression string.
@@ -49,15 +50,25 @@ def cpu_supports_bf16() -> bool:
     return "AMX" in torch.backends.cpu.get_cpu_capability().upper()
 
 
-def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
-    """The autocast dtype the fast path uses on ``device``: bf16 on CUDA GPUs that support it and
-    on CPUs with native bf16, None (plain fp32) everywhere else."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return None
+# Presets whose expressions run one at a time on CPUs (the rest run as one batch there).
+SEQUENTIAL_ON_CPU = frozenset({"sbanet_swin_b"})
+
+
+def expression_chunk(device: str | torch.device, preset: str, expressions: int) -> int:
+    """How many of ``expressions`` (K) expressions on one image run in one forward pass on
+    ``device`` after the shared text-independent prefix, so that K cost at most K single runs.
+
+    Measured (``python -m train.bench --parts multi``, docs/benchmarks.md): on a CPU,
+    ``sbanet_swin_b`` is compute-bound and its cost grows faster than the batch (batch 8 took
+    11.4x batch 1), so its expressions run one at a time; the small presets are bound by
+    per-operator overhead and batch well (the shipped ``sbanet_lite``: 8 expressions in one
+    batch 1.2x one expression, one at a time 3.8x), so they run as one batch. GPUs run one batch.
+    """
+    if expressions < 1:
+        raise ValueError(f"need at least one expression, got {expressions}")
+    if torch.device(device).type == "cpu" and preset in SEQUENTIAL_ON_CPU:
+        return 1
+    return expressions
 
 
 def machine_description() -> dict[str, str | int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import shared_data
@@ -51,15 +52,21 @@ def test_cases_per_part():
     assert {(c.ablation, c.path) for c in swin if c.expressions == 1 and not c.cached_text} == {
         (a, p) for a in ("lavt", "full") for p in ("eager", "fast", "int8")
     }
-    assert sorted(c.expressions for c in swin if c.expressions > 1) == [2, 8]
+    assert sorted((c.expressions, c.chunk) for c in swin if c.expressions > 1) == [(2, 1), (2, 2), (8, 1), (8, 8)]
+    shipped = [c for c in cases if c.checkpoint]
+    assert {(c.kind, c.expressions, c.chunk) for c in shipped} >= {("inference", 8, 1), ("profile", 8, None)}
+    only_shipped = build_cases(Settings(parts=("multi",), expressions=(1, 8), multi_models=("shipped",)))
+    assert all(c.checkpoint for c in only_shipped) and len(only_shipped) == 5  # K=1, K=8 x 2 chunks, 2 profiles
+    with pytest.raises(ValueError, match="multi models"):
+        Settings(multi_models=("sbanet_tiny",))
     train = build_cases(Settings(parts=("train",), train_presets=("sbanet_tiny",), batch=3))
     assert [(c.kind, c.preset, c.batch, c.image_size) for c in train] == [("train", "sbanet_tiny", 3, 224)]
     with pytest.raises(ValueError, match="unknown preset"):
         build_cases(Settings(parts=("train",), train_presets=("nope",)))
 
 
-def _record(preset, ablation, path, median, k=1, kind="inference"):
-    case = Case(kind=kind, preset=preset, ablation=ablation, path=path, expressions=k).to_dict()
+def _record(preset, ablation, path, median, k=1, kind="inference", chunk=None):
+    case = Case(kind=kind, preset=preset, ablation=ablation, path=path, expressions=k, chunk=chunk).to_dict()
     return {"case": case, "rounds": [{"times": [median]}], "stats": spread([median]), "peak_rss_mb": 100.0}
 
 
@@ -68,7 +75,8 @@ def test_targets_and_report_from_records():
         _record("sbanet_swin_b", "lavt", "eager", 4.0),
         _record("sbanet_swin_b", "full", "eager", 4.4),
         _record("sbanet_swin_b", "full", "fast", 2.0),
-        _record("sbanet_swin_b", "full", "fast", 12.0, k=8),
+        _record("sbanet_swin_b", "full", "fast", 12.0, k=8, chunk=1),
+        _record("sbanet_swin_b", "full", "fast", 18.0, k=8, chunk=8),
         _record("sbanet_lite", "full", "fast", 0.12),
     ]
     agreement = Case(kind="agreement", preset="sbanet_swin_b", path="fast").to_dict()
@@ -79,12 +87,14 @@ def test_targets_and_report_from_records():
     assert targets["full SBANet / LAVT latency (eager)"]["met"]
     speedup = targets["fast speed-up over eager, sbanet_swin_b SBANet"]
     assert speedup["value"] == pytest.approx(2.2) and not speedup["met"]
-    assert targets["8 expressions / 1 expression (fast path)"]["value"] == pytest.approx(6.0)
+    assert targets["8 expressions / 1, sbanet_swin_b, one at a time"]["value"] == pytest.approx(6.0)
+    batched = targets["8 expressions / 1, sbanet_swin_b, one batch"]
+    assert batched["value"] == pytest.approx(9.0) and not batched["met"]  # more than 8 single runs
     assert targets["sbanet_lite latency, fast path (s)"]["met"]
     assert targets["fast vs fp32 min mask IoU, sbanet_swin_b (random weights)"]["met"]
     machine = {"cpu": "X", "cores": 2, "torch": "2", "torch_threads": 2, "cpu_capability": "AVX2"}
     text = markdown_report(records, {**machine, "native_bf16": "False", "python": "3"}, "python -m train.bench")
-    assert "| 2.200 | >= 2.5 | **no** |" in text and "| sbanet_swin_b | SBANet | fast | 8 | 12.000 |" in text
+    assert "| 2.200 | >= 2.5 | **no** |" in text and "| sbanet_swin_b | SBANet | fast fp32 | 8 (1) | 12.000 |" in text
 
 
 def test_component_times_cover_the_forward(tiny_model):
@@ -97,7 +107,7 @@ def test_component_times_cover_the_forward(tiny_model):
 
 
 def test_training_measurement_bf16_on_cpu():
-    """bench/gpu_train.sh's code path (autocast bf16, synchronised steps) with tiny settings."""
+    """bench/gpu_bench.sh's code path (autocast bf16, synchronised steps) with tiny settings."""
     case = Case(kind="train", preset="sbanet_tiny", image_size=32, tokens=5, batch=2, repeats=2, warmup=1, dtype="bf16")
     result = run_case(case)
     assert len(result["times"]) == 2 and all(t > 0 for t in result["times"])
@@ -108,11 +118,56 @@ def test_training_measurement_bf16_on_cpu():
 
 
 @pytest.mark.parametrize("path", ["eager", "int8"])
-def test_inference_measurement(path):
-    case = Case(kind="inference", preset="sbanet_tiny", path=path, image_size=64, tokens=6, repeats=2, warmup=0)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_inference_measurement(path, precision):
+    """Both precisions on every CPU (bf16 is emulated on CPUs without it: slow, hence tiny sizes)."""
+    case = Case(
+        kind="inference", preset="sbanet_tiny", path=path, precision=precision,
+        image_size=64, tokens=6, repeats=2, warmup=0,
+    )  # fmt: skip
     result = run_case(case)
     assert len(result["times"]) == 2 and all(t > 0 for t in result["times"])
-    assert result["peak_rss_mb"] > 100 and result["autocast"] == "None"
+    assert result["peak_rss_mb"] > 100 and result["precision"] == precision
+
+
+def test_cuda_inference_cases_and_their_precisions():
+    """The GPU script's inference configurations: every case on the device, fp32 / bf16 / fp16,
+    no int8 (a CPU kernel); on a machine without CUDA the measurement says so."""
+    settings = Settings(
+        parts=("speed", "multi"), device="cuda", precisions=("fp32", "bf16", "fp16"), expressions=(1, 8)
+    )
+    cases = build_cases(settings)
+    assert {c.device for c in cases} == {"cuda"} and "int8" not in {c.path for c in cases}
+    assert {c.precision for c in cases if c.kind == "inference"} == {"fp32", "bf16", "fp16"}
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
+        Settings(precisions=("fp16",))
+    with pytest.raises(ValueError, match="precisions"):
+        Settings(precisions=("fp8",))
+    with pytest.raises(ValueError, match="precision"):
+        Case(kind="inference", preset="sbanet_tiny", precision="int4")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            run_case(Case(kind="inference", preset="sbanet_tiny", image_size=32, device="cuda", repeats=1, warmup=0))
+
+
+def test_components_measurement_in_bf16(tmp_path):
+    """Per component in bf16 against fp32 (emulated bf16 on most CPUs: a tiny model and image)."""
+    from PIL import Image
+
+    from sbanet.benchmark.components import COMPONENTS, components_table
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    case = Case(kind="components", preset="sbanet_tiny", images=[str(path)], texts=["the car"], precision="bf16")
+    result = run_case(case)
+    configs = result["configs"]
+    assert set(COMPONENTS) | {"whole model, plain autocast", "fast path as shipped (fp32 parts kept)"} == set(configs)
+    for summary in configs.values():
+        assert summary["pairs"] == 1 and 0.0 <= summary["min_iou"] <= 1.0 and summary["max_prob_diff"] < 0.1
+    table = components_table([{"case": case.to_dict(), "rounds": [result]}])
+    assert len(table) == 2 + len(configs) and "| sbanet_tiny | TCSA (bf16) | 1 |" in "\n".join(table)
+    with pytest.raises(ValueError, match="reduced precision"):
+        run_case(Case(kind="components", preset="sbanet_tiny", images=[str(path)], texts=["a"], precision="fp32"))
 
 
 def test_real_images_for_agreement(tmp_path):

@@ -19,6 +19,7 @@ from sbanet.fast import (
     nnpack_ready,
     optimize_for_inference,
 )
+from sbanet.precision import resolve_precision
 from sbanet.predictor import Predictor
 from sbanet.runtime import DerivedCache, TextFeatureCache
 
@@ -127,8 +128,8 @@ def test_derived_cache_rebuilds_only_after_a_change():
 def test_predictor_fast_and_eager_agree(tiny_model, tokenizer):
     image = np.random.default_rng(3).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     texts = ["the water", "the red roofs of the houses on the left"]
-    eager = Predictor(tiny_model, tokenizer, fast=False).predict_batch(image, texts)
-    fast = Predictor(tiny_model, tokenizer).predict_batch(image, texts)
+    eager = Predictor(tiny_model, tokenizer, fast=False, precision="fp32").predict_batch(image, texts)
+    fast = Predictor(tiny_model, tokenizer, precision="fp32").predict_batch(image, texts)
     for e, f in zip(eager, fast):
         np.testing.assert_allclose(f.probability, e.probability, atol=1e-5)
         assert e.attention.tokens == f.attention.tokens
@@ -159,21 +160,79 @@ def test_quantize_needs_the_fast_path_on_cpu(tiny_model, tokenizer):
         Predictor(tiny_model, tokenizer, fast=False, quantize=True)
 
 
-def test_bf16_only_where_the_cpu_has_it(monkeypatch, tiny_model, tokenizer):
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert not runtime.cpu_supports_bf16() and runtime.autocast_dtype("cpu") is None
-    assert Predictor(tiny_model, tokenizer).autocast_dtype is None
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
-    assert runtime.cpu_supports_bf16() and runtime.autocast_dtype("cpu") is torch.bfloat16
-    assert Predictor(tiny_model, tokenizer, fast=False).autocast_dtype is None
+@pytest.mark.parametrize("flags", [{"avx2", "fma"}, {"avx512f", "avx512_bf16", "amx_bf16"}])
+def test_auto_does_not_depend_on_the_cpu(monkeypatch, tiny_model, tokenizer, flags):
+    """auto follows the preset's measured policy: the same precision with or without native bf16."""
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512" if len(flags) > 2 else "AVX2")
+    assert runtime.cpu_supports_bf16() == (len(flags) > 2)
+    for fast in (True, False):
+        predictor = Predictor(tiny_model, tokenizer, fast=fast)
+        assert predictor.precision.name == "fp32" and predictor.autocast_dtype is None
+        assert predictor.label("tiny") == "tiny · cpu · fp32"
 
 
-def test_forced_bf16_autocast_runs_on_cpu(tiny_model, tokenizer):
-    """The CUDA bf16 code path, exercised on the CPU (slow there, so a tiny image)."""
-    predictor = Predictor(tiny_model, tokenizer, autocast=True)
-    assert predictor.autocast_dtype is torch.bfloat16
-    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    bf16 = predictor.predict(image, "the car", return_attention=False).probability
-    fp32 = Predictor(tiny_model, tokenizer, fast=False).predict(image, "the car", return_attention=False).probability
-    assert bf16.dtype == np.float32 and np.abs(bf16 - fp32).max() < 0.05
+def test_precision_choices_are_checked(tiny_model, tokenizer):
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
+        Predictor(tiny_model, tokenizer, precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
+        Predictor(tiny_model, tokenizer, precision="int4")
+    with pytest.raises(ValueError, match="expression_chunk"):
+        Predictor(tiny_model, tokenizer, expression_chunk=0)
+    assert resolve_precision("BF16", "cpu", "sbanet_tiny").dtype is torch.bfloat16
+    assert resolve_precision("auto", "cuda", "sbanet_lite").name == "fp32"  # not measured on a GPU yet
+    assert "no reduced-precision policy" in resolve_precision("auto", "cpu", "my_preset").reason
+
+
+@pytest.mark.parametrize(
+    ("fast", "quantize"), [(True, False), (False, False), (True, True)], ids=["fast", "eager", "fast-int8"]
+)
+def test_forced_bf16_runs_on_every_cpu(tiny_model, tokenizer, fast, quantize):
+    """The bf16 path (native on CUDA / AMX, emulated elsewhere: slow, so a tiny model and image)
+    and int8 Swin linears inside bf16 autocast, against fp32: close, with finite probabilities."""
+    image = np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    texts = ["the car", "the red roofs on the left"]
+    bf16 = Predictor(tiny_model, tokenizer, fast=fast, precision="bf16", quantize=quantize)
+    assert bf16.precision.name == "bf16" and bf16.autocast_dtype is torch.bfloat16
+    fp32 = Predictor(tiny_model, tokenizer, fast=False, precision="fp32")
+    for a, b in zip(bf16.predict_batch(image, texts), fp32.predict_batch(image, texts)):
+        assert a.probability.dtype == np.float32 and np.isfinite(a.probability).all()
+        assert np.abs(a.probability - b.probability).max() < 0.05
+        assert a.attention is not None and len(a.attention.pixel_word) == 4
+
+
+def test_bf16_keeps_attention_softmax_and_classifier_in_fp32(tiny_model):
+    """Under bf16 autocast the fast path's window-attention weights and its logits are fp32."""
+    fast = optimize_for_inference(tiny_model)
+    images, ids, mask = _inputs(1, 64)
+    seen = []
+    hook = fast.decoder.classifier.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = fast(images, ids, mask)
+    hook.remove()
+    assert seen == [(torch.float32, torch.float32)] and logits.dtype == torch.float32
+    with torch.inference_mode():
+        reference = tiny_model(images, ids, mask)
+    assert (logits - reference).abs().max() < 0.1
+
+
+def test_expressions_run_in_chunks_with_the_same_answers(tiny_model, tokenizer):
+    """One at a time (Swin-B's CPU rule), two at a time and all at once give the same masks."""
+    image = np.random.default_rng(4).integers(0, 255, (50, 60, 3), dtype=np.uint8)
+    texts = ["the water", "all buildings in the top left", "the road", "a tree"]
+    assert runtime.expression_chunk("cpu", "sbanet_swin_b", 8) == 1
+    assert (
+        runtime.expression_chunk("cpu", "sbanet_lite", 8) == 8
+        and runtime.expression_chunk("cuda", "sbanet_swin_b", 8) == 8
+    )
+    with pytest.raises(ValueError, match="at least one"):
+        runtime.expression_chunk("cpu", "sbanet_lite", 0)
+    runs = [
+        Predictor(tiny_model, tokenizer, precision="fp32", expression_chunk=c).predict_batch(image, texts)
+        for c in (1, 2, None)
+    ]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_allclose(a.probability, b.probability, atol=1e-5)
+            assert a.attention.tokens == b.attention.tokens
+            np.testing.assert_allclose(a.attention.pixel_word[1], b.attention.pixel_word[1], atol=1e-5)

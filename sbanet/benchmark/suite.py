@@ -2,15 +2,20 @@
 
 Parts (``python -m train.bench --parts ...``):
 
-* ``speed``: ``sbanet_swin_b`` as the LAVT baseline and as full SBANet, eager fp32, the fast
-  path and the fast path with int8 Swin linears, one 448x448 image + one 20-token expression
-  (plus the fast path with cached text);
-* ``multi``: the fast path with K = 1, 2, 4, 8 expressions on one image;
+* ``speed``: ``sbanet_swin_b`` as the LAVT baseline and as full SBANet, eager, the fast path
+  and (CPU) the fast path with int8 Swin linears, one 448x448 image + one 20-token expression
+  (plus the fast path with cached text), in each of ``precisions``, on ``device`` (CPU or CUDA);
+* ``multi``: the fast path with K = 1, 2, 4, 8 expressions on one image, the K expressions run
+  one at a time (chunk 1) and all in one batch (chunk K) after the shared prefix, for
+  ``sbanet_swin_b`` and the shipped default model; and the shipped model's seconds per stage
+  at batch 1 and batch K (what decides the rule of :func:`sbanet.runtime.expression_chunk`);
 * ``small``: ``sbanet_lite`` and ``sbanet_tiny``, eager and fast;
 * ``agreement``: fast path (and int8) against fp32 eager on real images (``sbanet_swin_b``
   random weights, ``sbanet_lite`` with its pretrained encoders);
 * ``train``: training samples/s per preset (forward + backward + AdamW step);
-* ``profile``: seconds per component and the top operators, eager and fast.
+* ``profile``: seconds per component and the top operators, eager and fast;
+* ``precision``: agreement with fp32 per component in bf16, and of the whole model, on the
+  dubai-aerial tile 6 images (:mod:`.components`), for the shipped default model.
 
 Timed configurations run ``rounds`` times in round-robin order, each time in a new process,
 so slow drifts of a shared machine's load spread over all of them instead of biasing one.
@@ -30,7 +35,7 @@ from typing import Any
 
 from .measure import Case
 
-PARTS = ("speed", "multi", "small", "agreement", "train", "profile")
+PARTS = ("speed", "multi", "small", "agreement", "train", "profile", "precision")
 TIMED_KINDS = ("inference",)
 RESULT_MARKER = "SBANET_BENCH_RESULT "
 AGREEMENT_TEXTS = ("the water", "the buildings", "the roads", "the vegetation")
@@ -60,6 +65,8 @@ class Settings:
     train_image_size: int | None = None  # None: each preset's own image_size
     device: str = "cpu"
     dtype: str = "fp32"
+    precisions: tuple[str, ...] = ("fp32",)  # inference precisions of the speed and multi parts
+    multi_models: tuple[str, ...] = ("sbanet_swin_b", "shipped")  # the multi part's models
     timeout: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -67,6 +74,13 @@ class Settings:
         unknown = sorted(set(self.parts) - set(PARTS))
         if unknown:
             raise ValueError(f"unknown parts {unknown}; choose from {list(PARTS)}")
+        bad = sorted(set(self.precisions) - {"fp32", "bf16", "fp16"})
+        if bad or not self.precisions:
+            raise ValueError(f"precisions must be among fp32, bf16, fp16, got {list(self.precisions)}")
+        if "fp16" in self.precisions and self.device.split(":")[0] != "cuda":
+            raise ValueError("precision fp16 runs on CUDA only: pass --device cuda or leave fp16 out")
+        if not self.multi_models or set(self.multi_models) - {"sbanet_swin_b", "shipped"}:
+            raise ValueError(f"multi models must be among sbanet_swin_b, shipped, got {list(self.multi_models)}")
         if min(self.repeats, self.rounds, self.train_steps, self.images) < 1 or min(self.warmup, self.train_warmup) < 0:
             raise ValueError("repeats, rounds, train steps and images must be >= 1, warm-ups >= 0")
 
@@ -87,18 +101,30 @@ def real_images(data: str | Path, count: int) -> list[str]:
 
 def build_cases(s: Settings) -> list[Case]:
     """The configurations the selected parts need (timed ones first, in round-robin order)."""
-    common = dict(image_size=s.image_size, tokens=s.tokens, repeats=s.repeats, warmup=s.warmup, threads=s.threads)
+    from ..default_model import SHIPPED_MODEL
+
+    common = dict(
+        image_size=s.image_size, tokens=s.tokens, repeats=s.repeats, warmup=s.warmup, threads=s.threads, device=s.device
+    )
     swin = dict(kind="inference", preset="sbanet_swin_b", **common)
+    shipped = dict(kind="inference", preset="sbanet_lite", checkpoint=str(SHIPPED_MODEL), **common)
+    on_cpu = s.device.split(":")[0] == "cpu"
     cases: list[Case] = []
     if "speed" in s.parts:
-        for ablation in ("lavt", "full"):
-            for path in ("eager", "fast", "int8"):
-                cases.append(Case(ablation=ablation, path=path, **swin))
+        for precision in s.precisions:
+            for ablation in ("lavt", "full"):
+                for path in ("eager", "fast", "int8") if on_cpu else ("eager", "fast"):
+                    cases.append(Case(ablation=ablation, path=path, precision=precision, **swin))
         cases.append(Case(ablation="full", path="fast", cached_text=True, **swin))
     if "multi" in s.parts:
-        for k in s.expressions:
-            if not (k == 1 and "speed" in s.parts):
-                cases.append(Case(path="fast", expressions=k, **swin))
+        for precision in s.precisions:
+            for model in [{"sbanet_swin_b": swin, "shipped": shipped}[m] for m in s.multi_models]:
+                for k in s.expressions:
+                    for chunk in sorted({1, k}):
+                        if not (k == 1 and "speed" in s.parts and model is swin):
+                            cases.append(Case(path="fast", expressions=k, chunk=chunk, precision=precision, **model))
+        for k in sorted({1, max(s.expressions)}):
+            cases.append(Case(**{**shipped, "kind": "profile", "repeats": 2, "expressions": k}))
     if "small" in s.parts:
         for preset in SMALL_PRESETS:
             for path in ("eager", "fast"):
@@ -123,6 +149,16 @@ def build_cases(s: Settings) -> list[Case]:
                     repeats=s.train_steps, warmup=s.train_warmup, device=s.device, dtype=s.dtype, threads=s.threads,
                 )
             )  # fmt: skip
+    if "precision" in s.parts:
+        images = [str(p) for p in sorted((Path(s.data) / "tile6").glob("*.jpg"))][: s.images]
+        if not images:
+            raise ValueError(f"no tile6/*.jpg under {s.data} (pass --data DIR, or leave out the precision part)")
+        cases.append(
+            Case(
+                kind="components", preset="sbanet_lite", checkpoint=str(SHIPPED_MODEL), images=images,
+                texts=list(s.texts[:2]), precision="bf16", threads=s.threads, device=s.device,
+            )
+        )  # fmt: skip
     if "profile" in s.parts:
         for preset in ("sbanet_swin_b", "sbanet_lite"):
             for path in ("eager", "fast"):
@@ -175,7 +211,9 @@ def run_suite(settings: Settings, log: Callable[[str], None] = print) -> list[di
     schedule = [c for _ in range(settings.rounds) for c in timed] + once
     records: dict[str, dict[str, Any]] = {}
     for i, case in enumerate(schedule, 1):
-        label = f"{case.kind} {case.preset} {case.ablation} {case.path} K={case.expressions}"
+        model = Path(case.checkpoint).name if case.checkpoint else case.preset
+        label = f"{case.kind} {model} {case.ablation} {case.path} {case.precision} K={case.expressions}"
+        label += f" chunk={case.chunk}" if case.chunk else ""
         log(f"[{i}/{len(schedule)}] {label}{' (cached text)' if case.cached_text else ''}")
         result = run_in_subprocess(case, settings.timeout)
         if "error" in result:

@@ -1,0 +1,93 @@
+"""The precision policy as users meet it: the shipped model under ``auto`` gives fp32's masks on
+real images whatever the CPU, and the app and the CLI take ``--precision`` and show what runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_data
+from training_fixtures import single_thread
+
+from sbanet import runtime
+from sbanet.data.semantic import DUBAI_CLASSES, class_cases
+from sbanet.default_model import SHIPPED_MODEL
+from sbanet.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
+from sbanet.predictor import Predictor
+from sbanet.vector import mask_iou
+
+# class-level expressions of tile 6; the first one present per image keeps the test fast
+EXPRESSIONS = {"the water": "water", "the buildings": "building", "the roads": "road", "the vegetation": "vegetation"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+def test_auto_on_the_shipped_model_agrees_with_fp32_on_every_tile6_pair():
+    """``precision="auto"`` (fast path) against fp32 eager: mask IoU >= 0.99 on every pair, on
+    whatever CPU this runs (auto must not switch precision because the CPU has bf16)."""
+    root = shared_data("dubai-aerial", "tile6")
+    auto = Predictor.from_pretrained(SHIPPED_MODEL, precision="auto")
+    fp32 = Predictor.from_pretrained(SHIPPED_MODEL, precision="fp32", fast=False)
+    ious = []
+    for _, image, truths in class_cases(root, EXPRESSIONS, DUBAI_CLASSES):
+        texts = list(truths)[:1]
+        for a, b in zip(auto.predict_batch(image, texts, False), fp32.predict_batch(image, texts, False)):
+            ious.append(mask_iou(a.mask, b.mask) if (a.mask.any() or b.mask.any()) else 1.0)
+    assert len(ious) >= 9, "every tile-6 image has at least one class to name"
+    assert min(ious) >= MIN_IOU, f"auto ({auto.precision.name}) vs fp32: IoU min {min(ious):.4f}"
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_is_the_policy_not_the_cpu(monkeypatch, native):
+    flags = {"avx512f", "avx512_bf16", "amx_bf16"} if native else {"avx2"}
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512" if native else "AVX2")
+    for (preset, device), (name, reason) in AUTO_POLICY.items():
+        if device == "cpu":
+            chosen = resolve_precision("auto", device, preset)
+            assert (chosen.name, chosen.reason) == (name, reason)
+    emulated = resolve_precision("bf16", "cpu", "sbanet_lite")
+    assert emulated.name == "bf16" and ("emulated" in emulated.reason) != native
+
+
+def test_app_takes_precision_from_the_command_line_or_the_environment(monkeypatch):
+    from app import parse_args
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    assert parse_args([]).precision == "auto"
+    assert parse_args(["--precision", "BF16"]).precision == "bf16"
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    assert parse_args([]).precision == "fp32"
+    with pytest.raises(SystemExit):
+        parse_args(["--precision", "int8"])
+
+
+def test_app_header_shows_what_runs(tmp_path, tiny_model, tokenizer):
+    from annotate.backend import Backend, SharedModel
+    from annotate.store import make_store
+
+    backend = Backend(make_store(None, tmp_path), SharedModel())
+    assert backend.model_label == "no model loaded"
+    backend.model.install(Predictor(tiny_model, tokenizer, precision="bf16"), "tiny", None, "tiny-model")
+    assert backend.model_label == "tiny-model · cpu · bf16"
+
+
+def test_cli_passes_precision_through(tmp_path):
+    from PIL import Image
+
+    from sbanet.predict import main
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(image)
+    out = tmp_path / "mask.png"
+    command = [str(image), "the water", "--preset", "sbanet_tiny", "--device", "cpu", "-q", "-o", str(out)]
+    main([*command, "--precision", "bf16"])
+    assert out.is_file()
+    out.unlink()
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--precision", "fp16"])
+    assert stop.value.code == 2
