@@ -145,11 +145,12 @@ class SegmentHandlers:
         bands = parse_bands(bands_text)
         image = load_image(uploaded_path(file), bands)
         expressions = parse_expressions(expressions_text)
+        author = annotator(request, annotator_name)  # every input is checked before the model runs
         model_started = time.perf_counter()
         predictions, model = self.backend.predict(image.rgb, expressions, float(threshold))
         predictions = [without_nodata(p, image.valid) for p in predictions]
         model_seconds = time.perf_counter() - model_started
-        recorded = self.backend.record_segmentation(image, predictions, model, annotator(request, annotator_name))
+        recorded = self.backend.record_segmentation(image, predictions, model, author)
         run = previous.run + 1 if previous is not None else 1
         session = SegmentSession(image, bands, predictions, list(recorded.mask_version_ids), run)
 

@@ -53,6 +53,8 @@ DEFAULT_HOLDOUT_FRACTION = 0.2
 def get_row(session: Session, model: type, key: int, what: str) -> Any:
     if not isinstance(key, int | np.integer) or isinstance(key, bool):
         raise ValueError(f"{what} id must be an integer, got {key!r}")
+    if not 1 <= key <= 2**31 - 1:  # ids are 32-bit; PostgreSQL would fail on a larger key
+        raise ValueError(f"unknown {what} id {key}")
     row = session.get(model, int(key))
     if row is None:
         raise ValueError(f"unknown {what} id {key}")
