@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = parse_args(argv)
     # refused user input is logged as one line ("refused segment: ..."), never a traceback
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("annotate").setLevel(logging.INFO)
     try:
         demo, backend = build_app(settings)
     except ValueError as exc:  # no model, an unreadable checkpoint, a bad store URL: say why

@@ -91,7 +91,7 @@ class FakeBackend:
             False,
         )
 
-    def save_correction(self, parent_id, mask, author, note=None):
+    def save_correction(self, parent_id, mask, author, note=None, request_id=None):
         parent = self.versions[parent_id]
         new_id = next(self.ids)
         self.versions[new_id] = {
