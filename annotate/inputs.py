@@ -211,15 +211,14 @@ def _mask_band(array: np.ndarray) -> np.ndarray:
     """``[H, W, C]`` (gray + alpha, RGB, RGBA) -> the one ``[H, W]`` band that holds the mask."""
     bands = array.shape[2]
     colour, alpha = (array, None) if bands in (1, 3) else (array[..., :-1], array[..., -1])
+    transparent = alpha is not None and alpha.min() < np.iinfo(alpha.dtype).max
+    if transparent and (colour == colour[:1, :1]).all():
+        return alpha  # one colour painted through the alpha: the alpha is the mask
     if colour.shape[2] > 1 and not (colour == colour[..., :1]).all():
         raise ValueError("the mask has colours; send a gray mask (0/255 or 0/1, R = G = B)")
     gray = colour[..., 0]
-    if alpha is None or alpha.min() == np.iinfo(alpha.dtype).max:
-        return gray  # no alpha, or fully opaque: the colour is the mask
-    if (gray == gray.flat[0]).all():
-        return alpha  # one colour painted through the alpha: the alpha is the mask
-    if np.array_equal(_binary(gray, "the mask's gray band"), _binary(alpha, "the mask's alpha band")):
-        return gray
+    if not transparent or np.array_equal(_binary(gray, "the mask's gray band"), _binary(alpha, "the mask's alpha")):
+        return gray  # no alpha, a fully opaque one, or one that draws the same mask
     raise ValueError(
         "the mask is ambiguous: its gray values and its partly transparent alpha channel draw different "
         "masks; send an opaque gray mask (0/255), or one colour with the mask in the alpha channel"
