@@ -12,6 +12,7 @@ from .export import FORMATS
 from .finetune_data import FinetuneConfig
 from .handlers import annotator, user_errors
 from .review import HISTORY_COLUMNS, table, version_id
+from .text import markdown_text
 
 MODEL_COLUMNS = ("model_version", "name", "preset", "parent", "active", "mIoU", "oIoU", "created")
 METRICS = ("count", "mIoU", "oIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9")
@@ -46,7 +47,7 @@ def progress_markdown(status: dict[str, Any]) -> str:
     if status["status"] == "succeeded":
         lines.append(f"New model version **{status['result_model']}**: compare below, then make it active.")
     if status["error"]:
-        lines.append(f"Error: {status['error']}")
+        lines.append(f"Error: {markdown_text(status['error'])}")
     return "  \n".join(lines)
 
 
@@ -83,7 +84,7 @@ class ManageHandlers:
     def activate(self, model_version: Any) -> tuple[str, pd.DataFrame]:
         """Make a model version the one every user segments with."""
         name = self.backend.activate_version(version_id(model_version))
-        return f"Every user now segments with **{name}**.", self.model_table()[0]
+        return f"Every user now segments with **{markdown_text(name)}**.", self.model_table()[0]
 
     # --- fine-tune ----------------------------------------------------------------------------
     @staticmethod
@@ -169,4 +170,4 @@ class ManageHandlers:
     def backup(self, repo_id: str) -> str:
         result = self.backend.backup_to_hub(repo_id)
         files = ", ".join(f"{count} {name}" for name, count in result["files"].items())
-        return f"Backed up to **{result['repo']}** ({files}): {result['commit']}"
+        return f"Backed up to **{markdown_text(result['repo'])}** ({files}): {markdown_text(result['commit'])}"
