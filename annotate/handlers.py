@@ -68,6 +68,7 @@ def on_page(fn: Callable[..., Any], outputs: int) -> Callable[..., Any]:
             gr.Warning(exc.message, title=exc.title)
             return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
 
+    wrapper.__name__ = f"{fn.__name__}_on_page"  # the API endpoint keeps the handler's own name
     return wrapper
 
 
