@@ -83,7 +83,7 @@ class ManageHandlers:
     @user_errors
     def activate(self, model_version: Any) -> tuple[str, pd.DataFrame]:
         """Make a model version the one every user segments with."""
-        name = self.backend.activate_version(version_id(model_version))
+        name = self.backend.activate_version(version_id(model_version, "model version"))
         return f"Every user now segments with **{markdown_text(name)}**.", self.model_table()[0]
 
     # --- fine-tune ----------------------------------------------------------------------------
@@ -127,7 +127,7 @@ class ManageHandlers:
         """Start a background fine-tune run of ``base_model``; returns the run id and its status."""
         author = annotator(request, annotator_name, required=True)
         config = self._config(steps, batch_size, lr, include_imported, activate)
-        run_id = self.backend.jobs.start(version_id(base_model), config, author)
+        run_id = self.backend.jobs.start(version_id(base_model, "model version"), config, author)
         return run_id, self.backend.jobs.status(run_id)
 
     @user_errors

@@ -48,16 +48,16 @@ def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
     return frame.fillna("")  # no NaN in the browser, and ids stay integers
 
 
-def version_id(value: Any) -> int:
-    """A mask version id from a number box or dropdown (``ValueError`` if missing or not whole)."""
+def version_id(value: Any, what: str = "mask version") -> int:
+    """An id from a number box or dropdown (``ValueError`` if missing or not a whole number)."""
     if value is None or value == "":
-        raise ValueError("choose a mask version first")
+        raise ValueError(f"choose a {what} first")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a mask version id") from None
+        raise ValueError(f"{value!r} is not a {what} id") from None
     if not number.is_integer() or not 1 <= number <= MAX_ID:
-        raise ValueError(f"{value!r} is not a mask version id (a whole number from 1)")
+        raise ValueError(f"{value!r} is not a {what} id (a whole number from 1)")
     return int(number)
 
 
