@@ -170,4 +170,4 @@ class ManageHandlers:
     def backup(self, repo_id: str) -> str:
         result = self.backend.backup_to_hub(repo_id)
         files = ", ".join(f"{count} {name}" for name, count in result["files"].items())
-        return f"Backed up to **{markdown_text(result['repo'])}** ({files}): {markdown_text(result['commit'])}"
+        return f"Backed up to **{result['repo']}** ({files}): {result['commit']}"  # a validated Hub id and URL
