@@ -41,6 +41,13 @@ def readable(message: str) -> str:
     return SERVER_PATH.sub(r"\1", message)
 
 
+def refusal(exc: ValueError, action: str) -> str:
+    """The readable text of a refused ``action``, logged as one line (no traceback)."""
+    message = readable(str(exc))
+    LOG.info("refused %s: %s", action, message)
+    return message
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn ``ValueError`` (bad input, explained) into a ``gr.Error``, logged as one line."""
 
@@ -49,9 +56,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ValueError as exc:
-            message = readable(str(exc))
-            LOG.info("refused %s: %s", fn.__name__, message)
-            raise gr.Error(message, title=REFUSED_TITLE, print_exception=False) from None
+            raise gr.Error(refusal(exc, fn.__name__), title=REFUSED_TITLE, print_exception=False) from None
 
     return wrapper
 
@@ -123,9 +128,7 @@ class SegmentHandlers:
         try:
             image = load_image(uploaded_path(file), parse_bands(bands_text))
         except ValueError as exc:
-            message = readable(str(exc))
-            LOG.info("refused preview: %s", message)
-            return None, f"⚠ {markdown_text(message)}"
+            return None, f"⚠ {markdown_text(refusal(exc, 'preview'))}"
         return fit_within(image.rgb, DISPLAY_SIDE), describe(image)
 
     @user_errors
