@@ -198,3 +198,44 @@ def test_cli_refuses_with_one_line_and_writes_nothing(checkpoint, tmp_path, caps
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and re.search(message, error)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+# --- what the logs and the disk keep ----------------------------------------------------------------
+def test_a_refusal_is_logged_as_one_line_without_traceback(caplog):
+    import gradio as gr
+
+    from annotate.handlers import user_errors
+
+    @user_errors
+    def segment(path: str) -> None:
+        raise ValueError(f"cannot read {path}: not an image")
+
+    with caplog.at_level("INFO", logger="annotate"), pytest.raises(gr.Error) as refused:
+        segment("/tmp/gradio/4f2a/upload.png")
+    assert refused.value.message == "cannot read upload.png: not an image"  # no server path
+    assert [(r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("refused segment: cannot read upload.png: not an image", None)
+    ]
+
+
+def test_loading_the_shipped_text_encoder_prints_no_report_or_bar(capfd):
+    from sbanet.build import sbanet_lite_config
+    from sbanet.modeling.text_encoder import TextEncoder
+
+    TextEncoder(sbanet_lite_config(), pretrained=True)
+    printed = "".join(capfd.readouterr())
+    assert "LOAD REPORT" not in printed and "Loading weights" not in printed and "UNEXPECTED" not in printed
+
+
+def test_the_temporary_download_folder_is_removed_on_close(tmp_path):
+    from annotate.downloads import Downloads
+
+    downloads = Downloads()
+    (downloads.new_dir() / "mask.png").write_bytes(b"png")
+    root = downloads.root
+    assert root.name.startswith("sbanet-app-") and any(root.rglob("mask.png"))
+    downloads.close()
+    assert not root.exists()
+    given = Downloads(tmp_path / "mine")
+    given.close()  # a folder the caller gave is the caller's
+    assert (tmp_path / "mine").is_dir()
