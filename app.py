@@ -10,7 +10,9 @@ Layout and handlers live in ``annotate/``; this file parses the command line and
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -77,11 +79,19 @@ def main(argv: list[str] | None = None) -> None:
     from annotate.launch import build_app, launch_kwargs
 
     settings = parse_args(argv)
+    # refused user input is logged as one line ("refused segment: ..."), never a traceback
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("annotate").setLevel(logging.INFO)
     try:
         demo, backend = build_app(settings)
     except ValueError as exc:  # no model, an unreadable checkpoint, a bad store URL: say why
         sys.exit(f"app.py: {exc}")
-    demo.launch(**launch_kwargs(settings, backend))
+    # SIGTERM (docker stop, systemd) ends the app like Ctrl+C, so the cleanup below runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        demo.launch(**launch_kwargs(settings, backend))
+    finally:
+        backend.downloads.close()  # the temporary download folder goes with the app
 
 
 if __name__ == "__main__":

@@ -71,7 +71,10 @@ def _figure(width: float, height: float):
 
 def _to_array(figure) -> np.ndarray:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
 
+    for text in figure.findobj(Text):  # words typed by users are text, never mathtext ("$...$")
+        text.set_parse_math(False)
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

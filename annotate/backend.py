@@ -215,8 +215,11 @@ class Backend:
             )
 
     # --- corrections and review --------------------------------------------------------------
-    def save_correction(self, parent_id: int, mask: np.ndarray, author: str, note: str | None = None) -> int:
-        """A corrected mask as a new version (status "submitted") of ``parent_id``'s expression."""
+    def save_correction(
+        self, parent_id: int, mask: np.ndarray, author: str, note: str | None = None, request_id: str | None = None
+    ) -> int:
+        """A corrected mask as a new version (status "submitted") of ``parent_id``'s expression;
+        a ``request_id`` already saved returns that save's version (a retry, see the repository)."""
         with self.store.Session.begin() as session:
             parent = repo.get_mask_version(session, parent_id)
             version = repo.add_mask_version(
@@ -228,6 +231,7 @@ class Backend:
                 parent_id=parent.id,
                 status="submitted",
                 note=note or None,
+                request_id=request_id,
             )
             return version.id
 

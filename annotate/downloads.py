@@ -2,7 +2,9 @@
 
 Each request writes into its own new folder under one temporary root; folders older than
 ``max_age_s`` are removed the next time one is created, so a long-running app does not fill
-the disk. Gradio copies returned files into its own cache before serving them.
+the disk. A root this class made itself (``sbanet-app-*`` in the system temp folder) is removed
+with everything in it by :meth:`Downloads.close`, which also runs when the object is collected
+or the interpreter exits. Gradio copies returned files into its own cache before serving them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,13 @@ class Downloads:
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="sbanet-app-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_age_s = max_age_s
+        # only a folder made here is ours to delete (a given root may hold other files)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.root, True) if root is None else None
+
+    def close(self) -> None:
+        """Remove the temporary root this object made (a given ``root`` is left in place)."""
+        if self._cleanup is not None:
+            self._cleanup()
 
     def new_dir(self) -> Path:
         """A new, empty folder for one request's files (and prune the old ones)."""

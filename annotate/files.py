@@ -121,18 +121,31 @@ class ImageInfo:
 
 def probe_image(path: Path) -> ImageInfo:
     """Size, bands and dtype as the model reads the file (:func:`sbanet.image.read_image`), plus
-    the CRS and affine transform of a georeferenced TIFF (:func:`sbanet.geo.geo_metadata`)."""
-    from sbanet.image import read_image
+    the CRS and affine transform of a georeferenced TIFF (:func:`sbanet.geo.geo_metadata`).
 
-    array = read_image(path)  # ValueError for unreadable files
-    if array.ndim not in (2, 3) or 0 in array.shape:
-        raise ValueError(f"{path.name} is not a 2-D image (shape {array.shape})")
-    crs, transform = _georeference(path) if path.suffix.lower() in TIFF_SUFFIXES else (None, None)
+    A TIFF is probed from its header alone and refused when it would decode to more than
+    :data:`sbanet.image.MAX_DECODED_BYTES`; other formats are decoded by Pillow (at most four
+    bands, within its decompression-bomb limit), which also proves them readable.
+    """
+    from sbanet.image import MAX_DECODED_BYTES, check_decoded_bytes, read_image, tiff_header
+
+    is_tiff = path.suffix.lower() in TIFF_SUFFIXES
+    header = tiff_header(path) if is_tiff else None
+    if header is not None:
+        shape, dtype = header
+    else:
+        array = read_image(path)  # ValueError for unreadable files
+        shape, dtype = array.shape, array.dtype
+    if len(shape) not in (2, 3) or 0 in shape:
+        raise ValueError(f"{path.name} is not a 2-D image (shape {shape})")
+    bands = 1 if len(shape) == 2 else int(shape[2])
+    check_decoded_bytes(shape[0], shape[1], bands, dtype, path.name, MAX_DECODED_BYTES)
+    crs, transform = _georeference(path) if is_tiff else (None, None)
     return ImageInfo(
-        width=int(array.shape[1]),
-        height=int(array.shape[0]),
-        bands=1 if array.ndim == 2 else int(array.shape[2]),
-        dtype=str(np.dtype(array.dtype)),
+        width=int(shape[1]),
+        height=int(shape[0]),
+        bands=bands,
+        dtype=str(np.dtype(dtype)),
         crs=crs,
         transform=transform,
     )

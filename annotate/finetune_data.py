@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from sbanet.config import SBANetConfig
     from sbanet.data import ReferringDataset
 
+# learning rates a fine-tune accepts: below, nothing changes; above, the weights diverge
+LR_RANGE = (1e-7, 1e-2)
+
 
 @dataclass
 class FinetuneConfig:
@@ -56,8 +59,11 @@ class FinetuneConfig:
         self.eval_splits = tuple(self.eval_splits)
         if min(self.steps, self.batch_size, self.eval_batch_size, self.checkpoint_every) < 1:
             raise ValueError("steps, batch_size, eval_batch_size and checkpoint_every must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not LR_RANGE[0] <= self.lr <= LR_RANGE[1]:  # also refuses NaN and inf
+            raise ValueError(
+                f"the learning rate must be from {LR_RANGE[0]:g} to {LR_RANGE[1]:g} (fine-tuning uses ~1e-5 to 1e-4), "
+                f"got {self.lr:g}"
+            )
         if "train" in self.eval_splits or not self.eval_splits:
             raise ValueError(f"eval_splits must be held-out splits (val/test), got {self.eval_splits}")
         if self.replay_ratio < 0:

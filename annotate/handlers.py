@@ -1,13 +1,18 @@
 """Handlers of the Segment and Attention tabs: short functions over a backend.
 
-Each handler checks its input (``ValueError`` becomes a visible ``gr.Error`` via
-:func:`user_errors`), calls the backend, and returns what the components show. Per-user data
+Each handler checks its input; a ``ValueError`` (bad input, explained) becomes a readable
+refusal via :func:`user_errors`: one log line, no traceback, no server path in the text. API
+clients get it as an error; the page gets it through :func:`on_page` as a warning toast, and every
+output keeps what it showed (a refused click never wipes the previous result). Per-user data
 lives in the :class:`SegmentSession` kept in a ``gr.State``, never in module globals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,22 +24,56 @@ import numpy as np
 from . import attention_view as views
 from .inputs import LoadedImage, load_image, parse_bands, parse_expressions, resize_mask
 from .render import fit_within, palette_colour, probability_image
+from .text import check_name, code_text, markdown_text
 
 DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
 ANONYMOUS = "anonymous"
 OVERLAY_ALPHA = 0.6
+REFUSED_TITLE = "Cannot do that"
+LOG = logging.getLogger(__name__)
+# an absolute path (POSIX or Windows) of at least two parts: only its last part is shown
+SERVER_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]([^\s\\/'\"`]+)")
+
+
+def readable(message: str) -> str:
+    """A refusal as users see it: server paths (Gradio's upload folder, the data folder)
+    reduced to the file name."""
+    return SERVER_PATH.sub(r"\1", message)
+
+
+def refusal(exc: ValueError, action: str) -> str:
+    """The readable text of a refused ``action``, logged as one line (no traceback)."""
+    message = readable(str(exc))
+    LOG.info("refused %s: %s", action, message)
+    return message
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ``ValueError`` (bad input, explained) into a ``gr.Error`` the user sees."""
+    """Turn ``ValueError`` (bad input, explained) into a ``gr.Error``, logged as one line."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ValueError as exc:
-            raise gr.Error(str(exc), title="Cannot do that") from exc
+            raise gr.Error(refusal(exc, fn.__name__), title=REFUSED_TITLE, print_exception=False) from None
 
+    return wrapper
+
+
+def on_page(fn: Callable[..., Any], outputs: int) -> Callable[..., Any]:
+    """The page's event for a handler with ``outputs`` outputs: a refusal is shown as a warning
+    and every output is left as it was (``gr.skip()``), instead of an error over each of them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as exc:
+            gr.Warning(exc.message, title=exc.title)
+            return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+
+    wrapper.__name__ = f"{fn.__name__}_on_page"  # the API endpoint keeps the handler's own name
     return wrapper
 
 
@@ -43,7 +82,7 @@ def annotator(request: gr.Request | None, typed: str | None, required: bool = Fa
     user = getattr(request, "username", None) if request is not None else None
     if user:
         return str(user)
-    name = " ".join((typed or "").split())[:100]
+    name = check_name(typed)
     if name:
         return name
     if required:
@@ -81,12 +120,15 @@ class SegmentHandlers:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
 
-    @user_errors
     def preview(self, file: Any, bands_text: str) -> tuple[np.ndarray | None, str]:
-        """Show an upload as the model will see it (TIFFs stretched per band), with its facts."""
+        """Show an upload as the model will see it (TIFFs stretched per band), with its facts; a
+        file that cannot be used says why right under the upload."""
         if file is None:  # the upload was cleared
             return None, ""
-        image = load_image(uploaded_path(file), parse_bands(bands_text))
+        try:
+            image = load_image(uploaded_path(file), parse_bands(bands_text))
+        except ValueError as exc:
+            return None, f"⚠ {markdown_text(refusal(exc, 'preview'))}"
         return fit_within(image.rgb, DISPLAY_SIDE), describe(image)
 
     @user_errors
@@ -107,10 +149,12 @@ class SegmentHandlers:
         bands = parse_bands(bands_text)
         image = load_image(uploaded_path(file), bands)
         expressions = parse_expressions(expressions_text)
+        author = annotator(request, annotator_name)  # every input is checked before the model runs
         model_started = time.perf_counter()
         predictions, model = self.backend.predict(image.rgb, expressions, float(threshold))
+        predictions = [without_nodata(p, image.valid) for p in predictions]
         model_seconds = time.perf_counter() - model_started
-        recorded = self.backend.record_segmentation(image, predictions, model, annotator(request, annotator_name))
+        recorded = self.backend.record_segmentation(image, predictions, model, author)
         run = previous.run + 1 if previous is not None else 1
         session = SegmentSession(image, bands, predictions, list(recorded.mask_version_ids), run)
 
@@ -224,6 +268,14 @@ def _content_word(words: list[str]) -> str | None:
     return words[0] if words else None
 
 
+def without_nodata(prediction: Any, valid: np.ndarray | None) -> Any:
+    """A prediction whose mask and probability are 0 at nodata (``valid`` False); as is without any."""
+    if valid is None:
+        return prediction
+    probability = np.where(valid, prediction.probability, 0).astype(np.float32)
+    return dataclasses.replace(prediction, mask=prediction.mask & valid, probability=probability)
+
+
 def _resize_probability(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if probability.shape == tuple(size):
         return probability
@@ -241,7 +293,7 @@ def describe(image: LoadedImage) -> str:
     stretched = (
         "" if image.dtype == "uint8" and image.band_count in (1, 3, 4) else ", shown with a 2-98 % stretch per band"
     )
-    return f"`{image.name}` · {width}×{height} px · {image.band_count} band(s) · {image.dtype}{stretched}"
+    return f"{code_text(image.name)} · {width}×{height} px · {image.band_count} band(s) · {image.dtype}{stretched}"
 
 
 def summary_markdown(details: dict[str, Any]) -> str:
@@ -249,9 +301,10 @@ def summary_markdown(details: dict[str, Any]) -> str:
     info = details["image"]
     seconds = details["seconds"]
     lines = [
-        f"Result {details['run']}: **{len(details['results'])} expression(s)** on `{info['name']}` "
+        f"Result {details['run']}: **{len(details['results'])} expression(s)** on {code_text(info['name'])} "
         f"({info['width']}×{info['height']}) · "
-        f"model `{details['model']}` · **{seconds['model']:.2f} s** model, {seconds['total']:.2f} s in all",
+        f"model {code_text(details['model'])} · **{seconds['model']:.2f} s** model, "
+        f"{seconds['total']:.2f} s in all",
         "",
         "| | expression | area | mean P inside | saved as |",
         "|---|---|---|---|---|",
@@ -260,7 +313,7 @@ def summary_markdown(details: dict[str, Any]) -> str:
         inside = "–" if result["mean_probability_inside"] is None else f"{result['mean_probability_inside']:.2f}"
         swatch = f"<span style='color:{result['colour']}'>■</span>"
         lines.append(
-            f"| {swatch} | {result['expression']} | {100 * result['area_fraction']:.1f} % | {inside} | "
+            f"| {swatch} | {markdown_text(result['expression'])} | {100 * result['area_fraction']:.1f} % | {inside} | "
             f"mask version {result['mask_version']} |"
         )
     return "\n".join(lines)

@@ -1,10 +1,13 @@
 """What users send the app, checked before anything is computed or saved.
 
 Uploads are read with :mod:`sbanet.geo` (band choice, per-band stretch, CRS and transform) after
-a size check on the header alone (decompression bombs never reach memory); expressions are split
-one per line and validated; masks coming back from the editor or the API are checked against the
-image they claim to belong to, then brought to that image's full resolution (nearest neighbour:
-a mask stays binary).
+a size check on the header alone: pixels (:data:`MAX_PIXELS`) and the decoded bytes of the bands
+actually read (:data:`sbanet.image.MAX_DECODED_BYTES`), so decompression bombs and sparse
+many-band files never reach memory. An image without a valid pixel (all NaN / inf / nodata) is
+refused, and its nodata pixels are kept (``LoadedImage.valid``) so no mask claims them.
+Expressions are split one per line and validated; masks coming back from the editor or the API
+are checked against the image they claim to belong to, then brought to that image's full
+resolution (nearest neighbour: a mask stays binary).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from sbanet.geo import GeoInfo, geo_metadata, read_geoimage
 from sbanet.geo import parse_bands as geo_parse_bands
-from sbanet.image import read_image
+from sbanet.image import MAX_DECODED_BYTES, check_decoded_bytes, check_valid_pixels, read_image
 from sbanet.predictor import check_expression
 
 from .render import BRUSH_ADD, BRUSH_REMOVE, hex_to_rgb
@@ -45,6 +48,7 @@ class LoadedImage:
     band_count: int
     dtype: str
     geo: GeoInfo | None = None  # CRS + affine transform of a georeferenced file
+    valid: np.ndarray | None = None  # bool [H, W], False at nodata; None: every pixel is valid
 
     @property
     def size(self) -> tuple[int, int]:
@@ -69,7 +73,11 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
 
 
 def load_image(
-    path: str | Path, bands: Sequence[int] | None = None, max_pixels: int = MAX_PIXELS, name: str | None = None
+    path: str | Path,
+    bands: Sequence[int] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
+    max_bytes: int = MAX_DECODED_BYTES,
 ) -> LoadedImage:
     """Check and decode an uploaded file into a :class:`LoadedImage` (``ValueError`` if bad)."""
     path = Path(path)
@@ -86,9 +94,14 @@ def load_image(
         )
     if bands is not None and max(bands) >= info.band_count:
         raise ValueError(f"{shown} has {info.band_count} band(s); bands are counted from 1 to {info.band_count}")
-    rgb = read_geoimage(path, bands).rgb  # per-band 2-98 % stretch for anything but 8-bit
+    used = len(set(bands)) if bands is not None else (3 if info.band_count >= 3 else 1)
+    check_decoded_bytes(info.height, info.width, used, info.dtype, shown, max_bytes)
+    read = read_geoimage(path, bands)  # only the bands used; a 2-98 % stretch for anything but 8-bit
+    valid = check_valid_pixels(read.valid, shown)
     geo = info if info.is_georeferenced else None
-    return LoadedImage(shown, path, file_sha256(path), rgb, info.band_count, info.dtype, geo)
+    return LoadedImage(
+        shown, path, file_sha256(path), read.rgb, info.band_count, info.dtype, geo, None if valid.all() else valid
+    )
 
 
 def parse_expressions(text: str | None, max_count: int = MAX_EXPRESSIONS) -> list[str]:
@@ -172,13 +185,41 @@ def editor_mask(value: dict[str, Any] | None, background: np.ndarray, mask: np.n
 
 
 def mask_from_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """A binary mask image (0/255 or 0/1; gray, RGB or RGBA) -> ``bool [H, W]`` of ``size``."""
+    """A binary mask image (0/255 or 0/1) -> ``bool [H, W]`` of ``size``.
+
+    Gray masks are read as they are; RGB ones must be gray (R = G = B). An alpha channel holds the
+    mask only where the colour bands are uniform (one colour painted through the alpha); where
+    both the colours and a partly transparent alpha vary, they must agree, else the file is
+    ambiguous and refused rather than read from one of them.
+    """
     array = read_image(path)
     if array.ndim == 3:
-        array = array[..., 3] if array.shape[2] == 4 and array[..., 3].min() < 255 else array[..., 0]
+        array = _mask_band(array)
     if array.shape != tuple(size):
         raise ValueError(f"the mask is {array.shape[1]}×{array.shape[0]} but the image is {size[1]}×{size[0]}")
+    return _binary(array, "the mask")
+
+
+def _binary(array: np.ndarray, what: str) -> np.ndarray:
     values = np.unique(array)
     if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        raise ValueError(f"the mask must be binary (0/255 or 0/1); it has {len(values)} distinct values")
+        raise ValueError(f"{what} must be binary (0/255 or 0/1); it has {len(values)} distinct values")
     return array > 0
+
+
+def _mask_band(array: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` (gray + alpha, RGB, RGBA) -> the one ``[H, W]`` band that holds the mask."""
+    bands = array.shape[2]
+    colour, alpha = (array, None) if bands in (1, 3) else (array[..., :-1], array[..., -1])
+    transparent = alpha is not None and alpha.min() < np.iinfo(alpha.dtype).max
+    if transparent and (colour == colour[:1, :1]).all():
+        return alpha  # one colour painted through the alpha: the alpha is the mask
+    if colour.shape[2] > 1 and not (colour == colour[..., :1]).all():
+        raise ValueError("the mask has colours; send a gray mask (0/255 or 0/1, R = G = B)")
+    gray = colour[..., 0]
+    if not transparent or np.array_equal(_binary(gray, "the mask's gray band"), _binary(alpha, "the mask's alpha")):
+        return gray  # no alpha, a fully opaque one, or one that draws the same mask
+    raise ValueError(
+        "the mask is ambiguous: its gray values and its partly transparent alpha channel draw different "
+        "masks; send an opaque gray mask (0/255), or one colour with the mask in the alpha channel"
+    )

@@ -114,5 +114,6 @@ def launch_kwargs(settings: AppSettings, backend: Any) -> dict[str, Any]:
         "blocked_paths": blocked_paths(backend),
         "allowed_paths": [],
         "css": CSS,
+        "show_error": True,  # refusals say what and why (user_errors keeps server paths out of them)
         "footer_links": ["api", "settings"],
     }

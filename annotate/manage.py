@@ -12,6 +12,7 @@ from .export import FORMATS
 from .finetune_data import FinetuneConfig
 from .handlers import annotator, user_errors
 from .review import HISTORY_COLUMNS, table, version_id
+from .text import markdown_text
 
 MODEL_COLUMNS = ("model_version", "name", "preset", "parent", "active", "mIoU", "oIoU", "created")
 METRICS = ("count", "mIoU", "oIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9")
@@ -46,7 +47,7 @@ def progress_markdown(status: dict[str, Any]) -> str:
     if status["status"] == "succeeded":
         lines.append(f"New model version **{status['result_model']}**: compare below, then make it active.")
     if status["error"]:
-        lines.append(f"Error: {status['error']}")
+        lines.append(f"Error: {markdown_text(status['error'])}")
     return "  \n".join(lines)
 
 
@@ -82,8 +83,8 @@ class ManageHandlers:
     @user_errors
     def activate(self, model_version: Any) -> tuple[str, pd.DataFrame]:
         """Make a model version the one every user segments with."""
-        name = self.backend.activate_version(version_id(model_version))
-        return f"Every user now segments with **{name}**.", self.model_table()[0]
+        name = self.backend.activate_version(version_id(model_version, "model version"))
+        return f"Every user now segments with **{markdown_text(name)}**.", self.model_table()[0]
 
     # --- fine-tune ----------------------------------------------------------------------------
     @staticmethod
@@ -126,7 +127,7 @@ class ManageHandlers:
         """Start a background fine-tune run of ``base_model``; returns the run id and its status."""
         author = annotator(request, annotator_name, required=True)
         config = self._config(steps, batch_size, lr, include_imported, activate)
-        run_id = self.backend.jobs.start(version_id(base_model), config, author)
+        run_id = self.backend.jobs.start(version_id(base_model, "model version"), config, author)
         return run_id, self.backend.jobs.status(run_id)
 
     @user_errors
@@ -169,4 +170,4 @@ class ManageHandlers:
     def backup(self, repo_id: str) -> str:
         result = self.backend.backup_to_hub(repo_id)
         files = ", ".join(f"{count} {name}" for name, count in result["files"].items())
-        return f"Backed up to **{result['repo']}** ({files}): {result['commit']}"
+        return f"Backed up to **{result['repo']}** ({files}): {result['commit']}"  # a validated Hub id and URL

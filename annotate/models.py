@@ -142,6 +142,8 @@ class MaskVersion(Base):
         CheckConstraint(_one_of("status", MASK_STATUSES), name="status"),
         Index("ix_mask_version_expression_id_id", "expression_id", "id"),
         Index("ix_mask_version_status_id", "status", "id"),
+        # a client's idempotency key: a retried save finds the version its first attempt made
+        Index("ix_mask_version_request_id", "request_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -157,6 +159,7 @@ class MaskVersion(Base):
     rle: Mapped[bytes] = mapped_column(LargeBinary)  # COCO compressed RLE counts (column-major)
     uncertainty: Mapped[float | None] = mapped_column(Float)  # mean per-pixel uncertainty of a prediction
     note: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))  # unique per store; None for most rows
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     expression: Mapped[Expression] = relationship(back_populates="versions", foreign_keys=[expression_id])
@@ -245,7 +248,17 @@ class FineTuneRun(Base):
     masks: Mapped[list[MaskVersion]] = relationship(secondary=finetune_run_mask, order_by="MaskVersion.id")
 
 
-IMMUTABLE_MASK_FIELDS = ("expression_id", "parent_id", "kind", "author", "model_version_id", "rle", "height", "width")
+IMMUTABLE_MASK_FIELDS = (
+    "expression_id",
+    "parent_id",
+    "kind",
+    "author",
+    "model_version_id",
+    "rle",
+    "height",
+    "width",
+    "request_id",
+)
 
 
 def guard_append_only(session: Session, flush_context: Any, instances: Any) -> None:

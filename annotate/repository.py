@@ -8,7 +8,12 @@ Every function takes a session and leaves the transaction to the caller::
         add_mask_version(session, expression.id, mask, kind="correction", author="ana", status="submitted")
 
 Bad input (a mask of the wrong size or with non-binary values, an unknown id, an empty
-expression, an unknown status) raises ``ValueError`` with the reason.
+expression, an unknown status, control characters or an over-long note) raises ``ValueError``
+with the reason.
+
+A save may carry a client's ``request_id`` (unique per store): adding a mask version with a
+request id that is already stored returns the stored version instead of a second one, so a
+client that retries after a lost acknowledgement never creates a duplicate.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sbanet.predictor import check_expression
+from sbanet.text import check_text
 
 from .files import IMAGE_SUFFIXES, FileStore, file_sha256, probe_image
 from .masks import check_mask, decode_mask, encode_mask
@@ -37,6 +44,7 @@ from .models import (
     ModelVersion,
     StatusEvent,
 )
+from .text import check_note, check_request_id
 
 REVIEW_ORDERS = ("recent", "uncertain")
 DEFAULT_HOLDOUT_FRACTION = 0.2
@@ -45,6 +53,8 @@ DEFAULT_HOLDOUT_FRACTION = 0.2
 def get_row(session: Session, model: type, key: int, what: str) -> Any:
     if not isinstance(key, int | np.integer) or isinstance(key, bool):
         raise ValueError(f"{what} id must be an integer, got {key!r}")
+    if not 1 <= key <= 2**31 - 1:  # ids are 32-bit; PostgreSQL would fail on a larger key
+        raise ValueError(f"unknown {what} id {key}")
     row = session.get(model, int(key))
     if row is None:
         raise ValueError(f"unknown {what} id {key}")
@@ -60,7 +70,7 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def check_author(author: str) -> str:
     if not isinstance(author, str) or not author.strip():
         raise ValueError("an author is required (who made this change)")
-    return author.strip()
+    return check_text(author, "the author", 255)
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -179,10 +189,13 @@ def add_mask_version(
     status: str = "draft",
     uncertainty: float | None = None,
     note: str | None = None,
+    request_id: str | None = None,
 ) -> MaskVersion:
     """Append a new version of an expression's mask (``bool [H, W]`` at its image's size).
 
     Nothing earlier is modified: a correction of version 7 is a new row with ``parent_id=7``.
+    With a ``request_id`` already stored, the version that request made is returned instead
+    (``ValueError`` if that request saved another expression, parent or mask).
     """
     expression = get_expression(session, expression_id)
     image = expression.image
@@ -202,6 +215,12 @@ def add_mask_version(
         raise ValueError("a model prediction needs the model_version_id that predicted it")
     if uncertainty is not None and not (np.isfinite(uncertainty) and 0.0 <= uncertainty <= 1.0):
         raise ValueError(f"uncertainty must be in [0, 1], got {uncertainty}")
+    note, request_id = check_note(note), check_request_id(request_id)
+    rle = encode_mask(mask)
+    if request_id is not None:
+        earlier = find_request(session, request_id)
+        if earlier is not None:
+            return same_request(earlier, expression.id, parent_id, rle)
     version = MaskVersion(
         expression_id=expression.id,
         parent_id=parent_id,
@@ -212,15 +231,40 @@ def add_mask_version(
         height=image.height,
         width=image.width,
         area=int(mask.sum()),
-        rle=encode_mask(mask),
+        rle=rle,
         uncertainty=None if uncertainty is None else float(uncertainty),
         note=note,
+        request_id=request_id,
     )
-    session.add(version)
-    session.flush()
-    session.add(StatusEvent(mask_version_id=version.id, from_status=None, to_status=status, author=author))
-    session.flush()
+    try:
+        # a savepoint: a concurrent retry that stored the same request id first (PostgreSQL
+        # waits on the unique index, then refuses this row) leaves the transaction usable
+        with session.begin_nested():
+            session.add(version)
+            session.flush()
+            session.add(StatusEvent(mask_version_id=version.id, from_status=None, to_status=status, author=author))
+            session.flush()
+    except IntegrityError:
+        earlier = find_request(session, request_id) if request_id is not None else None
+        if earlier is None:
+            raise
+        return same_request(earlier, expression.id, parent_id, rle)
     return version
+
+
+def find_request(session: Session, request_id: str) -> MaskVersion | None:
+    """The mask version a client's save with ``request_id`` created, if it was stored."""
+    return session.scalars(select(MaskVersion).where(MaskVersion.request_id == request_id)).first()
+
+
+def same_request(earlier: MaskVersion, expression_id: int, parent_id: int | None, rle: bytes) -> MaskVersion:
+    """``earlier`` when a retried save asks for exactly what it stored, else ``ValueError``."""
+    if (earlier.expression_id, earlier.parent_id, earlier.rle) != (expression_id, parent_id, rle):
+        raise ValueError(
+            f"request id {earlier.request_id!r} already saved mask version {earlier.id} "
+            f"(a correction of {earlier.parent_id}) with other content; use a new request id for each save"
+        )
+    return earlier
 
 
 def get_mask_version(session: Session, mask_version_id: int) -> MaskVersion:
@@ -237,7 +281,7 @@ def set_status(
 ) -> MaskVersion:
     """Review a mask version (e.g. accept it): the status changes and an event records who did it."""
     check_choice(status, MASK_STATUSES, "status")
-    author = check_author(author)
+    author, note = check_author(author), check_note(note)
     version = session.scalars(
         select(MaskVersion)
         .where(MaskVersion.id == int(mask_version_id))

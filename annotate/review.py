@@ -18,8 +18,10 @@ import pandas as pd
 from .handlers import annotator, user_errors
 from .inputs import editor_mask, load_image, mask_from_file, resize_mask
 from .render import editor_background, fit_within
+from .text import check_request_id, code_text, markdown_text
 
 STATUSES = ("draft", "submitted", "accepted", "rejected")
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in every store (PostgreSQL refuses larger ones)
 # larger images are edited on a downscaled canvas (brush strokes are brought back to full size
 # with nearest neighbour; the stored mask itself keeps every full-resolution pixel)
 EDITOR_SIDE = 2048
@@ -46,16 +48,16 @@ def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
     return frame.fillna("")  # no NaN in the browser, and ids stay integers
 
 
-def version_id(value: Any) -> int:
-    """A mask version id from a number box or dropdown (``ValueError`` if missing or not whole)."""
+def version_id(value: Any, what: str = "mask version") -> int:
+    """An id from a number box or dropdown (``ValueError`` if missing or not a whole number)."""
     if value is None or value == "":
-        raise ValueError("choose a mask version first")
+        raise ValueError(f"choose a {what} first")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a mask version id") from None
-    if not number.is_integer() or number < 1:
-        raise ValueError(f"{value!r} is not a mask version id")
+        raise ValueError(f"{value!r} is not a {what} id") from None
+    if not number.is_integer() or not 1 <= number <= MAX_ID:
+        raise ValueError(f"{value!r} is not a {what} id (a whole number from 1)")
     return int(number)
 
 
@@ -73,7 +75,8 @@ class ReviewHandlers:
 
     def _describe(self, item: Any) -> str:
         return (
-            f"**{item.expression}** on `{item.image_name}` ({item.mask.shape[1]}×{item.mask.shape[0]}) · "
+            f"**{markdown_text(item.expression)}** on {code_text(item.image_name)} "
+            f"({item.mask.shape[1]}×{item.mask.shape[0]}) · "
             f"mask version **{item.mask_version_id}** ({item.kind}, {item.status})"
         )
 
@@ -120,23 +123,36 @@ class ReviewHandlers:
             *[getattr(editing, f) for f in ("expression_id", "expression", "image_name", "height", "width", "bands")],
         )
         message = (
-            f"Saved **mask version {new_id}** (correction of {editing.mask_version_id}, submitted) by {author}: "
+            f"Saved **mask version {new_id}** (correction of {editing.mask_version_id}, submitted) "
+            f"by {markdown_text(author)}: "
             f"{int(mask.sum()):,} of {mask.size:,} pixels at {mask.shape[1]}×{mask.shape[0]}."
         )
         return message, saved, table(self.backend.history(editing.expression_id), HISTORY_COLUMNS)
 
     @user_errors
     def save_correction(
-        self, mask_version: Any, mask_file: Any, note: str, annotator_name: str, request: gr.Request = None
+        self,
+        mask_version: Any,
+        mask_file: Any,
+        note: str,
+        annotator_name: str,
+        request_id: str | None = None,
+        request: gr.Request = None,
     ) -> dict[str, Any]:
-        """API: a mask file (PNG 0/255, the image's full size) as a correction of ``mask_version``."""
+        """API: a mask file (PNG 0/255, the image's full size) as a correction of ``mask_version``.
+
+        With a ``request_id`` (e.g. a UUID the client made for this save), sending the same save
+        again returns the version the first one stored instead of a duplicate."""
         author = annotator(request, annotator_name, required=True)
+        key = check_request_id(request_id)
         parent = self.backend.item(version_id(mask_version))
         if mask_file is None:
             raise ValueError("send the corrected mask as a PNG file (0/255, the image's size)")
         mask = mask_from_file(str(getattr(mask_file, "path", mask_file)), parent.mask.shape)
-        new_id = self.backend.save_correction(parent.mask_version_id, mask, author, note)
+        options = {"request_id": key} if key else {}
+        new_id = self.backend.save_correction(parent.mask_version_id, mask, author, note, **options)
         return {
+            "request_id": key,
             "mask_version": new_id,
             "parent": parent.mask_version_id,
             "status": "submitted",

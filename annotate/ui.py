@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from .handlers import SegmentHandlers
+from .handlers import SegmentHandlers, on_page
 from .inputs import IMAGE_SUFFIXES, MAX_EXPRESSIONS
 from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE
 from .review import ORDERS, STATUSES, ReviewHandlers
@@ -112,7 +112,8 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
             with gr.Tab("Correct", id="correct"):
                 with gr.Row(equal_height=True):
                     recent = gr.Dropdown(label="From your last segmentation", choices=[], scale=2)
-                    mask_version = gr.Number(label="Mask version", precision=0, elem_id="mask-version")
+                    # no precision: a rounded 1.5 would name another mask; version_id refuses it
+                    mask_version = gr.Number(label="Mask version", elem_id="mask-version")
                     open_button = gr.Button("Open in editor", elem_id="open-button")
                 item_info = gr.Markdown(elem_id="item-info")
                 editor = gr.ImageEditor(
@@ -161,19 +162,28 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
             api_expression = gr.Textbox(label="expression")
             api_word = gr.Textbox(label="word")
             api_attention_button = gr.Button("api attention")
+            api_request_id = gr.Textbox(label="request_id")
+            api_segment_button = gr.Button("api segment")
+            api_status_button = gr.Button("api status")
+            api_queue_button = gr.Button("api queue")
 
         # --- wiring --------------------------------------------------------------------------
         demo.load(lambda: f"model: `{backend.model_label}`", outputs=model_info, api_visibility="private")
         demo.load(_signed_in, None, annotator_box, api_visibility="private")
         upload.change(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
         bands.blur(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
+        # the page's events warn and keep every output on a refusal; API clients get the error
+        # from the endpoint of the same name (a hidden button, same inputs and outputs)
+        segment_inputs = [upload, expressions, bands, threshold, annotator_box, session]
+        segment_outputs = [overlay, probabilities, mask_files, summary, details, session]
         segment_event = segment_button.click(
-            seg.segment,
-            [upload, expressions, bands, threshold, annotator_box, session],
-            [overlay, probabilities, mask_files, summary, details, session],
-            api_name="segment",
+            on_page(seg.segment, len(segment_outputs)),
+            segment_inputs,
+            segment_outputs,
+            api_visibility="private",
             **model_events,
         )
+        api_segment_button.click(seg.segment, segment_inputs, segment_outputs, api_name="segment", **model_events)
         segment_event.success(
             seg.attention_choices, session, [attention_expression, attention_word], api_visibility="private"
         ).then(
@@ -206,29 +216,33 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
         )
         recent.input(lambda v: v, recent, mask_version, api_visibility="private")
         open_button.click(
-            rev.open_from_session,
+            on_page(rev.open_from_session, 4),
             [session, mask_version],
             [editor, editing, item_info, versions],
             api_visibility="private",
         )
         save_button.click(
-            rev.save_from_editor,
+            on_page(rev.save_from_editor, 3),
             [editing, editor, note, annotator_box],
             [save_info, editing, versions],
             api_visibility="private",
-        ).success(lambda e: e.mask_version_id, editing, mask_version, api_visibility="private")
+        ).success(_edited_version, editing, mask_version, api_visibility="private")
+        status_inputs = [mask_version, new_status, note, annotator_box]
         status_button.click(
-            rev.set_status,
-            [mask_version, new_status, note, annotator_box],
-            [status_result, versions],
-            api_name="set_status",
+            on_page(rev.set_status, 2), status_inputs, [status_result, versions], api_visibility="private"
         )
+        api_status_button.click(rev.set_status, status_inputs, [status_result, versions], api_name="set_status")
         api_button.click(
-            rev.save_correction, [mask_version, api_mask, note, annotator_box], api_result, api_name="save_correction"
+            rev.save_correction,
+            [mask_version, api_mask, note, annotator_box, api_request_id],
+            api_result,
+            api_name="save_correction",
         )
-        queue_button.click(rev.review_queue, [queue_status, queue_order, queue_limit], queue, api_name="review_queue")
+        queue_inputs = [queue_status, queue_order, queue_limit]
+        queue_button.click(on_page(rev.review_queue, 1), queue_inputs, queue, api_visibility="private")
+        api_queue_button.click(rev.review_queue, queue_inputs, queue, api_name="review_queue")
         queue.select(rev.pick_from_queue, queue, mask_version, api_visibility="private").success(
-            lambda v: rev.open_item(v), mask_version, [editor, editing, item_info, versions], api_visibility="private"
+            on_page(rev.open_item, 4), mask_version, [editor, editing, item_info, versions], api_visibility="private"
         ).success(lambda: gr.Tabs(selected="correct"), None, tabs, api_visibility="private")
     return demo
 
@@ -239,6 +253,11 @@ def _recent_choices(session: Any) -> tuple[dict[str, Any], Any]:
         return gr.update(choices=[], value=None), None
     choices = [(f"{p.expression} · version {v}", v) for p, v in zip(session.predictions, session.mask_version_ids)]
     return gr.update(choices=choices, value=choices[0][1]), choices[0][1]
+
+
+def _edited_version(editing: Any) -> Any:
+    """After a save: the mask version now in the editor (unchanged when nothing was saved)."""
+    return gr.skip() if editing is None else editing.mask_version_id
 
 
 def _signed_in(request: gr.Request) -> dict[str, Any]:

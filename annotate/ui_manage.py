@@ -25,11 +25,11 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
         )
         with gr.Row(equal_height=True):
             base_choice = gr.Dropdown(label="Base model", choices=[], scale=2)
-            base_model = gr.Number(label="Base model version", precision=0)
+            base_model = gr.Number(label="Base model version")  # ids unrounded: 1.5 is refused
             include_imported = gr.Checkbox(value=True, label="Also train on imported accepted masks")
         with gr.Row(equal_height=True):
-            steps = gr.Number(value=200, precision=0, minimum=1, label="Steps")
-            batch_size = gr.Number(value=4, precision=0, minimum=1, label="Batch size")
+            steps = gr.Number(value=200, minimum=1, label="Steps")
+            batch_size = gr.Number(value=4, minimum=1, label="Batch size")
             lr = gr.Number(value=1e-4, label="Learning rate")
             activate_better = gr.Checkbox(value=False, label="Make active if it beats the base (mIoU)")
         data_summary = gr.Markdown()
@@ -38,7 +38,7 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
             held_out_masks = gr.Dataframe(label="Held out (val / test split)", interactive=False)
         with gr.Row():
             start_button = gr.Button("Start fine-tuning", variant="primary")
-            run = gr.Number(label="Run", precision=0, elem_id="finetune-run")
+            run = gr.Number(label="Run", elem_id="finetune-run")
             refresh_button = gr.Button("Refresh")
             cancel_button = gr.Button("Cancel run", variant="stop")
         progress = gr.Markdown()
@@ -52,7 +52,7 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
         models = gr.Dataframe(interactive=False)
         with gr.Row(equal_height=True):
             activate_choice = gr.Dropdown(label="Model version", choices=[], scale=2)
-            activate_version = gr.Number(label="Model version id", precision=0)
+            activate_version = gr.Number(label="Model version id")
             activate_button = gr.Button("Make active for everyone")
         activated = gr.Markdown()
         timer = gr.Timer(POLL_SECONDS, active=False)
@@ -66,7 +66,7 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
         export_file = gr.File(label="Dataset (zip)")
         gr.Markdown("### One mask version (PNG; GeoTIFF, GeoPackage and GeoJSON for georeferenced images)")
         with gr.Row(equal_height=True):
-            mask_to_export = gr.Number(label="Mask version", precision=0)
+            mask_to_export = gr.Number(label="Mask version")
             mask_button = gr.Button("Download mask files")
         mask_files = gr.File(label="Mask files", file_count="multiple")
         gr.Markdown("### Back up the store to a Hugging Face dataset repo (token from `$HF_TOKEN`)")

@@ -30,7 +30,15 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from .image import DEFAULT_PERCENTILES, TIFF_SUFFIXES, apply_stretch, read_image, select_bands, stretch_limits
+from .image import (
+    DEFAULT_PERCENTILES,
+    TIFF_SUFFIXES,
+    apply_stretch,
+    check_valid_pixels,
+    read_image,
+    select_bands,
+    stretch_limits,
+)
 
 # percentiles of a huge raster come from a nearest-neighbour decimated read of about this size
 STATS_MAX_PIXELS = 2_000_000
@@ -146,6 +154,8 @@ class RasterSource:
         if np.dtype(info.dtype) != np.uint8:  # uint8 is shown as it is (sbanet.image.to_rgb8)
             sample, valid = self._read(None, self._stats_shape())
             self.limits = stretch_limits(sample, percentiles, valid)
+            if np.isnan(self.limits).all():  # every band read is NaN / inf / nodata everywhere
+                check_valid_pixels(np.zeros(1, bool))
 
     @property
     def height(self) -> int:

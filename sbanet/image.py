@@ -6,7 +6,13 @@ The documented conversion (:func:`to_rgb8`), used by the predictor, the app and 
 * ``uint8`` RGB: unchanged; RGBA: the alpha band dropped; gray + alpha: the gray band repeated;
 * anything else (16-bit, float, signed, more than 4 bands): bands chosen (default the first
   three, or the single band repeated), each stretched between its 2nd and 98th percentile of
-  finite values to 0-255. NaN / inf become 0.
+  finite values to 0-255. NaN / inf become 0; an image with no finite pixel in the chosen bands
+  is refused (``ValueError``): there is nothing to segment, and a stretch of nothing is noise.
+
+Arrays are ``[H, W]`` or ``[H, W, C]`` (channels last). A channel-first ``[C, H, W]`` array (a
+torch habit) is refused with the fix, never read as ``W`` bands of ``H`` rows
+(:func:`check_channels_last`). :func:`check_decoded_bytes` bounds what a header promises
+(height × width × bands × bytes per sample) before anything is decoded.
 
 :func:`stretch_limits` and :func:`apply_stretch` split the stretch in two so that
 :mod:`sbanet.geo` can compute the percentiles once per scene (excluding nodata, on a decimated
@@ -22,6 +28,66 @@ import numpy as np
 
 DEFAULT_PERCENTILES = (2.0, 98.0)
 TIFF_SUFFIXES = {".tif", ".tiff"}
+# a channels-last array has at most this many bands when its first axis is this short or shorter
+MAX_CHANNEL_FIRST_BANDS = 16
+# decoded size of the bands read (height x width x bands x bytes per sample) accepted by default:
+# a 40-megapixel float32 RGB read fits, a 6000 x 6000 x 3 float64 one (864 MB, then copies) does not
+MAX_DECODED_BYTES = 512 * 2**20
+
+
+def check_channels_last(array: np.ndarray) -> np.ndarray:
+    """``ValueError`` for an array that is channel-first ``[C, H, W]`` (``C <= 16`` and more than
+    16 "bands"), which would otherwise be read as ``W`` bands of ``H`` rows; returns ``array``."""
+    if array.ndim == 3 and array.shape[0] <= MAX_CHANNEL_FIRST_BANDS < array.shape[2]:
+        raise ValueError(
+            f"the image array has shape {array.shape}, which looks channel-first [C, H, W]; pass it "
+            f"channels-last [H, W, C], e.g. np.moveaxis(array, 0, -1) -> {(*array.shape[1:], array.shape[0])}"
+        )
+    return array
+
+
+def check_decoded_bytes(
+    height: int, width: int, bands: int, dtype: str | np.dtype, name: str, limit: int = MAX_DECODED_BYTES
+) -> int:
+    """The bytes ``height × width × bands`` samples of ``dtype`` take once decoded, or ``ValueError``
+    above ``limit`` (checked from a file's header, before anything is read)."""
+    size = int(height) * int(width) * int(bands) * np.dtype(dtype).itemsize
+    if size > limit:
+        raise ValueError(
+            f"{name} would take {size / 2**20:,.0f} MiB once decoded ({width}×{height} pixels × {bands} band(s) "
+            f"of {np.dtype(dtype).name}), more than the {limit / 2**20:,.0f} MiB allowed; "
+            "choose fewer bands, crop it, or run it with `python -m sbanet.predict` (sliding window)"
+        )
+    return size
+
+
+def valid_pixels(array: np.ndarray) -> np.ndarray:
+    """``bool [H, W]``: pixels whose every band is finite (integer images: all of them)."""
+    if array.ndim == 2:
+        array = array[..., None]
+    if not np.issubdtype(array.dtype, np.floating):
+        return np.ones(array.shape[:2], dtype=bool)
+    return np.isfinite(array).all(axis=2)
+
+
+def invalid_pixels(image: object, bands: Sequence[int] | None = None) -> np.ndarray | None:
+    """``bool [H, W]`` of the pixels of a numpy ``image`` with a NaN / inf in the ``bands`` read
+    (they come out of :func:`to_rgb8` as 0, and no mask may claim them); None when there are
+    none, or when ``image`` is not an array (files carry nodata through :mod:`sbanet.geo`)."""
+    if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.floating) or image.ndim not in (2, 3):
+        return None
+    invalid = ~valid_pixels(select_bands(check_channels_last(image), bands))
+    return invalid if invalid.any() else None
+
+
+def check_valid_pixels(valid: np.ndarray, name: str = "the image") -> np.ndarray:
+    """``ValueError`` when ``valid`` (``bool [H, W]``) marks no pixel at all; returns ``valid``."""
+    if not valid.any():
+        raise ValueError(
+            f"{name} has no valid pixels (every value is NaN, infinite or nodata in the bands read): "
+            "there is nothing to segment"
+        )
+    return valid
 
 
 def select_bands(array: np.ndarray, bands: Sequence[int] | None = None) -> np.ndarray:
@@ -101,6 +167,7 @@ def to_rgb8(
     array = np.asarray(array)
     if array.size == 0 or array.ndim not in (2, 3) or min(array.shape[:2]) == 0:
         raise ValueError(f"the image is empty or not 2-D (shape {array.shape})")
+    check_channels_last(array)
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     if array.dtype == np.uint8 and bands is None:
@@ -111,14 +178,37 @@ def to_rgb8(
     selected = select_bands(array, bands)
     if selected.dtype == np.uint8:
         return np.ascontiguousarray(selected)
+    check_valid_pixels(valid_pixels(selected))
     return percentile_stretch(selected, percentiles)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def _band_first(shape: tuple[int, ...]) -> bool:
+    """A TIFF's ``(C, H, W)`` (planar) layout, read back as ``(H, W, C)``."""
+    return len(shape) == 3 and shape[0] < min(shape[1:]) and shape[0] <= MAX_CHANNEL_FIRST_BANDS
+
+
+def tiff_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """The ``(H, W[, C])`` shape and dtype :func:`read_image` returns for a TIFF, from its header
+    alone (nothing is decoded); None when tifffile cannot parse it."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, dtype = tuple(int(n) for n in series.shape), np.dtype(series.dtype)
+    except Exception:  # not a TIFF tifffile reads (Pillow may): no header to report
+        return None
+    if _band_first(shape):
+        shape = (*shape[1:], shape[0])
+    return shape, dtype
+
+
+def read_image(path: str | Path, max_bytes: int = MAX_DECODED_BYTES) -> np.ndarray:
     """Read a PNG / JPEG / TIFF (any band count and bit depth) into a numpy array.
 
     Raises ``ValueError`` with the reason for missing, empty, corrupt or oversized files
-    (Pillow's decompression-bomb limit; large GeoTIFF scenes go through :mod:`sbanet.geo`).
+    (Pillow's decompression-bomb limit; a TIFF whose header promises more than ``max_bytes``
+    decoded; large GeoTIFF scenes go through :mod:`sbanet.geo`).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -128,13 +218,16 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ValueError(f"image file is empty: {path.name}")
     if path.suffix.lower() in TIFF_SUFFIXES:
+        header = tiff_header(path)
+        if header is not None:
+            shape, dtype = header
+            bands = shape[2] if len(shape) == 3 else 1
+            check_decoded_bytes(shape[0], shape[1], bands, dtype, path.name, max_bytes)
         try:
             import tifffile
 
             array = tifffile.imread(path)
-            if array.ndim == 3 and array.shape[0] < min(array.shape[1:]) and array.shape[0] <= 16:
-                array = np.moveaxis(array, 0, -1)  # band-first TIFFs (planar) -> HxWxC
-            return array
+            return np.moveaxis(array, 0, -1) if _band_first(array.shape) else array
         except Exception:  # fall through to Pillow, which reads some TIFFs tifffile does not
             pass
     try:

@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from .fast import optimize_for_inference
-from .image import read_image, to_rgb8
+from .image import invalid_pixels, read_image, to_rgb8
 from .modeling.sbanet import SBANet
 from .modeling.text_encoder import load_tokenizer, tokenize
 from .precision import Precision, resolve_precision, runtime_label
 from .runtime import TextFeatureCache, expression_chunk, weights_signature
+from .text import check_text
 
 MAX_EXPRESSION_CHARS = 1000
 
@@ -72,7 +73,7 @@ def check_expression(expression: Any) -> str:
     """A non-empty expression of reasonable length, whitespace-normalised, or ``ValueError``."""
     if not isinstance(expression, str):
         raise ValueError(f"an expression must be a string, got {type(expression).__name__}")
-    text = " ".join(expression.split())
+    text = " ".join(check_text(expression, "the expression", len(expression) + 1, multiline=True).split())
     if not text:
         raise ValueError("the expression is empty: describe the object to segment, e.g. 'the water'")
     if len(text) > MAX_EXPRESSION_CHARS:
@@ -257,6 +258,9 @@ class Predictor:
             probabilities.append(probability[:, 0].clamp_(0, 1).cpu().numpy().astype(np.float32))
             attentions += [(attention, k) for k in range(mask[rows].shape[0])]
         probability = np.concatenate(probabilities)
+        invalid = invalid_pixels(image, bands)  # NaN / inf pixels are nodata: never part of a mask
+        if invalid is not None:
+            probability[:, invalid] = 0.0
         predictions = []
         for k, expression in enumerate(texts):
             maps = self._attention_maps(*attentions[k], ids[k], mask[k]) if return_attention else None

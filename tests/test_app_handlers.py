@@ -91,7 +91,7 @@ class FakeBackend:
             False,
         )
 
-    def save_correction(self, parent_id, mask, author, note=None):
+    def save_correction(self, parent_id, mask, author, note=None, request_id=None):
         parent = self.versions[parent_id]
         new_id = next(self.ids)
         self.versions[new_id] = {
@@ -182,8 +182,8 @@ def test_preview_shows_the_upload_as_the_model_sees_it(backend, scene, tmp_path)
     assert picture.shape == (48, 64, 3) and "64×48 px" in facts and "3 band(s)" in facts
     assert handlers.preview(None, "") == (None, "")
     (tmp_path / "empty.tif").write_bytes(b"")
-    with pytest.raises(gr.Error, match="empty"):
-        handlers.preview(str(tmp_path / "empty.tif"), "")
+    picture, facts = handlers.preview(str(tmp_path / "empty.tif"), "")  # said under the upload
+    assert picture is None and facts.startswith("⚠") and "empty" in facts and str(tmp_path) not in facts
 
 
 def test_the_signed_in_user_is_the_annotator(backend, scene):

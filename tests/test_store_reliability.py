@@ -190,3 +190,78 @@ def test_writer_killed_at_random_keeps_every_acknowledged_sample(url, tmp_path, 
     while receive.poll(0):
         acknowledged.add(receive.recv())
     assert _check_consistent(url, tmp_path, acknowledged) >= after
+
+
+# --- idempotent saves: a client retries after a lost acknowledgement ---------------------------
+def _save(store, expression_id: int, request: int) -> int:
+    """One correction saved under the client's request id ``save-<request>``."""
+    with store.Session.begin() as session:
+        return repo.add_mask_version(
+            session, expression_id, pattern_mask(HEIGHT, WIDTH, 1, request), kind="correction",
+            author="client", status="submitted", request_id=f"save-{request}",
+        ).id  # fmt: skip
+
+
+def _save_forever(url: str, data_dir: str, expression_id: int, pipe) -> None:
+    with make_store(url, data_dir) as store:
+        for request in range(10_000):
+            pipe.send(("sending", request))
+            pipe.send(("saved", request, _save(store, expression_id, request)))
+
+
+@pytest.mark.parametrize("after", [4, 11])
+def test_saves_retried_after_a_kill_are_stored_once(url, tmp_path, after):
+    """The server dies with saves in flight; the client resends every save it is unsure of (and the
+    acknowledged ones too): each request id ends up as exactly one version, the acknowledged ones
+    the very versions first returned."""
+    expression_id = _seed(url, tmp_path)
+    receive, send = FORK.Pipe(duplex=False)
+    process = FORK.Process(target=_save_forever, args=(url, str(tmp_path), expression_id, send))
+    process.start()
+    acknowledged: dict[int, int] = {}
+    sent = -1
+    while len(acknowledged) < after:
+        assert receive.poll(120), "the writer stopped writing"
+        message = receive.recv()
+        if message[0] == "sending":
+            sent = message[1]
+        else:
+            acknowledged[message[1]] = message[2]
+    threading.Event().wait(np.random.default_rng(after).uniform(0.0, 0.05))
+    _kill(process)
+    while receive.poll(0):
+        message = receive.recv()
+        sent = max(sent, message[1])
+        if message[0] == "saved":
+            acknowledged[message[1]] = message[2]
+    with make_store(url, tmp_path) as store:
+        retried = {request: _save(store, expression_id, request) for request in range(sent + 1)}
+        assert {r: retried[r] for r in acknowledged} == acknowledged
+        with store.ReadSession() as session:
+            versions = repo.history(session, expression_id)
+    assert Counter(v.request_id for v in versions) == Counter(f"save-{r}" for r in range(sent + 1))
+    for version in versions:
+        request = int(version.request_id.split("-")[1])
+        np.testing.assert_array_equal(repo.mask_array(version), pattern_mask(HEIGHT, WIDTH, 1, request))
+
+
+def test_concurrent_retries_of_one_save_store_one_version(url, tmp_path):
+    """Eight threads send the same save at once (a client retrying on a timeout): one version."""
+    expression_id = _seed(url, tmp_path)
+    with make_store(url, tmp_path) as store:
+        barrier = threading.Barrier(WRITERS)
+        results: list[int] = []
+
+        def retry() -> None:
+            barrier.wait()
+            results.append(_save(store, expression_id, 7))
+
+        threads = [threading.Thread(target=retry) for _ in range(WRITERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with store.ReadSession() as session:
+            versions = repo.history(session, expression_id)
+    assert len(results) == WRITERS and len(set(results)) == 1
+    assert [v.id for v in versions] == results[:1]

@@ -7,7 +7,9 @@ directory, or ``"minilm"``: the genuine all-MiniLM-L6-v2 BERT shipped in the
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,23 @@ def tokenize(
     return batch["input_ids"], batch["attention_mask"]
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report and progress bar for an expected load (errors still
+    show), restoring its verbosity and bars afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 class TextEncoder(nn.Module):
     """``BertModel`` without its pooler (unused: SBANet works on token features)."""
 
@@ -96,7 +115,8 @@ class TextEncoder(nn.Module):
         from transformers import BertConfig, BertModel
 
         if pretrained:
-            self.bert = BertModel.from_pretrained(resolve_text_source(config.text_model), add_pooling_layer=False)
+            with quiet_transformers():  # the pooler's weights are left out on purpose: no report
+                self.bert = BertModel.from_pretrained(resolve_text_source(config.text_model), add_pooling_layer=False)
             loaded = {k: getattr(self.bert.config, k) for k in config.text_config}
             if loaded != dict(config.text_config):
                 raise ValueError(

@@ -1,0 +1,39 @@
+"""Text that users type, checked before anything runs or is stored.
+
+Every text field (expressions, notes, names) goes through :func:`check_text`: it must be a string
+of printable characters within a length limit. Control characters are refused, not stripped: a
+NUL byte is stored by SQLite but refused by PostgreSQL (after the model has already run), and
+the others (escape sequences, backspace, bell) make logs and exports lie about what was typed.
+Tabs and, where a field allows several lines, line breaks are the only exceptions.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+# Unicode categories refused anywhere: control characters (C0, DEL, C1) and lone surrogates
+# (which no UTF-8 database or file can hold)
+REFUSED_CATEGORIES = frozenset({"Cc", "Cs"})
+
+
+def check_text(value: Any, what: str, max_chars: int, *, multiline: bool = False, required: bool = False) -> str:
+    """``value`` stripped, or ``ValueError`` naming ``what`` (not a string, too long, a control
+    character; empty when ``required``). Tabs are allowed, line breaks only when ``multiline``."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, got {type(value).__name__}")
+    allowed = {"\t", "\n", "\r"} if multiline else {"\t"}
+    for index, char in enumerate(value):
+        if char not in allowed and unicodedata.category(char) in REFUSED_CATEGORIES:
+            raise ValueError(
+                f"{what} contains the control character U+{ord(char):04X} at position {index + 1}; "
+                "type plain text (control characters and NUL bytes are not stored)"
+            )
+    text = value.strip()
+    if required and not text:
+        raise ValueError(f"{what} is empty")
+    if len(text) > max_chars:
+        raise ValueError(f"{what} is {len(text):,} characters long; the limit is {max_chars:,}")
+    return text
