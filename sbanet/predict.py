@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     many = parser.add_argument_group("outputs for many images")
     many.add_argument("-d", "--out-dir", type=Path, help="folder for <scene>__<expression>.* and summary.csv/.gpkg")
     many.add_argument("--formats", type=_formats, default=("mask", "polygons"),
-                      help=f"comma-separated from {','.join(KINDS)} (default mask,polygons; mask required)")  # fmt: skip
+                      help=f"comma-separated from {','.join(KINDS)} (default mask,polygons; needs mask)")  # fmt: skip
     common = parser.add_argument_group("writing")
     common.add_argument("--probability-dtype", choices=PROBABILITY_DTYPES, default="float32",
                         help="float32 in [0, 1] (NaN nodata) or uint8 round(p*254) (255 nodata)")  # fmt: skip

@@ -26,7 +26,7 @@ from .image import TIFF_SUFFIXES
 
 RASTER_SUFFIXES = TIFF_SUFFIXES | {".png", ".jpg", ".jpeg"}
 GLOB_CHARACTERS = re.compile(r"[*?\[]")
-KINDS = ("mask", "polygons", "probability", "geojson")
+KINDS = ("mask", "probability", "polygons", "geojson")
 NAME_SUFFIXES = {"mask": ".tif", "polygons": ".gpkg", "probability": ".probability.tif", "geojson": ".geojson"}
 SEPARATOR = "__"
 

@@ -18,6 +18,7 @@ under the final name.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from .geo import GeoInfo, open_dataset
@@ -144,19 +146,26 @@ class GeoTiffWriter:
         self.masks: list[Any] = []
         self.probabilities: list[Any] = []
         try:
-            for path in mask_paths:
-                dataset = None
-                if path is not None:
-                    dataset = rasterio.open(path, "w", **geotiff_profile(info, "uint8", MASK_NODATA))
-                    dataset.write_colormap(1, MASK_COLORS)
-                self.masks.append(dataset)
-            nodata = float("nan") if probability_dtype == "float32" else MASK_NODATA
-            for path in probability_paths or ():
-                profile = geotiff_profile(info, probability_dtype, nodata)
-                self.probabilities.append(None if path is None else rasterio.open(path, "w", **profile))
+            with warnings.catch_warnings():  # an image without a CRS gets a mask without one
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._open(info, mask_paths, probability_paths or ())
         except Exception:
             self.close()
             raise
+
+    def _open(
+        self, info: GeoInfo, mask_paths: Sequence[str | Path | None], probability_paths: Sequence[str | Path | None]
+    ) -> None:
+        for path in mask_paths:
+            dataset = None
+            if path is not None:
+                dataset = rasterio.open(path, "w", **geotiff_profile(info, "uint8", MASK_NODATA))
+                dataset.write_colormap(1, MASK_COLORS)
+            self.masks.append(dataset)
+        nodata = float("nan") if self.probability_dtype == "float32" else MASK_NODATA
+        profile = geotiff_profile(info, self.probability_dtype, nodata)
+        for path in probability_paths:
+            self.probabilities.append(None if path is None else rasterio.open(path, "w", **profile))
 
     def write(self, row: int, probability: np.ndarray, valid: np.ndarray) -> None:
         window = Window(0, row, probability.shape[2], probability.shape[1])
