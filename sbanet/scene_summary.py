@@ -51,7 +51,7 @@ class SceneRecord:
 def footprint(info: GeoInfo) -> shapely.Polygon:
     """The raster's outline in its own coordinates (pixels without a CRS), edges densified."""
     corners = [(0, 0), (info.width, 0), (info.width, info.height), (0, info.height)]
-    outline = shapely.Polygon([info.affine * corner for corner in corners])
+    outline = shapely.Polygon([info.affine @ corner for corner in corners])
     step = max(outline.length / (4 * FOOTPRINT_POINTS_PER_SIDE), 1e-12)
     return shapely.segmentize(outline, step)
 
