@@ -230,7 +230,8 @@ def run_jobs(plan: ScenePlan, args: argparse.Namespace) -> list[SceneRecord] | N
         if model is not None:
             size = model[0].config.image_size
             overlap = default_overlap(size) if args.tile_overlap is None else args.tile_overlap
-            known = [h for job, h in zip(plan.jobs, headers) if h is not None and job in todo]
+            header = {job.image: h for job, h in zip(plan.jobs, headers)}
+            known = [header[job.image] for job in todo if header[job.image] is not None]
             total = sum(tile_count(h.height, h.width, size, overlap) for h in known)
         records = []
         with tqdm(total=total, unit="tile", disable=args.quiet or not dist.is_main) as bar:

@@ -126,9 +126,7 @@ def write_footprints(path: Path, records: Sequence[SceneRecord], rows: Sequence[
     return True
 
 
-def write_summary(
-    records: Sequence[SceneRecord], slugs: Sequence[str], csv_path: Path, gpkg_path: Path
-) -> list[Path]:
+def write_summary(records: Sequence[SceneRecord], slugs: Sequence[str], csv_path: Path, gpkg_path: Path) -> list[Path]:
     """Write ``csv_path`` and (when any scene is georeferenced) ``gpkg_path``, each atomically;
     returns the paths written."""
     if not records:
