@@ -202,12 +202,17 @@ def main() -> None:
     results: dict = {"cpu": cpu, "cpus": os.cpu_count(), "model": label, "polygons": polygon_figures()}
     with tempfile.TemporaryDirectory() as tmp:
         results["scene"] = scene_benchmark(args, Path(tmp), model, tile)
+        save(results, args.json)  # each part as soon as it is measured: the folder part is long
         if args.folder_scenes:
             results["folder"] = folder_benchmark(args, Path(tmp), model)
+            save(results, args.json)
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def save(results: dict, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def archive(tmp_path):
     folder.mkdir()
     _geotiff(folder / "a.tif", rng.integers(1, 255, (130, 150, 3), dtype=np.uint8))
     b = rng.integers(1, 255, (100, 120, 3), dtype=np.uint8)
-    b[:60, :70] = 0  # more than a whole 96-px tile? no: a corner; the tile there still sees data
+    b[:60, :70] = 0  # a nodata corner, inside tiles that also see data
     _geotiff(folder / "b.tif", b, nodata=0)
     Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(folder / "c.png")
     return folder
