@@ -207,7 +207,8 @@ class Predictor:
         """What runs, for people: ``"sbanet-lite-dubai · cpu · fp32"``."""
         return runtime_label(name, self.device, self.precision)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context the image and fusion stages run in: the resolved precision's autocast, or none for fp32."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -240,12 +241,12 @@ class Predictor:
         ids, mask, text = self.encode_texts(texts)
         chunk = self.expression_chunk or expression_chunk(self.device, self.config.name, len(texts))
         probabilities, attentions = [], []
-        with self._autocast():
+        with self.autocast():
             prefix = self.model.encode_image_prefix(images)
         for start in range(0, len(texts), chunk):
             rows = slice(start, start + chunk)
             length = int(mask[rows].sum(dim=1).max())  # the chunk's longest expression
-            with self._autocast():
+            with self.autocast():
                 logits, attention = self.model.forward_from_prefix(
                     prefix.expand(mask[rows].shape[0], -1, -1, -1),
                     text[rows, :length],

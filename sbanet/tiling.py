@@ -61,6 +61,18 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
     return [round(i * (length - size) / (count - 1)) for i in range(count)]
 
 
+def default_overlap(size: int) -> int:
+    """Pixels neighbouring tiles share unless told: an eighth of the tile (40 px at 320), enough
+    for the ``sin^2`` blend to hide the model's border effects (a 4000 x 4000 scene: 225 tiles of 320,
+    against 169 without overlap and 289 at a quarter)."""
+    return size // 8
+
+
+def tile_count(height: int, width: int, size: int, overlap: int) -> int:
+    """How many tiles :func:`tile_grid` cuts ``height x width`` into."""
+    return len(tile_starts(height, size, overlap)) * len(tile_starts(width, size, overlap))
+
+
 def _axis(length: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """Per tile along one axis: ``(start, extent, shared before, shared after)``."""
     starts, extent = tile_starts(length, size, overlap), min(size, length)
@@ -151,10 +163,13 @@ def _predict_tiles(
     if not work:
         return results
     images = torch.cat([predictor.preprocess(reads[i][0])[0] for i in work])  # [B, 3, S, S]
-    prefix = model.encode_image_prefix(images).repeat_interleave(count, dim=0)  # [B * K, ...]
     batch = len(work)
-    logits, _ = model.forward_from_prefix(prefix, text.repeat(batch, 1, 1), text_mask.repeat(batch, 1), (size, size))
-    probability = model.probability(logits).view(batch, count, size, size)
+    with predictor.autocast():  # the predictor's precision, as for a single image
+        prefix = model.encode_image_prefix(images).repeat_interleave(count, dim=0)  # [B * K, ...]
+        logits, _ = model.forward_from_prefix(
+            prefix, text.repeat(batch, 1, 1), text_mask.repeat(batch, 1), (size, size)
+        )
+    probability = model.probability(logits.float()).view(batch, count, size, size)
     for j, i in enumerate(work):
         p = probability[j]
         if p.shape[-2:] != reads[i][1].shape:  # a tile clipped to a small scene: back to its size
@@ -180,7 +195,7 @@ def predict_scene(
     """Segment every expression over a whole scene by overlapping tiles.
 
     image: a path, a numpy array ``[H, W(, C)]`` or an open :class:`~sbanet.geo.RasterSource`.
-    overlap: pixels shared by neighbouring tiles (default a quarter of the tile). The result
+    overlap: pixels shared by neighbouring tiles (default :func:`default_overlap`). The result
     goes to ``writer`` (default an in-memory :class:`~sbanet.writers.ArrayWriter` with ``mask``
     ``bool [K, H, W]`` and ``probability`` ``uint8 [K, H, W]`` (x255)), which is returned.
     ``callback(done, total)`` is called after each batch of tiles; ``progress`` shows a bar.
@@ -193,7 +208,7 @@ def predict_scene(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     size = predictor.config.image_size
-    overlap = size // 4 if overlap is None else overlap
+    overlap = default_overlap(size) if overlap is None else overlap
     source = image if isinstance(image, RasterSource) else open_raster(image, bands)
     try:
         height, width = source.height, source.width

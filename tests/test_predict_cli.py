@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +129,65 @@ def test_module_entry_point():
         [sys.executable, "-m", "sbanet.predict", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "--vector" in done.stdout and "--tile-overlap" in done.stdout and "--bands" in done.stdout
+
+
+@pytest.fixture
+def scene_copy(tmp_path):
+    """A copy of the small real GeoTIFF that a test may try to damage."""
+    path = tmp_path / "scene.tif"
+    shutil.copyfile(shared_data("spacenet-sample", "ms1.tif"), path)
+    return path
+
+
+def _one_line_refusal(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink", "hardlink"])
+def test_the_input_is_never_an_output(scene_copy, spelling, capsys):
+    """``scene.tif "the water" -o scene.tif`` (however the path is spelt) refuses before any
+    work and leaves the input as it was."""
+    before = scene_copy.read_bytes()
+    target = {"same": scene_copy, "dotted": scene_copy.parent / "." / ".." / scene_copy.parent.name / "scene.tif"}
+    if spelling == "symlink":
+        target[spelling] = scene_copy.parent / "link.tif"
+        target[spelling].symlink_to(scene_copy)
+    if spelling == "hardlink":
+        target[spelling] = scene_copy.parent / "hard.tif"
+        os.link(scene_copy, target[spelling])
+    argv = [str(scene_copy), "the water", "--preset", "sbanet_tiny", "-q", "-o", str(target[spelling])]
+    _one_line_refusal(capsys, [*argv, "--overwrite"], "is the input image")
+    assert scene_copy.read_bytes() == before
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(scene_copy, tmp_path, capsys):
+    mask = tmp_path / "mask.tif"
+    mask.write_bytes(b"an earlier result")
+    argv = [str(scene_copy), "the water", "--preset", "sbanet_tiny", "-q", "-o", str(mask)]
+    _one_line_refusal(capsys, argv, "exists: pass --overwrite")
+    assert mask.read_bytes() == b"an earlier result"
+    assert main([*argv, "--overwrite"]) == 0
+    with rasterio.open(mask) as ds:
+        assert ds.shape == (300, 300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif", "scene.tif"]  # no partial file left
+
+
+def test_missing_output_folders_are_created(scene_copy, tmp_path):
+    mask, polygons = tmp_path / "new" / "deeper" / "mask.tif", tmp_path / "other" / "b.gpkg"
+    assert (
+        main(
+            [str(scene_copy), "the water", "--preset", "sbanet_tiny", "-q", "-o", str(mask), "--vector", str(polygons)]
+        )
+        == 0
+    )
+    assert mask.is_file() and polygons.is_file()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(scene_copy, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    argv = [str(scene_copy), "the water", "--preset", "sbanet_tiny", "-o", str(tmp_path / "a-file" / "mask.tif")]
+    _one_line_refusal(capsys, argv, "cannot create the output folder")
