@@ -31,7 +31,7 @@ from typing import Any
 
 from .geo import parse_bands
 from .scene_run import ScenePlan, plan_run, run_jobs
-from .scenes import KINDS, slug, unique_slugs
+from .scenes import KINDS, remove_empty_folders, slug, unique_slugs
 from .writers import PROBABILITY_DTYPES
 
 __all__ = ["build_parser", "main", "output_paths", "slug"]
@@ -133,10 +133,13 @@ def _describe(plan: ScenePlan, results: list[Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    plan = None
     try:
         plan = plan_run(args)
         results = run_jobs(plan, args)
     except ValueError as exc:
+        if plan is not None:  # refused before writing: leave no empty folder behind either
+            remove_empty_folders(plan.created)
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     if results is None:  # not rank 0 of a torchrun job: rank 0 reports
         return 0

@@ -54,6 +54,7 @@ class ScenePlan:
     jobs: list[SceneJob]
     out_dir: Path | None = None
     summary_written: list[Path] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)  # output folders the run made (deepest first)
 
     @property
     def summary_paths(self) -> list[Path]:
@@ -106,7 +107,7 @@ def plan_run(args: argparse.Namespace) -> ScenePlan:
         jobs = plan_folder(images, texts, out_dir, args.formats)
     plan = ScenePlan(texts, jobs, out_dir)
     plan.jobs = check_plan(jobs, plan.summary_paths, overwrite=args.overwrite, resume=args.resume)
-    make_folders([p for job in plan.jobs for p in job.paths()] + plan.summary_paths)
+    plan.created = make_folders([p for job in plan.jobs for p in job.paths()] + plan.summary_paths)
     return plan
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -160,13 +161,28 @@ def check_plan(
     return [replace(job, done=frozenset(p for p in job.paths() if p.exists())) for job in jobs]
 
 
-def make_folders(paths: Iterable[Path]) -> None:
-    """Create the folders outputs go to; ``ValueError`` (one line) when that is impossible."""
+def make_folders(paths: Iterable[Path]) -> list[Path]:
+    """Create the folders outputs go to; ``ValueError`` (one line) when that is impossible.
+
+    Returns the folders this call created, deepest first (:func:`remove_empty_folders` undoes
+    them when a run is refused before it writes anything)."""
+    created: list[Path] = []
     for folder in sorted({p.parent for p in paths}):
+        missing = [f for f in (folder, *folder.parents) if not f.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            remove_empty_folders(created)
             raise ValueError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+        created += missing
+    return sorted(set(created), key=lambda f: len(f.parts), reverse=True)
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is still empty; others stay."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()
 
 
 def shard(jobs: Sequence[SceneJob], sizes: Sequence[int], rank: int, world_size: int) -> list[SceneJob]:
