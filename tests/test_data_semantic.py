@@ -179,3 +179,40 @@ def test_one_real_dubai_tile(tmp_path):
     for sample in samples[:: max(1, len(samples) // 10)]:
         mask = sample.load_mask()
         assert mask.any() and mask.shape == sample.load_image().shape[:2]
+
+
+def test_paraphrases_and_absent_class_negatives(palette_dataset, tmp_path):
+    palette = [
+        {**PALETTE[0], "paraphrases": ["all houses", "the homes", "the dwellings"]},
+        {**PALETTE[1], "paraphrases": ["the water", "the pond", "the lake"]},
+        PALETTE[2],
+    ]
+    (tmp_path / "palette.json").write_text(json.dumps(palette))
+    classes = load_palette(tmp_path / "palette.json")
+    assert classes[1].paraphrases == ("the water", "the pond", "the lake")
+    config = ConversionConfig(crop=40, val_groups=("2",), colour_tolerance=20, paraphrases=True, negatives=1)
+    report = convert(palette_dataset, tmp_path / "out", config, classes)
+    samples = load_samples("folder", tmp_path / "out", "train")
+    rules = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "out" / "samples_train.jsonl").open()}
+    class_level = [s for s in samples if rules[s.ref_id]["rule"] == "class"]
+    assert class_level and {s.expression for s in class_level} <= set(classes[0].paraphrases + classes[1].paraphrases)
+    absent = [s for s in samples if rules[s.ref_id]["rule"] == "absent"]
+    # the lake lies in the right third only: crops elsewhere ask for it and expect nothing
+    assert absent and report["rules"]["absent"] == len(absent) + report["rules_per_split"]["val"].get("absent", 0)
+    for sample in absent:
+        assert not sample.load_mask().any()
+        assert sample.expression in classes[1].paraphrases + classes[0].paraphrases
+    # off by default: the conversion is the one before either option existed
+    plain = convert(palette_dataset, tmp_path / "plain", ConversionConfig(crop=40, colour_tolerance=20), classes)
+    assert "absent" not in plain["rules"]
+    with pytest.raises(ValueError, match="negatives"):
+        convert(palette_dataset, tmp_path / "bad", ConversionConfig(negatives=-1), classes)
+
+
+def test_dubai_classes_have_five_paraphrases_each():
+    from sbanet.data.semantic import DUBAI_CLASSES
+
+    named = [c for c in DUBAI_CLASSES if c.noun is not None]
+    assert {c.name for c in named} == {"building", "land", "road", "vegetation", "water"}
+    for cls in named:
+        assert len(set(cls.paraphrases)) >= 5, cls.name

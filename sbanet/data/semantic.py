@@ -8,7 +8,11 @@ pixels (so instance phrases stay meaningful at the model's input size); in each 
   "the vegetation"), as in RefSegRS;
 * instance-level referents: connected components of a class, named by the rules of
   :mod:`sbanet.data.expressions` ("the largest building", "the building in the bottom right",
-  "the small water body next to a road"), each kept only when it is true and unambiguous.
+  "the small water body next to a road"), each kept only when it is true and unambiguous;
+* optionally (``--paraphrases``) class-level referents worded as people ask for them ("the sea",
+  "the houses", "the streets", "the greenery"): each class's :attr:`LandCoverClass.paraphrases`;
+* optionally (``--negatives N``) up to N classes *absent* from the crop, asked for anyway, with an
+  empty target mask (rule ``absent``): "nothing" is an answer the model has to learn.
 
 Deterministic; reports how many samples each rule produced (stdout and ``conversion_report.json``).
 Split by group: ``--val-tiles 6`` puts ``tile6`` in val, the other tiles in train. Run::
@@ -34,6 +38,7 @@ import numpy as np
 
 from ..image import read_image, to_rgb8
 from .expressions import ExpressionConfig, Noun, Referring, Region, describe
+from .wording import DUBAI_PARAPHRASES, absent_referrings, reworded
 from .writer import IMAGE_FORMATS, FolderWriter
 
 REPORT_FILE = "conversion_report.json"
@@ -55,18 +60,45 @@ class LandCoverClass:
     irregular: Noun | None = None
     rules: tuple[str, ...] | None = None
     landmark: bool = True
+    # class-level phrases as people type them (ConversionConfig.paraphrases, absent-class negatives)
+    paraphrases: tuple[str, ...] = ()
 
 
 BUILDING_COMPLEX = Noun("building complex", "building complexes")
 # The colours actually used in the dubai-aerial mask PNGs (../shared/data/README.md).
 DUBAI_CLASSES = (
-    LandCoverClass("building", (60, 16, 152), Noun("building", "buildings"), True, BUILDING_COMPLEX),
     LandCoverClass(
-        "land", (132, 41, 246), Noun("area of bare land", "areas of bare land", "bare land"), False, landmark=False
+        "building",
+        (60, 16, 152),
+        Noun("building", "buildings"),
+        True,
+        BUILDING_COMPLEX,
+        paraphrases=DUBAI_PARAPHRASES["building"],
     ),
-    LandCoverClass("road", (110, 193, 228), Noun("road", "roads"), rules=("position", "extreme", "half-group")),
-    LandCoverClass("vegetation", (254, 221, 58), Noun("patch of vegetation", "patches of vegetation", "vegetation")),
-    LandCoverClass("water", (226, 169, 41), Noun("water body", "water bodies", "water")),
+    LandCoverClass(
+        "land",
+        (132, 41, 246),
+        Noun("area of bare land", "areas of bare land", "bare land"),
+        False,
+        landmark=False,
+        paraphrases=DUBAI_PARAPHRASES["land"],
+    ),
+    LandCoverClass(
+        "road",
+        (110, 193, 228),
+        Noun("road", "roads"),
+        rules=("position", "extreme", "half-group"),
+        paraphrases=DUBAI_PARAPHRASES["road"],
+    ),
+    LandCoverClass(
+        "vegetation",
+        (254, 221, 58),
+        Noun("patch of vegetation", "patches of vegetation", "vegetation"),
+        paraphrases=DUBAI_PARAPHRASES["vegetation"],
+    ),
+    LandCoverClass(
+        "water", (226, 169, 41), Noun("water body", "water bodies", "water"), paraphrases=DUBAI_PARAPHRASES["water"]
+    ),
     LandCoverClass("unlabeled", (155, 155, 155)),
 )
 
@@ -83,6 +115,8 @@ class ConversionConfig:
     max_per_referent: int = 2
     image_format: str = "png"
     seed: int = 0
+    paraphrases: bool = False  # word class-level referents with the classes' paraphrases
+    negatives: int = 0  # per crop, up to this many absent classes asked for (empty target mask)
     expressions: ExpressionConfig = field(default_factory=lambda: ExpressionConfig(margin=0.05))
 
 
@@ -195,7 +229,10 @@ def crop_referrings(
         category_rules={**config.expressions.category_rules, **category_rules},
         landmarks=tuple(c.name for c in classes if c.noun is not None and c.landmark),
     )
-    return describe(regions, nouns, rng, class_masks, rules) if class_masks else []
+    referrings = describe(regions, nouns, rng, class_masks, rules) if class_masks else []
+    if config.paraphrases:
+        referrings = [reworded(r, classes, rng) for r in referrings]
+    return referrings + absent_referrings(labels, classes, config.negatives, rng)
 
 
 def fill_ratio(mask: np.ndarray) -> float:
@@ -216,6 +253,8 @@ def convert(
     config = config or ConversionConfig()
     if config.crop < 0:
         raise ValueError(f"crop must be >= 0 (0 keeps whole images), got {config.crop}")
+    if config.negatives < 0:
+        raise ValueError(f"negatives must be >= 0, got {config.negatives}")
     if config.image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {config.image_format!r}")
     pairs = find_pairs(input_root)
@@ -277,7 +316,8 @@ def convert(
 
 def load_palette(path: str | Path) -> tuple[LandCoverClass, ...]:
     """A palette JSON, one entry per class: ``{"name", "rgb": [r, g, b], "singular", "plural",
-    "mass", "instances", "irregular": {"singular", "plural"}, "rules": [...], "landmark"}``; entries
+    "mass", "instances", "irregular": {"singular", "plural"}, "rules": [...], "landmark",
+    "paraphrases": [...]}``; entries
     without ``singular`` are never referred to."""
 
     def noun(entry: dict[str, Any] | None) -> Noun | None:
@@ -292,7 +332,12 @@ def load_palette(path: str | Path) -> tuple[LandCoverClass, ...]:
         rules = tuple(e["rules"]) if e.get("rules") is not None else None
         rgb = tuple(int(v) for v in e["rgb"])
         instances, landmark = bool(e.get("instances", True)), bool(e.get("landmark", True))
-        classes.append(LandCoverClass(e["name"], rgb, noun(e), instances, noun(e.get("irregular")), rules, landmark))
+        paraphrases = tuple(" ".join(str(p).split()) for p in e.get("paraphrases", ()))
+        if any(not p for p in paraphrases):
+            raise ValueError(f"palette entry {e['name']!r} has an empty paraphrase")
+        classes.append(
+            LandCoverClass(e["name"], rgb, noun(e), instances, noun(e.get("irregular")), rules, landmark, paraphrases)
+        )
     return tuple(classes)
 
 
@@ -327,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-per-referent", type=int, default=2)
     parser.add_argument("--image-format", choices=sorted(IMAGE_FORMATS), default="png")
     parser.add_argument("--seed", type=int, default=0, help="varies the phrasing only")
+    parser.add_argument("--paraphrases", action="store_true", help="word class-level referents as people ask")
+    parser.add_argument("--negatives", type=int, default=0, help="per crop, this many absent classes (empty mask)")
     parser.add_argument("--overwrite", action="store_true", help="replace samples already in --output")
     args = parser.parse_args(argv)
     config = ConversionConfig(
@@ -339,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         max_per_referent=args.max_per_referent,
         image_format=args.image_format,
         seed=args.seed,
+        paraphrases=args.paraphrases,
+        negatives=args.negatives,
     )
     classes = load_palette(args.palette) if args.palette else DUBAI_CLASSES
     try:
