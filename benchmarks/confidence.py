@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASS_EXPRESSIONS = {"the water": "water", "all buildings": "building", "the roads": "road", "the vegetation": "vegetation"}
+CLASS_EXPRESSIONS = {
+    "the water": "water",
+    "all buildings": "building",
+    "the roads": "road",
+    "the vegetation": "vegetation",
+}
 NONSENSE = ("a purple elephant", "the ships", "the airplanes")
 MIN_PRESENT = 0.05
 MAX_ABSENT = 0.0
@@ -118,7 +123,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "area_fraction": spread([r["area_fraction"] for r in subset]),
             "mean_probability": spread([r["mean_probability"] for r in subset if r["mean_probability"] is not None]),
         }
-        for group, subset in (("present", [r for r in rows if r["present"]]), ("absent", [r for r in rows if not r["present"]]))
+        for group, subset in (
+            ("present", [r for r in rows if r["present"]]),
+            ("absent", [r for r in rows if not r["present"]]),
+        )
     }
     result = {
         "model": args.model,
