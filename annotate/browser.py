@@ -78,7 +78,8 @@ class AppPage:
 
     def segment(self, image: str | Path | None, expressions: Sequence[str]) -> float:
         """Upload (None: keep the uploaded image), type, click Segment; returns the seconds from
-        the click until the next numbered result's summary shows and its overlay has loaded."""
+        the click until the next numbered result's summary shows and its overlay has loaded
+        (then waits until the drafts are saved and the probability maps shown)."""
         page = self.page
         if image is not None:
             page.set_input_files("#upload input[type=file]", str(image))
@@ -96,7 +97,16 @@ class AppPage:
             " return s.includes(expected) && i && i.complete && i.naturalWidth > 0; }",
             arg=expected,
         )
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.wait_saved()
+        return seconds
+
+    def wait_saved(self) -> None:
+        """Until the second step of a segmentation is done (drafts saved, maps and files shown)."""
+        self.page.wait_for_function(
+            "() => { const s = document.querySelector('#segment-summary').innerText;"
+            " return /Result \\d+:/.test(s) && !s.includes('saving…'); }"
+        )
 
     def wait_attention(self) -> None:
         for selector in ("#query-map img", "#word-bars img"):

@@ -232,7 +232,7 @@ def _annotator_name(saved: str | None, request: gr.Request) -> dict[str, Any]:
     user = getattr(request, "username", None)
     if user:
         return gr.update(value=user, interactive=False)
-    return gr.update(value=saved or "")
+    return gr.update(value=saved) if saved else gr.update()
 
 
 def launch_options() -> dict[str, Any]:

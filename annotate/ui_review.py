@@ -1,9 +1,10 @@
 """Layout and wiring of the Correct and Review queue tabs (called by :func:`annotate.ui.build_ui`
 inside its ``gr.Tabs``), and the editor's keyboard shortcuts.
 
-Shortcuts (while the pointer is not in a text box): **B** brush, **E** eraser, **[** / **]**
-brush or eraser size, **Ctrl+Z** undo, **Ctrl+Shift+Z** / **Ctrl+Y** redo, **Ctrl+S** save. They
-press the editor's own buttons and slider, so they do exactly what a click does.
+Shortcuts (while the pointer is not in a text box): **B** brush, **E** eraser, **H** pan,
+**[** / **]** brush or eraser size, **Ctrl+Z** undo, **Ctrl+Shift+Z** / **Ctrl+Y** redo,
+**Ctrl+S** save; the mouse wheel over the canvas zooms. They press the editor's own buttons and
+slider, so they do exactly what a click does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, editor_background
 from .review import HISTORY_COLUMNS, NOTHING_OPEN, ORDERS, QUEUE_COLUMNS, STATUSES, UNCERTAINTY_HELP, ReviewHandlers
 
 ANNOTATOR_KEY = "sbanet-annotator"  # the browser's local-storage key of the annotator's name
-SHORTCUTS = "**B** brush · **E** eraser · **[ ]** size · **Ctrl+Z** undo · **Ctrl+Shift+Z** redo · **Ctrl+S** save"
+SHORTCUTS = (
+    "**B** brush · **E** eraser · **H** pan (drag) · **[ ]** size · mouse wheel zoom · **Ctrl+Z** undo · "
+    "**Ctrl+Shift+Z** redo · **Ctrl+S** save"
+)
 
 
 @dataclass(frozen=True)
@@ -168,20 +172,26 @@ def shortcuts_js() -> str:
     return false;
   };
   const resize = (step) => {
-    const root = editor();
-    let slider = root?.querySelector('input[type=range]');
-    if (!slider) {  // the size slider lives in the tool's options: open them, change, close
-      press('Brush Size') || press('Eraser Size');
-      slider = root?.querySelector('input[type=range]');
-    }
-    if (!slider) return false;
-    const next = Math.max(+slider.min || 1, Math.min(+slider.max || 100, +slider.value + step * (+slider.step || 1) * 2));
-    slider.value = String(next);
-    slider.dispatchEvent(new Event('input', { bubbles: true }));
-    slider.dispatchEvent(new Event('change', { bubbles: true }));
-    root.dataset.brushSize = String(next);
+    const apply = (slider) => {
+      const size = +slider.value + 2 * step * (+slider.step || 1);
+      slider.value = String(Math.max(+slider.min || 1, Math.min(+slider.max || 100, size)));
+      slider.dispatchEvent(new Event('input', { bubbles: true }));
+      slider.dispatchEvent(new Event('change', { bubbles: true }));
+      editor().dataset.brushSize = slider.value;
+    };
+    const slider = editor()?.querySelector('input[type=range]');
+    if (slider) { apply(slider); return true; }
+    // the size slider lives in the tool's options: open them, then change it once drawn
+    if (!(press('Brush Size') || press('Eraser Size'))) return false;
+    setTimeout(() => { const opened = editor()?.querySelector('input[type=range]'); if (opened) apply(opened); }, 60);
     return true;
   };
+  const zoomOnWheel = (event) => {  // the wheel zooms the canvas (the editor's zoom buttons)
+    if (!event.target.closest || !event.target.closest('#mask-editor canvas')) return;
+    event.preventDefault();
+    press(event.deltaY < 0 ? 'Zoom in' : 'Zoom out');
+  };
+  document.addEventListener('wheel', zoomOnWheel, { passive: false, capture: true });
   document.addEventListener('keydown', (event) => {
     const target = event.target;
     if (target && (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName))) return;
@@ -194,6 +204,7 @@ def shortcuts_js() -> str:
     else if (ctrl && key === 's') { document.querySelector('#save-button')?.click(); done = true; }
     else if (!ctrl && !event.altKey && key === 'b') done = press('Brush') || press('Draw');
     else if (!ctrl && !event.altKey && key === 'e') done = press('Erase') || press('Eraser');
+    else if (!ctrl && !event.altKey && key === 'h') done = press('Pan');
     else if (!ctrl && (event.key === '[' || event.key === ']')) done = resize(event.key === ']' ? 1 : -1);
     if (done) { event.preventDefault(); editor().dataset.lastShortcut = event.key; }
   });
