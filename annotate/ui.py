@@ -53,7 +53,7 @@ def build_ui(backend: Any, *, examples: list[AppExample] | None = None, concurre
             with gr.Column(scale=1, min_width=220):
                 annotator_box = gr.Textbox(label="Annotator", placeholder="your name", elem_id="annotator", max_lines=1)
 
-        with gr.Tabs(selected="segment", overflow_behavior="wrap", elem_id="tabs") as tabs:
+        with gr.Tabs(selected="segment", overflow_behavior="wrap") as tabs:
             # --- Segment ---------------------------------------------------------------------
             with gr.Tab("Segment", id="segment"), gr.Row(elem_id="segment-row"):
                 with gr.Column(scale=2, min_width=300):

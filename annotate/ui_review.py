@@ -69,8 +69,8 @@ def review_tabs(
 ) -> CorrectTab:
     """Add the Correct and Review queue tabs and wire them (named API endpoints included)."""
     private = {"api_visibility": "private"}
-    editing = gr.State(None)
     with gr.Tab("Correct", id="correct"):
+        editing = gr.State(None)  # inside the tab: gr.Tabs must hold only gr.Tab children
         with gr.Row(equal_height=True):
             recent = gr.Dropdown(label="From your last segmentation", choices=[], scale=2)
             mask_version = gr.Number(label="Mask version", value=None, precision=0, elem_id="mask-version")

@@ -93,11 +93,11 @@ def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
         done("paint two strokes")
         ui.screenshot(out / "3-editor.png")
         message = ui.save_correction()
-        done("save")
-        ui.screenshot(out / "4-saved.png", full_page=True)
         new_id = int(message.split("mask version ")[1].split()[0])
         toast = f"Saved mask version {new_id} (correction of {parent_id})"  # the toast, not the line below
         page.get_by_text(toast).first.wait_for(state="visible")
+        done("save")
+        ui.screenshot(out / "4-saved.png", full_page=True)
         page.wait_for_function(
             f"() => document.querySelector('#item-info').innerText.includes('mask version {new_id}')"
         )
