@@ -122,6 +122,9 @@ class AppPage:
         page.wait_for_selector("#mask-editor canvas")
         page.wait_for_function("() => /\\d+%/.test(document.querySelector('#mask-editor').innerText)")
         page.wait_for_timeout(1500)  # the background texture is drawn after the zoom shows
+        # the whole canvas in the viewport: the mouse only paints where the page is shown
+        page.locator("#mask-editor").evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(300)
         return self.zoom()
 
     def zoom(self) -> float:

@@ -109,7 +109,11 @@ def click_to_overlay(ui: Any) -> float:
 
 def concurrent_clicks(browser: Any, url: str, image: Path, expressions: list[str], users: int) -> list[float]:
     """``users`` pages click Segment at the same moment; each one's click-to-overlay seconds."""
+    from annotate.browser import TIMEOUT_MS
+
     pages = [browser.new_page(viewport={"width": SCREEN[0], "height": SCREEN[1]}) for _ in range(users)]
+    for page in pages:
+        page.set_default_timeout(TIMEOUT_MS)
     try:
         uis = [prepare(page, url, image, expressions) for page in pages]
         handles = [ui.page.evaluate_handle(f"() => ({CLICK_AND_TIME})()") for ui in uis]
@@ -160,8 +164,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name, url in targets.items():
                     results[name] = {"click_to_overlay_s": summary(clicks[name])}
                     if args.users > 1:
-                        together = concurrent_clicks(browser, url, image, expressions, args.users)
-                        results[name][f"{args.users}_users_click_to_overlay_s"] = summary(together)
+                        try:
+                            together = concurrent_clicks(browser, url, image, expressions, args.users)
+                            results[name][f"{args.users}_users_click_to_overlay_s"] = summary(together)
+                        except Exception as exc:
+                            results[name][f"{args.users}_users_error"] = f"{type(exc).__name__}: {exc}"[:300]
                 results["this checkout"]["model_s"] = summary(model)
                 if args.screenshots:
                     screenshots(uis["this checkout"], Path(args.screenshots), folder, args.example, image)

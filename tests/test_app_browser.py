@@ -197,8 +197,13 @@ def test_editor_keyboard_shortcuts(tmp_path):
         page.keyboard.press("Control+Shift+z")  # redone: the stroke is back
         page.wait_for_timeout(300)
         ui.screenshot(out / "5-shortcuts.png")
-        page.locator("#save-info").evaluate("e => e.innerText = ''")
-        ui.save_correction()
+        before = page.inner_text("#save-info")
+        ui.press("#save-button")
+        page.wait_for_function(
+            "before => { const t = document.querySelector('#save-info').innerText;"
+            " return /Saved/.test(t) && t !== before; }",
+            arg=before,
+        )
         with app.backend.store.ReadSession() as session:
             redone = repo.mask_array(repo.latest_mask(session, predicted.expression_id))
         assert redone[capsule(*stroke, RADIUS - MARGIN)].all(), "the redone stroke is in the saved mask"
