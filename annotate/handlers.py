@@ -77,6 +77,7 @@ class SegmentSession:
     model: Any = None  # the ModelRef that made the predictions
     seconds: dict[str, float] = field(default_factory=dict)  # "model", "overlay", "total"
     saved: bool = False  # the store write and the downloads are done
+    expression_ids: list[int | None] = field(default_factory=list)  # follows predictions, like the ids
 
     def prediction(self, expression: str | None) -> Any:
         for prediction in self.predictions:
@@ -163,13 +164,14 @@ class SegmentHandlers:
         predictions, image = session.predictions, session.image
         keep = [i for i, v in enumerate(session.verdicts) if keep_untrusted or v.label != NOTHING_FOUND]
         ids: list[int | None] = [None] * len(predictions)
+        expression_ids: list[int | None] = [None] * len(predictions)
         image_id = None
         if keep:
             author = annotator(request, annotator_name)
             recorded = self.backend.record_segmentation(image, [predictions[i] for i in keep], session.model, author)
             image_id = recorded.image_id
-            for i, version in zip(keep, recorded.mask_version_ids):
-                ids[i] = version
+            for i, version, expression_id in zip(keep, recorded.mask_version_ids, recorded.expression_ids):
+                ids[i], expression_ids[i] = version, expression_id
         display = fit_within(image.rgb, DISPLAY_SIDE)
         size = display.shape[:2]
         gallery = [
@@ -181,7 +183,16 @@ class SegmentHandlers:
         )
         seconds = dict(session.seconds, total=session.seconds["overlay"] + time.perf_counter() - started)
         done = SegmentSession(
-            image, session.bands, predictions, ids, session.run, session.verdicts, session.model, seconds, True
+            image,
+            session.bands,
+            predictions,
+            ids,
+            session.run,
+            session.verdicts,
+            session.model,
+            seconds,
+            True,
+            expression_ids,
         )
         details = result_details(done, image_id)
         return gallery, files, summary_markdown(details), details, done
@@ -326,11 +337,24 @@ def result_details(session: SegmentSession, image_id: int | None = None) -> dict
                 "mean_probability_inside": None if v.mean_probability is None else round(v.mean_probability, 4),
                 "verdict": v.label,
                 "verdict_reason": v.reason,
+                "expression_id": expression_id,
                 "mask_version": version_id,
             }
-            for i, (p, v, version_id) in enumerate(zip(session.predictions, session.verdicts, session.mask_version_ids))
+            for i, (p, v, version_id, expression_id) in enumerate(
+                zip(
+                    session.predictions,
+                    session.verdicts,
+                    session.mask_version_ids,
+                    _padded(session.expression_ids, session),
+                )
+            )
         ],
     }
+
+
+def _padded(values: list[Any], session: SegmentSession) -> list[Any]:
+    """``values`` (filled once saved) as long as the session's predictions."""
+    return list(values) + [None] * (len(session.predictions) - len(values))
 
 
 VERDICT_MARKS = {"found": "found", "low confidence": "⚠ low confidence", "nothing found": "✖ nothing found"}
