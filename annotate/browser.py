@@ -118,7 +118,10 @@ class AppPage:
         self.tab("Correct")
         if mask_version is not None:
             page.fill("#mask-version input", str(mask_version))
+        else:  # the Correct tab proposes the last segmentation's draft once it is saved
+            page.wait_for_function("() => document.querySelector('#mask-version input').value !== ''")
         self.press("#open-button")
+        page.wait_for_function("() => /mask version \\d+/.test(document.querySelector('#item-info').innerText)")
         page.wait_for_selector("#mask-editor canvas")
         page.wait_for_function("() => /\\d+%/.test(document.querySelector('#mask-editor').innerText)")
         page.wait_for_timeout(1500)  # the background texture is drawn after the zoom shows
