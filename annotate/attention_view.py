@@ -87,15 +87,22 @@ def _message(text: str) -> np.ndarray:
 
 
 def _heat_panel(
-    axes, image: np.ndarray, heat: np.ndarray, title: str, label: str, interpolation: str = "bilinear"
+    axes,
+    image: np.ndarray,
+    heat: np.ndarray,
+    title: str,
+    label: str,
+    interpolation: str = "bilinear",
+    scale: tuple[float, float] | None = None,
 ) -> None:
     """The image in grey with ``heat`` (any grid size, stretched over it) in colour on top.
 
-    The colour scale spans the map's own robust range (1st-99.5th percentile), and the colour
-    bar says what the values are, so weak structure stays visible without being overstated.
+    The colour scale spans ``scale`` (shared by several panels) or, without it, the map's own
+    robust range (1st-99.5th percentile); the colour bar says what the values are, so weak
+    structure stays visible without being overstated.
     """
     height, width = image.shape[:2]
-    low, high = (float(v) for v in np.percentile(heat, (1.0, 99.5)))
+    low, high = scale if scale is not None else (float(v) for v in np.percentile(heat, (1.0, 99.5)))
     if high - low < 1e-6:
         low, high = low - 0.5e-6, high + 0.5e-6
     axes.imshow(image.mean(axis=2), cmap="gray", vmin=0, vmax=255, extent=(0, width, height, 0))
@@ -127,32 +134,49 @@ def _stage_title(index: int, grid: np.ndarray) -> str:
     return f"stage {index + 1} · 1/{4 * 2**index} · {grid.shape[0]}×{grid.shape[1]}"
 
 
-def _stage_panels(image: np.ndarray, maps: list[np.ndarray | None], suptitle: str, label: str, times_uniform: bool):
+def shared_scale(heats: list[np.ndarray]) -> tuple[float, float]:
+    """One colour scale for several maps: from 0 to the highest 99.5th percentile among them, so
+    a map that is flat (noise around one value) looks flat next to one with structure."""
+    high = max(float(np.percentile(h, 99.5)) for h in heats)
+    return 0.0, max(high, 1e-6)
+
+
+def _stage_panels(
+    image: np.ndarray,
+    maps: list[np.ndarray | None],
+    suptitle: str,
+    label: str,
+    times_uniform: bool,
+    shared: bool = False,
+):
     shown = fit_within(image, DISPLAY_SIDE)
     available = [(i, m) for i, m in enumerate(maps) if m is not None]
     figure = _figure(3.2 * len(available), 3.3)
     axes = figure.subplots(1, len(available), squeeze=False)[0]
-    for ax, (index, grid) in zip(axes, available):
-        heat = grid * grid.size if times_uniform else grid
-        _heat_panel(ax, shown, heat, _stage_title(index, grid), label)
+    heats = [grid * grid.size if times_uniform else grid for _, grid in available]
+    scale = shared_scale(heats) if shared else None
+    for ax, (index, grid), heat in zip(axes, available, heats):
+        _heat_panel(ax, shown, heat, _stage_title(index, grid), label, scale=scale)
     figure.suptitle(suptitle, fontsize=11)
     return _to_array(figure)
 
 
-def query_attention_image(image: np.ndarray, attention: AttentionMaps) -> np.ndarray:
-    """Where the learnable query tokens look, per stage (BAM, Eq. 1): ``uint8 [h, w, 3]``."""
+def query_attention_image(image: np.ndarray, attention: AttentionMaps, shared: bool = False) -> np.ndarray:
+    """Where the learnable query tokens look, per stage (BAM, Eq. 1): ``uint8 [h, w, 3]``
+    (``shared``: one colour scale for every stage, see :func:`shared_scale`)."""
     if all(q is None for q in attention.query):
         return _message("This model has no learnable query tokens (BAM is off).")
     return _stage_panels(
         image,
         attention.query,
-        "Where the query tokens look (BAM, Eq. 1; mean over tokens)",
-        "× uniform",
+        "Where the model looked, stage by stage (query tokens, BAM Eq. 1)",
+        "× an even spread",
         times_uniform=True,
+        shared=shared,
     )
 
 
-def pixel_word_image(image: np.ndarray, attention: AttentionMaps, word: str) -> np.ndarray:
+def pixel_word_image(image: np.ndarray, attention: AttentionMaps, word: str, shared: bool = False) -> np.ndarray:
     """PWAM's attention of every pixel on ``word`` (word pieces summed), per stage."""
     words = {w.key: w for w in merge_word_pieces(attention.tokens)}
     if word not in words:
@@ -160,7 +184,12 @@ def pixel_word_image(image: np.ndarray, attention: AttentionMaps, word: str) -> 
     columns = list(words[word].tokens)
     maps = [m[..., columns].sum(axis=-1) for m in attention.pixel_word]
     return _stage_panels(
-        image, maps, f"Pixel-word attention on “{word}” (PWAM; share of each pixel's attention)", "share", False
+        image,
+        maps,
+        f"Which pixels listened to “{word}” (PWAM: share of each pixel's attention)",
+        "share",
+        False,
+        shared,
     )
 
 
@@ -186,7 +215,7 @@ def word_relevance_image(attention: AttentionMaps) -> np.ndarray:
     for tick, word in zip(axes.get_xticklabels(), words):
         tick.set_color("#999999" if word.special else "#111111")
     axes.set_ylabel("share of alignment (%)")
-    axes.set_title("How much each word counts in the query-text alignment (BAM, Eq. 3)", fontsize=11)
+    axes.set_title("How much each word counted (query-text alignment, BAM Eq. 3)", fontsize=11)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # off the bars
     axes.spines[["top", "right"]].set_visible(False)
     return _to_array(figure)
@@ -201,8 +230,8 @@ def tcsa_image(image: np.ndarray, attention: AttentionMaps) -> np.ndarray:
     figure = _figure(4.4, 3.9)
     axes = figure.subplots()
     heat = spatial * spatial.size
-    title = f"TCSA spatial attention (Eq. 10) · {spatial.shape[0]}×{spatial.shape[1]} patches"
-    _heat_panel(axes, shown, heat, title, "× uniform", interpolation="nearest")  # one value per patch
+    title = f"Which regions mattered most · {spatial.shape[0]}×{spatial.shape[1]} patches (TCSA, Eq. 10)"
+    _heat_panel(axes, shown, heat, title, "× an even spread", interpolation="nearest")  # one value per patch
     height, width = shown.shape[:2]
     gh, gw = spatial.shape
     if gh * gw <= 100:  # small grids: print each patch's value, white with a dark outline

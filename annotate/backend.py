@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sbanet.checkpoint import checkpoint_metadata
 from sbanet.geo import geo_metadata
 from sbanet.predictor import Predictor
 
@@ -49,6 +50,7 @@ class SharedModel:
         self.source: str | None = None
         self.version_id: int | None = None
         self.name = "no model loaded"
+        self.metadata: dict[str, Any] = {}  # the checkpoint's config.json metadata (calibrated thresholds)
 
     def load(self, source: str) -> Predictor:
         """Load a checkpoint (directory, file or hub id) without making it active yet."""
@@ -56,8 +58,10 @@ class SharedModel:
 
     def install(self, predictor: Predictor, source: str, version_id: int | None, name: str) -> None:
         """Make ``predictor`` the model every user gets from now on."""
+        metadata = checkpoint_metadata(source) if Path(source).exists() else {}
         with self._lock:
             self._predictor, self.source, self.version_id, self.name = predictor, source, version_id, name
+            self.metadata = metadata
 
     def current(self) -> tuple[Predictor, ModelRef]:
         """The predictor and which version it is, read together (a swap cannot come between)."""
@@ -115,6 +119,11 @@ class Backend:
         except ValueError:
             return self.model.name
         return predictor.label(ref.name)
+
+    @property
+    def model_metadata(self) -> dict[str, Any]:
+        """The active checkpoint's metadata (``"confidence"``: its calibrated thresholds)."""
+        return self.model.metadata
 
     def predict(
         self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5
@@ -247,6 +256,11 @@ class Backend:
     def review_queue(self, status: str, order: str, limit: int = 100) -> list[dict[str, Any]]:
         with self.store.ReadSession() as session:
             return [_version_row(v) for v in repo.review_queue(session, status, order, limit)]
+
+    def status_counts(self) -> dict[str, int]:
+        """``{status: number of expressions whose newest mask has it}`` (the review progress)."""
+        with self.store.ReadSession() as session:
+            return repo.status_counts(session)
 
     # --- models and fine-tuning --------------------------------------------------------------
     def model_versions(self) -> list[dict[str, Any]]:

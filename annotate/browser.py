@@ -78,7 +78,8 @@ class AppPage:
 
     def segment(self, image: str | Path | None, expressions: Sequence[str]) -> float:
         """Upload (None: keep the uploaded image), type, click Segment; returns the seconds from
-        the click until the next numbered result's summary shows and its overlay has loaded."""
+        the click until the next numbered result's summary shows and its overlay has loaded
+        (then waits until the drafts are saved and the probability maps shown)."""
         page = self.page
         if image is not None:
             page.set_input_files("#upload input[type=file]", str(image))
@@ -96,7 +97,16 @@ class AppPage:
             " return s.includes(expected) && i && i.complete && i.naturalWidth > 0; }",
             arg=expected,
         )
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.wait_saved()
+        return seconds
+
+    def wait_saved(self) -> None:
+        """Until the second step of a segmentation is done (drafts saved, maps and files shown)."""
+        self.page.wait_for_function(
+            "() => { const s = document.querySelector('#segment-summary').innerText;"
+            " return /Result \\d+:/.test(s) && !s.includes('saving…'); }"
+        )
 
     def wait_attention(self) -> None:
         for selector in ("#query-map img", "#word-bars img"):
@@ -108,10 +118,16 @@ class AppPage:
         self.tab("Correct")
         if mask_version is not None:
             page.fill("#mask-version input", str(mask_version))
+        else:  # the Correct tab proposes the last segmentation's draft once it is saved
+            page.wait_for_function("() => document.querySelector('#mask-version input').value !== ''")
         self.press("#open-button")
+        page.wait_for_function("() => /mask version \\d+/.test(document.querySelector('#item-info').innerText)")
         page.wait_for_selector("#mask-editor canvas")
         page.wait_for_function("() => /\\d+%/.test(document.querySelector('#mask-editor').innerText)")
         page.wait_for_timeout(1500)  # the background texture is drawn after the zoom shows
+        # the whole canvas in the viewport: the mouse only paints where the page is shown
+        page.locator("#mask-editor").evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(300)
         return self.zoom()
 
     def zoom(self) -> float:

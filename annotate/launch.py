@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class AppSettings:
     device: str | None = None  # torch device of the model; None: cuda when available, else cpu
     precision: str = "auto"  # sbanet.precision: auto | fp32 | bf16 | fp16 (CUDA)
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
-    examples: bool = True  # generated synthetic scenes in the Segment tab
+    examples: bool = True  # the shipped real aerial examples in the Segment tab
 
 
 def parse_auth(text: str | None) -> list[tuple[str, str]]:
@@ -81,7 +82,8 @@ def build_app(settings: AppSettings) -> tuple[Any, Any]:
     backend = Backend(store, SharedModel(load), Downloads())
     backend.load_model(model_source(settings, store))
     backend.jobs.recover()  # fine-tune runs a killed app left "running" are requeued
-    examples = example_inputs(backend.downloads.root / "examples") if settings.examples else None
+    # a folder of its own: the downloads root is pruned of folders older than an hour
+    examples = example_inputs(tempfile.mkdtemp(prefix="sbanet-examples-")) if settings.examples else None
     demo = build_ui(backend, examples=examples, concurrency_limit=settings.concurrency)
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo, backend
@@ -102,7 +104,7 @@ def blocked_paths(backend: Any) -> list[str]:
 
 def launch_kwargs(settings: AppSettings, backend: Any) -> dict[str, Any]:
     """The arguments for ``demo.launch`` that make it safe (see the module and README)."""
-    from .ui import CSS
+    from .ui import launch_options
 
     return {
         "server_name": settings.host,
@@ -113,7 +115,7 @@ def launch_kwargs(settings: AppSettings, backend: Any) -> dict[str, Any]:
         "max_file_size": settings.max_file_size,
         "blocked_paths": blocked_paths(backend),
         "allowed_paths": [],
-        "css": CSS,
         "show_error": True,  # refusals say what and why (user_errors keeps server paths out of them)
         "footer_links": ["api", "settings"],
+        **launch_options(),  # the layout's CSS and the editor's keyboard shortcuts
     }

@@ -18,6 +18,8 @@ MODEL_COLUMNS = ("model_version", "name", "preset", "parent", "active", "mIoU", 
 METRICS = ("count", "mIoU", "oIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9")
 SELECTIONS = {"accepted masks": "accepted", "newest mask of every expression": "latest"}
 BAR_CELLS = 24
+MIN_TRAIN_MASKS = 20  # below: warn that a fine-tune will most likely make the model worse
+MIN_HELD_OUT_MASKS = 10  # below: warn that the before/after comparison says little
 
 
 def whole_number(value: Any, what: str, low: int = 1, high: int = 1_000_000) -> int:
@@ -45,16 +47,49 @@ def progress_markdown(status: dict[str, Any]) -> str:
     if status["trained_on"] or status["held_out"]:
         lines.append(f"{status['trained_on']} accepted masks trained on, {status['held_out']} held out")
     if status["status"] == "succeeded":
-        lines.append(f"New model version **{status['result_model']}**: compare below, then make it active.")
+        lines.append(f"New model version **{status['result_model']}**. {comparison(status)}")
     if status["error"]:
         lines.append(f"Error: {markdown_text(status['error'])}")
     return "  \n".join(lines)
 
 
+def comparison(status: dict[str, Any]) -> str:
+    """Plain words on the held-out mIoU of a finished run: better, worse or not measured."""
+    before, after = (status.get("metrics_before") or {}).get("mIoU"), (status.get("metrics_after") or {}).get("mIoU")
+    if before is None or after is None:
+        return "It was not measured on held-out masks: check it on your own images before making it active."
+    numbers = f"(held-out mIoU {after:.3f} vs the base's {before:.3f}, on {status['held_out']} masks)"
+    if after < before:
+        return f"It is **worse than its base** {numbers}: keep the base active."
+    return f"It is better than its base {numbers}; make it active below if you want everyone to use it."
+
+
+def sample_warning(trained_on: int, held_out: int) -> str:
+    """A warning when a run would have too few masks to learn from or to be judged on ("" if not)."""
+    problems = []
+    if trained_on < MIN_TRAIN_MASKS:
+        problems.append(
+            f"only {trained_on} accepted masks to train on (fewer than {MIN_TRAIN_MASKS} usually makes the "
+            "model worse: accept more corrections first)"
+        )
+    if held_out < MIN_HELD_OUT_MASKS:
+        problems.append(
+            f"only {held_out} held-out masks to measure on (with fewer than {MIN_HELD_OUT_MASKS} the "
+            "comparison says little)"
+        )
+    return "⚠ " + "; ".join(problems) + "." if problems else ""
+
+
 def metrics_table(status: dict[str, Any]) -> pd.DataFrame:
-    """Held-out metrics of the base model and the fine-tuned one, side by side."""
+    """Held-out metrics of the base model and the fine-tuned one, side by side (3 decimals)."""
     before, after = status.get("metrics_before") or {}, status.get("metrics_after") or {}
-    rows = [[name, before.get(name), after.get(name)] for name in METRICS if name in before or name in after]
+
+    def shown(value: Any) -> Any:
+        return round(float(value), 3) if isinstance(value, int | float) else value
+
+    rows = [
+        [name, shown(before.get(name)), shown(after.get(name))] for name in METRICS if name in before or name in after
+    ]
     frame = pd.DataFrame(rows, columns=["metric", "base model", "fine-tuned"], dtype=object)
     return frame.fillna("")
 
@@ -110,6 +145,8 @@ class ManageHandlers:
             f"A run trains on **{len(train)}** accepted masks (train split) and measures base and new model "
             f"on **{len(held_out)}** held-out ones (val/test split, never trained on)."
         )
+        warning = sample_warning(len(train), len(held_out))
+        summary = f"{summary}\n\n{warning}" if warning else summary
         return summary, table(train, HISTORY_COLUMNS), table(held_out, HISTORY_COLUMNS)
 
     @user_errors
@@ -127,6 +164,10 @@ class ManageHandlers:
         """Start a background fine-tune run of ``base_model``; returns the run id and its status."""
         author = annotator(request, annotator_name, required=True)
         config = self._config(steps, batch_size, lr, include_imported, activate)
+        train, held_out = self.backend.finetune_masks(config)
+        warning = sample_warning(len(train), len(held_out))
+        if warning:
+            gr.Warning(warning, title="Few masks")
         run_id = self.backend.jobs.start(version_id(base_model, "model version"), config, author)
         return run_id, self.backend.jobs.status(run_id)
 

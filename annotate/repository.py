@@ -352,3 +352,13 @@ def review_queue(
     else:
         query = query.order_by(MaskVersion.id.desc())
     return list(session.scalars(query.limit(limit)))
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    """How many expressions' newest mask version has each status (every status, zeros included)."""
+    query = (
+        select(MaskVersion.status, func.count()).where(MaskVersion.id.in_(newest_ids())).group_by(MaskVersion.status)
+    )
+    counts = dict.fromkeys(MASK_STATUSES, 0)
+    counts.update({status: int(count) for status, count in session.execute(query)})
+    return counts

@@ -28,6 +28,15 @@ EDITOR_SIDE = 2048
 ORDERS = {"most uncertain first": "uncertain", "newest first": "recent"}
 HISTORY_COLUMNS = ("mask_version", "kind", "status", "author", "area_px", "uncertainty", "parent", "created")
 QUEUE_COLUMNS = ("mask_version", "image", "expression", "kind", "status", "author", "uncertainty", "created")
+REVIEWED = ("accepted", "rejected")
+NOTHING_OPEN = (
+    "Nothing is open yet. Segment an image (Segment tab) and come back, or click a row of the "
+    "*Review queue*; then *Open in editor*."
+)
+UNCERTAINTY_HELP = (
+    "*uncertainty*: how unsure the model was, averaged over the image's pixels, from 0 (sure of every "
+    "pixel) to 1 (every pixel a coin toss). The most uncertain masks are the most useful to correct."
+)
 
 
 @dataclass(frozen=True)
@@ -44,14 +53,30 @@ class Editing:
 
 
 def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.DataFrame([[row[c] for c in columns] for row in rows], columns=list(columns), dtype=object)
-    return frame.fillna("")  # no NaN in the browser, and ids stay integers
+    """Rows as a table of ``columns`` (uncertainty to 2 decimals; no NaN, ids stay integers)."""
+    cells = [[_cell(c, row[c]) for c in columns] for row in rows]
+    return pd.DataFrame(cells, columns=list(columns), dtype=object).fillna("")
+
+
+def _cell(column: str, value: Any) -> Any:
+    return round(float(value), 2) if column == "uncertainty" and value not in (None, "") else value
+
+
+def review_progress(counts: dict[str, int]) -> str:
+    """``{status: count}`` -> "**12 of 40** reviewed (accepted or rejected) · 28 draft · ..."."""
+    total = sum(counts.values())
+    if total == 0:
+        return "Nothing to review yet: every segmentation is queued here as a draft."
+    done = sum(counts.get(s, 0) for s in REVIEWED)
+    parts = " · ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
+    return f"**{done} of {total}** expressions reviewed (accepted or rejected) · {parts}"
 
 
 def version_id(value: Any, what: str = "mask version") -> int:
     """An id from a number box or dropdown (``ValueError`` if missing or not a whole number)."""
-    if value is None or value == "":
-        raise ValueError(f"choose a {what} first")
+    if value is None or value == "" or value == 0:
+        hint = ": segment an image (Segment tab) or pick a row of the Review queue" if what == "mask version" else ""
+        raise ValueError(f"choose a {what} first{hint}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -127,7 +152,15 @@ class ReviewHandlers:
             f"by {markdown_text(author)}: "
             f"{int(mask.sum()):,} of {mask.size:,} pixels at {mask.shape[1]}×{mask.shape[0]}."
         )
+        gr.Success(f"Saved mask version {new_id} (correction of {editing.mask_version_id})", title="Saved")
         return message, saved, table(self.backend.history(editing.expression_id), HISTORY_COLUMNS)
+
+    @user_errors
+    def header(self, editing: Editing | None) -> str:
+        """The line above the editor: what is open now (after a save: the new version)."""
+        if editing is None:
+            return NOTHING_OPEN
+        return self._describe(self.backend.item(editing.mask_version_id))
 
     @user_errors
     def save_correction(
@@ -184,6 +217,49 @@ class ReviewHandlers:
             raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
         rows = self.backend.review_queue(status, ORDERS[order], max(1, min(int(limit or 100), 1000)))
         return table(rows, QUEUE_COLUMNS)
+
+    def progress(self) -> str:
+        """How far the review is: reviewed of all, and how many expressions have each status."""
+        return review_progress(self.backend.status_counts())
+
+    @user_errors
+    def next_in_queue(self, status: str, order: str, current: Any = None) -> int:
+        """The first mask version of the queue (``status``, ``order``) other than ``current``."""
+        if status not in STATUSES or order not in ORDERS:
+            raise ValueError(f"status must be one of {STATUSES} and order one of {list(ORDERS)}")
+        for row in self.backend.review_queue(status, ORDERS[order], 2):
+            if row["mask_version"] != current:
+                return int(row["mask_version"])
+        raise ValueError(f"no other mask waits with status '{status}': the queue is done")
+
+    @user_errors
+    def open_next(
+        self, status: str, order: str, current: Any = None
+    ) -> tuple[dict[str, Any], Editing, str, pd.DataFrame, int]:
+        """Open the next mask version of the queue: :meth:`open_item`'s outputs and its id."""
+        next_id = self.next_in_queue(status, order, current)
+        return (*self.open_item(next_id), next_id)
+
+    @user_errors
+    def save_and_next(
+        self,
+        editing: Editing | None,
+        value: dict[str, Any] | None,
+        note: str,
+        annotator_name: str,
+        status: str,
+        order: str,
+        request: gr.Request = None,
+    ) -> tuple[str, Editing, pd.DataFrame, Any, str, Any]:
+        """Save the editor's mask, then open the next one of the queue in one step (a refused
+        save opens nothing, so unsaved strokes stay): save message, editing, versions, editor,
+        header, mask version. When the queue is done, the saved version stays open."""
+        message, saved, history = self.save_from_editor(editing, value, note, annotator_name, request)
+        try:
+            value, opened, info, history, next_id = self.open_next(status, order, saved.mask_version_id)
+        except gr.Error as exc:
+            return f"{message}  \n{exc.message}", saved, history, gr.skip(), self.header(saved), saved.mask_version_id
+        return message, opened, history, value, info, next_id
 
     def pick_from_queue(self, queue: pd.DataFrame, event: gr.SelectData) -> Any:
         """The mask version of the row a reviewer clicked."""

@@ -1,7 +1,9 @@
 """The Gradio app's layout and wiring (hysts' Spaces style: no logic here, handlers do it).
 
-Every action has a named API endpoint (see ``docs/api.md``); model work goes through the queue
-under one concurrency group whose limit is ``concurrency_limit``.
+Every action has a named API endpoint (see ``docs/api.md``). A segmentation shows its overlay
+as soon as the model is done; the store write, probability maps and mask files follow in a
+second step. Only model runs wait for each other (``concurrency_limit`` of them at a time, see
+:class:`~annotate.handlers.SegmentHandlers`); the rest of each request runs beside other users'.
 """
 
 from __future__ import annotations
@@ -10,79 +12,89 @@ from typing import Any
 
 import gradio as gr
 
+from .examples import AppExample
 from .handlers import SegmentHandlers, on_page
 from .inputs import IMAGE_SUFFIXES, MAX_EXPRESSIONS
-from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE
-from .review import ORDERS, STATUSES, ReviewHandlers
+from .review import ReviewHandlers
 from .ui_manage import manage_tabs
+from .ui_review import ANNOTATOR_KEY, review_tabs, shortcuts_js
+from .ui_style import CSS, HEAD
 
 TITLE = "SBANet · referring segmentation for aerial images"
 INTRO = (
-    "Upload an aerial image, describe what to segment (one expression per line), inspect what the "
-    "model looked at, correct the mask with a brush and save it. Every button is also an API "
-    "endpoint (see *Use via API* at the bottom)."
+    "Upload an aerial image, say what to segment, correct the mask with a brush and save it. "
+    "Every button is also an API endpoint (*Use via API*, at the bottom)."
 )
-CSS = """
-#segment-summary table { font-size: 0.9em; }
-.sbanet-note { color: var(--body-text-color-subdued); font-size: 0.9em; }
-"""
-MODEL_GROUP = "model"  # one concurrency group for everything that runs the network
+MODEL_GROUP = "model"  # the concurrency group of endpoints that are one model run and nothing else
+SEGMENT_OUTPUTS_HELP = "Result: the overlay first, then probability maps, files and the saved drafts"
+ATTENTION_CAPTION = (
+    "Where the model looked for **{expression}**. Brighter means more attention; on the maps, 1 is what "
+    "an even spread over the image would give. Word bars: how much each word of the sentence counted. "
+    "Pixel map: which pixels listened to the word **{word}**. "
+    "<span class='sbanet-note'>Technical: learnable query tokens (BAM, Eq. 1, mean over tokens), query-text "
+    "alignment (Eq. 3), PWAM pixel-word attention, TCSA spatial attention (Eq. 10).</span>"
+)
 
 
-def _brush() -> gr.Brush:
-    """Two fixed colours: the first adds to the mask, the second removes from it."""
-    add, remove = (BRUSH_ADD, BRUSH_OPACITY), (BRUSH_REMOVE, BRUSH_OPACITY)
-    return gr.Brush(colors=[add, remove], default_color=add, color_mode="fixed", default_size=12)
-
-
-def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurrency_limit: int = 1) -> gr.Blocks:
+def build_ui(backend: Any, *, examples: list[AppExample] | None = None, concurrency_limit: int = 1) -> gr.Blocks:
     """The whole app over ``backend`` (the real :class:`~annotate.backend.Backend` or a fake)."""
-    seg = SegmentHandlers(backend)
+    seg = SegmentHandlers(backend, model_slots=concurrency_limit)
     rev = ReviewHandlers(backend)
     model_events = {"concurrency_limit": concurrency_limit, "concurrency_id": MODEL_GROUP}
+    private = {"api_visibility": "private"}
     # Gradio's own cache (uploads, returned files) is swept hourly of files older than a day
     with gr.Blocks(title="SBANet", delete_cache=(3600, 86400)) as demo:
         session = gr.State(None)
-        editing = gr.State(None)
-        with gr.Row(equal_height=True):
-            gr.Markdown(f"## {TITLE}\n{INTRO}")
-            with gr.Column(scale=0, min_width=260):
-                annotator_box = gr.Textbox(label="Annotator", placeholder="your name", elem_id="annotator")
-                model_info = gr.Markdown(elem_classes="sbanet-note")
+        saved_annotator = gr.BrowserState("", storage_key=ANNOTATOR_KEY)
+        with gr.Row(elem_id="header"):
+            with gr.Column(scale=4, min_width=300):
+                gr.Markdown(f"## {TITLE}\n{INTRO}", elem_id="title")
+                model_info = gr.Markdown(elem_classes="sbanet-note", elem_id="model-info")
+            with gr.Column(scale=1, min_width=220):
+                annotator_box = gr.Textbox(label="Annotator", placeholder="your name", elem_id="annotator", max_lines=1)
 
-        with gr.Tabs(selected="segment") as tabs:
+        with gr.Tabs(selected="segment", overflow_behavior="wrap") as tabs:
             # --- Segment ---------------------------------------------------------------------
-            with gr.Tab("Segment", id="segment"), gr.Row():
-                with gr.Column(scale=2, min_width=320):
+            with gr.Tab("Segment", id="segment"), gr.Row(elem_id="segment-row"):
+                with gr.Column(scale=2, min_width=300):
                     upload = gr.File(
                         label="Image (PNG, JPEG, TIFF / GeoTIFF: any bands and bit depth)",
                         file_types=list(IMAGE_SUFFIXES),
                         type="filepath",
+                        height=120,
                         elem_id="upload",
                     )
-                    preview = gr.Image(label="As the model sees it", interactive=False, height=260, format="png")
-                    image_info = gr.Markdown(elem_classes="sbanet-note")
                     expressions = gr.Textbox(
-                        label=f"Expressions (one per line, up to {MAX_EXPRESSIONS})",
-                        placeholder="the water\nall buildings\nthe road on the left",
-                        lines=3,
+                        label=f"What to segment (one expression per line, up to {MAX_EXPRESSIONS})",
+                        placeholder="the water\nall buildings",
+                        lines=2,
                         max_lines=MAX_EXPRESSIONS,
                         elem_id="expressions",
+                    )
+                    segment_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
+                    example_gallery = gr.Gallery(
+                        value=[(e.thumbnail, e.caption) for e in examples or []],
+                        label="Examples: real aerial images (Dubai, public domain); click one to run it",
+                        columns=4,
+                        height=170,
+                        allow_preview=False,
+                        object_fit="cover",
+                        visible=bool(examples),
+                        elem_id="examples",
                     )
                     with gr.Accordion("Options", open=False):
                         bands = gr.Textbox(
                             label="Bands shown as R,G,B (counted from 1; blank: 1,2,3)", placeholder="e.g. 4,3,2"
                         )
                         threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask threshold")
-                    segment_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
-                    if examples:
-                        gr.Examples(
-                            examples=examples,
-                            inputs=[upload, expressions],
-                            label="Examples (generated synthetic scenes)",
-                            example_labels=[" · ".join(text.splitlines()) for _, text in examples],
+                        keep_untrusted = gr.Checkbox(
+                            value=False,
+                            label="Save 'nothing found' results as drafts too (normally they are not queued)",
+                            elem_id="keep-untrusted",
                         )
-                with gr.Column(scale=3):
+                    preview = gr.Image(label="As the model sees it", interactive=False, height=220, format="png")
+                    image_info = gr.Markdown(elem_classes="sbanet-note")
+                with gr.Column(scale=3, min_width=300):
                     overlay = gr.AnnotatedImage(label="Masks", elem_id="overlay", height=520, format="png")
                     summary = gr.Markdown(elem_id="segment-summary")
                     probabilities = gr.Gallery(label="Probability maps", columns=4, height=220, format="png")
@@ -92,175 +104,141 @@ def build_ui(backend: Any, *, examples: list[list[str]] | None = None, concurren
 
             # --- Attention -------------------------------------------------------------------
             with gr.Tab("Attention", id="attention"):
-                gr.Markdown(
-                    "What SBANet looked at for one expression: the learnable query tokens per stage, each "
-                    "word's weight in the query-text alignment, where the pixels attend to one word, and "
-                    "the text-conditioned spatial aggregator. Colour scales are per panel; bars show %.",
-                    elem_classes="sbanet-note",
-                )
-                with gr.Row():
+                with gr.Row(equal_height=True):
                     attention_expression = gr.Dropdown(label="Expression", choices=[], elem_id="attention-expression")
-                    attention_word = gr.Dropdown(label="Word (pixel-word map)", choices=[], elem_id="attention-word")
-                query_map = gr.Image(
-                    label="Query tokens per stage", interactive=False, format="png", elem_id="query-map"
-                )
-                word_bars = gr.Image(label="Word weights", interactive=False, format="png", elem_id="word-bars")
-                pixel_word_map = gr.Image(label="Pixel-word attention", interactive=False, format="png")
-                tcsa_map = gr.Image(label="TCSA spatial attention", interactive=False, format="png")
-
-            # --- Correct ---------------------------------------------------------------------
-            with gr.Tab("Correct", id="correct"):
-                with gr.Row(equal_height=True):
-                    recent = gr.Dropdown(label="From your last segmentation", choices=[], scale=2)
-                    # no precision: a rounded 1.5 would name another mask; version_id refuses it
-                    mask_version = gr.Number(label="Mask version", elem_id="mask-version")
-                    open_button = gr.Button("Open in editor", elem_id="open-button")
-                item_info = gr.Markdown(elem_id="item-info")
-                editor = gr.ImageEditor(
-                    label="Pink brush adds, blue brush removes (palette), eraser wipes strokes, ↶ undoes",
-                    type="numpy",
-                    image_mode="RGBA",
-                    format="png",
-                    sources=[],
-                    transforms=[],
-                    layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
-                    brush=_brush(),
-                    eraser=gr.Eraser(default_size=12),
-                    height=620,
-                    elem_id="mask-editor",
-                )
-                with gr.Row(equal_height=True):
-                    note = gr.Textbox(label="Note (optional)", scale=3)
-                    save_button = gr.Button("Save correction", variant="primary", elem_id="save-button")
-                save_info = gr.Markdown(elem_id="save-info")
-                with gr.Row(equal_height=True):
-                    new_status = gr.Radio(
-                        ["accepted", "rejected", "submitted", "draft"],
-                        value="accepted",
-                        label="Review the version above",
+                    attention_word = gr.Dropdown(label="Word (pixel map)", choices=[], elem_id="attention-word")
+                    shared_scale = gr.Checkbox(
+                        value=False,
+                        label="Same colour scale for every stage (flat maps then look flat)",
+                        elem_id="shared-scale",
                     )
-                    status_button = gr.Button("Set status", elem_id="status-button")
-                status_result = gr.JSON(label="Review", visible=True)
-                versions = gr.Dataframe(label="Versions of this expression's mask (newest first)", interactive=False)
+                attention_caption = gr.Markdown(
+                    "Segment an image first: this tab shows what the model looked at for each expression.",
+                    elem_id="attention-caption",
+                )
+                query_map = gr.Image(
+                    label="Where the model looked, at four scales (fine → coarse)",
+                    interactive=False,
+                    format="png",
+                    elem_id="query-map",
+                )
+                word_bars = gr.Image(
+                    label="How much each word counted", interactive=False, format="png", elem_id="word-bars"
+                )
+                pixel_word_map = gr.Image(
+                    label="Which pixels listened to the chosen word", interactive=False, format="png"
+                )
+                tcsa_map = gr.Image(label="Which regions mattered most", interactive=False, format="png")
 
-            # --- Review queue ----------------------------------------------------------------
-            with gr.Tab("Review queue", id="review"):
-                with gr.Row(equal_height=True):
-                    queue_status = gr.Dropdown(list(STATUSES), value="draft", label="Status")
-                    queue_order = gr.Radio(list(ORDERS), value="most uncertain first", label="Order")
-                    queue_limit = gr.Number(value=100, precision=0, minimum=1, maximum=1000, label="At most")
-                    queue_button = gr.Button("Refresh", elem_id="queue-button")
-                queue = gr.Dataframe(label="Click a row to correct it", interactive=False, elem_id="queue")
+            correct = review_tabs(rev, annotator_box, session, tabs, demo)
+            manage_tabs(backend, annotator_box, correct.mask_version, demo)
 
-            manage_tabs(backend, annotator_box, mask_version, demo)
-
-        # hidden inputs of API-only endpoints (/save_correction from a PNG, /attention from a file)
+        # hidden inputs of API-only endpoints (/segment in one call, /attention from a file,
+        # /save_correction from a PNG)
         with gr.Row(visible=False):
             api_mask = gr.File(label="mask_png", file_types=[".png"], type="filepath")
             api_result = gr.JSON(label="result")
             api_button = gr.Button("api")
+            api_segment_button = gr.Button("api segment")
             api_expression = gr.Textbox(label="expression")
             api_word = gr.Textbox(label="word")
             api_attention_button = gr.Button("api attention")
             api_request_id = gr.Textbox(label="request_id")
-            api_segment_button = gr.Button("api segment")
-            api_status_button = gr.Button("api status")
-            api_queue_button = gr.Button("api queue")
 
         # --- wiring --------------------------------------------------------------------------
-        demo.load(lambda: f"model: `{backend.model_label}`", outputs=model_info, api_visibility="private")
-        demo.load(_signed_in, None, annotator_box, api_visibility="private")
-        upload.change(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
-        bands.blur(seg.preview, [upload, bands], [preview, image_info], api_visibility="private")
-        # the page's events warn and keep every output on a refusal; API clients get the error
-        # from the endpoint of the same name (a hidden button, same inputs and outputs)
-        segment_inputs = [upload, expressions, bands, threshold, annotator_box, session]
-        segment_outputs = [overlay, probabilities, mask_files, summary, details, session]
-        segment_event = segment_button.click(
-            on_page(seg.segment, len(segment_outputs)),
-            segment_inputs,
-            segment_outputs,
-            api_visibility="private",
-            **model_events,
+        demo.load(lambda: f"model: `{backend.model_label}`", outputs=model_info, **private)
+        demo.load(_annotator_name, saved_annotator, annotator_box, **private)
+        annotator_box.change(lambda name: name, annotator_box, saved_annotator, **private)
+        upload.change(seg.preview, [upload, bands], [preview, image_info], **private)
+        bands.blur(seg.preview, [upload, bands], [preview, image_info], **private)
+
+        pictures = [query_map, word_bars, pixel_word_map, tcsa_map]
+        attention_inputs = [session, attention_expression, attention_word, shared_scale]
+
+        def draw_attention(event: Any) -> Any:
+            return event.then(seg.render_attention, attention_inputs, pictures, **private).then(
+                _attention_caption, [attention_expression, attention_word], attention_caption, **private
+            )
+
+        # the page's events warn and keep every output on a refusal (on_page); API clients get
+        # the error from the endpoint of the same name (a hidden button, same inputs and outputs)
+        def run_segmentation(trigger: Any) -> None:
+            """Overlay first (one model run), then the store write, maps and files, then attention."""
+            shown = trigger(
+                on_page(seg.run_model, 3),
+                [upload, expressions, bands, threshold, session],
+                [overlay, summary, session],
+                **private,
+            )
+            finished = shown.success(
+                on_page(seg.finish, 5),
+                [session, annotator_box, keep_untrusted],
+                [probabilities, mask_files, summary, details, session],
+                **private,
+            )
+            finished.success(correct.recent_choices, session, [correct.recent, correct.mask_version], **private)
+            draw_attention(
+                finished.success(seg.attention_choices, session, [attention_expression, attention_word], **private)
+            )
+
+        run_segmentation(segment_button.click)
+        example_picked = example_gallery.select(
+            _example_inputs(examples or []), None, [upload, expressions], show_progress="hidden", **private
         )
-        api_segment_button.click(seg.segment, segment_inputs, segment_outputs, api_name="segment", **model_events)
-        segment_event.success(
-            seg.attention_choices, session, [attention_expression, attention_word], api_visibility="private"
-        ).then(
-            seg.render_attention,
-            [session, attention_expression, attention_word],
-            [query_map, word_bars, pixel_word_map, tcsa_map],
-            api_visibility="private",
+        run_segmentation(example_picked.then)
+        api_segment_button.click(
+            seg.segment,
+            [upload, expressions, bands, threshold, annotator_box, session, keep_untrusted],
+            [overlay, probabilities, mask_files, summary, details, session],
+            api_name="segment",
         )
-        segment_event.success(_recent_choices, session, [recent, mask_version], api_visibility="private")
-        attention_expression.input(
-            seg.word_choices, [session, attention_expression], attention_word, api_visibility="private"
-        ).then(
-            seg.render_attention,
-            [session, attention_expression, attention_word],
-            [query_map, word_bars, pixel_word_map, tcsa_map],
-            api_visibility="private",
+        draw_attention(
+            attention_expression.input(seg.word_choices, [session, attention_expression], attention_word, **private)
         )
-        attention_word.input(
-            seg.render_attention,
-            [session, attention_expression, attention_word],
-            [query_map, word_bars, pixel_word_map, tcsa_map],
-            api_visibility="private",
+        draw_attention(attention_word.input(lambda: None, None, None, **private))
+        draw_attention(shared_scale.input(lambda: None, None, None, **private))
+        api_button.click(
+            rev.save_correction,
+            [correct.mask_version, api_mask, correct.note, annotator_box, api_request_id],
+            api_result,
+            api_name="save_correction",
         )
         api_attention_button.click(
             seg.attention_for,
             [upload, api_expression, api_word, bands],
-            [query_map, word_bars, pixel_word_map, tcsa_map],
+            pictures,
             api_name="attention",
             **model_events,
         )
-        recent.input(lambda v: v, recent, mask_version, api_visibility="private")
-        open_button.click(
-            on_page(rev.open_from_session, 4),
-            [session, mask_version],
-            [editor, editing, item_info, versions],
-            api_visibility="private",
-        )
-        save_button.click(
-            on_page(rev.save_from_editor, 3),
-            [editing, editor, note, annotator_box],
-            [save_info, editing, versions],
-            api_visibility="private",
-        ).success(_edited_version, editing, mask_version, api_visibility="private")
-        status_inputs = [mask_version, new_status, note, annotator_box]
-        status_button.click(
-            on_page(rev.set_status, 2), status_inputs, [status_result, versions], api_visibility="private"
-        )
-        api_status_button.click(rev.set_status, status_inputs, [status_result, versions], api_name="set_status")
-        api_button.click(
-            rev.save_correction,
-            [mask_version, api_mask, note, annotator_box, api_request_id],
-            api_result,
-            api_name="save_correction",
-        )
-        queue_inputs = [queue_status, queue_order, queue_limit]
-        queue_button.click(on_page(rev.review_queue, 1), queue_inputs, queue, api_visibility="private")
-        api_queue_button.click(rev.review_queue, queue_inputs, queue, api_name="review_queue")
-        queue.select(rev.pick_from_queue, queue, mask_version, api_visibility="private").success(
-            on_page(rev.open_item, 4), mask_version, [editor, editing, item_info, versions], api_visibility="private"
-        ).success(lambda: gr.Tabs(selected="correct"), None, tabs, api_visibility="private")
     return demo
 
 
-def _recent_choices(session: Any) -> tuple[dict[str, Any], Any]:
-    """The Correct tab's list after a segmentation: one entry per expression, first selected."""
-    if session is None or not session.mask_version_ids:
-        return gr.update(choices=[], value=None), None
-    choices = [(f"{p.expression} · version {v}", v) for p, v in zip(session.predictions, session.mask_version_ids)]
-    return gr.update(choices=choices, value=choices[0][1]), choices[0][1]
+def _example_inputs(examples: list[AppExample]) -> Any:
+    """The handler of a click on an example thumbnail: its image and expressions."""
+
+    def load(event: gr.SelectData) -> tuple[str, str]:
+        example = examples[int(event.index)]
+        return example.image, example.expressions
+
+    return load
 
 
-def _edited_version(editing: Any) -> Any:
-    """After a save: the mask version now in the editor (unchanged when nothing was saved)."""
-    return gr.skip() if editing is None else editing.mask_version_id
+def _attention_caption(expression: str | None, word: str | None) -> str:
+    if not expression:
+        return "Segment an image first: this tab shows what the model looked at for each expression."
+    return ATTENTION_CAPTION.format(expression=f"'{expression}'", word=f"'{word or '–'}'")
 
 
-def _signed_in(request: gr.Request) -> dict[str, Any]:
-    """With ``--auth`` the annotator is the signed-in user: show it and lock the box."""
+def _annotator_name(saved: str | None, request: gr.Request) -> dict[str, Any]:
+    """With ``--auth`` the annotator is the signed-in user (box locked); else the name this
+    browser typed last time (kept in its local storage)."""
     user = getattr(request, "username", None)
-    return gr.update(value=user, interactive=False) if user else gr.update()
+    if user:
+        return gr.update(value=user, interactive=False)
+    return gr.update(value=saved) if saved else gr.update()
+
+
+def launch_options() -> dict[str, Any]:
+    """What :func:`annotate.launch.launch_kwargs` adds for this layout: its CSS and the editor's
+    keyboard shortcuts."""
+    return {"css": CSS, "head": HEAD, "js": shortcuts_js()}

@@ -11,6 +11,13 @@ from .export import FORMATS
 from .manage import SELECTIONS, ManageHandlers
 
 POLL_SECONDS = 2.0
+FORMAT_LABELS = {
+    "refsegrs": "RefSegRS: images, masks and referring sentences",
+    "png": "PNG: one 0/255 mask per expression beside its image",
+    "rrsisd": "RRSIS-D: RefCOCO-style refs + instances JSON",
+    "coco": "COCO: instances JSON with RLE masks",
+    "geotiff": "GeoTIFF: masks on the image's grid (georeferenced images only)",
+}
 
 
 def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number, demo: gr.Blocks) -> None:
@@ -59,7 +66,9 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
 
     with gr.Tab("Export", id="export"):
         with gr.Row(equal_height=True):
-            export_format = gr.Dropdown(list(FORMATS), value="coco", label="Format")
+            export_format = gr.Dropdown(
+                [(FORMAT_LABELS.get(f, f), f) for f in FORMATS], value="coco", label="Format", scale=2
+            )
             export_selection = gr.Radio(list(SELECTIONS), value="accepted masks", label="Which masks")
             export_button = gr.Button("Export dataset", variant="primary")
         export_info = gr.Markdown()

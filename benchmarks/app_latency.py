@@ -1,17 +1,21 @@
-"""How long a Segment click takes in a real browser, and the README's screenshots.
+"""How long a Segment click takes in a real browser (one user and four at once), and the README's
+screenshots.
 
-    python -m benchmarks.app_latency --model sbanet/assets/sbanet-lite-dubai --repeats 5 \\
-        --json benchmarks/results/app_latency.json --screenshots docs/screenshots
+    python -m benchmarks.app_latency --model sbanet/assets/sbanet-lite-dubai --repeats 7 \\
+        --against before=http://127.0.0.1:7870/ --json benchmarks/results/app_latency.json \\
+        --screenshots docs/screenshots
     python -m benchmarks.app_latency --preset sbanet_lite      # random weights: the same cost
 
 The app is built exactly as ``app.py`` builds it (fresh store in a temporary folder) and served on
-loopback; Debian's Chromium, driven by Playwright (:mod:`annotate.browser`), uploads a generated
-synthetic scene, types its expressions and clicks Segment ``repeats`` times (after one warm-up
-click). Each time counts from the click until the overlay image has loaded in the page: request,
-queue, model, overlays, probability maps, mask files, the store write, transfer and drawing. The
-model's own share, and the handler's (reading the upload to writing the store), are what the app
-prints under the overlay; the rest is Gradio's queue, encoding and transfer, and the browser.
-With ``--screenshots`` it also saves the Segment, Attention and Correct tabs as small palette PNGs.
+loopback; ``--against label=URL`` also measures apps already running (e.g. ``python app.py
+--port 7870`` started from another checkout: before vs after, side by side, clicks alternating).
+Debian's Chromium, driven by Playwright (:mod:`annotate.browser`), uploads a shipped aerial
+example, types one expression and clicks Segment ``repeats`` times (after one warm-up click).
+Each time counts in the page, from the click until the overlay image has loaded: request, queue,
+model, overlay, transfer and drawing (the store write, probability maps and files come after it).
+Then ``--users`` pages click at the same moment: each one's click-to-overlay shows whether a
+request waits for other users' work beyond their model runs. With ``--screenshots`` it also saves
+the Segment, Attention and Correct tabs as small palette PNGs.
 """
 
 from __future__ import annotations
@@ -67,80 +71,160 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+# Clicks Segment and resolves with the milliseconds until the next numbered result and its
+# overlay image are on the page (measured in the page: several pages can be timed at once).
+CLICK_AND_TIME = """async () => {
+  const summary = () => document.querySelector('#segment-summary').innerText;
+  const done = summary().match(/Result (\\d+):/);
+  const expected = `Result ${done ? +done[1] + 1 : 1}:`;
+  const started = performance.now();
+  document.querySelector('#segment-button').click();
+  return await new Promise(resolve => {
+    const check = () => {
+      const image = document.querySelector('#overlay img');
+      if (summary().includes(expected) && image && image.complete && image.naturalWidth > 0)
+        resolve(performance.now() - started);
+      else requestAnimationFrame(check);
+    };
+    check();
+  });
+}"""
+
+
+def prepare(page: Any, url: str, image: Path, expressions: list[str]) -> Any:
+    """Open the app, upload ``image``, type ``expressions`` and segment once (the warm-up)."""
+    from annotate.browser import AppPage
+
+    ui = AppPage(page, url)
+    ui.open(annotator="benchmark")
+    ui.segment(image, expressions)
+    return ui
+
+
+def click_to_overlay(ui: Any) -> float:
+    seconds = ui.page.evaluate(CLICK_AND_TIME) / 1000.0
+    ui.wait_saved()
+    return seconds
+
+
+def concurrent_clicks(browser: Any, url: str, image: Path, expressions: list[str], users: int) -> list[float]:
+    """``users`` pages click Segment at the same moment; each one's click-to-overlay seconds."""
+    from annotate.browser import TIMEOUT_MS
+
+    pages = [browser.new_page(viewport={"width": SCREEN[0], "height": SCREEN[1]}) for _ in range(users)]
+    for page in pages:
+        page.set_default_timeout(TIMEOUT_MS)
+    try:
+        uis = [prepare(page, url, image, expressions) for page in pages]
+        handles = [ui.page.evaluate_handle(f"() => ({CLICK_AND_TIME})()") for ui in uis]
+        seconds = [handle.json_value() / 1000.0 for handle in handles]
+        for ui in uis:
+            ui.wait_saved()
+        return seconds
+    finally:
+        for page in pages:
+            page.close()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from annotate.browser import AppPage, chromium_page
+    from annotate.browser import chromium_page
     from annotate.examples import example_inputs
     from annotate.launch import AppSettings, build_app, launch_kwargs
 
     with tempfile.TemporaryDirectory(prefix="sbanet-app-latency-") as tmp:
         folder = Path(tmp)
-        expressions = args.expression or scene_defaults(args.seed)
-        scene, _ = example_inputs(folder / "examples", [(args.seed, expressions)])[0]
+        example = example_inputs(folder / "examples")[args.example]
+        image = Path(example.image)
+        expressions = args.expression or example.expressions.splitlines()[:1]
         settings = AppSettings(
             model=checkpoint(args, folder), data_dir=str(folder / "data"), host="127.0.0.1", port=args.port
         )
         demo, backend = build_app(settings)
         demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(settings, backend))
+        targets = {"this checkout": f"http://127.0.0.1:{demo.server_port}/"}
+        targets.update(dict(item.split("=", 1) for item in args.against or []))
+        results: dict[str, Any] = {}
         try:
-            url = f"http://127.0.0.1:{demo.server_port}/"
             with chromium_page(*SCREEN) as page:
-                ui = AppPage(page, url)
-                ui.open(annotator="benchmark")
-                ui.segment(scene, expressions)  # warm-up: first-use costs are not what users feel each time
-                clicks, model, handler = [], [], []
-                for _ in range(args.repeats):
-                    clicks.append(ui.segment(None, expressions))
-                    text = page.inner_text("#segment-summary")
-                    model.append(float(re.search(r"([\d.]+) s model", text).group(1)))
-                    handler.append(float(re.search(r"([\d.]+) s in all", text).group(1)))
+                browser = page.context.browser
+                uis = {
+                    name: prepare(
+                        browser.new_page(viewport=dict(zip(("width", "height"), SCREEN))), url, image, expressions
+                    )
+                    for name, url in targets.items()
+                }
+                clicks: dict[str, list[float]] = {name: [] for name in targets}
+                model: list[float] = []
+                for _ in range(args.repeats):  # alternate: the machine's load falls on every target alike
+                    for name, ui in uis.items():
+                        clicks[name].append(click_to_overlay(ui))
+                        if name == "this checkout":
+                            text = ui.page.inner_text("#segment-summary")
+                            model.append(float(re.search(r"([\d.]+) s model", text).group(1)))
+                for name, url in targets.items():
+                    results[name] = {"click_to_overlay_s": summary(clicks[name])}
+                    if args.users > 1:
+                        try:
+                            together = concurrent_clicks(browser, url, image, expressions, args.users)
+                            results[name][f"{args.users}_users_click_to_overlay_s"] = summary(together)
+                        except Exception as exc:
+                            results[name][f"{args.users}_users_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                results["this checkout"]["model_s"] = summary(model)
                 if args.screenshots:
-                    screenshots(ui, Path(args.screenshots), folder, args.seed)
+                    screenshots(uis["this checkout"], Path(args.screenshots), folder, args.example, image)
         finally:
             demo.close()
             backend.store.close()
     return {
         "model": backend.model_name,
         "preset": backend.model.current()[0].config.name,
-        "image": f"synthetic scene, seed {args.seed}, 448 x 448",
+        "image": f"{image.name} (shipped example {args.example})",
         "expressions": expressions,
         "repeats": args.repeats,
-        "click_to_overlay_s": summary(clicks),
-        "model_s": summary(model),
-        "handler_s": summary(handler),  # reading the upload .. the store write, in the server
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+        "users": args.users,
+        "results": results,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": cpu_model(),
+            "platform": platform.platform(),
+            "load_average_after": os.getloadavg(),
+        },
         "command": "python -m benchmarks.app_latency " + " ".join(sys.argv[1:]),
     }
 
 
-def scene_defaults(seed: int, count: int = 3) -> list[str]:
-    """The first ``count`` expressions of synthetic scene ``seed``, class-level ones ("the
-    buildings", "every road") first: what the benchmark types when no --expression is given."""
-    from sbanet.data.synthetic import scene_expressions
-
-    referrings = scene_expressions(seed)
-    ordered = [r for r in referrings if r.rule == "class"] + [r for r in referrings if r.rule != "class"]
-    return [r.expression for r in ordered[:count]]
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
-def screenshots(ui: Any, out: Path, folder: Path, seed: int) -> None:
-    """The Segment, Attention and Correct tabs of the last segmentation, README-sized; the
-    Correct tab with a stroke painted across what the first expression names."""
+def screenshots(ui: Any, out: Path, folder: Path, example: int, image: Path) -> None:
+    """The Segment tab after clicking a shipped example, the Attention tab, and the Correct tab
+    with an add stroke across the middle of the first mask, README-sized."""
     import numpy as np
 
-    from sbanet.data.synthetic import scene_expressions
-
     raw = folder / "screenshots"
+    ui.page.reload()
+    ui.page.wait_for_selector("#segment-button")
+    ui.page.locator("#examples img").nth(example).dispatch_event("click")
+    ui.page.wait_for_function("() => /Result \\d+:/.test(document.querySelector('#segment-summary').innerText)")
+    ui.wait_saved()
+    ui.page.wait_for_timeout(1500)
     small_png(ui.screenshot(raw / "segment.png"), out / "segment.png")
     ui.tab("Attention")
     ui.wait_attention()
-    ui.page.wait_for_timeout(1000)
+    ui.page.wait_for_timeout(1500)
     small_png(ui.screenshot(raw / "attention.png", full_page=True), out / "attention.png")
     ui.open_editor()
     ui.page.locator("#mask-editor").scroll_into_view_if_needed()
-    target = scene_expressions(seed)[0].mask
-    ys, xs = np.nonzero(target)
-    row = float(np.median(ys))
-    ui.stroke([(float(xs.min()) + 6, row), (float(xs.max()) - 6, row)], target.shape)
+    from PIL import Image
+
+    with Image.open(image) as picture:
+        width, height = picture.size
+    ys = np.linspace(0.3, 0.7, 2) * height
+    ui.stroke([(0.3 * width, float(ys[0])), (0.6 * width, float(ys[1]))], (height, width))
     small_png(ui.screenshot(raw / "correct.png"), out / "correct.png")
 
 
@@ -150,8 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--model", help="checkpoint folder or hub id to serve")
     source.add_argument("--preset", help="serve this preset (sbanet_lite: real encoders, random fusion)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=1, help="which synthetic example scene")
-    parser.add_argument("--expression", action="append", help="instead of the scene's expressions (repeatable)")
+    parser.add_argument("--example", type=int, default=0, help="which shipped aerial example (0-3)")
+    parser.add_argument("--expression", action="append", help="instead of the example's first (repeatable)")
+    parser.add_argument("--users", type=int, default=4, help="pages clicking Segment at once (1: skip)")
+    parser.add_argument("--against", action="append", help="label=URL of another running app to measure too")
     parser.add_argument("--port", type=int, default=7871)
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--screenshots", help="save README screenshots into this folder")

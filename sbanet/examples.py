@@ -1,6 +1,11 @@
-"""Example scenes the app can show with no data folder: generated synthetic scenes
-(:mod:`sbanet.data.synthetic`, deterministic by seed, nothing shipped) and expressions that the
-shipped default model segments well.
+"""Examples the app shows with no data folder.
+
+:data:`AERIAL_EXAMPLES`: four small real aerial images shipped in ``sbanet/assets/examples``
+(dubai-aerial tile 6, public domain, never trained on; see the README there) with expressions
+the shipped default model segments well; these are the app's examples.
+
+:data:`EXAMPLES`: generated synthetic scenes (:mod:`sbanet.data.synthetic`, deterministic by
+seed, nothing shipped) and expressions that the default model segments well.
 
 The scenes and expressions of :data:`EXAMPLES` were picked with :func:`score_scene` (the default
 model's IoU against each scene's ground truth); ``tests/test_default_model.py`` checks that the
@@ -10,11 +15,41 @@ shipped model still gets every one of them right.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 EXAMPLE_SIZE = 448
+EXAMPLE_FOLDER = Path(__file__).resolve().parent / "assets" / "examples"
+
+
+@dataclass(frozen=True)
+class AerialExample:
+    """A shipped example image, the expressions the app types for it, and where it came from
+    (relative to ``../shared/data/dubai-aerial``, to score it against the land-cover truth)."""
+
+    filename: str
+    expressions: tuple[str, ...]
+    source: str
+
+    @property
+    def path(self) -> Path:
+        return EXAMPLE_FOLDER / self.filename
+
+
+# IoU of the shipped default model against the downscaled land-cover truth, in brackets (tile 6
+# was never trained on; tests/test_app_examples.py checks each stays above EXAMPLE_MIN_IOU).
+AERIAL_EXAMPLES: tuple[AerialExample, ...] = (
+    AerialExample("dubai-tile6-001.jpg", ("the water", "all buildings"), "tile6/image_part_001"),  # 0.96, 0.55
+    AerialExample("dubai-tile6-008.jpg", ("the vegetation",), "tile6/image_part_008"),  # 0.68
+    AerialExample("dubai-tile6-009.jpg", ("the water", "the vegetation"), "tile6/image_part_009"),  # 0.84, 0.69
+    AerialExample("dubai-tile6-004.jpg", ("all buildings",), "tile6/image_part_004"),  # 0.46
+)
+EXAMPLE_MIN_IOU = 0.4
+# the land-cover class each example expression names (sbanet.data.semantic.DUBAI_CLASSES)
+EXAMPLE_CLASSES = {"the water": "water", "all buildings": "building", "the vegetation": "vegetation"}
 # (scene seed, expressions): each expression is one of the scene's own (sbanet.data.expressions).
 # Picked with score_scene over seeds 0-39 at 448 px (IoU in brackets): the default model, trained
 # on Dubai only, finds the synthetic scenes' vegetation; their water, buildings and roads look
@@ -57,3 +92,24 @@ def score_scene(
         return {}
     predictions = predictor.predict_batch(image, texts, return_attention=False)
     return {p.expression: mask_iou(p.mask, truth[p.expression]) for p in predictions}
+
+
+def score_aerial_example(predictor: Any, example: AerialExample, dubai_root: str | Path) -> dict[str, float]:
+    """``{expression: IoU}`` of ``predictor`` on a shipped example against the land-cover truth
+    in ``dubai_root`` (``../shared/data/dubai-aerial``), resized to the example's size."""
+    from PIL import Image
+
+    from .data.semantic import DUBAI_CLASSES, decode_label_mask
+    from .image import read_image, to_rgb8
+    from .vector import mask_iou
+
+    image = to_rgb8(read_image(example.path))
+    truth_path = Path(dubai_root) / f"{example.source}_mask.png"
+    if not truth_path.is_file():
+        raise ValueError(f"no land-cover mask at {truth_path}")
+    with Image.open(truth_path) as truth:
+        colours = np.asarray(truth.convert("RGB").resize(image.shape[1::-1], Image.Resampling.NEAREST))
+    labels, _ = decode_label_mask(colours, DUBAI_CLASSES)
+    names = [c.name for c in DUBAI_CLASSES]
+    predictions = predictor.predict_batch(image, list(example.expressions), return_attention=False)
+    return {p.expression: mask_iou(p.mask, labels == names.index(EXAMPLE_CLASSES[p.expression])) for p in predictions}

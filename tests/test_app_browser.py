@@ -6,6 +6,10 @@ open the predicted mask in the editor, paint an added stroke and a removing stro
 mouse, save, and then find in the store the exact mask those strokes make, at the image's full
 resolution. Screenshots of each step go to ``$SBANET_TEST_ARTIFACTS/browser`` (default
 ``test-artifacts/browser``), with the measured Segment click latency in ``timings.json``.
+
+Also: the first screen on a phone (390×844: the title is not squeezed, the upload is on the first
+screen, every tab is reachable, *Use via API* stays) and on a laptop (1440×900: Segment and the
+examples above the fold), the editor's keyboard shortcuts, and the toast and header after a save.
 """
 
 from __future__ import annotations
@@ -89,8 +93,14 @@ def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
         done("paint two strokes")
         ui.screenshot(out / "3-editor.png")
         message = ui.save_correction()
+        new_id = int(message.split("mask version ")[1].split()[0])
+        toast = f"Saved mask version {new_id} (correction of {parent_id})"  # the toast, not the line below
+        page.get_by_text(toast).first.wait_for(state="visible")
         done("save")
         ui.screenshot(out / "4-saved.png", full_page=True)
+        page.wait_for_function(
+            f"() => document.querySelector('#item-info').innerText.includes('mask version {new_id}')"
+        )
 
     with app.backend.store.ReadSession() as session:
         saved = repo.latest_mask(session, expression_id)
@@ -111,3 +121,71 @@ def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
     np.testing.assert_array_equal(mask[untouched], base[untouched])  # the rest is the prediction
     timings = {"segment_click_to_overlay_s": round(seconds, 3), "model": app.backend.model_name, "steps_s": steps}
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
+
+
+TABS = ("Segment", "Attention", "Correct", "Review queue", "Fine-tune", "Export")
+
+
+def test_first_screen_on_a_phone_and_on_a_laptop(tmp_path):
+    out = artifacts()
+    with running_app(tmp_path) as app:
+        with chromium_page(390, 844) as page:
+            ui = AppPage(page, app.url)
+            ui.open()
+            title = page.locator("#title").bounding_box()
+            assert title["width"] >= 300 and title["height"] <= 200, f"title squeezed: {title}"
+            upload = page.locator("#upload").bounding_box()
+            assert upload["y"] + 60 <= 844, f"the upload is below the first screen: {upload}"
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
+            ui.screenshot(out / "phone-first-screen.png")
+            for name in TABS:
+                tab = page.get_by_role("tab", name=name)
+                assert tab.is_visible(), f"tab {name} is hidden on a phone"
+                tab.click()
+                page.wait_for_function(
+                    "name => [...document.querySelectorAll('[role=tab]')].some("
+                    "t => t.innerText.trim() === name && t.getAttribute('aria-selected') === 'true')",
+                    arg=name,
+                )
+            assert page.locator("footer .show-api").first.is_visible(), "Use via API is hidden on a phone"
+        with chromium_page(1440, 900) as page:
+            AppPage(page, app.url).open()
+            button = page.locator("#segment-button").bounding_box()
+            assert button["y"] + button["height"] <= 900, f"Segment is below the fold: {button}"
+            examples = page.locator("#examples img")
+            assert examples.count() >= 3 and examples.first.bounding_box()["y"] < 900
+            page.screenshot(path=str(out / "laptop-first-screen.png"))
+
+
+def test_editor_keyboard_shortcuts(tmp_path):
+    out = artifacts()
+    image = scene_png(tmp_path / "scene.png", HEIGHT, WIDTH)
+    stroke = ((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT))
+    with running_app(tmp_path) as app, chromium_page(1100, 850) as page:
+        ui = AppPage(page, app.url)
+        ui.open(annotator="keyboard")
+        ui.segment(image, ["the pond"])
+        ui.open_editor()
+        tool = "b => document.querySelector(`#mask-editor button[aria-label='${b}']`).classList.contains('highlight')"
+        page.keyboard.press("e")
+        page.wait_for_function(tool, arg="Erase")
+        page.keyboard.press("b")
+        page.wait_for_function(tool, arg="Brush")
+        page.keyboard.press("]")
+        page.wait_for_selector("#mask-editor input[type=range]")
+        page.wait_for_function("() => +document.querySelector('#mask-editor input[type=range]').value > 12")
+        page.keyboard.press("[")
+        page.keyboard.press("[")
+        page.wait_for_function("() => +document.querySelector('#mask-editor input[type=range]').value < 12")
+        page.keyboard.press("Escape")
+        page.keyboard.press("]")  # back to the brush size the strokes are judged at
+        page.wait_for_function("() => +document.querySelector('#mask-editor input[type=range]').value === 12")
+        ui.stroke(stroke, (HEIGHT, WIDTH))
+        undo = "() => document.querySelector('#mask-editor button[aria-label=Undo]').disabled"
+        redo = "() => document.querySelector('#mask-editor button[aria-label=Redo]').disabled"
+        page.wait_for_function(f"() => !({undo})()")  # the stroke can be undone
+        page.keyboard.press("Control+z")
+        page.wait_for_function(f"() => !({redo})()")  # something to redo
+        page.keyboard.press("Control+Shift+z")  # redone: nothing left to redo
+        page.wait_for_function(redo)
+        ui.screenshot(out / "5-shortcuts.png")
