@@ -41,7 +41,9 @@ def segmented(app, client, tmp_path_factory):
     from gradio_client import handle_file
 
     path = scene_png(tmp_path_factory.mktemp("scene") / "scene.png")
-    outputs = client.predict(handle_file(str(path)), "the pond\nthe road", "", 0.5, "someone else", api_name="/segment")
+    outputs = client.predict(
+        handle_file(str(path)), "the pond\nthe road", "", 0.5, "someone else", keep_untrusted=True, api_name="/segment"
+    )
     return path, outputs
 
 
@@ -67,7 +69,7 @@ def test_multiband_16_bit_tiff_is_segmented(client, tmp_path):
     bands = np.random.default_rng(0).integers(200, 3000, (4, 64, 96), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "ms.tif", bands, photometric="minisblack", planarconfig="separate")
     *_, details = client.predict(
-        handle_file(str(tmp_path / "ms.tif")), "the field", "4,3,2", 0.5, "", api_name="/segment"
+        handle_file(str(tmp_path / "ms.tif")), "the field", "4,3,2", 0.5, "", keep_untrusted=True, api_name="/segment"
     )
     assert (details["image"]["bands"], details["image"]["dtype"]) == (4, "uint16")
     assert (details["image"]["height"], details["image"]["width"]) == (64, 96)

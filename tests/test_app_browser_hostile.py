@@ -38,7 +38,9 @@ def test_injected_expression_is_shown_literally_and_fetches_nothing(browser):
 
     app, page, scene = browser
     client = Client(app.url, verbose=False)
-    *_, details = client.predict(handle_file(str(scene)), INJECTED, "", 0.5, "mallory", api_name="/segment")
+    *_, details = client.predict(
+        handle_file(str(scene)), INJECTED, "", 0.5, "mallory", keep_untrusted=True, api_name="/segment"
+    )
     stored = details["results"][0]["mask_version"]
     outside: list[str] = []
     page.on("request", lambda r: None if r.url.startswith((app.url, "data:", "blob:")) else outside.append(r.url))

@@ -150,7 +150,7 @@ def test_georeferenced_upload_gives_geotiff_geopackage_and_geojson(app, client, 
     with rasterio.open(tmp_path / "scene.tif", "w", **profile) as dataset:
         dataset.write(bands)
     *_, files, _, details = client.predict(
-        handle_file(str(tmp_path / "scene.tif")), "the field", "", 0.3, "ana", api_name="/segment"
+        handle_file(str(tmp_path / "scene.tif")), "the field", "", 0.3, "ana", keep_untrusted=True, api_name="/segment"
     )
     suffixes = sorted(Path(f).suffix for f in files)
     assert suffixes == [".geojson", ".gpkg", ".png", ".tif"]

@@ -47,7 +47,9 @@ def ctx(app, client, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("files")
     scene = scene_png(folder / "scene.png")
-    *_, details = client.predict(handle_file(str(scene)), "the pond", "", 0.5, "seed", api_name="/segment")
+    *_, details = client.predict(
+        handle_file(str(scene)), "the pond", "", 0.5, "seed", keep_untrusted=True, api_name="/segment"
+    )
     pond = np.zeros((HEIGHT, WIDTH), np.uint8)
     pond[20:70, 30:110] = 255
     corner = np.full((HEIGHT, WIDTH), 255, np.uint8)
@@ -180,11 +182,11 @@ def test_injected_expression_is_stored_and_shown_literally(app, client, ctx):
 
     injected = '<img src="http://127.0.0.1:9/b.png"> | buildings'
     _, _, _, summary, details = client.predict(
-        handle_file(str(ctx["scene"])), injected, "", 0.5, "mallory", api_name="/segment"
+        handle_file(str(ctx["scene"])), injected, "", 0.5, "mallory", keep_untrusted=True, api_name="/segment"
     )
     assert "<img" not in summary and injected not in summary
     rows = [line for line in summary.splitlines() if line.startswith("| ") and "mask version" in line]
-    assert len(rows) == 1 and rows[0].count("|") == 6  # the expression's "|" did not add a cell
+    assert len(rows) == 1 and rows[0].count("|") == 7  # six cells: the expression's "|" did not add a cell
     with app.backend.store.ReadSession() as session:
         version = repo.get_mask_version(session, details["results"][0]["mask_version"])
         assert version.expression.text == injected
