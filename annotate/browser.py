@@ -68,6 +68,12 @@ class AppPage:
         if annotator:
             self.page.locator("#annotator textarea, #annotator input").first.fill(annotator)
 
+    def keep_untrusted(self) -> None:
+        """Tick Options → "Save 'nothing found' results as drafts too" (a random-weight model's
+        masks are often empty, and the app does not queue those otherwise)."""
+        self.page.get_by_text("Options", exact=True).first.dispatch_event("click")
+        self.page.locator("#keep-untrusted input[type=checkbox]").check()
+
     def press(self, selector: str) -> None:
         """Click a button by dispatching the event: Playwright's actionability checks wait for
         animation frames, which a software-rendered WebGL canvas makes slow on a busy machine."""

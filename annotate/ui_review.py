@@ -122,9 +122,11 @@ def review_tabs(
         queue = gr.Dataframe(
             headers=list(QUEUE_COLUMNS), label="Click a row to correct it", interactive=False, elem_id="queue"
         )
-    with gr.Row(visible=False):  # API clients get refusals as errors from these endpoints
-        api_status_button = gr.Button("api status")
-        api_queue_button = gr.Button("api queue")
+        # inside the tab: gr.Tabs must hold only gr.Tab children. API clients get refusals as
+        # errors from these endpoints; the page's buttons warn instead
+        with gr.Row(visible=False):
+            api_status_button = gr.Button("api status")
+            api_queue_button = gr.Button("api queue")
 
     # --- wiring --------------------------------------------------------------------------------
     # the page's events warn and keep every output on a refusal (on_page); the named API

@@ -10,6 +10,10 @@
 # 2. train-bN.json: sbanet_swin_b training samples/s (forward + loss + backward + AdamW step),
 #    bf16 autocast, 448x448, random data (model only), batch 12 (the paper's global batch) and
 #    then larger batches until one no longer fits (its record says "failed": out of memory).
+# 3. loader: the same training fed by the real loader (configs/gpu_loader_bench.yaml: the
+#    dubai-aerial conversion as JPEG, 8 DataLoader workers), 80 steps at batch 12; its steps.csv
+#    samples_per_s against part 2's batch-12 row says whether the loader keeps up. Needs the
+#    conversion (DUBAI=path of dubai-aerial, default ../shared/data/dubai-aerial); skipped without.
 # Each run prints its markdown table; OUT_DIR (default bench-gpu) gets the JSON and markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +33,12 @@ for batch in 12 24 32 48 64; do
         break
     fi
 done
+dubai="${DUBAI:-../shared/data/dubai-aerial}"
+if [ -d "$dubai" ]; then
+    [ -d runs/data/dubai-referring-jpg ] || "$PYTHON" -m sbanet.data.semantic --input "$dubai" \
+        --output runs/data/dubai-referring-jpg --val-tiles 6 --image-format jpg
+    "$PYTHON" -m train.fit --config configs/gpu_loader_bench.yaml output.dir="$out/loader"
+    tail -n 3 "$out/loader/steps.csv"
+else
+    echo "part 3 skipped: no dubai-aerial at $dubai (set DUBAI=...)"
+fi

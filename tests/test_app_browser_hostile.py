@@ -68,7 +68,7 @@ def test_injected_expression_is_shown_literally_and_fetches_nothing(browser):
     summary = page.locator("#segment-summary")
     assert INJECTED in summary.inner_text() and summary.locator("img, a").count() == 0
     cells = summary.locator("tbody tr").first.locator("td")
-    assert cells.count() == 5 and cells.nth(1).inner_text().strip() == INJECTED
+    assert cells.count() == 6 and cells.nth(1).inner_text().strip() == INJECTED
     assert page.title() != "1" and outside == []
 
 
