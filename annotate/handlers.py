@@ -186,7 +186,8 @@ class SegmentHandlers:
         model_seconds = time.perf_counter() - model_started
         run = previous.run + 1 if previous is not None else 1
         verdicts = [judge(p, self.thresholds) for p in predictions]
-        session = SegmentSession(image, bands, predictions, [None] * len(predictions), run, verdicts, model)
+        unsaved: list[int | None] = [None] * len(predictions)
+        session = SegmentSession(image, bands, predictions, unsaved, run, verdicts, model, expression_ids=list(unsaved))
         overlay = overlay_value(image.rgb, predictions)
         session.seconds = {"model": model_seconds, "overlay": time.perf_counter() - started}
         return overlay, summary_markdown(result_details(session)), session
@@ -227,17 +228,8 @@ class SegmentHandlers:
             image.name.rsplit(".", 1)[0], [(p.expression, p.mask) for p in predictions], image.geo, session.model.name
         )
         seconds = dict(session.seconds, total=session.seconds["overlay"] + time.perf_counter() - started)
-        done = SegmentSession(
-            image,
-            session.bands,
-            predictions,
-            ids,
-            session.run,
-            session.verdicts,
-            session.model,
-            seconds,
-            True,
-            expression_ids,
+        done = dataclasses.replace(
+            session, mask_version_ids=ids, seconds=seconds, saved=True, expression_ids=expression_ids
         )
         details = result_details(done, image_id)
         return gallery, files, summary_markdown(details), details, done
@@ -399,16 +391,11 @@ def result_details(session: SegmentSession, image_id: int | None = None) -> dict
                     session.predictions,
                     session.verdicts,
                     session.mask_version_ids,
-                    _padded(session.expression_ids, session),
+                    session.expression_ids,
                 )
             )
         ],
     }
-
-
-def _padded(values: list[Any], session: SegmentSession) -> list[Any]:
-    """``values`` (filled once saved) as long as the session's predictions."""
-    return list(values) + [None] * (len(session.predictions) - len(values))
 
 
 VERDICT_MARKS = {"found": "found", "low confidence": "⚠ low confidence", "nothing found": "✖ nothing found"}

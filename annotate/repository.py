@@ -47,13 +47,14 @@ from .models import (
 from .text import check_note, check_request_id
 
 REVIEW_ORDERS = ("recent", "uncertain")
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in every store (PostgreSQL refuses larger keys)
 DEFAULT_HOLDOUT_FRACTION = 0.2
 
 
 def get_row(session: Session, model: type, key: int, what: str) -> Any:
     if not isinstance(key, int | np.integer) or isinstance(key, bool):
         raise ValueError(f"{what} id must be an integer, got {key!r}")
-    if not 1 <= key <= 2**31 - 1:  # ids are 32-bit; PostgreSQL would fail on a larger key
+    if not 1 <= key <= MAX_ID:
         raise ValueError(f"unknown {what} id {key}")
     row = session.get(model, int(key))
     if row is None:

@@ -18,10 +18,10 @@ import pandas as pd
 from .handlers import annotator, user_errors
 from .inputs import editor_mask, load_image, mask_from_file, resize_mask
 from .render import editor_background, fit_within
+from .repository import MAX_ID
 from .text import check_request_id, code_text, markdown_text
 
 STATUSES = ("draft", "submitted", "accepted", "rejected")
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in every store (PostgreSQL refuses larger ones)
 # larger images are edited on a downscaled canvas (brush strokes are brought back to full size
 # with nearest neighbour; the stored mask itself keeps every full-resolution pixel)
 EDITOR_SIDE = 2048

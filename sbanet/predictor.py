@@ -73,7 +73,8 @@ def check_expression(expression: Any) -> str:
     """A non-empty expression of reasonable length, whitespace-normalised, or ``ValueError``."""
     if not isinstance(expression, str):
         raise ValueError(f"an expression must be a string, got {type(expression).__name__}")
-    text = " ".join(check_text(expression, "the expression", len(expression) + 1, multiline=True).split())
+    # its own limit below, on the whitespace-normalised text
+    text = " ".join(check_text(expression, "the expression", None, multiline=True).split())
     if not text:
         raise ValueError("the expression is empty: describe the object to segment, e.g. 'the water'")
     if len(text) > MAX_EXPRESSION_CHARS:

@@ -17,9 +17,10 @@ from typing import Any
 REFUSED_CATEGORIES = frozenset({"Cc", "Cs"})
 
 
-def check_text(value: Any, what: str, max_chars: int, *, multiline: bool = False, required: bool = False) -> str:
-    """``value`` stripped, or ``ValueError`` naming ``what`` (not a string, too long, a control
-    character; empty when ``required``). Tabs are allowed, line breaks only when ``multiline``."""
+def check_text(value: Any, what: str, max_chars: int | None, *, multiline: bool = False, required: bool = False) -> str:
+    """``value`` stripped, or ``ValueError`` naming ``what`` (not a string, longer than
+    ``max_chars`` unless that is None, a control character; empty when ``required``). Tabs are
+    allowed, line breaks only when ``multiline``."""
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -34,6 +35,6 @@ def check_text(value: Any, what: str, max_chars: int, *, multiline: bool = False
     text = value.strip()
     if required and not text:
         raise ValueError(f"{what} is empty")
-    if len(text) > max_chars:
+    if max_chars is not None and len(text) > max_chars:
         raise ValueError(f"{what} is {len(text):,} characters long; the limit is {max_chars:,}")
     return text
