@@ -48,6 +48,7 @@ class DataSection:
     options: dict[str, Any] = field(default_factory=dict)  # reader options (synthetic: n_images...)
     val_options: dict[str, Any] = field(default_factory=dict)  # replace options for the val split
     blind_text: bool = False  # replace every expression with "" (the text-blind baseline)
+    augment: bool = False  # training items flipped / turned, direction words with them (sbanet.data.augment)
     limit_train: int | None = None  # keep the first N samples (smoke runs)
     limit_val: int | None = None
     # more training sources, concatenated with the main one (val stays the main one's):

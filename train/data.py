@@ -26,13 +26,14 @@ def make_dataset(
     blind_text: bool = False,
     limit: int | None = None,
     mix: Sequence[dict[str, Any]] = (),
+    augment: bool = False,
 ) -> ReferringDataset:
     """``load_samples(kind, root, split, **options)``, optionally text-blind and cut to the first
     ``limit`` samples, as a :class:`ReferringDataset` at the model's input size and token length.
 
     ``mix``: more sources appended to these samples, each ``{"kind", "root", "split" (default
     ``split``), "options", "limit"}`` (``data.mix`` of the fit config), e.g. synthetic scenes
-    next to a land-cover conversion."""
+    next to a land-cover conversion. ``augment``: flips and quarter turns (training only)."""
     samples = _limited(kind, root, split, options, limit)
     for entry in mix:
         samples += _limited(
@@ -40,9 +41,8 @@ def make_dataset(
         )
     if blind_text:
         samples = blind(samples)
-    return ReferringDataset(
-        samples, config.image_size, tokenizer, config.max_tokens, mean=config.pixel_mean, std=config.pixel_std
-    )
+    c = config
+    return ReferringDataset(samples, c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std, augment=augment)
 
 
 def _limited(

@@ -52,11 +52,16 @@ EXPORTED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "README.md")
 HALF_TOLERANCE = 0.001  # fp16 is shipped when no oIoU / mIoU of any group moves more than this
 
 
-# The recipe's conversions of dubai-aerial, by output folder name -> crop size in pixels: ~512 px
-# crops (instance phrases stay meaningful at the input size) and whole images (the scale a user's
-# upload has once the app resizes it to the input size).
+# The recipe's conversions of dubai-aerial, by output folder name: ~512 px crops (instance
+# phrases stay meaningful at the input size), their class-level referents worded as people ask
+# ("the sea", "the houses") and up to two absent classes per crop asked for with an empty mask;
+# and whole images (the scale a user's upload has once the app resizes it to the input size),
+# worded canonically, with every absent class asked for (tile 6's "not found" cases).
 WHOLE_IMAGES = "dubai-referring-whole"
-CONVERSIONS = {"dubai-referring": 512, WHOLE_IMAGES: 0}
+CONVERSIONS = {
+    "dubai-referring": {"crop": 512, "paraphrases": True, "negatives": 2},
+    WHOLE_IMAGES: {"crop": 0, "negatives": 5},
+}
 
 
 def conversion_roots(config: FitConfig) -> list[Path]:
@@ -77,7 +82,7 @@ def whole_image_folders(roots: Iterable[str | Path], main: str | Path) -> list[s
 
 def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tuple[str, ...] = ("6",)) -> dict:
     """The converter's report, converting ``input_root`` first unless ``output_root`` holds one.
-    The crop size comes from the folder's name (:data:`CONVERSIONS`)."""
+    The options come from the folder's name (:data:`CONVERSIONS`)."""
     report = Path(output_root) / REPORT_FILE
     if report.is_file():
         return json.loads(report.read_text())
@@ -85,9 +90,9 @@ def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tup
         raise ValueError(f"{output_root}: the recipe converts only into folders named {sorted(CONVERSIONS)}")
     if not Path(input_root).is_dir():
         raise ValueError(f"dubai-aerial not found at {input_root}: pass --input (see ../shared/data/README.md)")
-    crop = CONVERSIONS[Path(output_root).name]
-    print(f"converting {input_root} -> {output_root} (crop {crop or 'none: whole images'}) ...", flush=True)
-    return convert(input_root, output_root, ConversionConfig(crop=crop, val_groups=val_tiles))
+    options = CONVERSIONS[Path(output_root).name]
+    print(f"converting {input_root} -> {output_root} ({options}) ...", flush=True)
+    return convert(input_root, output_root, ConversionConfig(**options, val_groups=val_tiles))
 
 
 def sample_rules(root: str | Path, split: str) -> dict[str, str | None]:
@@ -105,10 +110,11 @@ def evaluate_by_rule(
 ) -> dict[str, dict[str, Any]]:
     """The reference protocol (:func:`sbanet.evaluation.evaluate`) over one split of a converted
     folder, for ``all`` samples, the ``class-level`` ones (rule ``class``: "the water",
-    "all buildings") and the ``instance-level`` ones (every other rule), each with its
-    per-category mIoU."""
-    samples = load_samples("folder", root, split)
+    "all buildings") and the ``instance-level`` ones (every other rule but ``absent``, whose
+    empty targets are scored by :mod:`train.model_report`), each with its per-category mIoU."""
     rules = sample_rules(root, split)
+    # absent-class samples (empty target) are scored by what the model marks, not by IoU
+    samples = [s for s in load_samples("folder", root, split) if rules.get(s.ref_id) != "absent"]
     if blind_text:
         samples = blind(samples)
     c = model.config

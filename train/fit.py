@@ -78,8 +78,9 @@ def run(
         # --- data: train and val (model selection; the test split is for train.evaluate) -------
         d = config.data
         train_set = make_dataset(
-            d.kind, d.root, d.train_split, model.config, tokenizer, d.options, d.blind_text, d.limit_train, d.mix
-        )
+            d.kind, d.root, d.train_split, model.config, tokenizer, d.options, d.blind_text, d.limit_train, d.mix,
+            augment=d.augment,
+        )  # fmt: skip
         val_set = None
         if d.val_split:
             val_options = {**d.options, **d.val_options}

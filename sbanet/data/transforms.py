@@ -3,7 +3,8 @@
 As LAVT / SBANet: a square resize to the input size (bilinear, antialiased like PIL, for the
 image; PIL's nearest for the mask, bit for bit), ImageNet normalisation, and no flips or
 rotations (expressions name locations: a flip would turn "the building on the left" into a wrong
-label).
+label). ``augment=True`` (training only, not the paper's recipe) draws one of the eight flips and
+quarter turns per item and turns the expression's direction words with it (:mod:`.augment`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset
 from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..image import to_rgb8
 from ..modeling.text_encoder import tokenize
+from .augment import TRANSFORMS, turn_tensor, turn_words
 from .sample import ReferringSample
 
 TOKENIZE_CHUNK = 4096
@@ -59,6 +61,10 @@ class ReferringDataset(Dataset):
     * ``input_ids``, ``attention_mask``: ``int64 [max_tokens]`` (padded to ``max_tokens``, LAVT);
     * ``index``: ``i``, to fetch ``samples[i]`` (original-size mask, category) at evaluation.
 
+    ``augment``: each item drawn through one of the eight flips / quarter turns of the square
+    (torch's global RNG), its expression's directions turned to match (tokenised once per
+    transform here).
+
     Expressions are tokenised once here. Resized images are kept in a small per-process LRU
     cache keyed by ``image_id`` (the sentences of one image are decoded once when they come
     close together, as at evaluation); each DataLoader worker has its own copy, so no state is
@@ -74,6 +80,7 @@ class ReferringDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         cache_size: int = 8,
+        augment: bool = False,
     ) -> None:
         if image_size < 1 or max_tokens < 3:
             raise ValueError(f"image_size must be >= 1 and max_tokens >= 3, got {image_size}, {max_tokens}")
@@ -86,15 +93,22 @@ class ReferringDataset(Dataset):
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
+        self.transforms = TRANSFORMS if augment else TRANSFORMS[:1]
+        # [T, N, max_tokens]: the tokens of every expression under each transform (0: as written)
         texts = [s.expression for s in self.samples]
+        tokens = [self._tokenize(tokenizer, [turn_words(text, *t) for text in texts]) for t in self.transforms]
+        self.turned_ids = torch.stack([ids for ids, _ in tokens])
+        self.turned_attention = torch.stack([mask for _, mask in tokens])
+        self.input_ids, self.attention_mask = self.turned_ids[0], self.turned_attention[0]  # [N, max_tokens]
+
+    def _tokenize(self, tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, attention = [], []
         for start in range(0, len(texts), TOKENIZE_CHUNK):
             chunk_ids, chunk_mask = tokenize(tokenizer, texts[start : start + TOKENIZE_CHUNK], self.max_tokens)
             ids.append(chunk_ids)
             attention.append(chunk_mask)
         empty = torch.zeros(0, self.max_tokens, dtype=torch.long)
-        self.input_ids = torch.cat(ids).long() if ids else empty
-        self.attention_mask = torch.cat(attention).long() if attention else empty
+        return (torch.cat(ids).long() if ids else empty), (torch.cat(attention).long() if attention else empty)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -123,10 +137,14 @@ class ReferringDataset(Dataset):
         mask = np.asarray(sample.load_mask())
         if mask.ndim != 2:
             raise ValueError(f"{sample.sample_id}: the mask must be 2-D, got shape {mask.shape}")
+        image, target = self.image(sample), resize_mask(mask.astype(bool, copy=False), self.image_size)
+        t = int(torch.randint(len(self.transforms), ())) if len(self.transforms) > 1 else 0
+        if t:
+            image, target = turn_tensor(image, *self.transforms[t]), turn_tensor(target, *self.transforms[t])
         return {
-            "image": self.image(sample),
-            "mask": resize_mask(mask.astype(bool, copy=False), self.image_size),
-            "input_ids": self.input_ids[index],
-            "attention_mask": self.attention_mask[index],
+            "image": image,
+            "mask": target,
+            "input_ids": self.turned_ids[t, index],
+            "attention_mask": self.turned_attention[t, index],
             "index": index,
         }
