@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .fast import optimize_for_inference
 from .image import invalid_pixels, read_image, to_rgb8
+from .lexicon import Lexicon
 from .modeling.sbanet import SBANet
 from .modeling.text_encoder import load_tokenizer, tokenize
 from .precision import Precision, resolve_precision, runtime_label
@@ -136,6 +137,8 @@ class Predictor:
         self.config = model.config
         self.text_cache = TextFeatureCache(text_cache_size if fast else 0)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.config.text_model)
+        # expressions with no word the model can read are refused, not answered (sbanet.lexicon)
+        self.lexicon = Lexicon.for_model(self.tokenizer)
         self._tokenizer_lock = threading.Lock()
         mean = torch.tensor(self.config.pixel_mean).view(1, 3, 1, 1)
         std = torch.tensor(self.config.pixel_std).view(1, 3, 1, 1)
@@ -167,6 +170,12 @@ class Predictor:
         x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self._mean) / self._std, rgb.shape[:2]
+
+    def check_expression(self, expression: Any) -> str:
+        """:func:`check_expression`, and :class:`~sbanet.lexicon.NotUnderstoodError` when the
+        model knows no word of it (another language, emoji only)."""
+        text = check_expression(expression)
+        return self.lexicon.check(text) if self.lexicon is not None else text
 
     def tokenize(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Expressions -> ``input_ids, attention_mask [K, L]`` (padded to the longest)."""
@@ -233,7 +242,7 @@ class Predictor:
         ``expression_chunk`` expressions (see the class)."""
         if isinstance(expressions, str):
             raise ValueError("expressions must be a list of strings; use predict() for a single one")
-        texts = [check_expression(e) for e in expressions]
+        texts = [self.check_expression(e) for e in expressions]
         if not texts:
             raise ValueError("no expressions given")
         if not 0.0 < threshold < 1.0:

@@ -230,6 +230,8 @@ def run_jobs(plan: ScenePlan, args: argparse.Namespace) -> list[SceneRecord] | N
         mine = shard(plan.jobs, sizes, dist.rank, dist.world_size)
         todo = [job for job in mine if not job.finished]
         model = load_predictor(args, dist.device) if todo else None
+        if model is not None:  # words the model cannot read: refused before any scene is written
+            plan.texts = [model[0].check_expression(text) for text in plan.texts]
         barrier()  # every rank has checked the plan before any rank writes
         total = 0
         if model is not None:

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from .geo import RasterSource, open_raster
-from .predictor import Predictor, check_expression
+from .predictor import Predictor
 from .writers import ArrayWriter, SceneWriter
 
 ProgressCallback = Callable[[int, int], Any]  # (tiles done, tiles in all)
@@ -202,7 +202,7 @@ def predict_scene(
     """
     if isinstance(expressions, str):
         raise ValueError("expressions must be a list of strings")
-    texts = [check_expression(e) for e in expressions]
+    texts = [predictor.check_expression(e) for e in expressions]
     if not texts:
         raise ValueError("no expressions given")
     if batch_size < 1:

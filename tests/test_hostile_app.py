@@ -114,6 +114,8 @@ REFUSED = {
     "ansi-escape-in-expression": (segment("scene", "\x1b[2Jthe pond"), r"U\+001B"),
     "nine-expressions": (segment("scene", "\n".join(f"thing {i}" for i in range(9))), "at most 8"),
     "expression-too-long": (segment("scene", "pond " * 300), "the limit is 1000"),
+    "expression-in-german": (segment("scene", "the pond\ndas Wasser"), "the model understands English descriptions"),
+    "expression-of-emoji": (segment("scene", "🌊🌊"), "has no words"),
     "nul-in-annotator-name": (segment("scene", name="ana\x00"), r"annotator name contains .*U\+0000"),
     "annotator-name-too-long": (segment("scene", name="a" * 101), "the limit is 100"),
     "all-nan-float-tiff": (segment("nan"), "no valid pixels"),

@@ -69,6 +69,8 @@ REFUSED_EXPRESSIONS = {
     "blank": ("  \t ", "the expression is empty"),
     "too-long": ("water " * 400, "the limit is 1000"),
     "not-a-string": (42, "must be a string"),
+    "another-language": ("das Wasser", "the model understands English descriptions"),
+    "emoji-only": ("🌊", "has no words"),
 }
 
 
@@ -184,6 +186,7 @@ CLI_CASES = {
     "all-nan-geotiff": (lambda d: float_tiff(d / "nan.tif", np.nan), "the water", "no valid pixels"),
     "all-inf-geotiff": (lambda d: float_tiff(d / "inf.tif", np.inf), "the water", "no valid pixels"),
     "nul-in-expression": (lambda d: gray_png(d / "s.png", rgb()[..., 0]), "the\x00water", "U\\+0000"),
+    "german-expression": (lambda d: gray_png(d / "s.png", rgb()[..., 0]), "das Wasser", "understands English"),
 }
 
 
