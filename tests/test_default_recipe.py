@@ -17,7 +17,7 @@ from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.synthetic import main as write_synthetic
 from sbanet.evaluation import evaluate
 from train import default_model as recipe
-from train import model_card
+from train import model_card, model_report
 from train.config import load_config
 from train.data import make_dataset
 
@@ -59,7 +59,7 @@ def test_mix_appends_training_sources(tokenizer, folder):
     # a converted folder's class-level samples a second time (the recipe weights them up so)
     classes = [{"kind": "folder", "root": str(folder), "options": {"rules": ["class"]}}]
     weighted = make_dataset("folder", folder, "val", config, tokenizer, mix=classes)
-    rules = recipe.sample_rules(folder, "val")
+    rules = model_report.sample_rules(folder, "val")
     assert len(weighted) == len(alone) + sum(r == "class" for r in rules.values()) > len(alone)
     assert all(rules[s.ref_id] == "class" for s in weighted.samples[len(alone) :])
     for bad in ("class", []):
@@ -79,8 +79,8 @@ def test_mix_appends_training_sources(tokenizer, folder):
 
 
 def test_evaluate_by_rule_splits_the_reference_metrics(model, tokenizer, folder):
-    groups = recipe.evaluate_by_rule(model, tokenizer, folder, "val", batch_size=4)
-    rules = recipe.sample_rules(folder, "val")
+    groups = model_report.evaluate_by_rule(model, tokenizer, folder, "val", batch_size=4)
+    rules = model_report.sample_rules(folder, "val")
     n_class = sum(r == "class" for r in rules.values())
     assert groups["class-level"]["count"] == n_class > 0
     assert groups["instance-level"]["count"] == len(rules) - n_class > 0
@@ -98,11 +98,11 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     run = tmp_path / "run"
     save_pretrained(model, run / "best", tokenizer=tokenizer)
     config = load_config(None, ["model.preset=sbanet_tiny", f"data.root={folder}", "data.kind=folder"])
-    val = recipe.evaluate_by_rule(model, tokenizer, folder, "val")
+    val = model_report.evaluate_by_rule(model, tokenizer, folder, "val")
     # the same scenes stand in for the whole-image conversion (scored as val_whole)
     whole = tmp_path / "dubai-referring-whole"
     shutil.copytree(folder, whole)
-    val_whole = recipe.evaluate_by_rule(model, tokenizer, whole, "val")
+    val_whole = model_report.evaluate_by_rule(model, tokenizer, whole, "val")
     report = {"images": 2, "crops": 2, "samples": 60, "samples_per_split": {"val": 60},
               "rules_per_split": {}, "categories": {"building": 30}}  # fmt: skip
     conversions = {str(folder): {**report, "config": {"crop": 512}}, str(whole): {**report, "config": {"crop": 0}}}
@@ -123,7 +123,7 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     assert header["dtype"] == metadata["weights_dtype"]
     assert metadata["float16_max_change"] <= recipe.HALF_TOLERANCE or header["dtype"] == "float32"
     shipped, _ = load_pretrained(out)
-    assert recipe.max_metric_change(val, recipe.evaluate_by_rule(shipped, tokenizer, folder, "val")) < 0.01
+    assert recipe.max_metric_change(val, model_report.evaluate_by_rule(shipped, tokenizer, folder, "val")) < 0.01
     card = (out / "README.md").read_text()
     assert "text-blind baseline" in card and "0123abc" in card and "python -m train.default_model" in card
     assert f"{100 * val['class-level']['oIoU']:.2f}" in card
@@ -152,3 +152,43 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     assert recipe.conversion_roots(mixed) == [crops, whole]  # trained on both, each converted once
     with pytest.raises(ValueError, match="only into folders named"):
         recipe.prepare_data(tmp_path, tmp_path / "elsewhere")
+
+
+def _row(present: bool, area: float, inside: float | None, iou: float | None = None) -> dict:
+    return {"present": present, "area_fraction": area, "mean_probability": inside, "iou": iou}
+
+
+def test_calibration_keeps_present_cases_and_catches_absent_ones():
+    present = [_row(True, 0.2, 0.9, 0.8)] * 15 + [_row(True, 0.1, 0.7, 0.3)] * 5
+    absent = [_row(False, 0.004, 0.6)] * 6 + [_row(False, 0.05, 0.55)] * 4 + [_row(False, 0.3, 0.8)] * 2
+    thresholds = model_report.calibrate(present + absent)
+    # the grid's smallest cut that refuses no present case and catches the 10 weak absent ones
+    assert thresholds.min_area_fraction <= 0.1 and 0.6 < thresholds.min_mean_probability <= 0.7
+    counts = model_report.verdict_counts(present + absent, thresholds)
+    assert counts["present"].get("nothing found", 0) == 0 and counts["absent"]["nothing found"] == 10
+    assert 0.7 < thresholds.confident_mean_probability <= 0.9  # the IoU 0.3 masks are flagged, the 0.8 ones not
+    assert counts["present"] == {"found": 15, "low confidence": 5}
+    summary = model_report.absent_summary([{**r, "category": "water", "image": "a"} for r in absent], thresholds)
+    assert summary["below_1_percent"] == 6 and summary["nothing_found"] == 10 and summary["cases"] == 12
+    with pytest.raises(ValueError, match="present and absent"):
+        model_report.calibrate(present)
+
+
+def test_the_card_reports_wordings_absent_classes_verdicts_and_out_of_domain():
+    usage = {
+        "chance": {"class-level": 0.289, "instance-level": 0.152},
+        "paraphrases": {"water": {"wordings": {"the water": 0.7, "the sea": 0.68}, "canonical": "the water",
+                                  "spread": 0.02, "n": 9}},
+        "absent": {"cases": 78, "images": 6, "below_1_percent": 72, "rate_below_1_percent": 72 / 78,
+                   "nothing_found": 70, "median_area_fraction": 0.001, "per_class_rate": {}},
+        "thresholds": {"min_area_fraction": 0.01, "min_mean_probability": 0.6, "confident_mean_probability": 0.75},
+        "calibrated": True,
+        "verdicts": {"present": {"found": 80}, "absent": {"nothing found": 70}},
+    }  # fmt: skip
+    ood = {"spacenet: all buildings": {"n": 1, "chance": 0.042, "mean_iou": {"resize": 0.2}}}
+    lines = "\n".join(model_card.usage_lines({"tile6_usage": usage, "out_of_domain": ood}))
+    assert "class-level mIoU 28.9, instance-level 15.2" in lines
+    assert '| water | 9 | "the water" 70.0, "the sea" 68.0 | 2.0 |' in lines
+    assert "72 masks empty or below 1 % of the image (92 %)" in lines and "70 called" in lines
+    assert "fitted on these tile-6 cases" in lines and "below 1.0 % of the image" in lines
+    assert '"all buildings" IoU 0.200 (chance 0.042)' in lines

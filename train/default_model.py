@@ -33,21 +33,17 @@ import torch
 import yaml
 
 from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pretrained, save_pretrained
-from sbanet.data import ReferringDataset, load_samples
-from sbanet.data.refsegrs import metadata_file, read_metadata
 from sbanet.data.semantic import REPORT_FILE, ConversionConfig, convert
 from sbanet.default_model import SHIPPED_MODEL
-from sbanet.evaluation import evaluate
 
 from .config import FitConfig, load_config
-from .data import blind
 from .fit import run as fit
 from .model_card import training_folders, write_model_card
+from .model_report import evaluate_by_rule, report
 
 DEFAULT_CONFIG = Path("configs/default_model.yaml")
 DUBAI_INPUT = Path("../shared/data/dubai-aerial")
 SUMMARY_FILE = "summary.json"
-GROUPS = ("all", "class-level", "instance-level")
 EXPORTED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "README.md")
 HALF_TOLERANCE = 0.001  # fp16 is shipped when no oIoU / mIoU of any group moves more than this
 
@@ -93,40 +89,6 @@ def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tup
     options = CONVERSIONS[Path(output_root).name]
     print(f"converting {input_root} -> {output_root} ({options}) ...", flush=True)
     return convert(input_root, output_root, ConversionConfig(**options, val_groups=val_tiles))
-
-
-def sample_rules(root: str | Path, split: str) -> dict[str, str | None]:
-    """``{sample id: rule}`` of a converted folder (``samples_<split>.jsonl``; "class" = class-level)."""
-    return {key: record.get("rule") for key, record in read_metadata(metadata_file(root, split)).items()}
-
-
-def evaluate_by_rule(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    root: str | Path,
-    split: str = "val",
-    blind_text: bool = False,
-    batch_size: int = 16,
-) -> dict[str, dict[str, Any]]:
-    """The reference protocol (:func:`sbanet.evaluation.evaluate`) over one split of a converted
-    folder, for ``all`` samples, the ``class-level`` ones (rule ``class``: "the water",
-    "all buildings") and the ``instance-level`` ones (every other rule but ``absent``, whose
-    empty targets are scored by :mod:`train.model_report`), each with its per-category mIoU."""
-    rules = sample_rules(root, split)
-    # absent-class samples (empty target) are scored by what the model marks, not by IoU
-    samples = [s for s in load_samples("folder", root, split) if rules.get(s.ref_id) != "absent"]
-    if blind_text:
-        samples = blind(samples)
-    c = model.config
-    dataset = ReferringDataset(samples, c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std)
-
-    def group_of(sample: Any) -> str:
-        return "class-level" if rules.get(sample.ref_id) == "class" else "instance-level"
-
-    result = evaluate(model, dataset, batch_size=batch_size, group_of=group_of)
-    groups = result.pop("groups")
-    result.pop("per_sample")
-    return {"all": result, **{name: groups[name] for name in GROUPS[1:] if name in groups}}
 
 
 def timed_fit(config: FitConfig) -> dict[str, float]:
@@ -182,7 +144,8 @@ def data_summary(report: dict, conversions: dict[str, dict] | None = None) -> di
     summary = {"source": "dubai-aerial (CC0), tiles 1-5 train, tile 6 val", **{k: report[k] for k in keys}}
     if conversions:
         summary["conversions"] = {
-            root: {"crop": r["config"]["crop"], **{k: r[k] for k in keys}} for root, r in conversions.items()
+            root: {**{k: r["config"].get(k) for k in ("crop", "paraphrases", "negatives")}, **{k: r[k] for k in keys}}
+            for root, r in conversions.items()
         }
     return summary
 
@@ -223,10 +186,13 @@ def export(
     summary: dict[str, Any],
     output: str | Path = SHIPPED_MODEL,
     baseline: dict[str, Any] | None = None,
+    out_of_domain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the run's best weights to ``output`` (without the text encoder when it is the
     unchanged pretrained one; float16 if that changes no metric, on crops or whole images, beyond
-    :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` and the model card."""
+    :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` (with :mod:`train.model_report`'s
+    tile-6 usage report and the verdict thresholds it fits; ``out_of_domain``: SpaceNet rows) and
+    the model card."""
     run_dir, root = Path(summary["run"]), summary["recipe"]["data"]["root"]
     split = summary["recipe"]["data"]["val_split"]
     whole = whole_image_root(summary)
@@ -237,10 +203,12 @@ def export(
         half_model, _ = load_pretrained(tmp)
         half_metrics = evaluate_by_rule(half_model, tokenizer, root, split)
         half_whole = evaluate_by_rule(half_model, tokenizer, whole, split) if whole else None
-    change = max_metric_change(summary["val"], half_metrics)
-    if whole:
-        change = max(change, max_metric_change(summary["val_whole"], half_whole))
-    half = change <= HALF_TOLERANCE
+        change = max_metric_change(summary["val"], half_metrics)
+        if whole:
+            change = max(change, max_metric_change(summary["val_whole"], half_whole))
+        half = change <= HALF_TOLERANCE
+        # tile 6 as users ask (wordings, absent classes) and the verdict thresholds fitted to it
+        usage = report(tmp if half else run_dir / "best", Path(whole), do_calibrate=True) if whole else None
     metadata = {
         "description": "sbanet_lite trained on the dubai-aerial land-cover conversion (train.default_model)",
         "commit": summary["commit"],
@@ -257,6 +225,11 @@ def export(
         "text_blind_baseline": baseline["val"] if baseline else None,
         "text_blind_baseline_whole": baseline.get("val_whole") if baseline else None,
     }
+    if out_of_domain:
+        metadata["out_of_domain"] = out_of_domain  # benchmarks.default_model_scale's SpaceNet rows
+    if usage is not None:
+        metadata["confidence"] = usage["thresholds"]  # read by sbanet.confidence at inference
+        metadata["tile6_usage"] = {k: v for k, v in usage.items() if k not in ("rows", "model", "headline")}
     output = Path(output)
     for name in EXPORTED_FILES:  # an earlier export's files (e.g. float32 weights) must not survive
         stale = output / name
@@ -278,6 +251,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--baseline", action="store_true", help="train the text-blind baseline instead (not exported)")
     p.add_argument("--baseline-run", type=Path, help="its run folder (default: the run folder + _blind)")
     p.add_argument("--export-only", action="store_true", help="export the run that the config names, no training")
+    p.add_argument(
+        "--out-of-domain",
+        type=Path,
+        help="JSON of python -m benchmarks.default_model_scale --scales resize on the run's best/ (its SpaceNet "
+        "rows go into the card)",
+    )
     return p.parse_known_args(argv)
 
 
@@ -296,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             if not summary_path.is_file():
                 raise ValueError(f"{summary_path} not found: train first (python -m train.default_model)")
             summary = json.loads(summary_path.read_text())
+            reports = {root: prepare_data(args.input, root) for root in conversion_roots(config)}
+            summary["data"] = data_summary(reports[Path(config.data.root)], {str(r): v for r, v in reports.items()})
         else:
             reports = {root: prepare_data(args.input, root) for root in conversion_roots(config)}
             print("recipe:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
@@ -306,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
             if baseline is None:
                 print(f"no baseline at {baseline_path}: the card leaves it out (run with --baseline first)")
-            export(summary, args.output, baseline)
+            out_of_domain = None
+            if args.out_of_domain:
+                cases = json.loads(args.out_of_domain.read_text())["cases"]
+                out_of_domain = {k: v for k, v in cases.items() if k.startswith("spacenet")}
+            export(summary, args.output, baseline, out_of_domain)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,28 +19,41 @@ COMMAND = "python -m train.default_model"
 
 LIMITATIONS = """\
 - It knows five land-cover classes of the dubai-aerial annotation: **water, buildings, roads,
-  vegetation and bare land**, named as the converter names them ("the water", "all buildings",
-  "every road", "the vegetation", "the bare land"). Other objects (vehicles, ships, airplanes,
-  storage tanks, sports fields: the RRSIS-D vocabulary) are not in its training data, and words it
-  has not seen ("trees", "houses", "streets") work only as far as the frozen MiniLM text encoder
-  places them near the trained words.
+  vegetation and bare land**. Other objects (vehicles, ships, airplanes, storage tanks, sports
+  fields: the RRSIS-D vocabulary) are not in its training data.
+{wording}
 - Class-level expressions work far better than instance-level ones (the tables above):
   positions ("the road on the left"), extremes ("the leftmost building complex"), sizes ("the
   largest water body") and relations ("the building closest to the water") are understood only
   weakly; attributes such as colours not at all (dubai-aerial's masks carry none).
-- The converter only writes a class-level expression when the class covers at least 1 % of a
-  crop, so the model never saw an expression whose answer is empty: asking for "the water" in an
-  image without water still marks something (usually the most water-like region).
+{absent}
+- Expressions with no English word it can read ("das Wasser", emoji) are refused with "the model
+  understands English descriptions" (`sbanet.lexicon`), not answered.
 - Its weakest classes, by class-level mIoU on tile 6 ({view}): {weakest}. Tile 6 is a coastal
   tile with few buildings and roads, so those numbers rest on few expressions (their n above).
 - It was trained on {trained_on} of one city's satellite tiles (Dubai: desert, dense blocks,
-  coast). Other places, seasons, sensors and ground resolutions are out of its distribution.
+  coast). Other places, seasons, sensors and ground resolutions are out of its distribution{ood}.
   Every image is resized to {size} x {size}; large scenes go through tiles
   (`python -m sbanet.predict`).
 - It is a CPU recipe of about an hour, not the paper's model: paper-level accuracy (Swin-B +
   BERT-base, 40 epochs of RRSIS-D at 448 x 448) needs the RRSIS-D recipe on GPUs
   (`configs/rrsisd_swin_b.yaml`, docs/training.md).
 """
+WORDING_TRAINED = """\
+- Class-level referents were trained in six wordings per class ("the water", "the sea", "the
+  lake", "water bodies", ...; `sbanet.data.wording.DUBAI_PARAPHRASES`); other words ("ponds",
+  "asphalt") work only as far as the frozen MiniLM text encoder places them near the trained ones."""
+WORDING_CANONICAL = """\
+- It was trained on the converter's own wordings ("the water", "all buildings"); other words
+  ("trees", "houses", "streets") work only as far as the frozen MiniLM text encoder places them
+  near the trained words."""
+ABSENT_TRAINED = """\
+- It was trained to answer "nothing" for classes absent from an image: on tile 6, {rate}. The app
+  says "nothing found" below the thresholds above and does not queue such masks."""
+ABSENT_UNTRAINED = """\
+- The converter only writes a class-level expression when the class covers at least 1 % of a
+  crop, so the model never saw an expression whose answer is empty: asking for "the water" in an
+  image without water still marks something (usually the most water-like region)."""
 
 
 def metrics_table(groups: dict[str, dict[str, Any]], label: str = "") -> list[str]:
@@ -87,7 +100,12 @@ def data_lines(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[str]:
         counts = c["samples_per_split"]
         val = f"{counts.get('val', 0)} validation expressions"
         use = f"{counts.get('train', 0)} training / {val}" if trained else f"{val}, not trained on"
-        parts.append(f"{pieces} ({use})")
+        absent = sum(rules.get("absent", 0) for rules in c.get("rules_per_split", {}).values())
+        asked = [
+            *(["class-level referents worded as people ask"] if c.get("paraphrases") else []),
+            *([f"{absent} absent-class expressions with empty masks"] if absent else []),
+        ]
+        parts.append(f"{pieces} ({use}{'; ' + ', '.join(asked) if asked else ''})")
     lines = [
         f"{data['source']}: {data['images']} images, converted by `python -m sbanet.data.semantic` into "
         + " and ".join(parts)
@@ -122,6 +140,69 @@ def validation_tables(metadata: dict[str, Any]) -> list[str]:
             lines += metrics_table(baseline, "text-blind baseline, ")
         lines += ["", "Class-level mIoU per category: " + category_line(val) + "."]
     return lines
+
+
+def usage_lines(metadata: dict[str, Any]) -> list[str]:
+    """Tile 6 as users ask (``metadata["tile6_usage"]``, :mod:`train.model_report`): chance, the
+    wordings of each class, absent classes, the verdict thresholds; and the out-of-domain rows."""
+    usage = metadata.get("tile6_usage")
+    lines: list[str] = []
+    if usage:
+        chance = usage["chance"]
+        lines += [
+            "",
+            "**Chance** (every expression answered with the whole image, whole images): class-level mIoU "
+            f"{100 * chance.get('class-level', 0):.1f}, instance-level {100 * chance.get('instance-level', 0):.1f}.",
+            "",
+            "## How people ask (tile 6, whole images)",
+            "Every class-level expression of tile 6 asked in each wording of its class (mIoU, the "
+            "reference protocol); spread = the largest gap to the first (canonical) wording.",
+            "",
+            "| class | n | wordings (mIoU) | spread |",
+            "| --- | ---: | --- | ---: |",
+        ]
+        for name, p in usage["paraphrases"].items():
+            words = ", ".join(f'"{w}" {100 * v:.1f}' for w, v in p["wordings"].items())
+            lines.append(f"| {name} | {p['n']} | {words} | {100 * p['spread']:.1f} |")
+        a, t = usage["absent"], usage["thresholds"]
+        verdicts = usage["verdicts"]
+        absent_line = "**Absent classes**: none in these images."
+        if a["cases"]:
+            absent_line = (
+                f"**Absent classes**: {a['cases']} expressions ({a['images']} images; each class with no pixel in "
+                f"an image, in each of its wordings): {a['below_1_percent']} masks empty or below 1 % of the image "
+                f"({100 * a['rate_below_1_percent']:.0f} %); median mask {100 * a['median_area_fraction']:.2f} % "
+                f'of the image; {a["nothing_found"]} called "nothing found".'
+            )
+        fitted = "fitted on these tile-6 cases by" if usage["calibrated"] else "not refitted here; see"
+        lines += [
+            "",
+            absent_line,
+            "",
+            "**Verdicts** (`sbanet.confidence`, thresholds in `config.json` metadata `confidence`, "
+            f'{fitted} `python -m train.model_report --calibrate`): "nothing found" below '
+            f"{100 * t['min_area_fraction']:.1f} % of the image or a mean probability inside the mask below "
+            f'{t["min_mean_probability"]:.3f}; "low confidence" below {t["confident_mean_probability"]:.3f}. '
+            f"Present class-level cases: {_counts(verdicts.get('present', {}))}; absent: "
+            f"{_counts(verdicts.get('absent', {}))}.",
+        ]
+    ood = metadata.get("out_of_domain")
+    if ood:
+        lines += [
+            "",
+            "**Out of domain** (SpaceNet sample, a US suburb, panchromatic 16-bit; "
+            "`python -m benchmarks.default_model_scale --scales resize`): "
+            + "; ".join(
+                f'"{k.split(": ", 1)[1]}" IoU {v["mean_iou"]["resize"]:.3f} (chance {v["chance"]:.3f})'
+                for k, v in ood.items()
+            )
+            + ".",
+        ]
+    return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {label}" for label, n in counts.items()) or "none"
 
 
 def loss_phrase(overrides: dict[str, Any]) -> str:
@@ -188,6 +269,7 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         f"{image_size} x {image_size} input grid; oIoU = total intersection / total union, mIoU = mean "
         "IoU, Pr@k = share of expressions with IoU >= k. Percentages.",
         *validation_tables(metadata),
+        *usage_lines(metadata),
     ]
     if metadata.get("text_blind_baseline"):
         lines += [
@@ -202,9 +284,28 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
     view = whole_view or metadata["val_tile6"]
     scores = sorted(view["class-level"]["category_mIoU"].items(), key=lambda kv: kv[1])
     weakest = ", ".join(f"{name} {100 * value:.1f}" for name, value in scores[:2])
+    usage = metadata.get("tile6_usage")
+    conversions = [c for _, c, trained in conversion_records(data, recipe["data"]) if trained]
+    paraphrased = any(c.get("paraphrases") for c in conversions)
+    negatives = any(c.get("negatives") for c in conversions)
+    absent = ABSENT_UNTRAINED
+    if negatives and usage:
+        rate = usage["absent"]["rate_below_1_percent"]
+        absent = ABSENT_TRAINED.format(
+            rate=f"{100 * rate:.0f} % of absent-class masks were empty or below 1 % of the image"
+        )
+    ood = metadata.get("out_of_domain")
+    ood_text = ""
+    if ood:
+        ood_text = (
+            " (SpaceNet: "
+            + ", ".join(f"{k.split(': ', 1)[1]} IoU {v['mean_iou']['resize']:.2f}" for k, v in ood.items())
+            + ")"
+        )
     limitations = LIMITATIONS.format(
-        size=image_size, trained_on=trained_on, weakest=weakest, view="whole images" if whole_view else "crops"
-    )
+        size=image_size, trained_on=trained_on, weakest=weakest, view="whole images" if whole_view else "crops",
+        wording=WORDING_TRAINED if paraphrased else WORDING_CANONICAL, absent=absent, ood=ood_text,
+    )  # fmt: skip
     lines += ["", "## Limitations", limitations]
     return "\n".join(lines)
 
