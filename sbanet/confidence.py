@@ -9,11 +9,12 @@ nothing" well enough to warn a user:
   says yes).
 
 :class:`ConfidenceThresholds` holds the cut-offs. A checkpoint may carry calibrated ones in its
-``config.json`` metadata under ``"confidence"`` (:meth:`ConfidenceThresholds.from_metadata`);
-without them the defaults below apply. They were measured on the shipped default model
-(``sbanet/assets/sbanet-lite-dubai``) over dubai-aerial tile 6, which it was not trained on, with
-``python -m benchmarks.confidence`` (numbers in ``docs/benchmarks.md``): expressions for classes
-present in an image vs classes absent from it.
+``config.json`` metadata under ``"confidence"`` (:meth:`ConfidenceThresholds.from_metadata`): the
+shipped default model carries those ``python -m train.model_report --calibrate`` fitted on
+dubai-aerial tile 6, which it was not trained on (classes present in an image vs classes absent
+from it and things no Dubai image holds). Without them the defaults below apply: cut-offs
+measured the same way on an earlier default model that had never been trained to answer
+"nothing".
 """
 
 from __future__ import annotations

@@ -168,8 +168,10 @@ def test_calibration_keeps_present_cases_and_catches_absent_ones():
     assert counts["present"].get("nothing found", 0) == 0 and counts["absent"]["nothing found"] == 10
     assert 0.7 < thresholds.confident_mean_probability <= 0.9  # the IoU 0.3 masks are flagged, the 0.8 ones not
     assert counts["present"] == {"found": 15, "low confidence": 5}
-    summary = model_report.absent_summary([{**r, "category": "water", "image": "a"} for r in absent], thresholds)
+    rows = [{**r, "category": "water", "image": "a"} for r in absent] + [{**absent[0], "category": "elsewhere", "image": "a"}]
+    summary = model_report.absent_summary(rows, thresholds)
     assert summary["below_1_percent"] == 6 and summary["nothing_found"] == 10 and summary["cases"] == 12
+    assert summary["elsewhere"]["cases"] == 1 and summary["per_class_rate"] == {"water": 0.5}
     with pytest.raises(ValueError, match="present and absent"):
         model_report.calibrate(present)
 
@@ -180,7 +182,8 @@ def test_the_card_reports_wordings_absent_classes_verdicts_and_out_of_domain():
         "paraphrases": {"water": {"wordings": {"the water": 0.7, "the sea": 0.68}, "canonical": "the water",
                                   "spread": 0.02, "n": 9}},
         "absent": {"cases": 78, "images": 6, "below_1_percent": 72, "rate_below_1_percent": 72 / 78,
-                   "nothing_found": 70, "median_area_fraction": 0.001, "per_class_rate": {}},
+                   "nothing_found": 70, "median_area_fraction": 0.001, "per_class_rate": {},
+                   "elsewhere": {"cases": 36, "below_1_percent": 30, "nothing_found": 33}},
         "thresholds": {"min_area_fraction": 0.01, "min_mean_probability": 0.6, "confident_mean_probability": 0.75},
         "calibrated": True,
         "verdicts": {"present": {"found": 80}, "absent": {"nothing found": 70}},
@@ -190,5 +193,6 @@ def test_the_card_reports_wordings_absent_classes_verdicts_and_out_of_domain():
     assert "class-level mIoU 28.9, instance-level 15.2" in lines
     assert '| water | 9 | "the water" 70.0, "the sea" 68.0 | 2.0 |' in lines
     assert "72 masks empty or below 1 % of the image (92 %)" in lines and "70 called" in lines
+    assert "asked of every image: 30 of 36 masks below 1 %, 33 called" in lines
     assert "fitted on these tile-6 cases" in lines and "below 1.0 % of the image" in lines
     assert '"all buildings" IoU 0.200 (chance 0.042)' in lines

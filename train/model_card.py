@@ -174,6 +174,13 @@ def usage_lines(metadata: dict[str, Any]) -> list[str]:
                 f"({100 * a['rate_below_1_percent']:.0f} %); median mask {100 * a['median_area_fraction']:.2f} % "
                 f'of the image; {a["nothing_found"]} called "nothing found".'
             )
+        e = a.get("elsewhere")
+        if e and e["cases"]:
+            absent_line += (
+                f' Things no Dubai image holds ("a purple elephant", "the ships", "the airplanes", "the tennis '
+                f'court"), asked of every image: {e["below_1_percent"]} of {e["cases"]} masks below 1 %, '
+                f'{e["nothing_found"]} called "nothing found".'
+            )
         fitted = "fitted on these tile-6 cases by" if usage["calibrated"] else "not refitted here; see"
         lines += [
             "",

@@ -13,7 +13,8 @@ Tile 6 of dubai-aerial (never trained on), whole images, as the app runs them:
   spread = the largest gap between a wording's mIoU and the canonical wording's;
 * **absent classes**: every class with no pixel in an image, asked in each wording: the share
   of the image the mask covers (the goal: empty or < 1 %) and the verdict
-  (:func:`sbanet.confidence.judge`);
+  (:func:`sbanet.confidence.judge`); and things no Dubai image holds (:data:`ELSEWHERE`: "a
+  purple elephant", "the ships"), reported apart (``elsewhere``);
 * **calibration** (``--calibrate``): the "nothing found" / "low confidence" thresholds that
   separate those absent cases from the present class-level ones (see :func:`calibrate`; without
   both kinds of case the checkpoint's own thresholds are kept and ``calibrated`` is False).
@@ -28,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from collections import defaultdict
 from itertools import product
 from pathlib import Path
@@ -48,6 +50,8 @@ from .data import blind
 
 DEFAULT_DATA = Path("runs/data/dubai-referring-whole")  # train.default_model.WHOLE_IMAGES
 GROUPS = ("all", "class-level", "instance-level")
+# things no dubai-aerial image holds, asked of every image as people try the app (absent too)
+ELSEWHERE = ("a purple elephant", "the ships", "the airplanes", "the tennis court")
 ABSENT_MAX_AREA = 0.01  # an absent class's mask must be empty or below this share of the image
 AREA_GRID = (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05)
 PROBABILITY_GRID = tuple(round(0.5 + 0.025 * k, 3) for k in range(17))  # 0.5 .. 0.9
@@ -131,15 +135,16 @@ def asked_cases(predictor: Predictor, root: Path, split: str = "val") -> list[di
     for image_id, samples in sorted(by_image.items()):
         image = samples[0].load_image()
         asked = [(s, w) for s in samples for w in DUBAI_PARAPHRASES.get(s.category, (s.expression,))]
+        asked += [(None, w) for w in ELSEWHERE]
         predictions = predictor.predict_batch(image, [w for _, w in asked], return_attention=False)
         for (sample, wording), prediction in zip(asked, predictions):
-            target = np.asarray(sample.load_mask(), bool)
+            target = np.asarray(sample.load_mask(), bool) if sample else np.zeros(prediction.mask.shape, bool)
             area, inside = mask_statistics(prediction.mask, prediction.probability)
             union = np.logical_or(prediction.mask, target).sum()
             rows.append(
                 {
                     "image": image_id,
-                    "category": sample.category,
+                    "category": sample.category if sample else "elsewhere",
                     "wording": wording,
                     "present": bool(target.any()),
                     "target_fraction": float(target.mean()),
@@ -209,22 +214,31 @@ def calibrate(rows: list[dict[str, Any]]) -> ConfidenceThresholds:
 
 
 def absent_summary(rows: list[dict[str, Any]], thresholds: ConfidenceThresholds) -> dict[str, Any]:
-    """The absent cases: how many masks are empty or below :data:`ABSENT_MAX_AREA`, how many
-    verdicts say "nothing found", per class too."""
-    absent = [r for r in rows if not r["present"]]
-    small = [r["area_fraction"] < ABSENT_MAX_AREA for r in absent]
-    nothing = [judge(_Statistics(r), thresholds).label == NOTHING_FOUND for r in absent]
+    """The absent-class cases (the five classes, where an image has none): how many masks are
+    empty or below :data:`ABSENT_MAX_AREA`, how many verdicts say "nothing found", per class; and
+    the same counts for :data:`ELSEWHERE` (``elsewhere``)."""
+
+    def counts(cases: list[dict[str, Any]]) -> dict[str, Any]:
+        small = [r["area_fraction"] < ABSENT_MAX_AREA for r in cases]
+        nothing = [judge(_Statistics(r), thresholds).label == NOTHING_FOUND for r in cases]
+        return {
+            "cases": len(cases),
+            "images": len({r["image"] for r in cases}),
+            "below_1_percent": sum(small),
+            "rate_below_1_percent": sum(small) / len(cases) if cases else None,
+            "nothing_found": sum(nothing),
+            "median_area_fraction": float(np.median([r["area_fraction"] for r in cases])) if cases else None,
+        }
+
+    absent = [r for r in rows if not r["present"] and r["category"] != "elsewhere"]
     per_class: dict[str, list[bool]] = defaultdict(list)
-    for row, ok in zip(absent, small):
-        per_class[row["category"]].append(ok)
+    for row in absent:
+        per_class[row["category"]].append(row["area_fraction"] < ABSENT_MAX_AREA)
+    elsewhere = [r for r in rows if r["category"] == "elsewhere"]
     return {
-        "cases": len(absent),
-        "images": len({r["image"] for r in absent}),
-        "below_1_percent": sum(small),
-        "rate_below_1_percent": sum(small) / len(absent) if absent else None,
-        "nothing_found": sum(nothing),
+        **counts(absent),
         "per_class_rate": {k: sum(v) / len(v) for k, v in sorted(per_class.items())},
-        "median_area_fraction": float(np.median([r["area_fraction"] for r in absent])) if absent else None,
+        "elsewhere": counts(elsewhere),
     }
 
 
@@ -285,7 +299,27 @@ def print_report(result: dict[str, Any]) -> None:
         f"({100 * (a['rate_below_1_percent'] or 0):.0f} %), {a['nothing_found']} 'nothing found'; thresholds "
         f"{result['thresholds']} ({'calibrated here' if result['calibrated'] else 'from the checkpoint'})"
     )
+    e = a["elsewhere"]
+    print(
+        f"things no Dubai image holds {ELSEWHERE}: {e['below_1_percent']}/{e['cases']} below 1 %, "
+        f"{e['nothing_found']} 'nothing found'"
+    )
     print(f"verdicts: {result['verdicts']}")
+
+
+def latency(models: dict[str, str | Path], image: np.ndarray, expression: str = "the water", repeats: int = 15) -> dict:
+    """Median seconds per ``predict`` call (one expression, no attention maps) of each model, the
+    models taking turns call by call so that a busy machine slows them alike; a new expression
+    each time (the text cache would hide the text encoder)."""
+    predictors = {name: Predictor.from_pretrained(path) for name, path in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for k in range(repeats + 2):  # two warm-up rounds
+        for name, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.predict(image, f"{expression} {k}", return_attention=False)
+            if k >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the whole-image conversion")
     p.add_argument("--calibrate", action="store_true", help="fit the verdict thresholds to tile 6")
     p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--latency-against", help="also time predict() against this checkpoint, side by side")
     args = p.parse_args(argv)
     try:
         result = report(args.model, args.data, args.calibrate)
@@ -301,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_report(result)
+    if args.latency_against:
+        image = next(iter(load_samples("folder", args.data, "val"))).load_image()
+        result["latency_s"] = latency({"model": args.model, "against": args.latency_against}, image)
+        result["latency_image"] = list(image.shape)
+        print(f"latency per expression: {result['latency_s']} (image {image.shape[1]}x{image.shape[0]})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
