@@ -168,7 +168,8 @@ def test_calibration_keeps_present_cases_and_catches_absent_ones():
     assert counts["present"].get("nothing found", 0) == 0 and counts["absent"]["nothing found"] == 10
     assert 0.7 < thresholds.confident_mean_probability <= 0.9  # the IoU 0.3 masks are flagged, the 0.8 ones not
     assert counts["present"] == {"found": 15, "low confidence": 5}
-    rows = [{**r, "category": "water", "image": "a"} for r in absent] + [{**absent[0], "category": "elsewhere", "image": "a"}]
+    rows = [{**r, "category": "water", "image": "a"} for r in absent]
+    rows.append({**absent[0], "category": "elsewhere", "image": "a"})
     summary = model_report.absent_summary(rows, thresholds)
     assert summary["below_1_percent"] == 6 and summary["nothing_found"] == 10 and summary["cases"] == 12
     assert summary["elsewhere"]["cases"] == 1 and summary["per_class_rate"] == {"water": 0.5}
