@@ -150,6 +150,12 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     assert not first.data.mix and recipe.conversion_roots(first) == [crops, whole]  # whole images: scored only
     mixed = load_config(configs / "default_model_mix.yaml", [])
     assert recipe.conversion_roots(mixed) == [crops, whole]  # trained on both, each converted once
+    asked = load_config(configs / "default_model_v4.yaml", [])
+    asked_roots = [Path("runs/data/dubai-referring-asked"), Path("runs/data/dubai-referring-whole-asked")]
+    assert recipe.conversion_roots(asked) == asked_roots and asked.data.augment
+    assert recipe.whole_image_folders(asked_roots, asked.data.root) == asked_roots[1:]
+    assert recipe.CONVERSIONS["dubai-referring-asked"] == {"crop": 512, "paraphrases": True, "negatives": 2}
+    assert not shipped.data.augment and "negatives" not in recipe.CONVERSIONS["dubai-referring"]
     with pytest.raises(ValueError, match="only into folders named"):
         recipe.prepare_data(tmp_path, tmp_path / "elsewhere")
 

@@ -48,16 +48,20 @@ EXPORTED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "README.md")
 HALF_TOLERANCE = 0.001  # fp16 is shipped when no oIoU / mIoU of any group moves more than this
 
 
-# The recipe's conversions of dubai-aerial, by output folder name: ~512 px crops (instance
-# phrases stay meaningful at the input size), their class-level referents worded as people ask
-# ("the sea", "the houses") and up to two absent classes per crop asked for with an empty mask;
-# and whole images (the scale a user's upload has once the app resizes it to the input size),
-# worded canonically, with every absent class asked for (tile 6's "not found" cases).
-WHOLE_IMAGES = "dubai-referring-whole"
+# The recipes' conversions of dubai-aerial, by output folder name: ~512 px crops (instance
+# phrases stay meaningful at the input size) and whole images (the scale a user's upload has once
+# the app resizes it to the input size). The shipped recipe's crops and whole images are worded
+# canonically; the "-asked" ones (configs/default_model_v4.yaml) word the crops' class-level
+# referents as people ask ("the sea", "the houses") and ask for absent classes with an empty mask
+# (up to two per crop; every one per whole image: tile 6's "not found" cases).
 CONVERSIONS = {
-    "dubai-referring": {"crop": 512, "paraphrases": True, "negatives": 2},
-    WHOLE_IMAGES: {"crop": 0, "negatives": 5},
+    "dubai-referring": {"crop": 512},
+    "dubai-referring-whole": {"crop": 0},
+    "dubai-referring-asked": {"crop": 512, "paraphrases": True, "negatives": 2},
+    "dubai-referring-whole-asked": {"crop": 0, "negatives": 5},
 }
+WHOLE_OF = {"dubai-referring": "dubai-referring-whole", "dubai-referring-asked": "dubai-referring-whole-asked"}
+WHOLE_IMAGES = WHOLE_OF["dubai-referring"]
 
 
 def conversion_roots(config: FitConfig) -> list[Path]:
@@ -67,13 +71,14 @@ def conversion_roots(config: FitConfig) -> list[Path]:
     if config.data.kind != "folder":
         raise ValueError(f"the default-model recipe trains on a converted folder, not {config.data.kind!r}")
     roots = training_folders(config.to_dict()["data"])
-    return list(dict.fromkeys([*roots, Path(config.data.root).with_name(WHOLE_IMAGES)]))
+    main = Path(config.data.root)
+    return list(dict.fromkeys([*roots, main.with_name(WHOLE_OF.get(main.name, WHOLE_IMAGES))]))
 
 
 def whole_image_folders(roots: Iterable[str | Path], main: str | Path) -> list[str | Path]:
     """Those of ``roots`` that are the whole-image conversion (scored as ``val_whole``), other
     than the main one (``data.root``)."""
-    return [root for root in roots if Path(root).name == WHOLE_IMAGES and Path(root) != Path(main)]
+    return [root for root in roots if Path(root).name in WHOLE_OF.values() and Path(root) != Path(main)]
 
 
 def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tuple[str, ...] = ("6",)) -> dict:
