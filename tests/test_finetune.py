@@ -189,13 +189,14 @@ def test_cli_registers_a_checkpoint_as_base_lists_and_cancels(store, base_checkp
 
 
 def test_replay_draws_a_seeded_share_of_the_original_training_data():
-    from annotate.finetune_data import replay_samples
+    from annotate.finetune_data import plan_run, planned_replay
 
     config = FinetuneConfig(replay_kind="synthetic", replay_options={"n_images": 2, "size": 64}, seed=3)
-    drawn = replay_samples(config, 5)
-    assert len(drawn) == 5 and {s.split for s in drawn} == {"train"}
-    assert [s.sample_id for s in drawn] == [s.sample_id for s in replay_samples(config, 5)]
-    assert replay_samples(FinetuneConfig(), 5) == [] and len(replay_samples(config, 10_000)) < 10_000
+    plan, drawn = plan_run(config, 5, {})
+    assert len(drawn) == plan["replay"]["samples"] == 5 and {s.split for s in drawn} == {"train"}
+    assert [s.sample_id for s in drawn] == [s.sample_id for s in planned_replay(config, plan)]
+    assert plan_run(FinetuneConfig(replay_kind=None), 5, {})[1] == []
+    assert len(plan_run(FinetuneConfig(**{**config.to_dict(), "replay_ratio": 1e4}), 5, {})[1]) < 50_000
     with pytest.raises(ValueError, match="needs replay_root"):
         FinetuneConfig(replay_kind="rrsisd")
     with pytest.raises(ValueError, match="held-out splits"):
