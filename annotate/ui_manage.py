@@ -40,7 +40,7 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
         with gr.Row(equal_height=True):
             steps = gr.Number(value=None, minimum=1, label="Steps (blank: more corrections, more steps)")
             batch_size = gr.Number(value=4, minimum=1, label="Batch size")
-            lr = gr.Number(value=1e-4, label="Learning rate")
+            lr = gr.Number(value=3e-4, label="Learning rate")
             activate_better = gr.Checkbox(value=False, label="Make active if it beats the base (mIoU)")
         data_summary = gr.Markdown()
         with gr.Accordion("Accepted masks a run would use", open=False), gr.Row():
