@@ -291,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
             result["runs"].append(row)
             print(json.dumps({k: row[k] for k in ("n", "rule", "seed", "after", "seconds")}), flush=True)
     result["summary"] = summarize(result["runs"], base)
-    print_tables(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    print_tables(result)
     return 0
 
 
