@@ -54,7 +54,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 0
     freeze_text_encoder: bool = True
-    freeze_batchnorm: bool = False  # BatchNorm keeps the base's running statistics
+    freeze_batchnorm: bool = True  # BatchNorm keeps the base's running statistics (less forgetting)
     recalibrate_bn: int = 0  # batches to re-estimate BatchNorm statistics with after training
     seed: int = 0
     device: str = "auto"

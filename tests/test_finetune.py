@@ -272,3 +272,23 @@ def test_the_fine_tune_tab_says_plainly_when_the_new_version_is_not_better():
     )
     no_replay = plan_summary({"budget": "30 steps", "replay": "no replay: /data is not here"})
     assert no_replay.startswith("Budget: 30 steps · no replay") and no_replay.endswith("data is not here")
+
+
+def test_cli_defaults_are_the_budget_and_every_choice_can_be_overridden():
+    from train.finetune import _parser, config_from_args
+
+    default = config_from_args(_parser().parse_args(["--base", "1"]))
+    assert default == FinetuneConfig()
+    assert (default.steps, default.replay_kind, default.early_stop, default.freeze_batchnorm) == (
+        None,
+        "auto",
+        True,
+        True,
+    )
+    flags = ["--base", "1", "--steps", "50", "--no-replay", "--no-early-stop", "--train-batchnorm", "--passes", "3",
+             "--min-steps", "5", "--max-steps", "60", "--patience", "4", "--checkpoint-every", "10"]  # fmt: skip
+    config = config_from_args(_parser().parse_args(flags))
+    assert (config.steps, config.replay_kind, config.early_stop, config.freeze_batchnorm) == (50, None, False, False)
+    assert (config.passes, config.min_steps, config.max_steps, config.patience, config.checkpoint_every) == (
+        3.0, 5, 60, 4, 10
+    )  # fmt: skip

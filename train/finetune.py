@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("passes", "lr", "encoder_lr_mult", "weight_decay", "replay_ratio"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     parser.add_argument("--train-text-encoder", action="store_true", help="fine-tune the text encoder too")
+    parser.add_argument("--train-batchnorm", action="store_true", help="update BatchNorm statistics on the batches")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--amp", default=defaults.amp, choices=["none", "bf16", "fp16"])
     parser.add_argument("--eval-splits", nargs="+", default=list(defaults.eval_splits))
@@ -75,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     values = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig) if hasattr(args, f.name)}
     values.update(
         freeze_text_encoder=not args.train_text_encoder,
+        freeze_batchnorm=not args.train_batchnorm,
         include_imported=not args.typed_only,
         eval_splits=tuple(args.eval_splits),
         early_stop=not args.no_early_stop,
