@@ -70,7 +70,7 @@ class FinetuneConfig:
     replay_root: str | None = None  # "auto": the folder the recipe's relative paths start from (default: cwd)
     replay_split: str = "train"
     replay_options: dict[str, Any] = field(default_factory=dict)
-    replay_ratio: float = 1.0  # replay samples per correction
+    replay_ratio: float = 2.0  # replay samples per correction (2: less forgetting than 1, docs/results.md)
     activate: bool = False  # make the new model the active one when it beats the base on mIoU
     allow_pickle: bool = False  # the base checkpoint may be a trusted .pt file
 

@@ -201,7 +201,7 @@ def test_replay_draws_a_seeded_share_of_the_original_training_data():
 
     config = FinetuneConfig(replay_kind="synthetic", replay_options={"n_images": 2, "size": 64}, seed=3)
     plan, drawn = plan_run(config, 5, {})
-    assert len(drawn) == plan["replay"]["samples"] == 5 and {s.split for s in drawn} == {"train"}
+    assert len(drawn) == plan["replay"]["samples"] == 10 and {s.split for s in drawn} == {"train"}  # 2 per correction
     assert [s.sample_id for s in drawn] == [s.sample_id for s in planned_replay(config, plan)]
     assert plan_run(FinetuneConfig(replay_kind=None), 5, {})[1] == []
     assert len(plan_run(FinetuneConfig(**{**config.to_dict(), "replay_ratio": 1e4}), 5, {})[1]) < 50_000
