@@ -289,12 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         for row in pool.map(run_one, tasks, [shared] * len(tasks)):
             result["runs"].append(row)
+            result["summary"] = summarize(result["runs"], base)
             print(json.dumps({k: row[k] for k in ("n", "rule", "seed", "after", "seconds")}), flush=True)
-    result["summary"] = summarize(result["runs"], base)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+            if args.json:  # after every run: an interrupted benchmark keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({**result, "complete": len(result["runs"]) == len(tasks)}, indent=1))
     print_tables(result)
     return 0
 
