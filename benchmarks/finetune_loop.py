@@ -89,7 +89,7 @@ def spacenet_crops(data: Path) -> dict[str, list[Any]]:
 def tile6_samples(root: Path) -> list[Any]:
     """The class-level ("the water", "all buildings") samples of the whole-image tile-6 split."""
     from sbanet.data import load_samples
-    from train.default_model import sample_rules
+    from train.model_report import sample_rules
 
     rules = sample_rules(root, "val")
     return [s for s in load_samples("folder", root, "val") if rules.get(s.ref_id) == "class"]
