@@ -50,8 +50,8 @@ from .store import Store
 
 PERSIST_EVERY_S = 2.0  # progress rows written at most this often (and at every stage change)
 CANCEL_POLL_S = 1.0  # how often the run's cancel flag is read from the database
-# overall progress of each stage: (start, end)
 PLAN_KEY = "plan"  # the resolved plan's key in the run row's config
+# overall progress of each stage: (start, end)
 STAGES = {"evaluating base": (0.0, 0.1), "training": (0.1, 0.9), "evaluating": (0.9, 0.98), "saving": (0.98, 1.0)}
 
 
