@@ -3,20 +3,26 @@ against its base on held-out reviewed samples, and register the result as a new 
 
 ::
 
-    run_id = queue_finetune(store, base_model_id, FinetuneConfig(steps=200), author="ana")
+    run_id = queue_finetune(store, base_model_id, FinetuneConfig(), author="ana")
     outcome = run_finetune(store, run_id, callback=show_progress, cancel=stop_event)
 
 * **Data**: per expression its newest *accepted* mask version. Expressions of the ``train``
   split are trained on, those of ``eval_splits`` (``val``/``test``) are the held-out set: the
   split is stable per expression (:func:`annotate.repository.default_split`), so a sample is never
   trained on and evaluated on. The chosen mask versions are recorded on the run; a resumed attempt
-  reuses them, so later corrections never leak into a run in flight. Optionally a replay of the
-  base model's original training data (any :func:`sbanet.data.load_samples` dataset) is mixed in
-  so the model does not forget.
+  reuses them, so later corrections never leak into a run in flight. By default a replay of the
+  base model's own training data (named by its checkpoint's recipe; or any
+  :func:`sbanet.data.load_samples` dataset) is mixed in so the model does not forget; where that
+  data is absent the run goes on without and records "no replay: <reason>".
+* **Budget** (:func:`annotate.finetune_data.plan_run`): the steps grow with the number of
+  corrections (within a floor and a cap); every ``check_every`` steps the held-out masks are
+  measured and, after ``patience`` checks without a better mIoU, training stops and the best
+  weights are kept. The resolved plan and how the run went are recorded on the run's config
+  (``"plan"``) and in the new checkpoint's metadata (``"finetune"``).
 * **Training** is :func:`sbanet.engine.train` (annotate never imports ``train/``): progress goes to
   ``callback`` and to the run row (throttled), the engine checks ``cancel`` and the run's
   ``cancel_requested`` flag (set from any process by :func:`annotate.runs.request_cancel`) before
-  every step, and ``last.pt`` is written every epoch into the run folder.
+  every step, and ``last.pt`` is written at every check into the run folder.
 * **Crash recovery**: a worker killed midway leaves its run "running"; :func:`recover` (called by
   the CLI and the app at start) requeues it, and the next :func:`run_finetune` resumes from its
   ``last.pt`` (or marks it failed after :data:`annotate.runs.MAX_ATTEMPTS`).
@@ -39,11 +45,12 @@ from typing import Any
 import numpy as np
 
 from . import runs
-from .finetune_data import FinetuneConfig, model_dataset, replay_samples, select_masks, store_samples
+from .finetune_data import FinetuneConfig, model_dataset, plan_run, planned_replay, select_masks, store_samples
 from .store import Store
 
 PERSIST_EVERY_S = 2.0  # progress rows written at most this often (and at every stage change)
 CANCEL_POLL_S = 1.0  # how often the run's cancel flag is read from the database
+PLAN_KEY = "plan"  # the resolved plan's key in the run row's config
 # overall progress of each stage: (start, end)
 STAGES = {"evaluating base": (0.0, 0.1), "training": (0.1, 0.9), "evaluating": (0.9, 0.98), "saving": (0.98, 1.0)}
 
@@ -157,6 +164,7 @@ class _Claimed:
     train_ids: list[int]
     eval_ids: list[int]
     metrics_before: dict[str, Any] | None
+    plan: dict[str, Any] | None  # resolved by the first attempt (plan_run), reused by a resumed one
 
 
 def run_finetune(
@@ -174,7 +182,7 @@ def run_finetune(
         run = runs.claim_run(session, run_id)
         claimed = _Claimed(
             run_id=run.id,
-            config=FinetuneConfig.from_dict(run.config),
+            config=FinetuneConfig.from_dict({k: v for k, v in run.config.items() if k != PLAN_KEY}),
             base_id=run.base_model.id,
             base_name=run.base_model.name,
             base_source=runs.checkpoint_source(store.files, run.base_model),
@@ -182,6 +190,7 @@ def run_finetune(
             train_ids=[m.id for m in runs.run_masks(session, run_id, "train")],
             eval_ids=[m.id for m in runs.run_masks(session, run_id, "eval")],
             metrics_before=run.metrics_before,
+            plan=run.config.get(PLAN_KEY),
         )
     try:
         return _attempt(store, claimed, _Reporter(store, run_id, callback, cancel))
@@ -209,23 +218,39 @@ def _choose_masks(store: Store, claimed: _Claimed) -> tuple[list[int], list[int]
     return train_ids, eval_ids
 
 
+def _plan(store: Store, claimed: _Claimed, corrections: int) -> tuple[dict[str, Any], list[Any]]:
+    """The first attempt resolves the plan (budget, replay) and records it on the run's config;
+    a resumed one reads it back and draws the same replay samples."""
+    from sbanet.checkpoint import checkpoint_metadata
+
+    if claimed.plan is not None:
+        return claimed.plan, planned_replay(claimed.config, claimed.plan)
+    plan, replay = plan_run(claimed.config, corrections, checkpoint_metadata(claimed.base_source))
+    with store.Session.begin() as session:
+        run = runs.get_run(session, claimed.run_id)
+        run.config = {**run.config, PLAN_KEY: plan}
+    return plan, replay
+
+
 def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOutcome:
     from torch.utils.data import ConcatDataset
 
     from sbanet.checkpoint import load_pretrained
     from sbanet.engine import Progress, TrainConfig, train
+    from sbanet.train_state import load_training_checkpoint
 
     config, run_id = claimed.config, claimed.run_id
     run_dir = store.files.root / "finetune" / f"run-{run_id}"
 
-    # --- data: accepted masks from the store (+ replay), held-out set -------------------------
+    # --- data: accepted masks from the store (+ replay), held-out set; the budget -------------
     train_ids, eval_ids = _choose_masks(store, claimed)
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
-    replay = replay_samples(config, round(config.replay_ratio * len(train_ids)))
+    plan, replay = _plan(store, claimed, len(train_ids))
     train_set = model_dataset(store_samples(store, train_ids) + replay, model.config, tokenizer)
     held_out = model_dataset(store_samples(store, eval_ids), model.config, tokenizer)
     summary = f"{len(train_ids)} accepted masks + {len(replay)} replay samples; {len(eval_ids)} held out"
-    reporter.report("evaluating base", 0.0, summary, log_line=True)
+    replay_note = "" if isinstance(plan["replay"], dict) else f"\n{plan['replay']}"
+    reporter.report("evaluating base", 0.0, f"{summary}; {plan['budget']}{replay_note}", log_line=True)
 
     # --- the base model on the held-out set (measured once, kept across attempts) --------------
     metrics_before = claimed.metrics_before
@@ -234,48 +259,62 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
         with store.Session.begin() as session:
             runs.record_metrics(session, run_id, before=metrics_before)
 
-    # --- train with the engine: progress, cancellation, last.pt every epoch -------------------
-    # the engine checkpoints once per epoch: a few corrections make epochs of a step or two, so
-    # one "epoch" repeats the data to last about checkpoint_every steps
+    # --- train with the engine: progress, cancellation, a check + last.pt every "epoch" --------
+    # the engine checks and checkpoints once per epoch: one "epoch" repeats the data to last
+    # about check_every steps (a few corrections make epochs of a step or two)
     batch_size = min(config.batch_size, len(train_set))
-    repeats = max(1, math.ceil(config.checkpoint_every * batch_size / len(train_set)))
+    repeats = max(1, math.ceil(plan["check_every"] * batch_size / len(train_set)))
     epoch_set = ConcatDataset([train_set] * repeats)
     shared = {f.name: getattr(config, f.name) for f in fields(TrainConfig) if hasattr(config, f.name)}
-    engine_config = TrainConfig(**{**shared, "epochs": 1, "batch_size": batch_size, "max_steps": config.steps})
+    overrides = {"epochs": 1, "batch_size": batch_size, "max_steps": plan["steps"], "select_metric": "mIoU"}
+    engine_config = TrainConfig(**{**shared, **overrides})
     last = run_dir / "last.pt"
     resume = last if last.is_file() else None
     if resume is not None:
         reporter.report("training", 0.0, f"resuming from {last.name}", log_line=True)
+    stopper = _EarlyStop(plan["early_stop"]["patience"] if plan["early_stop"] else None)
 
     def on_progress(progress: Progress) -> None:
+        extra = {"step": progress.step, "total_steps": progress.total_steps, "loss": progress.loss}
+        if progress.event == "epoch" and progress.metrics is not None:
+            stopper.check(progress.is_best)
+            best = " (best so far)" if progress.is_best else ""
+            message = f"step {progress.step}: held-out mIoU {progress.metrics['mIoU']:.4f}{best}"
+            reporter.report("training", progress.step / progress.total_steps, message, log_line=True, **extra)
+            return
         milestone = progress.event == "step" and progress.step % max(1, progress.total_steps // 10) == 0
         message = f"step {progress.step}/{progress.total_steps} loss {progress.loss:.4f}"
-        extra = {"step": progress.step, "total_steps": progress.total_steps, "loss": progress.loss}
         reporter.report("training", progress.step / progress.total_steps, message, log_line=milestone, **extra)
 
     result = train(
         model,
         epoch_set,
-        None,
+        held_out if plan["early_stop"] else None,
         engine_config,
         output_dir=run_dir,
         tokenizer=tokenizer,
         resume=resume,
         callback=on_progress,
-        cancel=reporter.should_stop,
-        run_config={"finetune": config.to_dict(), "run_id": run_id},
+        cancel=lambda: stopper.stopped or reporter.should_stop(),
+        run_config={"finetune": config.to_dict(), "plan": plan, "run_id": run_id},
     )
-    if result.cancelled:
+    if result.cancelled and not stopper.stopped:
         with store.Session.begin() as session:
             runs.finish_run(session, run_id, "cancelled", message=f"cancelled at step {result.steps}")
         return FinetuneOutcome(run_id, "cancelled", metrics_before, None, None)
-    if config.recalibrate_bn:
-        _recalibrate(model, train_set, config)
+    outcome = {"steps_run": result.steps, "stopped_early": stopper.stopped}
+    if plan["early_stop"] and (run_dir / "best.pt").is_file():  # the weights of the best held-out check
+        best = load_training_checkpoint(run_dir / "best.pt")
+        model.load_state_dict(best["model"])
+        outcome["kept_step"] = best["step"]
+    checks = [(row["step"], row["val_mIoU"]) for row in result.history if "val_mIoU" in row]
+    plan = {**plan, **outcome, "checks": [{"step": step, "mIoU": round(v, 4)} for step, v in checks]}
 
-    # --- the new model on the same held-out set; save and register it --------------------------
+    # --- the kept model on the same held-out set; save and register it -------------------------
     metrics_after = _evaluate(model, held_out, config, reporter, "evaluating")
     reporter.report("saving", 0.0, "saving the new model", log_line=True)
-    metadata = {"finetune_run": run_id, "parent": claimed.base_source, **metrics_after}
+    finetune_record = {"config": config.to_dict(), "plan": plan}
+    metadata = {"finetune_run": run_id, "parent": claimed.base_source, "finetune": finetune_record, **metrics_after}
     directory = _save_model(model, tokenizer, store.files.models / f"finetune-run-{run_id}", metadata)
     with store.Session.begin() as session:
         new = runs.add_model_version(
@@ -288,7 +327,10 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
         )
         if config.activate and metrics_after["mIoU"] > metrics_before["mIoU"]:
             runs.activate_model(session, new.id)
-        change = f"held-out mIoU {metrics_before['mIoU']:.4f} -> {metrics_after['mIoU']:.4f}"
+        run = runs.get_run(session, run_id)
+        run.config = {**run.config, PLAN_KEY: plan}
+        kept = f" (kept step {plan['kept_step']} of {result.steps})" if "kept_step" in plan else ""
+        change = f"held-out mIoU {metrics_before['mIoU']:.4f} -> {metrics_after['mIoU']:.4f}{kept}"
         runs.finish_run(
             session, run_id, "succeeded", metrics_after=metrics_after, result_model_id=new.id, message=change
         )
@@ -296,6 +338,17 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
     if reporter.callback is not None:
         reporter.callback(JobProgress(run_id, "done", 1.0, f"registered model version {new.id}; {change}"))
     return FinetuneOutcome(run_id, "succeeded", metrics_before, metrics_after, new.id)
+
+
+class _EarlyStop:
+    """Stop after ``patience`` held-out checks in a row without a new best (None: never)."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience, self.since_best, self.stopped = patience, 0, False
+
+    def check(self, is_best: bool) -> None:
+        self.since_best = 0 if is_best else self.since_best + 1
+        self.stopped = self.patience is not None and self.since_best >= self.patience
 
 
 def _evaluate(model: Any, dataset: Any, config: FinetuneConfig, reporter: _Reporter, stage: str) -> dict[str, Any]:
@@ -307,18 +360,3 @@ def _evaluate(model: Any, dataset: Any, config: FinetuneConfig, reporter: _Repor
     reporter.report(stage, 0.0, f"{stage} on {len(dataset)} held-out samples", log_line=True)
     metrics = evaluate(model, dataset, batch_size=config.eval_batch_size, amp=config.amp, progress=progress)
     return _jsonable(metrics)
-
-
-def _recalibrate(model: Any, train_set: Any, config: FinetuneConfig) -> None:
-    """Re-estimate BatchNorm statistics on training batches (short runs leave them stale)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from sbanet.engine import recalibrate_batchnorm
-    from sbanet.evaluation import forward_batch, to_device
-
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator)
-    batches = (to_device(b, device) for _, b in zip(range(config.recalibrate_bn), loader))
-    recalibrate_batchnorm(model, batches, forward_batch)

@@ -102,6 +102,7 @@ class FinetuneJobs:
                 "log": run.log,
                 "trained_on": len(runs.run_masks(session, run_id, "train")),
                 "held_out": len(runs.run_masks(session, run_id, "eval")),
+                "plan": run.config.get("plan"),  # budget, replay, early stopping (once resolved)
             }
         with self._lock:
             job = self._jobs.get(run_id)

@@ -20,6 +20,7 @@ SELECTIONS = {"accepted masks": "accepted", "newest mask of every expression": "
 BAR_CELLS = 24
 MIN_TRAIN_MASKS = 20  # below: warn that a fine-tune will most likely make the model worse
 MIN_HELD_OUT_MASKS = 10  # below: warn that the before/after comparison says little
+NOT_BETTER_BELOW = 0.005  # a held-out mIoU gain smaller than this is reported as "not better"
 
 
 def whole_number(value: Any, what: str, low: int = 1, high: int = 1_000_000) -> int:
@@ -46,6 +47,9 @@ def progress_markdown(status: dict[str, Any]) -> str:
         lines.append(f"step {status['step']} / {status['total_steps']}{loss}")
     if status["trained_on"] or status["held_out"]:
         lines.append(f"{status['trained_on']} accepted masks trained on, {status['held_out']} held out")
+    plan = status.get("plan") or {}
+    if plan:
+        lines.append(plan_summary(plan))
     if status["status"] == "succeeded":
         lines.append(f"New model version **{status['result_model']}**. {comparison(status)}")
     if status["error"]:
@@ -53,14 +57,30 @@ def progress_markdown(status: dict[str, Any]) -> str:
     return "  \n".join(lines)
 
 
+def plan_summary(plan: dict[str, Any]) -> str:
+    """What a run chose (budget, replay, early stopping) and, once trained, which step it kept."""
+    replay = plan["replay"]
+    if isinstance(replay, dict):
+        replay = f"{replay['samples']} replay samples of the base's training data"
+    else:  # "no replay: <reason>" may quote paths
+        replay = markdown_text(replay)
+    parts = [f"Budget: {plan['budget']}", replay]
+    if "kept_step" in plan:
+        stopped = "stopped early" if plan.get("stopped_early") else "ran all steps"
+        parts.append(f"{stopped} at step {plan['steps_run']}, kept the weights of step {plan['kept_step']}")
+    return " · ".join(parts)
+
+
 def comparison(status: dict[str, Any]) -> str:
-    """Plain words on the held-out mIoU of a finished run: better, worse or not measured."""
+    """Plain words on the held-out mIoU of a finished run: better, not better or not measured."""
     before, after = (status.get("metrics_before") or {}).get("mIoU"), (status.get("metrics_after") or {}).get("mIoU")
     if before is None or after is None:
         return "It was not measured on held-out masks: check it on your own images before making it active."
-    numbers = f"(held-out mIoU {after:.3f} vs the base's {before:.3f}, on {status['held_out']} masks)"
+    numbers = f"(held-out mIoU {after:.3f} vs the base's {before:.3f}, on {status['held_out']} of your masks)"
     if after < before:
         return f"It is **worse than its base** {numbers}: keep the base active."
+    if after - before < NOT_BETTER_BELOW:
+        return f"It is **not better than its base** {numbers}: keep the base active, or correct more masks first."
     return f"It is better than its base {numbers}; make it active below if you want everyone to use it."
 
 
@@ -128,8 +148,8 @@ class ManageHandlers:
             rate = float(lr)
         except (TypeError, ValueError):
             raise ValueError(f"learning rate must be a number, got {lr!r}") from None
-        return FinetuneConfig(
-            steps=whole_number(steps, "steps", 1, 100_000),
+        return FinetuneConfig(  # no steps: the budget follows the number of corrections
+            steps=None if steps in (None, "") else whole_number(steps, "steps", 1, 100_000),
             batch_size=whole_number(batch_size, "batch size", 1, 64),
             lr=rate,
             include_imported=bool(include_imported),

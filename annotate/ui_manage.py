@@ -27,7 +27,10 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
         gr.Markdown(
             "Train a model version on the accepted corrections in the background, watch it, and compare "
             "it with its base on held-out reviewed masks. Expressions are split train / held out once, "
-            "by a stable hash, so a mask is never both trained on and used to measure.",
+            "by a stable hash, so a mask is never both trained on and used to measure. By default the "
+            "steps grow with the number of corrections, the base's own training data is mixed in where "
+            "it is available (so it does not forget), and training stops once the held-out masks stop "
+            "improving, keeping the best weights.",
             elem_classes="sbanet-note",
         )
         with gr.Row(equal_height=True):
@@ -35,9 +38,9 @@ def manage_tabs(backend: Any, annotator_box: gr.Textbox, mask_version: gr.Number
             base_model = gr.Number(label="Base model version")  # ids unrounded: 1.5 is refused
             include_imported = gr.Checkbox(value=True, label="Also train on imported accepted masks")
         with gr.Row(equal_height=True):
-            steps = gr.Number(value=200, minimum=1, label="Steps")
+            steps = gr.Number(value=None, minimum=1, label="Steps (blank: more corrections, more steps)")
             batch_size = gr.Number(value=4, minimum=1, label="Batch size")
-            lr = gr.Number(value=1e-4, label="Learning rate")
+            lr = gr.Number(value=3e-4, label="Learning rate")
             activate_better = gr.Checkbox(value=False, label="Make active if it beats the base (mIoU)")
         data_summary = gr.Markdown()
         with gr.Accordion("Accepted masks a run would use", open=False), gr.Row():

@@ -39,23 +39,33 @@ MIN_FRACTION = 0.05
 
 def cases(data: Path) -> Iterator[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
     """``(source, image uint8 [H, W, 3], {expression: truth bool [H, W]})`` for every case."""
-    import rasterio
-    from rasterio.features import rasterize
-
     from sbanet.data.semantic import DUBAI_CLASSES, class_cases
-    from sbanet.image import read_image, to_rgb8
+    from sbanet.image import to_rgb8
 
     tile6 = class_cases(data / "dubai-aerial" / "tile6", CLASS_EXPRESSIONS, DUBAI_CLASSES, MIN_FRACTION)
     for _, image, present in tile6:
         yield "dubai tile 6", image, present
-    spacenet = data / "spacenet-sample"
+    for image, truth in spacenet_scenes(data / "spacenet-sample"):
+        yield "spacenet", to_rgb8(image), truth
+
+
+def spacenet_scenes(spacenet: Path) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The two SpaceNet scenes as read (uint16 ``[H, W]`` or ``[H, W, 1]``), each with its truth
+    ``{expression: bool [H, W]}``: "the roads" from ``sample_road_raster_mask.tif``, "all
+    buildings" from ``geotiff_labels.geojson`` rasterised on the image's grid
+    (``sample_fp_mask.tif`` shows another tile's buildings: docs/benchmarks.md)."""
+    import rasterio
+    from rasterio.features import rasterize
+
+    from sbanet.image import read_image
+
     roads = np.asarray(read_image(spacenet / "sample_road_raster_mask.tif")).squeeze() > 0
-    yield "spacenet", to_rgb8(read_image(spacenet / "road_mask_input.tif")), {"the roads": roads}
+    yield read_image(spacenet / "road_mask_input.tif"), {"the roads": roads}
     with rasterio.open(spacenet / "sample_geotiff.tif") as src:
         features = json.loads((spacenet / "geotiff_labels.geojson").read_text())["features"]
         shapes = [(f["geometry"], 1) for f in features]
         buildings = rasterize(shapes, out_shape=(src.height, src.width), transform=src.transform) > 0
-    yield "spacenet", to_rgb8(read_image(spacenet / "sample_geotiff.tif")), {"all buildings": buildings}
+    yield read_image(spacenet / "sample_geotiff.tif"), {"all buildings": buildings}
 
 
 def segment(predictor, image: np.ndarray, texts: list[str], scale: float | None) -> dict[str, np.ndarray]:

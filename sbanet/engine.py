@@ -69,6 +69,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient L2 norm
     amp: str = "none"  # "none" | "bf16" | "fp16" (fp16 with a GradScaler)
     freeze_text_encoder: bool = False  # no gradients, dropout off
+    freeze_batchnorm: bool = False  # BatchNorm keeps its running statistics (fine-tuning on small batches)
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # "auto": this rank's GPU if any, else the CPU
@@ -148,11 +149,16 @@ class StepTimer:
         return self.first or 0.0
 
 
-def set_train_mode(model: nn.Module, freeze_text_encoder: bool) -> None:
-    """Train mode, except a frozen text encoder stays in eval mode (no dropout)."""
+def set_train_mode(model: nn.Module, freeze_text_encoder: bool, freeze_batchnorm: bool = False) -> None:
+    """Train mode, except a frozen text encoder stays in eval mode (no dropout) and, with
+    ``freeze_batchnorm``, BatchNorm layers normalise with (and keep) their running statistics."""
     model.train()
     if freeze_text_encoder:
         model.text_encoder.eval()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _cancel_requested(cancel: threading.Event | Callable[[], bool] | None, info: distributed.DistInfo) -> bool:
@@ -294,7 +300,7 @@ def train(
         # --- one epoch: shuffle with (seed, epoch), skip what a resumed run has already seen ---
         sampler.set_epoch(epoch)
         sampler.set_start(epoch_step * config.accumulate * config.batch_size)
-        set_train_mode(model, config.freeze_text_encoder)
+        set_train_mode(model, config.freeze_text_encoder, config.freeze_batchnorm)
         epoch_losses: list[float] = []
         batches = iter(loader)
         while epoch_step < steps_per_epoch and step < total_steps:

@@ -82,6 +82,7 @@ def test_finetune_runs_in_the_background_and_its_model_can_be_activated(app, cli
     assert {"mIoU", "oIoU", "Pr@0.5"} <= set(status["metrics_before"]) & set(status["metrics_after"])
     _, markdown, log, metrics = client.predict(run, api_name="/finetune_status")
     assert "succeeded" in markdown and f"New model version **{status['result_model']}**" in markdown
+    assert status["plan"]["budget"] == "2 steps (set)" and "Budget: 2 steps (set)" in markdown  # what it chose
     assert "held-out mIoU" in log
     assert [row[0] for row in metrics["data"]][:3] == ["count", "mIoU", "oIoU"]
 

@@ -162,6 +162,16 @@ def test_frozen_text_encoder_does_not_change(data):
     assert all(torch.equal(v, model.text_encoder.state_dict()[k]) for k, v in text.items())
 
 
+def test_frozen_batchnorm_keeps_its_running_statistics_while_the_weights_learn(data):
+    model = tiny()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    weights = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
+    train(model, data[0], config=TrainConfig(batch_size=2, max_steps=2, freeze_batchnorm=True))
+    state = model.state_dict()
+    assert stats and all(torch.equal(v, state[k]) for k, v in stats.items())
+    assert any(not torch.equal(v, state[k]) for k, v in weights.items())
+
+
 def test_resume_is_exact(data, tokenizer, tmp_path):
     """6 steps in one go == 2 steps, cancel, resume, 4 more (mid-epoch, with dropout and drop-path,
     validation and BatchNorm recalibration at each epoch end)."""

@@ -23,7 +23,7 @@ from annotate.finetune import FinetuneConfig, queue_finetune, recover, run_finet
 from annotate.models import MaskVersion, StatusEvent
 from annotate.transfer import import_samples
 from sbanet import sbanet_tiny
-from sbanet.checkpoint import save_pretrained
+from sbanet.checkpoint import checkpoint_metadata, save_pretrained
 from sbanet.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,9 @@ def test_finetune_trains_measures_and_registers_a_new_version(store):
                                     parent_id=first.id, status="accepted")  # fmt: skip
     before = _masks_snapshot(store)
     events = []
-    run_id = queue_finetune(store, 1, FinetuneConfig(steps=6, batch_size=4, checkpoint_every=2), author="ana")
+    # the budget: 3 passes over 8 corrections (no replay: the toy base names no training data)
+    config = FinetuneConfig(passes=3, min_steps=1, batch_size=4, checkpoint_every=2)
+    run_id = queue_finetune(store, 1, config, author="ana")
     outcome = run_finetune(store, run_id, callback=events.append)
 
     assert outcome.status == "succeeded" and outcome.model_version_id is not None
@@ -82,6 +84,11 @@ def test_finetune_trains_measures_and_registers_a_new_version(store):
         assert (run.status, run.progress, run.result_model_id) == ("succeeded", 1.0, outcome.model_version_id)
         assert run.metrics_before == outcome.metrics_before and run.finished_at is not None
         assert "held-out mIoU" in run.log and "step 6/6" in run.log
+        plan = run.config["plan"]  # what the run chose, and how it went
+        assert plan["steps"] == 6 and plan["budget"].startswith("6 steps: 3 passes over 8 corrections + 0 replay")
+        assert plan["replay"].startswith("no replay: the base checkpoint's metadata names no training data")
+        assert [c["step"] for c in plan["checks"]] == [2, 4, 6] and plan["kept_step"] in (2, 4, 6)
+        assert plan["replay"] in run.log and plan["budget"] in run.log
         trained = [m.id for m in runs.run_masks(session, run_id, "train")]
         held_out = runs.run_masks(session, run_id, "eval")
         assert fix.id in trained and first.id not in trained and len(trained) == 8
@@ -91,6 +98,7 @@ def test_finetune_trains_measures_and_registers_a_new_version(store):
         assert not Path(model.checkpoint).is_absolute()  # inside the data folder: it can move
         source = runs.checkpoint_source(store.files, model)
     assert not (store.data_dir / "finetune" / f"run-{run_id}").exists()  # resume state cleaned up
+    assert checkpoint_metadata(source)["finetune"] == {"config": config.to_dict(), "plan": plan}
     predictor = Predictor.from_pretrained(source)
     assert predictor.predict(np.zeros((32, 32, 3), np.uint8), "the red square").mask.shape == (32, 32)
     assert _masks_snapshot(store) == before  # the job never writes an annotator's mask
@@ -189,16 +197,98 @@ def test_cli_registers_a_checkpoint_as_base_lists_and_cancels(store, base_checkp
 
 
 def test_replay_draws_a_seeded_share_of_the_original_training_data():
-    from annotate.finetune_data import replay_samples
+    from annotate.finetune_data import plan_run, planned_replay
 
     config = FinetuneConfig(replay_kind="synthetic", replay_options={"n_images": 2, "size": 64}, seed=3)
-    drawn = replay_samples(config, 5)
-    assert len(drawn) == 5 and {s.split for s in drawn} == {"train"}
-    assert [s.sample_id for s in drawn] == [s.sample_id for s in replay_samples(config, 5)]
-    assert replay_samples(FinetuneConfig(), 5) == [] and len(replay_samples(config, 10_000)) < 10_000
+    plan, drawn = plan_run(config, 5, {})
+    assert len(drawn) == plan["replay"]["samples"] == 10 and {s.split for s in drawn} == {"train"}  # 2 per correction
+    assert [s.sample_id for s in drawn] == [s.sample_id for s in planned_replay(config, plan)]
+    assert plan_run(FinetuneConfig(replay_kind=None), 5, {})[1] == []
+    assert len(plan_run(FinetuneConfig(**{**config.to_dict(), "replay_ratio": 1e4}), 5, {})[1]) < 50_000
     with pytest.raises(ValueError, match="needs replay_root"):
         FinetuneConfig(replay_kind="rrsisd")
     with pytest.raises(ValueError, match="held-out splits"):
         FinetuneConfig(eval_splits=("train",))
     with pytest.raises(ValueError, match="unknown fine-tune config fields"):
         FinetuneConfig.from_dict({"stepz": 3})
+
+
+def test_the_budget_grows_with_the_corrections_within_its_floor_and_cap():
+    from annotate.finetune_data import budget
+
+    config = FinetuneConfig(passes=6, batch_size=4, min_steps=30, max_steps=150)
+    steps = [budget(config, n, n)[0] for n in (1, 5, 10, 30, 100)]  # replay as many as corrections
+    assert steps == [30, 30, 30, 90, 150]
+    assert (
+        budget(config, 30, 30)[1]
+        == "90 steps: 6 passes over 30 corrections + 30 replay samples at batch 4 = 90, kept within [30, 150]"
+    )
+    assert budget(FinetuneConfig(steps=7), 30, 30) == (7, "7 steps (set)")
+    with pytest.raises(ValueError, match="max_steps"):
+        FinetuneConfig(min_steps=50, max_steps=10)
+    with pytest.raises(ValueError, match="passes"):
+        FinetuneConfig(passes=0)
+
+
+def test_replay_defaults_to_the_base_recipe_and_says_why_when_it_is_absent(tmp_path):
+    from annotate.finetune_data import plan_run, replay_sources
+
+    mix = [{"kind": "folder", "root": "runs/data/whole"}, {"kind": "synthetic"}]
+    recipe = {"recipe": {"data": {"kind": "folder", "root": "runs/data/crops", "mix": mix}}}
+    (tmp_path / "runs" / "data" / "whole").mkdir(parents=True)
+    config = FinetuneConfig(replay_root=str(tmp_path))
+    sources, note = replay_sources(config, recipe)
+    assert sources == [{"kind": "folder", "root": str(tmp_path / "runs/data/whole"), "options": {}}] and note is None
+    plan, replay = plan_run(config, 10, recipe)  # the folder is there but holds no conversion
+    assert replay == [] and plan["replay"].startswith("no replay: the base's training data could not be read")
+    plan, _ = plan_run(FinetuneConfig(), 10, recipe)  # relative to the working directory: not here
+    assert plan["replay"].startswith("no replay: the base's training data is not here (runs/data/crops")
+    assert plan["steps"] == 30  # the floor: 6 passes over 10 corrections at batch 4 is 15
+    assert replay_sources(FinetuneConfig(replay_ratio=0), recipe)[1].startswith("no replay: switched off")
+
+
+def test_the_fine_tune_tab_says_plainly_when_the_new_version_is_not_better():
+    from annotate.manage import comparison, plan_summary
+
+    def status(before, after):
+        return {"metrics_before": {"mIoU": before}, "metrics_after": {"mIoU": after}, "held_out": 12}
+
+    assert "**worse than its base** (held-out mIoU 0.300 vs the base's 0.400, on 12 of your masks)" in comparison(
+        status(0.4, 0.3)
+    )
+    assert "**not better than its base**" in comparison(status(0.4, 0.402))
+    assert comparison(status(0.4, 0.5)).startswith("It is better than its base (held-out mIoU 0.500")
+    assert "not measured" in comparison({"metrics_before": None, "metrics_after": None})
+    plan = {
+        "budget": "90 steps: ...",
+        "replay": {"samples": 30},
+        "steps_run": 60,
+        "stopped_early": True,
+        "kept_step": 30,
+    }
+    assert plan_summary(plan) == (
+        "Budget: 90 steps: ... · 30 replay samples of the base's training data · "
+        "stopped early at step 60, kept the weights of step 30"
+    )
+    no_replay = plan_summary({"budget": "30 steps", "replay": "no replay: /data is not here"})
+    assert no_replay.startswith("Budget: 30 steps · no replay") and no_replay.endswith("data is not here")
+
+
+def test_cli_defaults_are_the_budget_and_every_choice_can_be_overridden():
+    from train.finetune import _parser, config_from_args
+
+    default = config_from_args(_parser().parse_args(["--base", "1"]))
+    assert default == FinetuneConfig()
+    assert (default.steps, default.replay_kind, default.early_stop, default.freeze_batchnorm) == (
+        None,
+        "auto",
+        True,
+        True,
+    )
+    flags = ["--base", "1", "--steps", "50", "--no-replay", "--no-early-stop", "--train-batchnorm", "--passes", "3",
+             "--min-steps", "5", "--max-steps", "60", "--patience", "4", "--checkpoint-every", "10"]  # fmt: skip
+    config = config_from_args(_parser().parse_args(flags))
+    assert (config.steps, config.replay_kind, config.early_stop, config.freeze_batchnorm) == (50, None, False, False)
+    assert (config.passes, config.min_steps, config.max_steps, config.patience, config.checkpoint_every) == (
+        3.0, 5, 60, 4, 10
+    )  # fmt: skip

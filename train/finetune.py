@@ -3,10 +3,13 @@ corrections, measure it on held-out reviewed samples, and register the result.
 
 Examples::
 
-    # register a checkpoint as the base (or pass a model version id), train 200 steps
-    python -m train.finetune --store sqlite:///sbanet-data/store.sqlite --base runs/lite/best --steps 200
-    # mix in a replay of the original training data so the model does not forget
-    python -m train.finetune --base 3 --replay-kind rrsisd --replay-root /data/RRSIS-D --replay-ratio 1
+    # register a checkpoint as the base (or pass a model version id); the steps follow the number
+    # of accepted corrections, with a replay of the base's own training data (its recipe's folders
+    # from the working directory, else "no replay: <reason>") and early stopping on held-out masks
+    python -m train.finetune --store sqlite:///sbanet-data/store.sqlite --base runs/lite/best
+    # a fixed budget, another replay dataset, no early stopping
+    python -m train.finetune --base 3 --steps 200 --replay-kind rrsisd --replay-root /data/RRSIS-D --no-early-stop
+    python -m train.finetune --base 3 --no-replay   # corrections only
     python -m train.finetune --list                 # runs and their state
     python -m train.finetune --cancel 7             # ask run 7 to stop (from any process)
     python -m train.finetune --resume 7             # run a requeued run (after a crash)
@@ -41,17 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--author", default="finetune-cli")
     parser.add_argument("--no-resume-stale", action="store_true", help="mark dead runs failed instead of requeuing")
     defaults = FinetuneConfig()
-    for name in ("steps", "batch_size", "checkpoint_every", "warmup_steps", "recalibrate_bn", "seed", "max_eval"):
+    for name in ("batch_size", "min_steps", "max_steps", "patience", "warmup_steps", "recalibrate_bn", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("lr", "encoder_lr_mult", "weight_decay", "replay_ratio"):
+    parser.add_argument("--steps", type=int, help="optimiser steps (default: passes x training set / batch)")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between held-out checks (default: 1/6 of the run)")
+    parser.add_argument("--max-eval", type=int, help="measure on at most this many held-out masks")
+    parser.add_argument("--no-early-stop", action="store_true", help="train all steps, keep the last weights")
+    for name in ("passes", "lr", "encoder_lr_mult", "weight_decay", "replay_ratio"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     parser.add_argument("--train-text-encoder", action="store_true", help="fine-tune the text encoder too")
+    parser.add_argument("--train-batchnorm", action="store_true", help="update BatchNorm statistics on the batches")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--amp", default=defaults.amp, choices=["none", "bf16", "fp16"])
     parser.add_argument("--eval-splits", nargs="+", default=list(defaults.eval_splits))
     parser.add_argument("--typed-only", action="store_true", help="train on app corrections only, not imports")
-    parser.add_argument("--replay-kind", help="dataset kind of the original training data (sbanet.data)")
-    parser.add_argument("--replay-root")
+    replay = parser.add_mutually_exclusive_group()
+    replay.add_argument(
+        "--replay-kind", default=defaults.replay_kind, help="'auto' (the base's recipe data) or a dataset kind"
+    )
+    replay.add_argument("--no-replay", action="store_true", help="train on the corrections alone")
+    parser.add_argument("--replay-root", help="kind: its folder; auto: where the recipe's relative paths start")
     parser.add_argument("--replay-split", default=defaults.replay_split)
     parser.add_argument("--replay-options", type=json.loads, default={}, help='reader options as JSON, e.g. {"n": 8}')
     parser.add_argument("--activate", action="store_true", help="make the new model active if it beats the base")
@@ -64,8 +76,11 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     values = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig) if hasattr(args, f.name)}
     values.update(
         freeze_text_encoder=not args.train_text_encoder,
+        freeze_batchnorm=not args.train_batchnorm,
         include_imported=not args.typed_only,
         eval_splits=tuple(args.eval_splits),
+        early_stop=not args.no_early_stop,
+        replay_kind=None if args.no_replay else args.replay_kind,
     )
     return FinetuneConfig(**values)
 
