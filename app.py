@@ -17,11 +17,11 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the app's modules are imported when used, not at import time
-    from annotate.launch import AppSettings
+    from annotate.app.launch import AppSettings
 
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:
-    from annotate.launch import AUTH_ENV, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
+    from annotate.app.launch import AUTH_ENV, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
     from sbanet.precision import PRECISION_ENV, PRECISIONS, check_precision
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from annotate.launch import build_app, launch_kwargs
+    from annotate.app.launch import build_app, launch_kwargs
 
     settings = parse_args(argv)
     # refused user input is logged as one line ("refused segment: ..."), never a traceback

@@ -1,5 +1,5 @@
 """The annotation store (SQLAlchemy models, repository, import/export, fine-tune job) and UI."""
 
-from .store import Store, make_store
+from .store.database import Store, make_store
 
 __all__ = ["Store", "make_store"]

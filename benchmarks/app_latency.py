@@ -9,7 +9,7 @@ screenshots.
 The app is built exactly as ``app.py`` builds it (fresh store in a temporary folder) and served on
 loopback; ``--against label=URL`` also measures apps already running (e.g. ``python app.py
 --port 7870`` started from another checkout: before vs after, side by side, clicks alternating).
-Debian's Chromium, driven by Playwright (:mod:`annotate.browser`), uploads a shipped aerial
+Debian's Chromium, driven by Playwright (:mod:`annotate.app.browser`), uploads a shipped aerial
 example, types one expression and clicks Segment ``repeats`` times (after one warm-up click).
 Each time counts in the page, from the click until the overlay image has loaded: request, queue,
 model, overlay, transfer and drawing (the store write, probability maps and files come after it).
@@ -93,7 +93,7 @@ CLICK_AND_TIME = """async () => {
 
 def prepare(page: Any, url: str, image: Path, expressions: list[str]) -> Any:
     """Open the app, upload ``image``, type ``expressions`` and segment once (the warm-up)."""
-    from annotate.browser import AppPage
+    from annotate.app.browser import AppPage
 
     ui = AppPage(page, url)
     ui.open(annotator="benchmark")
@@ -109,7 +109,7 @@ def click_to_overlay(ui: Any) -> float:
 
 def concurrent_clicks(browser: Any, url: str, image: Path, expressions: list[str], users: int) -> list[float]:
     """``users`` pages click Segment at the same moment; each one's click-to-overlay seconds."""
-    from annotate.browser import TIMEOUT_MS
+    from annotate.app.browser import TIMEOUT_MS
 
     pages = [browser.new_page(viewport={"width": SCREEN[0], "height": SCREEN[1]}) for _ in range(users)]
     for page in pages:
@@ -127,9 +127,9 @@ def concurrent_clicks(browser: Any, url: str, image: Path, expressions: list[str
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from annotate.browser import chromium_page
-    from annotate.examples import example_inputs
-    from annotate.launch import AppSettings, build_app, launch_kwargs
+    from annotate.app.browser import chromium_page
+    from annotate.app.examples import example_inputs
+    from annotate.app.launch import AppSettings, build_app, launch_kwargs
 
     with tempfile.TemporaryDirectory(prefix="sbanet-app-latency-") as tmp:
         folder = Path(tmp)

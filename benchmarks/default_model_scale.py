@@ -11,7 +11,7 @@ the SpaceNet samples (panchromatic 16-bit GeoTIFFs of a US suburb), "the roads" 
 ``geotiff_labels.geojson``. Chance is the IoU of calling every pixel the class (its share).
 
 Scales: ``resize`` is what the app does (the whole image resized to the input size); a number
-``f`` resizes the image by ``f`` and runs :func:`sbanet.tiling.predict_scene` (tiles of the input
+``f`` resizes the image by ``f`` and runs :func:`sbanet.geo.tiling.predict_scene` (tiles of the input
 size), so ``f = 512 / 320 ...`` matches the scale of ~512 px training crops. Prints a table and
 writes JSON.
 """
@@ -70,7 +70,7 @@ def spacenet_scenes(spacenet: Path) -> Iterator[tuple[np.ndarray, dict[str, np.n
 
 def segment(predictor, image: np.ndarray, texts: list[str], scale: float | None) -> dict[str, np.ndarray]:
     """``{expression: bool [H, W]}``: plain resize (``scale`` None) or tiles at ``scale``."""
-    from sbanet.tiling import predict_scene
+    from sbanet.geo.tiling import predict_scene
 
     if scale is None:
         return {p.expression: p.mask for p in predictor.predict_batch(image, texts, return_attention=False)}
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sbanet.default_model import default_model_source
+    from sbanet.geo.vector import mask_iou
     from sbanet.predictor import Predictor
-    from sbanet.vector import mask_iou
 
     torch.set_num_threads(args.threads)
     model = args.model or default_model_source()

@@ -13,10 +13,10 @@ accepted corrections, one fine-tune job, held-out IoU before and after, and what
   them), the right quarter the benchmark's own test crops, which no run sees. Crops whose class
   covers under 0.5 % are left out.
 * **Selection**: ``uncertainty`` takes the N pool crops the base model is least sure of (the
-  review queue's "most uncertain first": :func:`annotate.masks.mean_uncertainty`), ``random`` a
+  review queue's "most uncertain first": :func:`annotate.store.masks.mean_uncertainty`), ``random`` a
   seeded draw; both nested in N. With every crop (``all``) the two are the same run.
 * **The loop**: a fresh store gets the N crops as accepted masks (``train``) and the held-out
-  ones (``val``); :func:`annotate.finetune.run_finetune` runs with :class:`FinetuneConfig`'s
+  ones (``val``); :func:`annotate.jobs.finetune.run_finetune` runs with :class:`FinetuneConfig`'s
   defaults (``--set key=value`` overrides any field), i.e. the budget, replay of the base's own
   training data (its recipe's folders, from ``--replay-root``) and early stopping.
 * **Scores** of the base and of every new model: the test crops' IoU per class (mean over crops,
@@ -99,7 +99,7 @@ def score(source: str, test: list[Any], tile6: list[Any]) -> dict[str, Any]:
     """A checkpoint's test-crop IoU per class (and their mean) and its tile-6 class-level mIoU."""
     from sbanet.checkpoint import load_pretrained
     from sbanet.data import ReferringDataset
-    from sbanet.evaluation import evaluate
+    from sbanet.training.evaluation import evaluate
 
     model, tokenizer = load_pretrained(source)
     c = model.config
@@ -116,7 +116,7 @@ def score(source: str, test: list[Any], tile6: list[Any]) -> dict[str, Any]:
 
 def uncertainties(source: str, pool: list[Any]) -> list[float]:
     """The base model's mean pixel uncertainty on each pool crop (the review queue's order key)."""
-    from annotate.masks import mean_uncertainty
+    from annotate.store.masks import mean_uncertainty
     from sbanet.predictor import Predictor
 
     predictor = Predictor.from_pretrained(source)
@@ -145,9 +145,10 @@ def run_one(task: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     """One loop in a fresh store: import, fine-tune with the job, score the new model."""
     import torch
 
-    from annotate import make_store, runs
-    from annotate.finetune import FinetuneConfig, queue_finetune, run_finetune
-    from annotate.transfer import import_samples
+    from annotate import make_store
+    from annotate.jobs.finetune import FinetuneConfig, queue_finetune, run_finetune
+    from annotate.store import runs
+    from annotate.store.transfer import import_samples
 
     torch.set_num_threads(args["threads"])
     crops = spacenet_crops(Path(args["data"]))
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from annotate.finetune import FinetuneConfig
+    from annotate.jobs.finetune import FinetuneConfig
     from sbanet.default_model import default_model_source
 
     torch.set_num_threads(args.threads * args.workers)

@@ -32,7 +32,7 @@ import shapely
 from rasterio.windows import Window
 from shapely.geometry import shape
 
-from sbanet.tiling import default_overlap, tile_count
+from sbanet.geo.tiling import default_overlap, tile_count
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACENET = ROOT.parent / "shared" / "data" / "spacenet-sample"
@@ -78,9 +78,9 @@ def run_cli(args: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 
 def polygon_figures() -> dict[str, float | int]:
     """sample_fp_mask.tif vectorised on sample_geotiff.tif's grid vs geotiff_labels.geojson."""
-    from sbanet.geo import geo_metadata
-    from sbanet.vector import mask_iou, mask_to_polygons, rasterize_polygons
-    from sbanet.writers import read_mask
+    from sbanet.geo.raster import geo_metadata
+    from sbanet.geo.vector import mask_iou, mask_to_polygons, rasterize_polygons
+    from sbanet.geo.writers import read_mask
 
     info = geo_metadata(SPACENET / "sample_geotiff.tif")
     mask = read_mask(SPACENET / "sample_fp_mask.tif")

@@ -15,7 +15,7 @@ torch habit) is refused with the fix, never read as ``W`` bands of ``H`` rows
 (height × width × bands × bytes per sample) before anything is decoded.
 
 :func:`stretch_limits` and :func:`apply_stretch` split the stretch in two so that
-:mod:`sbanet.geo` can compute the percentiles once per scene (excluding nodata, on a decimated
+:mod:`sbanet.geo.raster` can compute the percentiles once per scene (excluding nodata, on a decimated
 read of a huge raster) and stretch every tile of the scene with the same limits.
 """
 
@@ -73,7 +73,7 @@ def valid_pixels(array: np.ndarray) -> np.ndarray:
 def invalid_pixels(image: object, bands: Sequence[int] | None = None) -> np.ndarray | None:
     """``bool [H, W]`` of the pixels of a numpy ``image`` with a NaN / inf in the ``bands`` read
     (they come out of :func:`to_rgb8` as 0, and no mask may claim them); None when there are
-    none, or when ``image`` is not an array (files carry nodata through :mod:`sbanet.geo`)."""
+    none, or when ``image`` is not an array (files carry nodata through :mod:`sbanet.geo.raster`)."""
     if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.floating) or image.ndim not in (2, 3):
         return None
     invalid = ~valid_pixels(select_bands(check_channels_last(image), bands))
@@ -208,7 +208,7 @@ def read_image(path: str | Path, max_bytes: int = MAX_DECODED_BYTES) -> np.ndarr
 
     Raises ``ValueError`` with the reason for missing, empty, corrupt or oversized files
     (Pillow's decompression-bomb limit; a TIFF whose header promises more than ``max_bytes``
-    decoded; large GeoTIFF scenes go through :mod:`sbanet.geo`).
+    decoded; large GeoTIFF scenes go through :mod:`sbanet.geo.raster`).
     """
     from PIL import Image, UnidentifiedImageError
 

@@ -15,7 +15,7 @@ than fp32 *and* in agreement with fp32 (mask IoU at least :data:`MIN_IOU` on rea
 Each entry carries the evidence in words (``docs/benchmarks.md``: the tables and commands).
 
 Under reduced precision the fast path keeps the numerically sensitive parts in fp32
-(:data:`FP32_PARTS`), measured per component with ``python -m train.bench --parts precision``.
+(:data:`FP32_PARTS`), measured per component with ``python -m benchmarks.bench --parts precision``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ DTYPES = MappingProxyType({"fp32": None, "bf16": torch.bfloat16, "fp16": torch.f
 FP32_PARTS = ("text encoder", "window attention softmax", "classifier + upsampling")
 
 _NOT_MEASURED_CUDA = (
-    "fp32: reduced precision not yet measured on a GPU for this preset (bench/gpu_bench.sh measures it)"
+    "fp32: reduced precision not yet measured on a GPU for this preset (benchmarks/gpu_bench.sh measures it)"
 )
 # (preset, device type) -> (what auto runs, why). Anything not listed runs fp32.
 AUTO_POLICY: MappingProxyType[tuple[str, str], tuple[str, str]] = MappingProxyType(

@@ -9,12 +9,12 @@ One image: the outputs are named by ``-o`` / ``--probability`` / ``--vector`` / 
 (with several expressions each gets the expression as a suffix: ``mask_all-buildings.tif``).
 Many (``--out-dir``): the inputs are files, folders and glob patterns; outputs are
 ``<scene>__<expression-slug>.tif`` (mask), ``.gpkg`` (polygons), ``.probability.tif`` and
-``.geojson`` as ``--formats`` asks (:mod:`sbanet.scenes`), and ``summary.csv`` /
-``summary.gpkg`` close the run (:mod:`sbanet.scene_summary`). Under ``torchrun`` the scenes
+``.geojson`` as ``--formats`` asks (:mod:`sbanet.geo.scenes`), and ``summary.csv`` /
+``summary.gpkg`` close the run (:mod:`sbanet.geo.scene_summary`). Under ``torchrun`` the scenes
 are shared out over the ranks (GPUs, or CPU processes over gloo); each writes its own scenes'
 outputs and rank 0 the summary.
 
-Scenes are processed by overlapping tiles of the model's input size (:mod:`sbanet.tiling`),
+Scenes are processed by overlapping tiles of the model's input size (:mod:`sbanet.geo.tiling`),
 read and written by windows, so a scene never has to fit in memory; tiles without data are not
 predicted. Every file is written beside its final name and moved into place when complete
 (``--resume`` trusts what exists); no output may be an input, and an existing file is replaced
@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .geo import parse_bands
-from .scene_run import ScenePlan, plan_run, run_jobs
-from .scenes import KINDS, remove_empty_folders, slug, unique_slugs
-from .writers import PROBABILITY_DTYPES
+from .geo.raster import parse_bands
+from .geo.scene_run import ScenePlan, plan_run, run_jobs
+from .geo.scenes import KINDS, remove_empty_folders, slug, unique_slugs
+from .geo.writers import PROBABILITY_DTYPES
 
 __all__ = ["build_parser", "main", "output_paths", "slug"]
 

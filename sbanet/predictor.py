@@ -105,7 +105,7 @@ class Predictor:
     stays in fp32, and on the fast path so do the Swin attention softmax and the classifier.
     ``quantize``: also run the Swin encoder's linear layers in int8 (CPU only; about 2x faster
     matrix products, outputs within quantization error: check the masks on your own
-    checkpoint, e.g. with ``python -m train.bench --parts agreement``). With ``bf16`` the int8
+    checkpoint, e.g. with ``python -m benchmarks.bench --parts agreement``). With ``bf16`` the int8
     stages compute in fp32 and the rest in bf16.
     ``expression_chunk``: expressions per forward pass after the shared prefix (None: the
     device's rule, :func:`sbanet.runtime.expression_chunk`).

@@ -58,7 +58,7 @@ def expression_chunk(device: str | torch.device, preset: str, expressions: int) 
     """How many of ``expressions`` (K) expressions on one image run in one forward pass on
     ``device`` after the shared text-independent prefix, so that K cost at most K single runs.
 
-    Measured (``python -m train.bench --parts multi``, docs/benchmarks.md): on a CPU,
+    Measured (``python -m benchmarks.bench --parts multi``, docs/benchmarks.md): on a CPU,
     ``sbanet_swin_b`` is compute-bound and its cost grows faster than the batch (batch 8 took
     11.4x batch 1), so its expressions run one at a time; the small presets are bound by
     per-operator overhead and batch well (the shipped ``sbanet_lite``: 8 expressions in one

@@ -61,7 +61,7 @@ class RunningApp:
 @contextmanager
 def running_app(directory: Path, **settings: Any) -> Iterator[RunningApp]:
     """Launch the app (tiny model, fresh store under ``directory``) and close it afterwards."""
-    from annotate.launch import AppSettings, build_app, launch_kwargs
+    from annotate.app.launch import AppSettings, build_app, launch_kwargs
 
     checkpoint = tiny_checkpoint(directory)
     options = {"model": str(checkpoint), "data_dir": str(directory / "data"), "host": "127.0.0.1", **settings}

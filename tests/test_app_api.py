@@ -15,7 +15,7 @@ import tifffile
 from app_server import running_app, scene_png
 from PIL import Image
 
-from annotate import repository as repo
+from annotate.store import repository as repo
 from app import parse_args
 
 pytestmark = pytest.mark.slow

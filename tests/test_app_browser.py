@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from app_server import running_app, scene_png
 
-from annotate import repository as repo
-from annotate.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.store import repository as repo
 
 pytestmark = [
     pytest.mark.slow,

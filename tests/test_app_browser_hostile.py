@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from app_server import running_app, scene_png
 
-from annotate.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_app_handlers import FakeBackend, scene  # noqa: F401  (the fixture)
 
-from annotate.handlers import SegmentHandlers
+from annotate.app.handlers import SegmentHandlers
 from sbanet.confidence import FOUND, LOW_CONFIDENCE, NOTHING_FOUND, ConfidenceThresholds, judge
 from sbanet.predictor import Prediction
 

@@ -7,7 +7,7 @@ from conftest import shared_data
 from PIL import Image
 from training_fixtures import single_thread
 
-from annotate.examples import THUMBNAIL_SIDE, example_inputs
+from annotate.app.examples import THUMBNAIL_SIDE, example_inputs
 from sbanet.confidence import NOTHING_FOUND, judge
 from sbanet.default_model import SHIPPED_MODEL
 from sbanet.examples import AERIAL_EXAMPLES, EXAMPLE_MIN_IOU, score_aerial_example

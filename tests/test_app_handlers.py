@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotate.backend import Item, ModelRef, Recorded
-from annotate.downloads import Downloads
-from annotate.handlers import SegmentHandlers
-from annotate.render import BRUSH_ADD, hex_to_rgb
-from annotate.review import ReviewHandlers
+from annotate.app.backend import Item, ModelRef, Recorded
+from annotate.app.downloads import Downloads
+from annotate.app.handlers import SegmentHandlers
+from annotate.app.render import BRUSH_ADD, hex_to_rgb
+from annotate.app.review import ReviewHandlers
 from sbanet.predictor import AttentionMaps, Prediction
 
 
@@ -32,7 +32,7 @@ def fake_attention(expression: str) -> AttentionMaps:
 
 
 class FakeBackend:
-    """The :class:`annotate.backend.Backend` interface over dicts; "the model" finds blue pixels."""
+    """The :class:`annotate.app.backend.Backend` interface over dicts; "the model" finds blue pixels."""
 
     model_name = "fake-model"
 
@@ -245,9 +245,9 @@ def test_correction_from_the_editor_is_saved_at_full_size_with_its_author(backen
 
 
 def test_large_images_are_edited_downscaled_and_saved_at_full_size(backend, tmp_path, monkeypatch):
-    import annotate.review
+    import annotate.app.review
 
-    monkeypatch.setattr(annotate.review, "EDITOR_SIDE", 32)  # as a 4000 px image on a 2048 canvas
+    monkeypatch.setattr(annotate.app.review, "EDITOR_SIDE", 32)  # as a 4000 px image on a 2048 canvas
     image = np.full((48, 64, 3), (170, 150, 60), np.uint8)
     image[10:30, 20:50] = (20, 40, 230)
     Image.fromarray(image).save(tmp_path / "big.png")

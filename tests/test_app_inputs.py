@@ -8,9 +8,9 @@ import tifffile
 from conftest import shared_data
 from PIL import Image
 
-from annotate import attention_view as views
-from annotate import inputs
-from annotate.render import (
+from annotate.app import attention_view as views
+from annotate.app import inputs
+from annotate.app.render import (
     BRUSH_ADD,
     BRUSH_REMOVE,
     colourise,

@@ -21,8 +21,8 @@ from PIL import Image
 from rasterio.transform import from_origin
 from sqlalchemy import func, select
 
-from annotate import repository as repo
-from annotate.models import MaskVersion
+from annotate.store import repository as repo
+from annotate.store.models import MaskVersion
 from sbanet.data.synthetic import make_scene
 
 pytestmark = pytest.mark.slow
@@ -110,8 +110,8 @@ def test_a_run_can_be_cancelled_and_only_one_runs_at_a_time(app, client, accepte
 def test_a_run_left_running_by_a_dead_app_is_resumed_at_start(app, client, accepted):
     import socket
 
-    from annotate import runs
-    from annotate.finetune_data import FinetuneConfig
+    from annotate.jobs.finetune_data import FinetuneConfig
+    from annotate.store import runs
 
     with app.backend.store.Session.begin() as session:
         run = runs.create_run(

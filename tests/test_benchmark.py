@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import shared_data
 
-from sbanet.benchmark import Case, Settings, build_cases, evaluate_targets, markdown_report, run_case
-from sbanet.benchmark.measure import expression
-from sbanet.benchmark.suite import real_images, spread
-from sbanet.profiling import component_times
+from benchmarks.profiling import component_times
+from benchmarks.speed import Case, Settings, build_cases, evaluate_targets, markdown_report, run_case
+from benchmarks.speed.measure import expression
+from benchmarks.speed.suite import real_images, spread
 
 
 def test_case_validation():
@@ -93,7 +93,7 @@ def test_targets_and_report_from_records():
     assert targets["sbanet_lite latency, fast path (s)"]["met"]
     assert targets["fast vs fp32 min mask IoU, sbanet_swin_b (random weights)"]["met"]
     machine = {"cpu": "X", "cores": 2, "torch": "2", "torch_threads": 2, "cpu_capability": "AVX2"}
-    text = markdown_report(records, {**machine, "native_bf16": "False", "python": "3"}, "python -m train.bench")
+    text = markdown_report(records, {**machine, "native_bf16": "False", "python": "3"}, "python -m benchmarks.bench")
     assert "| 2.200 | >= 2.5 | **no** |" in text and "| sbanet_swin_b | SBANet | fast fp32 | 8 (1) | 12.000 |" in text
 
 
@@ -107,7 +107,7 @@ def test_component_times_cover_the_forward(tiny_model):
 
 
 def test_training_measurement_bf16_on_cpu():
-    """bench/gpu_bench.sh's code path (autocast bf16, synchronised steps) with tiny settings."""
+    """benchmarks/gpu_bench.sh's code path (autocast bf16, synchronised steps) with tiny settings."""
     case = Case(kind="train", preset="sbanet_tiny", image_size=32, tokens=5, batch=2, repeats=2, warmup=1, dtype="bf16")
     result = run_case(case)
     assert len(result["times"]) == 2 and all(t > 0 for t in result["times"])
@@ -154,7 +154,7 @@ def test_components_measurement_in_bf16(tmp_path):
     """Per component in bf16 against fp32 (emulated bf16 on most CPUs: a tiny model and image)."""
     from PIL import Image
 
-    from sbanet.benchmark.components import COMPONENTS, components_table
+    from benchmarks.speed.components import COMPONENTS, components_table
 
     path = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
@@ -180,7 +180,7 @@ def test_real_images_for_agreement(tmp_path):
 
 def test_cli_end_to_end(tmp_path, capsys):
     """The whole CLI: one configuration in a child process, markdown on stdout, JSON written."""
-    from train.bench import main
+    from benchmarks.bench import main
 
     out = tmp_path / "bench.json"
     args = ["--parts", "train", "--train-presets", "sbanet_tiny", "--train-image-size", "64", "--batch", "2"]

@@ -14,8 +14,8 @@ from training_fixtures import single_thread
 from sbanet.data.semantic import DUBAI_CLASSES, class_cases
 from sbanet.default_model import SHIPPED_MODEL, default_model_source
 from sbanet.examples import EXAMPLES, example_scenes, score_scene
+from sbanet.geo.vector import mask_iou
 from sbanet.predictor import Predictor
-from sbanet.vector import mask_iou
 
 # expression -> (the land-cover class it names, the least mean IoU accepted), in the words
 # ("the water", "the buildings", "the roads"). Measured when the model shipped (float16, whole

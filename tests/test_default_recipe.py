@@ -15,7 +15,7 @@ from sbanet.build import sbanet_tiny, sbanet_tiny_config
 from sbanet.checkpoint import load_pretrained, save_pretrained
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.synthetic import main as write_synthetic
-from sbanet.evaluation import evaluate
+from sbanet.training.evaluation import evaluate
 from train import default_model as recipe
 from train import model_card, model_report
 from train.config import load_config

@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 from training_fixtures import toy_dataset
 
 from sbanet import sbanet_tiny
-from sbanet.distributed import ResumableDistributedSampler, ShardSampler, cleanup, init_from_env
-from sbanet.engine import TrainConfig, train
+from sbanet.training.distributed import ResumableDistributedSampler, ShardSampler, cleanup, init_from_env
+from sbanet.training.engine import TrainConfig, train
 from train.logger import RunLogger, read_csv
 
 

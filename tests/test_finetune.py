@@ -17,11 +17,13 @@ import pytest
 from sqlalchemy import func, select
 from training_fixtures import single_thread, toy_samples
 
-from annotate import finetune, make_store, runs
-from annotate import repository as repo
-from annotate.finetune import FinetuneConfig, queue_finetune, recover, run_finetune
-from annotate.models import MaskVersion, StatusEvent
-from annotate.transfer import import_samples
+from annotate import make_store
+from annotate.jobs import finetune
+from annotate.jobs.finetune import FinetuneConfig, queue_finetune, recover, run_finetune
+from annotate.store import repository as repo
+from annotate.store import runs
+from annotate.store.models import MaskVersion, StatusEvent
+from annotate.store.transfer import import_samples
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import checkpoint_metadata, save_pretrained
 from sbanet.predictor import Predictor
@@ -197,7 +199,7 @@ def test_cli_registers_a_checkpoint_as_base_lists_and_cancels(store, base_checkp
 
 
 def test_replay_draws_a_seeded_share_of_the_original_training_data():
-    from annotate.finetune_data import plan_run, planned_replay
+    from annotate.jobs.finetune_data import plan_run, planned_replay
 
     config = FinetuneConfig(replay_kind="synthetic", replay_options={"n_images": 2, "size": 64}, seed=3)
     plan, drawn = plan_run(config, 5, {})
@@ -214,7 +216,7 @@ def test_replay_draws_a_seeded_share_of_the_original_training_data():
 
 
 def test_the_budget_grows_with_the_corrections_within_its_floor_and_cap():
-    from annotate.finetune_data import budget
+    from annotate.jobs.finetune_data import budget
 
     config = FinetuneConfig(passes=6, batch_size=4, min_steps=30, max_steps=150)
     steps = [budget(config, n, n)[0] for n in (1, 5, 10, 30, 100)]  # replay as many as corrections
@@ -231,7 +233,7 @@ def test_the_budget_grows_with_the_corrections_within_its_floor_and_cap():
 
 
 def test_replay_defaults_to_the_base_recipe_and_says_why_when_it_is_absent(tmp_path):
-    from annotate.finetune_data import plan_run, replay_sources
+    from annotate.jobs.finetune_data import plan_run, replay_sources
 
     mix = [{"kind": "folder", "root": "runs/data/whole"}, {"kind": "synthetic"}]
     recipe = {"recipe": {"data": {"kind": "folder", "root": "runs/data/crops", "mix": mix}}}
@@ -248,7 +250,7 @@ def test_replay_defaults_to_the_base_recipe_and_says_why_when_it_is_absent(tmp_p
 
 
 def test_the_fine_tune_tab_says_plainly_when_the_new_version_is_not_better():
-    from annotate.manage import comparison, plan_summary
+    from annotate.app.manage import comparison, plan_summary
 
     def status(before, after):
         return {"metrics_before": {"mIoU": before}, "metrics_after": {"mIoU": after}, "held_out": 12}

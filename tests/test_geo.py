@@ -14,10 +14,10 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-import sbanet.geo
-from sbanet.geo import GeoInfo, crs_string, geo_metadata, open_dataset, open_raster, parse_bands, read_geoimage
+import sbanet.geo.raster
+from sbanet.geo.raster import GeoInfo, crs_string, geo_metadata, open_dataset, open_raster, parse_bands, read_geoimage
+from sbanet.geo.writers import read_mask, write_mask_geotiff
 from sbanet.image import percentile_stretch, read_image, to_rgb8
-from sbanet.writers import read_mask, write_mask_geotiff
 
 SPACENET = SHARED_DATA / "spacenet-sample"
 SPACENET_TIFS = sorted(p.name for p in SPACENET.glob("*.tif")) or ["(absent)"]
@@ -166,7 +166,7 @@ def test_images_over_pillows_limit_are_read_by_window(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="too large"):
         read_image(tmp_path / "big.png")
     with open_raster(tmp_path / "big.png") as source:
-        assert isinstance(source, sbanet.geo.RasterioSource)
+        assert isinstance(source, sbanet.geo.raster.RasterioSource)
         rgb, valid = source.read(Window(50, 100, 64, 32))
     np.testing.assert_array_equal(rgb, array[100:132, 50:114])
     assert valid.all()
@@ -180,7 +180,7 @@ def test_tile_reads_of_a_large_geotiff_stay_bounded(tmp_path, monkeypatch):
     path = write_geotiff(tmp_path / "large.tif", data, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     full_rgb = np.moveaxis(data, 0, -1)
     del data, yy, xx
-    monkeypatch.setattr(sbanet.geo, "STATS_MAX_PIXELS", 65_536)  # a 256 x 256 overview for the stretch
+    monkeypatch.setattr(sbanet.geo.raster, "STATS_MAX_PIXELS", 65_536)  # a 256 x 256 overview for the stretch
     tracemalloc.start()
     try:
         with open_raster(path) as source:

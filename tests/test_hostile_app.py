@@ -17,9 +17,9 @@ from PIL import Image
 from sqlalchemy import func, select
 from store_backends import BACKENDS, backend_url
 
-from annotate import repository as repo
-from annotate.models import Expression, FineTuneRun, MaskVersion, StatusEvent
-from annotate.models import Image as ImageRow
+from annotate.store import repository as repo
+from annotate.store.models import Expression, FineTuneRun, MaskVersion, StatusEvent
+from annotate.store.models import Image as ImageRow
 
 pytestmark = pytest.mark.slow
 HEIGHT, WIDTH = 150, 210  # scene_png

@@ -13,9 +13,9 @@ import pytest
 import torch
 from hostile_files import float_tiff, gray_png, rgba_png, sparse_tiff
 
-from annotate.finetune_data import FinetuneConfig
-from annotate.inputs import load_image, mask_from_file
-from annotate.text import check_note, check_request_id, code_text, markdown_text
+from annotate.app.inputs import load_image, mask_from_file
+from annotate.jobs.finetune_data import FinetuneConfig
+from annotate.store.text import check_note, check_request_id, code_text, markdown_text
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
 from sbanet.image import read_image, to_rgb8
@@ -207,7 +207,7 @@ def test_cli_refuses_with_one_line_and_writes_nothing(checkpoint, tmp_path, caps
 def test_a_refusal_is_logged_as_one_line_without_traceback(caplog):
     import gradio as gr
 
-    from annotate.handlers import user_errors
+    from annotate.app.handlers import user_errors
 
     @user_errors
     def segment(path: str) -> None:
@@ -231,7 +231,7 @@ def test_loading_the_shipped_text_encoder_prints_no_report_or_bar(capfd):
 
 
 def test_the_temporary_download_folder_is_removed_on_close(tmp_path):
-    from annotate.downloads import Downloads
+    from annotate.app.downloads import Downloads
 
     downloads = Downloads()
     (downloads.new_dir() / "mask.png").write_bytes(b"png")

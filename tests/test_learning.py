@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from sbanet import sbanet_tiny
 from sbanet.config import IMAGENET_MEAN, IMAGENET_STD
-from sbanet.engine import recalibrate_batchnorm
 from sbanet.modeling.text_encoder import tokenize
 from sbanet.modeling.visual_encoder import efficientnet_lite0_classifier
+from sbanet.training.engine import recalibrate_batchnorm
 
 
 def _imagenet_tensor(image: np.ndarray) -> torch.Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbanet.metrics import SegmentationMetrics, intersection_union, iou_from_counts
+from sbanet.training.metrics import SegmentationMetrics, intersection_union, iou_from_counts
 
 
 def _masks(*rows: str) -> torch.Tensor:

@@ -12,9 +12,9 @@ from training_fixtures import single_thread
 from sbanet import runtime
 from sbanet.data.semantic import DUBAI_CLASSES, class_cases
 from sbanet.default_model import SHIPPED_MODEL
+from sbanet.geo.vector import mask_iou
 from sbanet.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
 from sbanet.predictor import Predictor
-from sbanet.vector import mask_iou
 
 # class-level expressions of tile 6; the first one present per image keeps the test fast
 EXPRESSIONS = {"the water": "water", "the buildings": "building", "the roads": "road", "the vegetation": "vegetation"}
@@ -67,8 +67,8 @@ def test_app_takes_precision_from_the_command_line_or_the_environment(monkeypatc
 
 
 def test_app_header_shows_what_runs(tmp_path, tiny_model, tokenizer):
-    from annotate.backend import Backend, SharedModel
-    from annotate.store import make_store
+    from annotate.app.backend import Backend, SharedModel
+    from annotate.store.database import make_store
 
     backend = Backend(make_store(None, tmp_path), SharedModel())
     assert backend.model_label == "no model loaded"

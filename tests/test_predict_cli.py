@@ -20,7 +20,7 @@ from shapely.geometry import shape
 
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
-from sbanet.geo import geo_metadata
+from sbanet.geo.raster import geo_metadata
 from sbanet.predict import main, output_paths, slug
 from sbanet.predictor import Predictor
 

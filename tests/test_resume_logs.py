@@ -12,8 +12,8 @@ import torch
 from training_fixtures import single_thread, toy_dataset
 
 from sbanet import sbanet_tiny
-from sbanet.engine import TrainConfig, train
-from sbanet.train_state import load_training_checkpoint, resume_position
+from sbanet.training.engine import TrainConfig, train
+from sbanet.training.train_state import load_training_checkpoint, resume_position
 from train.logger import RunLogger
 
 
@@ -67,7 +67,7 @@ def test_a_changed_global_batch_is_refused(data, half_run):
 def test_an_allowed_batch_change_rescales_the_schedule_and_says_so(data, half_run, caplog):
     events = []
     config = TrainConfig(batch_size=2, max_steps=2, lr=1e-3)
-    with caplog.at_level(logging.WARNING, logger="sbanet.engine"):
+    with caplog.at_level(logging.WARNING, logger="sbanet.training.engine"):
         result = train(
             tiny(), data, config=config, resume=half_run, output_dir=half_run.parent,
             callback=events.append, allow_batch_change=True,
@@ -107,7 +107,7 @@ def test_steps_and_epochs_csv_agree(data, tmp_path):
 
 def test_tied_epochs_keep_the_earliest_best(data, tmp_path, monkeypatch):
     """Every epoch scores the same val oIoU: ``best.pt`` stays the first epoch's."""
-    import sbanet.engine as engine
+    import sbanet.training.engine as engine
 
     monkeypatch.setattr(engine, "evaluate", lambda *a, **k: {"oIoU": 0.5, "mIoU": 0.5, "count": 8, "per_sample": []})
     result = train(tiny(), data, data, TrainConfig(batch_size=4, epochs=3, lr=1e-3), output_dir=tmp_path)

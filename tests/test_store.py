@@ -9,9 +9,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from store_backends import BACKENDS, backend_url, png_bytes
 
-from annotate import make_store, runs
-from annotate import repository as repo
-from annotate.models import Base, MaskVersion
+from annotate import make_store
+from annotate.store import repository as repo
+from annotate.store import runs
+from annotate.store.models import Base, MaskVersion
 
 
 @pytest.fixture(params=BACKENDS)
@@ -37,7 +38,7 @@ def test_migrations_build_exactly_the_models(backend, tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from annotate.store import alembic_config, schema_revision
+    from annotate.store.database import alembic_config, schema_revision
 
     for url in backend_url(backend, tmp_path):
         store = make_store(url, tmp_path / "data")
@@ -288,7 +289,7 @@ def test_run_lifecycle_cancel_and_stale_recovery(store, expression):
 
 
 def test_mean_uncertainty_orders_predictions():
-    from annotate.masks import mean_uncertainty
+    from annotate.store.masks import mean_uncertainty
 
     certain = np.where(np.arange(16).reshape(4, 4) < 8, 0.0, 1.0)
     assert mean_uncertainty(certain) == 0.0

@@ -15,8 +15,8 @@ from sqlalchemy import func, select, text
 from store_backends import BACKENDS, backend_url, pattern_mask, png_bytes
 
 from annotate import make_store
-from annotate import repository as repo
-from annotate.models import Expression, Image, MaskVersion, StatusEvent
+from annotate.store import repository as repo
+from annotate.store.models import Expression, Image, MaskVersion, StatusEvent
 
 WRITERS = 8
 CORRECTIONS = 100

@@ -10,7 +10,7 @@ import yaml
 from training_fixtures import single_thread
 
 from sbanet.predictor import Predictor
-from sbanet.train_state import load_training_checkpoint
+from sbanet.training.train_state import load_training_checkpoint
 from train import evaluate as evaluate_cli
 from train import fit as fit_cli
 from train.config import load_config, split_cli_overrides

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from store_backends import png_bytes
 
-from annotate import make_store, runs
-from annotate import repository as repo
-from annotate.cli import main as cli
-from annotate.export import export_store
-from annotate.transfer import export_items, import_dataset, import_samples, sample_image_file
+from annotate import make_store
+from annotate.store import repository as repo
+from annotate.store import runs
+from annotate.store.cli import main as cli
+from annotate.store.export import export_store
+from annotate.store.transfer import export_items, import_dataset, import_samples, sample_image_file
 from sbanet.data import ReferringSample
 
 

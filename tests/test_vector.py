@@ -13,8 +13,8 @@ from pyproj import Transformer
 from scipy import ndimage
 from shapely.geometry import shape
 
-from sbanet.geo import geo_metadata
-from sbanet.vector import (
+from sbanet.geo.raster import geo_metadata
+from sbanet.geo.vector import (
     geojson_features,
     mask_iou,
     mask_to_polygons,
@@ -22,7 +22,7 @@ from sbanet.vector import (
     write_geojson,
     write_geopackage,
 )
-from sbanet.writers import read_mask
+from sbanet.geo.writers import read_mask
 
 ATTRIBUTES = {"expression": "all buildings", "model": "sbanet_tiny", "model_version": "sbanet 0.1.0"}
 

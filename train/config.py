@@ -2,7 +2,7 @@
 
 Sections: ``model`` (preset, pretrained, ablation, config overrides, initial weights), ``data``
 (dataset kind/root/splits, reader options, the text-blind baseline), ``train``
-(:class:`sbanet.engine.TrainConfig`) and ``output`` (run folder and logging). Unknown keys are
+(:class:`sbanet.training.engine.TrainConfig`) and ``output`` (run folder and logging). Unknown keys are
 errors that list the known ones; values are parsed as YAML (``train.lr=1e-4``,
 ``model.overrides.num_queries=[64,64,32,32]``).
 """
@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from sbanet.build import ABLATIONS, PRESETS
-from sbanet.engine import TrainConfig
+from sbanet.training.engine import TrainConfig
 
 DATASET_KINDS = ("rrsisd", "refsegrs", "folder", "synthetic")
 FREE_FORM = {("model", "overrides"), ("data", "options"), ("data", "val_options")}  # dicts checked by their consumers

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbanet import distributed
 from sbanet.checkpoint import load_pretrained
-from sbanet.engine import recalibrate_on
-from sbanet.evaluation import evaluate, forward_batch, to_device
 from sbanet.image import to_rgb8
-from sbanet.metrics import PR_THRESHOLDS, upsample_probability
+from sbanet.training import distributed
+from sbanet.training.engine import recalibrate_on
+from sbanet.training.evaluation import evaluate, forward_batch, to_device
+from sbanet.training.metrics import PR_THRESHOLDS, upsample_probability
 
 from .config import DATASET_KINDS, parse_value
 from .data import make_dataset

@@ -31,12 +31,12 @@ from typing import Any
 import torch
 import yaml
 
-from sbanet import distributed
 from sbanet.build import build_preset
 from sbanet.checkpoint import load_pretrained, load_state_dict_checked
-from sbanet.engine import TrainResult, train
 from sbanet.modeling.text_encoder import load_tokenizer
-from sbanet.train_state import load_training_checkpoint, seed_everything
+from sbanet.training import distributed
+from sbanet.training.engine import TrainResult, train
+from sbanet.training.train_state import load_training_checkpoint, seed_everything
 
 from .config import FitConfig, load_config, split_cli_overrides
 from .data import make_dataset

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sbanet.engine import Progress
+from sbanet.training.engine import Progress
 
 STEP_COLUMNS = {
     "step": "optimiser steps done (1-based: the step this row reports)",

@@ -272,7 +272,7 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         f"{training.get('load_average')}).",
         "",
         "## Validation (tile 6, never trained on)",
-        "The reference protocol (`sbanet.metrics`): IoU per expression on the "
+        "The reference protocol (`sbanet.training.metrics`): IoU per expression on the "
         f"{image_size} x {image_size} input grid; oIoU = total intersection / total union, mIoU = mean "
         "IoU, Pr@k = share of expressions with IoU >= k. Percentages.",
         *validation_tables(metadata),

@@ -44,8 +44,8 @@ from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, judge, mask_s
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.refsegrs import metadata_file, read_metadata
 from sbanet.data.wording import DUBAI_PARAPHRASES
-from sbanet.evaluation import evaluate
 from sbanet.predictor import Predictor
+from sbanet.training.evaluation import evaluate
 
 from .data import blind
 
@@ -73,7 +73,7 @@ def evaluate_by_rule(
     blind_text: bool = False,
     batch_size: int = 16,
 ) -> dict[str, dict[str, Any]]:
-    """The reference protocol (:func:`sbanet.evaluation.evaluate`) over one split of a converted
+    """The reference protocol (:func:`sbanet.training.evaluation.evaluate`) over one split of a converted
     folder, for ``all`` samples, the ``class-level`` ones (rule ``class``: "the water",
     "all buildings") and the ``instance-level`` ones (every other rule but ``absent``, whose
     empty targets are scored by :func:`absent_summary`), each with its per-category mIoU."""

@@ -1,1 +1,0 @@
-"""Alembic migrations of the annotation store (run by annotate.store.upgrade_to_head)."""

@@ -1,0 +1,433 @@
+"""Handlers of the Segment and Attention tabs: short functions over a backend.
+
+Each handler checks its input; a ``ValueError`` (bad input, explained) becomes a readable
+refusal via :func:`user_errors`: one log line, no traceback, no server path in the text. API
+clients get it as an error; the page gets it through :func:`on_page` as a warning toast, and every
+output keeps what it showed (a refused click never wipes the previous result). Per-user data
+lives in the :class:`SegmentSession` kept in a ``gr.State``, never in module globals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, Verdict, judge
+
+from ..store.text import check_name, code_text, markdown_text
+from . import attention_view as views
+from .inputs import LoadedImage, load_image, parse_bands, parse_expressions, resize_mask
+from .render import fit_within, palette_colour, probability_image
+
+DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
+ANONYMOUS = "anonymous"
+OVERLAY_ALPHA = 0.6
+REFUSED_TITLE = "Cannot do that"
+LOG = logging.getLogger(__name__)
+# an absolute path (POSIX or Windows) of at least two parts: only its last part is shown
+SERVER_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]([^\s\\/'\"`]+)")
+
+
+def readable(message: str) -> str:
+    """A refusal as users see it: server paths (Gradio's upload folder, the data folder)
+    reduced to the file name."""
+    return SERVER_PATH.sub(r"\1", message)
+
+
+def refusal(exc: ValueError, action: str) -> str:
+    """The readable text of a refused ``action``, logged as one line (no traceback)."""
+    message = readable(str(exc))
+    LOG.info("refused %s: %s", action, message)
+    return message
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ``ValueError`` (bad input, explained) into a ``gr.Error``, logged as one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as exc:
+            raise gr.Error(refusal(exc, fn.__name__), title=REFUSED_TITLE, print_exception=False) from None
+
+    return wrapper
+
+
+def on_page(fn: Callable[..., Any], outputs: int) -> Callable[..., Any]:
+    """The page's event for a handler with ``outputs`` outputs: a refusal is shown as a warning
+    and every output is left as it was (``gr.skip()``), instead of an error over each of them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as exc:
+            gr.Warning(exc.message, title=exc.title)
+            return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+
+    wrapper.__name__ = f"{fn.__name__}_on_page"  # the API endpoint keeps the handler's own name
+    return wrapper
+
+
+def annotator(request: gr.Request | None, typed: str | None, required: bool = False) -> str:
+    """Who is acting: the signed-in user (with ``--auth``), else the typed name."""
+    user = getattr(request, "username", None) if request is not None else None
+    if user:
+        return str(user)
+    name = check_name(typed)
+    if name:
+        return name
+    if required:
+        raise ValueError("type your name in the Annotator box at the top: corrections and reviews record who made them")
+    return ANONYMOUS
+
+
+def uploaded_path(file: Any) -> str:
+    """The server-side path of a ``gr.File`` value (a path string or a FileData-like object)."""
+    if file is None:
+        raise ValueError("upload an image first (PNG, JPEG or TIFF/GeoTIFF), or pick an example")
+    return str(getattr(file, "path", None) or getattr(file, "name", None) or file)
+
+
+@dataclass
+class SegmentSession:
+    """One user's latest segmentation (kept in ``gr.State``).
+
+    ``mask_version_ids`` follows ``predictions``: the draft each was saved as, None where it was
+    not saved (nothing found, unless the user asked to keep such results) or not yet saved."""
+
+    image: LoadedImage
+    bands: tuple[int, ...] | None
+    predictions: list[Any]
+    mask_version_ids: list[int | None] = field(default_factory=list)
+    run: int = 1  # the how-manieth segmentation of this session
+    verdicts: list[Verdict] = field(default_factory=list)
+    model: Any = None  # the ModelRef that made the predictions
+    seconds: dict[str, float] = field(default_factory=dict)  # "model", "overlay", "total"
+    saved: bool = False  # the store write and the downloads are done
+    expression_ids: list[int | None] = field(default_factory=list)  # follows predictions, like the ids
+
+    def prediction(self, expression: str | None) -> Any:
+        for prediction in self.predictions:
+            if prediction.expression == expression:
+                return prediction
+        return self.predictions[0]
+
+
+class SegmentHandlers:
+    """Segment (upload, expressions -> overlays) and Attention (what the model looked at).
+
+    A segmentation comes in two steps so the overlay shows as soon as the model is done:
+    :meth:`run_model` (model, verdicts, overlay) and :meth:`finish` (store write, probability
+    maps, mask files); :meth:`segment` does both in one call (the API). Only the model run holds
+    one of the ``model_slots``: users wait for each other's model runs, never for the rest.
+    """
+
+    def __init__(self, backend: Any, model_slots: int = 1, thresholds: ConfidenceThresholds | None = None) -> None:
+        if model_slots < 1:
+            raise ValueError(f"model_slots must be at least 1, got {model_slots}")
+        self.backend = backend
+        self._model_slots = threading.BoundedSemaphore(model_slots)
+        self._thresholds = thresholds
+
+    @property
+    def thresholds(self) -> ConfidenceThresholds:
+        """The given thresholds, else those of the model in use (its checkpoint's metadata, else
+        :mod:`sbanet.confidence`'s defaults): read per call, as the model can be swapped."""
+        if self._thresholds is not None:
+            return self._thresholds
+        return ConfidenceThresholds.from_metadata(getattr(self.backend, "model_metadata", None))
+
+    def predict(self, image: np.ndarray, expressions: list[str], threshold: float = 0.5) -> tuple[list[Any], Any]:
+        """The backend's model run, one of ``model_slots`` at a time."""
+        with self._model_slots:
+            return self.backend.predict(image, expressions, threshold)
+
+    def preview(self, file: Any, bands_text: str) -> tuple[np.ndarray | None, str]:
+        """Show an upload as the model will see it (TIFFs stretched per band), with its facts; a
+        file that cannot be used says why right under the upload."""
+        if file is None:  # the upload was cleared
+            return None, ""
+        try:
+            image = load_image(uploaded_path(file), parse_bands(bands_text))
+        except ValueError as exc:
+            return None, f"⚠ {markdown_text(refusal(exc, 'preview'))}"
+        return fit_within(image.rgb, DISPLAY_SIDE), describe(image)
+
+    @user_errors
+    def run_model(
+        self,
+        file: Any,
+        expressions_text: str,
+        bands_text: str,
+        threshold: float,
+        previous: SegmentSession | None = None,
+    ) -> tuple[Any, str, SegmentSession]:
+        """Image + expressions -> the overlay, a first summary (with each mask's verdict) and the
+        session :meth:`finish` completes. ``previous``: this user's last segmentation (numbers runs)."""
+        started = time.perf_counter()
+        bands = parse_bands(bands_text)
+        image = load_image(uploaded_path(file), bands)
+        expressions = parse_expressions(expressions_text)
+        model_started = time.perf_counter()
+        predictions, model = self.predict(image.rgb, expressions, float(threshold))
+        predictions = [without_nodata(p, image.valid) for p in predictions]
+        model_seconds = time.perf_counter() - model_started
+        run = previous.run + 1 if previous is not None else 1
+        verdicts = [judge(p, self.thresholds) for p in predictions]
+        unsaved: list[int | None] = [None] * len(predictions)
+        session = SegmentSession(image, bands, predictions, unsaved, run, verdicts, model, expression_ids=list(unsaved))
+        overlay = overlay_value(image.rgb, predictions)
+        session.seconds = {"model": model_seconds, "overlay": time.perf_counter() - started}
+        return overlay, summary_markdown(result_details(session)), session
+
+    @user_errors
+    def finish(
+        self,
+        session: SegmentSession | None,
+        annotator_name: str,
+        keep_untrusted: bool = False,
+        request: gr.Request = None,
+    ) -> tuple[list[tuple[np.ndarray, str]], list[str], str, dict[str, Any], SegmentSession]:
+        """Save the drafts (not "nothing found" ones unless ``keep_untrusted``), draw the
+        probability maps and write the full-size mask files of :meth:`run_model`'s session."""
+        if session is None:
+            raise ValueError("segment an image first")
+        if session.saved:  # the model step was refused and left the last (finished) result: keep it
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        started = time.perf_counter()
+        predictions, image = session.predictions, session.image
+        keep = [i for i, v in enumerate(session.verdicts) if keep_untrusted or v.label != NOTHING_FOUND]
+        ids: list[int | None] = [None] * len(predictions)
+        expression_ids: list[int | None] = [None] * len(predictions)
+        image_id = None
+        if keep:
+            author = annotator(request, annotator_name)
+            recorded = self.backend.record_segmentation(image, [predictions[i] for i in keep], session.model, author)
+            image_id = recorded.image_id
+            for i, version, expression_id in zip(keep, recorded.mask_version_ids, recorded.expression_ids):
+                ids[i], expression_ids[i] = version, expression_id
+        display = fit_within(image.rgb, DISPLAY_SIDE)
+        size = display.shape[:2]
+        gallery = [
+            (probability_image(display, _resize_probability(p.probability, size)), f"P({p.expression})")
+            for p in predictions
+        ]
+        files = self.backend.downloads.mask_files(
+            image.name.rsplit(".", 1)[0], [(p.expression, p.mask) for p in predictions], image.geo, session.model.name
+        )
+        seconds = dict(session.seconds, total=session.seconds["overlay"] + time.perf_counter() - started)
+        done = dataclasses.replace(
+            session, mask_version_ids=ids, seconds=seconds, saved=True, expression_ids=expression_ids
+        )
+        details = result_details(done, image_id)
+        return gallery, files, summary_markdown(details), details, done
+
+    def segment(
+        self,
+        file: Any,
+        expressions_text: str,
+        bands_text: str,
+        threshold: float,
+        annotator_name: str,
+        previous: SegmentSession | None = None,
+        keep_untrusted: bool = False,
+        request: gr.Request = None,
+    ) -> tuple[Any, list[tuple[np.ndarray, str]], list[str], str, dict[str, Any], SegmentSession]:
+        """Both steps in one call: overlay, probability maps, full-size mask PNGs, summary, details."""
+        annotator(request, annotator_name)  # every input is checked before the model runs
+        overlay, _, session = self.run_model(file, expressions_text, bands_text, threshold, previous)
+        gallery, files, summary, details, session = self.finish(session, annotator_name, keep_untrusted, request)
+        return overlay, gallery, files, summary, details, session
+
+    # --- attention ---------------------------------------------------------------------------
+    def attention_choices(self, session: SegmentSession | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The expression and word dropdowns after a segmentation (first expression, first word)."""
+        if session is None:
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+        first = session.predictions[0]
+        words = views.word_choices(first.attention)
+        return (
+            gr.update(choices=[p.expression for p in session.predictions], value=first.expression),
+            gr.update(choices=words, value=_content_word(words)),
+        )
+
+    def word_choices(self, session: SegmentSession | None, expression: str | None) -> dict[str, Any]:
+        if session is None:
+            return gr.update(choices=[], value=None)
+        words = views.word_choices(session.prediction(expression).attention)
+        return gr.update(choices=words, value=_content_word(words))
+
+    @user_errors
+    def render_attention(
+        self, session: SegmentSession | None, expression: str | None, word: str | None, shared: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Query-token maps, word bars, the pixel-word map of ``word`` and TCSA, for one
+        expression (``shared``: one colour scale across the stages of a panel)."""
+        if session is None:
+            raise ValueError("segment an image first: the attention maps belong to a segmentation")
+        return attention_pictures(session.image.rgb, session.prediction(expression).attention, word, shared)
+
+    @user_errors
+    def attention_for(
+        self, file: Any, expression: str, word: str, bands_text: str
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """API: the four attention pictures for one image and expression (nothing is stored)."""
+        image = load_image(uploaded_path(file), parse_bands(bands_text))
+        expressions = parse_expressions(expression, max_count=1)
+        prediction = self.predict(image.rgb, expressions)[0][0]
+        return attention_pictures(image.rgb, prediction.attention, word)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def attention_pictures(
+    rgb: np.ndarray, maps: Any, word: str | None, shared: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """The four attention views of one prediction; an unknown word falls back to the first content word."""
+    if maps is None:
+        raise ValueError("this segmentation was run without attention maps")
+    words = views.word_choices(maps)
+    word = word if word in words else _content_word(words)
+    return (
+        views.query_attention_image(rgb, maps, shared),
+        views.word_relevance_image(maps),
+        views.pixel_word_image(rgb, maps, word, shared) if word else None,
+        views.tcsa_image(rgb, maps),
+    )
+
+
+STOP_WORDS = frozenset({"the", "a", "an", "of", "in", "on", "at", "to", "and", "with", "is", "are", "all"})
+
+
+def _content_word(words: list[str]) -> str | None:
+    """The first word that is not a stop word (the one a user most likely wants to inspect)."""
+    for word in words:
+        if word.split(" (")[0].lower() not in STOP_WORDS:
+            return word
+    return words[0] if words else None
+
+
+def without_nodata(prediction: Any, valid: np.ndarray | None) -> Any:
+    """A prediction whose mask and probability are 0 at nodata (``valid`` False); as is without any."""
+    if valid is None:
+        return prediction
+    probability = np.where(valid, prediction.probability, 0).astype(np.float32)
+    return dataclasses.replace(prediction, mask=prediction.mask & valid, probability=probability)
+
+
+def _resize_probability(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if probability.shape == tuple(size):
+        return probability
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(probability).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def size_of(image: LoadedImage) -> tuple[int, int]:
+    return image.rgb.shape[0], image.rgb.shape[1]
+
+
+def describe(image: LoadedImage) -> str:
+    height, width = size_of(image)
+    stretched = (
+        "" if image.dtype == "uint8" and image.band_count in (1, 3, 4) else ", shown with a 2-98 % stretch per band"
+    )
+    return f"{code_text(image.name)} · {width}×{height} px · {image.band_count} band(s) · {image.dtype}{stretched}"
+
+
+def overlay_value(rgb: np.ndarray, predictions: list[Any]) -> Any:
+    """The Segment tab's overlay: the image (at most :data:`DISPLAY_SIDE`) with one coloured,
+    labelled mask per expression (mask values set the alpha: 0.6 keeps the image visible)."""
+    display = fit_within(rgb, DISPLAY_SIDE)
+    size = display.shape[:2]
+    labels = [(resize_mask(p.mask, size) * OVERLAY_ALPHA, p.expression) for p in predictions]
+    colours = {p.expression: palette_colour(i) for i, p in enumerate(predictions)}
+    return gr.AnnotatedImage(value=(display, labels), color_map=colours)
+
+
+def result_details(session: SegmentSession, image_id: int | None = None) -> dict[str, Any]:
+    """What a segmentation found, as the JSON the app shows and the API returns."""
+    image = session.image
+    height, width = size_of(image)
+    seconds = {key: round(value, 3) for key, value in session.seconds.items()}
+    return {
+        "image": {
+            "name": image.name,
+            "sha256": image.sha256,
+            "height": height,
+            "width": width,
+            "bands": image.band_count,
+            "dtype": image.dtype,
+            "image_id": image_id,
+        },
+        "model": session.model.name,
+        "run": session.run,
+        "seconds": seconds,
+        "saved": session.saved,
+        "results": [
+            {
+                "expression": p.expression,
+                "colour": palette_colour(i),
+                "area_fraction": round(v.area_fraction, 5),
+                "mean_probability_inside": None if v.mean_probability is None else round(v.mean_probability, 4),
+                "verdict": v.label,
+                "verdict_reason": v.reason,
+                "expression_id": expression_id,
+                "mask_version": version_id,
+            }
+            for i, (p, v, version_id, expression_id) in enumerate(
+                zip(
+                    session.predictions,
+                    session.verdicts,
+                    session.mask_version_ids,
+                    session.expression_ids,
+                )
+            )
+        ],
+    }
+
+
+VERDICT_MARKS = {"found": "found", "low confidence": "⚠ low confidence", "nothing found": "✖ nothing found"}
+
+
+def summary_markdown(details: dict[str, Any]) -> str:
+    """The Segment tab's result text: timing and one line per expression with its colour and
+    verdict; while the store write is still running, "saving…" stands for the mask version."""
+    info = details["image"]
+    seconds = details["seconds"]
+    total = seconds.get("total", seconds.get("overlay", 0.0))
+    lines = [
+        f"Result {details['run']}: **{len(details['results'])} expression(s)** on {code_text(info['name'])} "
+        f"({info['width']}×{info['height']}) · "
+        f"model {code_text(details['model'])} · **{seconds['model']:.2f} s** model, {total:.2f} s in all",
+        "",
+    ]
+    headings = {"nothing found": "Nothing found for", "low confidence": "Low confidence for"}
+    for result in details["results"]:
+        if result["verdict"] in headings:
+            expression = markdown_text(result["expression"])
+            lines.append(f"- **{headings[result['verdict']]} '{expression}'**: {result['verdict_reason']}.")
+    lines += ["", "| | expression | verdict | area | mean P inside | saved as |", "|---|---|---|---|---|---|"]
+    for result in details["results"]:
+        inside = "–" if result["mean_probability_inside"] is None else f"{result['mean_probability_inside']:.2f}"
+        swatch = f"<span style='color:{result['colour']}'>■</span>"
+        if result["mask_version"] is not None:
+            saved = f"mask version {result['mask_version']}"
+        else:
+            saved = "not saved (tick *Save untrusted results*)" if details.get("saved") else "saving…"
+        lines.append(
+            f"| {swatch} | {markdown_text(result['expression'])} | {VERDICT_MARKS[result['verdict']]} | "
+            f"{100 * result['area_fraction']:.1f} % | {inside} | {saved} |"
+        )
+    return "\n".join(lines)

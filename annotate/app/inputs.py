@@ -1,0 +1,225 @@
+"""What users send the app, checked before anything is computed or saved.
+
+Uploads are read with :mod:`sbanet.geo.raster` (band choice, per-band stretch, CRS and transform) after
+a size check on the header alone: pixels (:data:`MAX_PIXELS`) and the decoded bytes of the bands
+actually read (:data:`sbanet.image.MAX_DECODED_BYTES`), so decompression bombs and sparse
+many-band files never reach memory. An image without a valid pixel (all NaN / inf / nodata) is
+refused, and its nodata pixels are kept (``LoadedImage.valid``) so no mask claims them.
+Expressions are split one per line and validated; masks coming back from the editor or the API
+are checked against the image they claim to belong to, then brought to that image's full
+resolution (nearest neighbour: a mask stays binary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbanet.geo.raster import GeoInfo, geo_metadata, read_geoimage
+from sbanet.geo.raster import parse_bands as geo_parse_bands
+from sbanet.image import MAX_DECODED_BYTES, check_decoded_bytes, check_valid_pixels, read_image
+from sbanet.predictor import check_expression
+
+from .render import BRUSH_ADD, BRUSH_REMOVE, hex_to_rgb
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MAX_PIXELS = 40_000_000  # ~6300 x 6300: larger scenes go through sbanet.predict's sliding window
+MAX_EXPRESSIONS = 8
+# brushes paint with alpha 0.6 * 255; a pixel counts as painted from a quarter of full alpha,
+# so the anti-aliased fringe of a stroke is kept only where it is mostly paint
+MASK_ALPHA_THRESHOLD = 64
+# mean absolute difference (0-255) above which the editor's background is "another image"
+SAME_IMAGE_TOLERANCE = 12.0
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An uploaded image, decoded once. ``rgb`` is ``uint8 [H, W, 3]`` (display and model input)."""
+
+    name: str
+    path: Path
+    sha256: str
+    rgb: np.ndarray
+    band_count: int
+    dtype: str
+    geo: GeoInfo | None = None  # CRS + affine transform of a georeferenced file
+    valid: np.ndarray | None = None  # bool [H, W], False at nodata; None: every pixel is valid
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """``"4,3,2"`` (1-based, as GIS tools count bands) -> ``(3, 2, 1)``; blank -> None (see
+    :func:`sbanet.geo.raster.parse_bands`; spaces are allowed here)."""
+    if text is None or not str(text).strip():
+        return None
+    return geo_parse_bands(str(text).replace(" ", ""))
+
+
+def load_image(
+    path: str | Path,
+    bands: Sequence[int] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
+    max_bytes: int = MAX_DECODED_BYTES,
+) -> LoadedImage:
+    """Check and decode an uploaded file into a :class:`LoadedImage` (``ValueError`` if bad)."""
+    path = Path(path)
+    shown = name or path.name
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{shown}: unsupported file type; upload one of {', '.join(IMAGE_SUFFIXES)}")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ValueError(f"{shown} is empty")
+    info = geo_metadata(path)  # the header only: nothing is decoded yet
+    if info.height * info.width > max_pixels:
+        raise ValueError(
+            f"{shown} is {info.width}×{info.height} pixels, more than this app decodes ({max_pixels:,}); "
+            "run large scenes with `python -m sbanet.predict` (sliding window) or crop them first"
+        )
+    if bands is not None and max(bands) >= info.band_count:
+        raise ValueError(f"{shown} has {info.band_count} band(s); bands are counted from 1 to {info.band_count}")
+    used = len(set(bands)) if bands is not None else (3 if info.band_count >= 3 else 1)
+    check_decoded_bytes(info.height, info.width, used, info.dtype, shown, max_bytes)
+    read = read_geoimage(path, bands)  # only the bands used; a 2-98 % stretch for anything but 8-bit
+    valid = check_valid_pixels(read.valid, shown)
+    geo = info if info.is_georeferenced else None
+    return LoadedImage(
+        shown, path, file_sha256(path), read.rgb, info.band_count, info.dtype, geo, None if valid.all() else valid
+    )
+
+
+def parse_expressions(text: str | None, max_count: int = MAX_EXPRESSIONS) -> list[str]:
+    """One expression per line -> cleaned, de-duplicated list (``ValueError`` if none or too many)."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("type at least one expression, e.g. 'the water' (one per line)")
+    expressions = list(dict.fromkeys(check_expression(line) for line in lines))
+    if len(expressions) > max_count:
+        raise ValueError(f"{len(expressions)} expressions given; at most {max_count} per run")
+    return expressions
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``bool [h, w]`` -> ``bool [H, W]`` with nearest neighbour (no-op at the same size)."""
+    if mask.shape == tuple(size):
+        return mask
+    from PIL import Image
+
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.NEAREST)) > 127
+
+
+def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True if two ``(h, w)`` sizes are one image at two scales (up to a pixel of rounding)."""
+    scale = a[1] / b[1]
+    return abs(a[0] - b[0] * scale) <= max(1.0, scale) + 0.5
+
+
+def check_same_image(background: np.ndarray, reference: np.ndarray) -> None:
+    """``ValueError`` unless ``background`` (editor, maybe downscaled) shows ``reference``."""
+    from PIL import Image
+
+    size = background.shape[:2]
+    if not _same_aspect(size, reference.shape[:2]):
+        raise ValueError(
+            f"the editor holds a {size[1]}×{size[0]} image but the mask belongs to a "
+            f"{reference.shape[1]}×{reference.shape[0]} image: reopen the item and edit its mask"
+        )
+    scaled = np.asarray(Image.fromarray(reference).resize((size[1], size[0]), Image.Resampling.BOX), np.float32)
+    difference = float(np.abs(scaled - background[..., :3].astype(np.float32)).mean())
+    if difference > SAME_IMAGE_TOLERANCE:
+        raise ValueError(
+            "the mask in the editor was drawn over a different image than the one being corrected "
+            f"(mean difference {difference:.0f}/255): reopen the item and edit its mask"
+        )
+
+
+def stroke_masks(layer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An editor layer ``uint8 [h, w, 4]`` -> (added, removed) ``bool [h, w]``: painted pixels
+    (alpha >= :data:`MASK_ALPHA_THRESHOLD`) by which brush colour they are nearer to."""
+    if layer.ndim != 3 or layer.shape[2] != 4:
+        raise ValueError(f"editor layers must be RGBA images, got shape {layer.shape}")
+    painted = layer[..., 3] >= MASK_ALPHA_THRESHOLD
+    colour = layer[..., :3].astype(np.float32)
+    to_add = np.square(colour - np.array(hex_to_rgb(BRUSH_ADD), np.float32)).sum(-1)
+    to_remove = np.square(colour - np.array(hex_to_rgb(BRUSH_REMOVE), np.float32)).sum(-1)
+    return painted & (to_add <= to_remove), painted & (to_remove < to_add)
+
+
+def editor_mask(value: dict[str, Any] | None, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A ``gr.ImageEditor`` value (numpy, RGBA) -> the corrected ``bool [H, W]`` at full size.
+
+    ``background`` is what the editor was opened with (``uint8 [H, W, 3]``, see
+    :func:`annotate.app.render.editor_background`) and ``mask`` the mask it showed. The result is
+    ``mask`` plus the add-brush strokes minus the remove-brush strokes; strokes painted on a
+    downscaled canvas are brought to full size with nearest neighbour.
+    """
+    if not value or value.get("background") is None:
+        raise ValueError("nothing to save: open an item in the editor first")
+    check_same_image(np.asarray(value["background"]), background)
+    size = mask.shape
+    added, removed = np.zeros(size, bool), np.zeros(size, bool)
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        add, remove = stroke_masks(np.asarray(layer))
+        added |= resize_mask(add, size)
+        removed |= resize_mask(remove, size)
+    return (np.asarray(mask, dtype=bool) | added) & ~removed
+
+
+def mask_from_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """A binary mask image (0/255 or 0/1) -> ``bool [H, W]`` of ``size``.
+
+    Gray masks are read as they are; RGB ones must be gray (R = G = B). An alpha channel holds the
+    mask only where the colour bands are uniform (one colour painted through the alpha); where
+    both the colours and a partly transparent alpha vary, they must agree, else the file is
+    ambiguous and refused rather than read from one of them.
+    """
+    array = read_image(path)
+    if array.ndim == 3:
+        array = _mask_band(array)
+    if array.shape != tuple(size):
+        raise ValueError(f"the mask is {array.shape[1]}×{array.shape[0]} but the image is {size[1]}×{size[0]}")
+    return _binary(array, "the mask")
+
+
+def _binary(array: np.ndarray, what: str) -> np.ndarray:
+    values = np.unique(array)
+    if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
+        raise ValueError(f"{what} must be binary (0/255 or 0/1); it has {len(values)} distinct values")
+    return array > 0
+
+
+def _mask_band(array: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` (gray + alpha, RGB, RGBA) -> the one ``[H, W]`` band that holds the mask."""
+    bands = array.shape[2]
+    colour, alpha = (array, None) if bands in (1, 3) else (array[..., :-1], array[..., -1])
+    transparent = alpha is not None and alpha.min() < np.iinfo(alpha.dtype).max
+    if transparent and (colour == colour[:1, :1]).all():
+        return alpha  # one colour painted through the alpha: the alpha is the mask
+    if colour.shape[2] > 1 and not (colour == colour[..., :1]).all():
+        raise ValueError("the mask has colours; send a gray mask (0/255 or 0/1, R = G = B)")
+    gray = colour[..., 0]
+    if not transparent or np.array_equal(_binary(gray, "the mask's gray band"), _binary(alpha, "the mask's alpha")):
+        return gray  # no alpha, a fully opaque one, or one that draws the same mask
+    raise ValueError(
+        "the mask is ambiguous: its gray values and its partly transparent alpha channel draw different "
+        "masks; send an opaque gray mask (0/255), or one colour with the mask in the alpha channel"
+    )

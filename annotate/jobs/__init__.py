@@ -1,0 +1,1 @@
+"""Background jobs: the fine-tune job (data, budget, run) and the hub backup."""

@@ -1,7 +1,0 @@
-"""The speed / memory / agreement benchmark behind ``python -m train.bench`` (see :mod:`.suite`)."""
-
-from .measure import Case, run_case
-from .report import evaluate_targets, markdown_report
-from .suite import PARTS, Settings, build_cases, run_suite
-
-__all__ = ["PARTS", "Case", "Settings", "build_cases", "evaluate_targets", "markdown_report", "run_case", "run_suite"]

@@ -1,0 +1,268 @@
+"""What ``python -m sbanet.predict`` does once its arguments are parsed: plan, shard, predict, report.
+
+:func:`plan_run` turns the arguments into :class:`~sbanet.geo.scenes.SceneJob` s (one image with
+named outputs, or many with an output folder) and refuses, before any work, every output that
+would be an input, collide with another, or replace a file without ``--overwrite``.
+:func:`run_jobs` joins the ``torchrun`` process group when there is one, takes this rank's
+share of the scenes, predicts each (:func:`predict_job`: tiles -> GeoTIFFs written by windows,
+polygons, all published atomically) and gathers every rank's records on rank 0, which writes
+the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .raster import GeoInfo, geo_metadata, open_raster
+from .scene_summary import SceneRecord, write_summary
+from .scenes import KINDS, SceneJob, check_plan, find_inputs, make_folders, plan_folder, shard, unique_slugs
+from .writers import (
+    ArrayWriter,
+    CountWriter,
+    GeoTiffWriter,
+    TeeWriter,
+    count_mask,
+    discard,
+    partial_path,
+    publish,
+    read_mask,
+    write_mask_png,
+)
+
+SINGLE_OPTIONS = {"out": "mask", "probability": "probability", "vector": "polygons", "geojson": "geojson"}
+SUFFIXES = {
+    "mask": {".tif", ".tiff", ".png"},
+    "probability": {".tif", ".tiff"},
+    "polygons": {".gpkg"},
+    "geojson": {".geojson", ".json"},
+}
+GEOTIFF_SUFFIXES = {".tif", ".tiff"}
+SUMMARY_NAMES = ("summary.csv", "summary.gpkg")
+
+
+@dataclass
+class ScenePlan:
+    """The checked work of a run: expressions, every scene's job, where the summary goes."""
+
+    texts: list[str]
+    jobs: list[SceneJob]
+    out_dir: Path | None = None
+    summary_written: list[Path] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)  # output folders the run made (deepest first)
+
+    @property
+    def summary_paths(self) -> list[Path]:
+        return [] if self.out_dir is None else [self.out_dir / name for name in SUMMARY_NAMES]
+
+
+def _single_job(args: argparse.Namespace, image: Path, texts: list[str]) -> SceneJob:
+    from ..predict import output_paths
+
+    outputs: dict[str, list[Path | None]] = {}
+    for option, kind in SINGLE_OPTIONS.items():
+        path = getattr(args, option)
+        if path is None:
+            continue
+        if path.suffix.lower() not in SUFFIXES[kind]:
+            raise ValueError(f"--{option} must end in one of {sorted(SUFFIXES[kind])}, got {path.name}")
+        outputs[kind] = output_paths(path, texts)
+    if not outputs:
+        raise ValueError("nothing to write: give --out, --probability, --vector and/or --geojson, or --out-dir")
+    return SceneJob(image, image.stem, outputs)
+
+
+def plan_run(args: argparse.Namespace) -> ScenePlan:
+    """Check the arguments and the file system; create the output folders. ``ValueError`` for
+    anything wrong, before any model is loaded or file written."""
+    from ..predictor import check_expression
+
+    if not 0.0 < args.threshold < 1.0:
+        raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    inputs, expressions = (args.items, args.expression) if args.expression else (args.items[:1], args.items[1:])
+    if not expressions:
+        raise ValueError("no expression given: name what to segment, e.g. 'all buildings' (or -e)")
+    texts = [check_expression(e) for e in expressions]
+    named = [f"--{option}" for option in SINGLE_OPTIONS if getattr(args, option) is not None]
+    images = find_inputs(inputs)
+    if args.out_dir is None:
+        if len(images) != 1 or not Path(inputs[0]).is_file():
+            raise ValueError(f"{len(images)} images: give an output folder with --out-dir")
+        jobs, out_dir = [_single_job(args, images[0], texts)], None
+    else:
+        if named:
+            raise ValueError(f"--out-dir names every output itself: drop {', '.join(named)}")
+        if "mask" not in args.formats:
+            raise ValueError("--formats must include mask (--resume and the summary read the masks)")
+        out_dir = args.out_dir
+        if any(Path(i).is_dir() and Path(i).resolve() == out_dir.resolve() for i in inputs):
+            raise ValueError(f"--out-dir {out_dir} is an input folder: write the outputs to another folder")
+        jobs = plan_folder(images, texts, out_dir, args.formats)
+    plan = ScenePlan(texts, jobs, out_dir)
+    plan.jobs = check_plan(jobs, plan.summary_paths, overwrite=args.overwrite, resume=args.resume)
+    plan.created = make_folders([p for job in plan.jobs for p in job.paths()] + plan.summary_paths)
+    return plan
+
+
+def load_predictor(args: argparse.Namespace, device: Any) -> tuple[Any, str, str]:
+    """The predictor, a label for the model and its version (polygon attributes)."""
+    from .. import __version__
+    from ..build import build_preset
+    from ..predictor import Predictor
+
+    if args.preset:
+        model = build_preset(args.preset, pretrained=False).eval()
+        return (
+            Predictor(model, device=device, precision=args.precision),
+            f"{args.preset} (random weights)",
+            f"sbanet {__version__}",
+        )
+    from ..checkpoint import checkpoint_metadata
+    from ..default_model import default_model_source
+
+    source = default_model_source(args.model)
+    version = checkpoint_metadata(source).get("version", f"sbanet {__version__}")
+    label = source if not Path(source).exists() else Path(source).resolve().name
+    return Predictor.from_pretrained(source, device=device, precision=args.precision), label, str(version)
+
+
+def _header(path: Path) -> GeoInfo | None:
+    try:
+        return geo_metadata(path)
+    except ValueError:  # reported when the scene's rank reads it
+        return None
+
+
+def predict_job(
+    model: tuple[Any, str, str],
+    job: SceneJob,
+    texts: list[str],
+    args: argparse.Namespace,
+    callback: Callable[[int, int], Any] | None = None,
+) -> SceneRecord:
+    """Predict one scene and publish its pending outputs (a finished one is read back)."""
+    from .tiling import predict_scene
+    from .vector import mask_to_polygons, write_geojson, write_geopackage
+
+    count = len(texts)
+    masks = job.outputs.get("mask", [None] * count)
+    if job.finished:
+        counts = [count_mask(p) for p in masks if p is not None and p.suffix.lower() in GEOTIFF_SUFFIXES]
+        targets = tuple(c[0] for c in counts) if len(counts) == count else ()
+        valid = counts[0][1] if counts else 0
+        return SceneRecord(job.name, str(job.image), geo_metadata(job.image), valid, targets, (), "resumed")
+    pending = {kind: job.pending(kind) or [None] * count for kind in KINDS}
+    written = [p for paths in pending.values() for p in paths if p is not None]
+    predictor, label, version = model
+    try:
+        with open_raster(job.image, args.bands) as source:
+            info = source.info
+            if any(pending["geojson"]) and not info.is_georeferenced:
+                raise ValueError(f"GeoJSON needs a georeferenced image; {job.image.name} has no CRS (use polygons)")
+            tif = [p if p is not None and p.suffix.lower() in GEOTIFF_SUFFIXES else None for p in pending["mask"]]
+            png = [p if p is not None and p.suffix.lower() == ".png" else None for p in pending["mask"]]
+            shapes = [pending["polygons"][k] or pending["geojson"][k] for k in range(count)]
+            # the mask each expression's polygons / PNG come from: a GeoTIFF written now or kept
+            files = [
+                partial_path(tif[k]) if tif[k] else (masks[k] if masks[k] in job.done and png[k] is None else None)
+                for k in range(count)
+            ]
+            counts = CountWriter(count, args.threshold)
+            writers: list[Any] = [counts]
+            if any(tif) or any(pending["probability"]):
+                partials = [[partial_path(p) if p else None for p in pending[kind]] for kind in ("mask", "probability")]
+                writers.append(GeoTiffWriter(info, *partials, args.threshold, args.probability_dtype))
+            in_memory = None
+            if any((shapes[k] or png[k]) and files[k] is None for k in range(count)):
+                in_memory = ArrayWriter(count, info.height, info.width, args.threshold, keep_probability=False)
+                writers.append(in_memory)
+            predict_scene(
+                predictor,
+                source,
+                texts,
+                overlap=args.tile_overlap,
+                batch_size=args.batch_size,
+                threshold=args.threshold,
+                writer=TeeWriter(*writers),
+                callback=callback,
+            )
+        polygon_counts: list[int | None] = [None] * count
+        for k, text in enumerate(texts):
+            if not (shapes[k] or png[k]):
+                continue
+            mask = in_memory.mask[k] if files[k] is None else read_mask(files[k])
+            if png[k]:
+                write_mask_png(partial_path(png[k]), mask)
+            if shapes[k]:
+                polygons = mask_to_polygons(mask, info.affine, args.simplify, args.min_area)
+                attributes = {"expression": text, "model": label, "model_version": version}
+                if pending["polygons"][k]:
+                    write_geopackage(partial_path(pending["polygons"][k]), polygons, info.crs, attributes)
+                if pending["geojson"][k]:
+                    write_geojson(partial_path(pending["geojson"][k]), polygons, info.crs, attributes)
+                polygon_counts[k] = len(polygons)
+        for path in written:
+            publish(path, cog=args.cog and path.suffix.lower() in GEOTIFF_SUFFIXES)
+    except BaseException:
+        for path in written:
+            discard(path)
+        raise
+    targets = tuple(int(t) for t in counts.target)
+    return SceneRecord(job.name, str(job.image), info, counts.valid, targets, tuple(polygon_counts))
+
+
+def run_jobs(plan: ScenePlan, args: argparse.Namespace) -> list[SceneRecord] | None:
+    """This rank's scenes; on rank 0 every rank's records in the plan's order (None elsewhere)."""
+    from ..training.distributed import barrier, cleanup, gather_objects, init_from_env
+    from .tiling import default_overlap, tile_count
+
+    dist = init_from_env(args.device or "auto")
+    try:
+        headers = [_header(job.image) for job in plan.jobs]
+        sizes = [0 if h is None else h.width * h.height for h in headers]
+        mine = shard(plan.jobs, sizes, dist.rank, dist.world_size)
+        todo = [job for job in mine if not job.finished]
+        model = load_predictor(args, dist.device) if todo else None
+        if model is not None:  # words the model cannot read: refused before any scene is written
+            plan.texts = [model[0].check_expression(text) for text in plan.texts]
+        barrier()  # every rank has checked the plan before any rank writes
+        total = 0
+        if model is not None:
+            size = model[0].config.image_size
+            overlap = default_overlap(size) if args.tile_overlap is None else args.tile_overlap
+            header = {job.image: h for job, h in zip(plan.jobs, headers)}
+            known = [header[job.image] for job in todo if header[job.image] is not None]
+            total = sum(tile_count(h.height, h.width, size, overlap) for h in known)
+        records = []
+        with tqdm(total=total, unit="tile", disable=args.quiet or not dist.is_main) as bar:
+            for n, job in enumerate(mine, 1):
+                bar.set_description(f"scene {n}/{len(mine)} {job.name}"[:60])
+                seen = [0]
+
+                def advance(done: int, _total: int, seen: list[int] = seen) -> None:
+                    bar.update(done - seen[0])
+                    seen[0] = done
+
+                try:
+                    records.append(predict_job(model, job, plan.texts, args, advance))
+                except ValueError as exc:
+                    if plan.out_dir is None:
+                        raise
+                    records.append(SceneRecord(job.name, str(job.image), None, status=f"failed: {exc}"))
+        gathered = [r for rank_records in gather_objects(records) for r in rank_records]
+        if not dist.is_main:
+            return None
+        order = {str(job.image): i for i, job in enumerate(plan.jobs)}
+        results = sorted(gathered, key=lambda r: order[r.image])
+        if plan.out_dir is not None:
+            plan.summary_written = write_summary(results, unique_slugs(plan.texts), *plan.summary_paths)
+        return results
+    finally:
+        cleanup()

@@ -1,0 +1,1 @@
+"""Training and evaluation: the loop, optimiser, distributed helpers, resumable state, metrics."""
