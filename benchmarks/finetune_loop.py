@@ -2,7 +2,7 @@
 accepted corrections, one fine-tune job, held-out IoU before and after, and what it forgot.
 
     python -m benchmarks.finetune_loop                       # the shipped model, 2 workers
-    python -m benchmarks.finetune_loop --model runs/v4_model --ns 5 10 30 all --seeds 0 1
+    python -m benchmarks.finetune_loop --model PATH --ns 5 10 30 all --seeds 0 1
 
 * **New domain**: the two SpaceNet scenes of ``../shared/data/spacenet-sample`` (panchromatic
   16-bit GeoTIFFs of a US suburb; "all buildings" against ``geotiff_labels.geojson``, "the roads"
