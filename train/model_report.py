@@ -44,6 +44,7 @@ from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, judge, mask_s
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.refsegrs import metadata_file, read_metadata
 from sbanet.data.wording import DUBAI_PARAPHRASES
+from sbanet.geo.vector import mask_iou
 from sbanet.predictor import Predictor
 from sbanet.training.evaluation import evaluate
 
@@ -139,10 +140,11 @@ def asked_cases(predictor: Predictor, root: Path, split: str = "val") -> list[di
         asked = [(s, w) for s in samples for w in DUBAI_PARAPHRASES.get(s.category, (s.expression,))]
         asked += [(None, w) for w in ELSEWHERE]
         predictions = predictor.predict_batch(image, [w for _, w in asked], return_attention=False)
+        nothing = np.zeros(predictions[0].mask.shape, bool)
+        targets = {s.sample_id: np.asarray(s.load_mask(), bool) for s in samples}  # read once, asked in 6 wordings
         for (sample, wording), prediction in zip(asked, predictions):
-            target = np.asarray(sample.load_mask(), bool) if sample else np.zeros(prediction.mask.shape, bool)
+            target = targets[sample.sample_id] if sample else nothing
             area, inside = mask_statistics(prediction.mask, prediction.probability)
-            union = np.logical_or(prediction.mask, target).sum()
             rows.append(
                 {
                     "image": image_id,
@@ -152,7 +154,7 @@ def asked_cases(predictor: Predictor, root: Path, split: str = "val") -> list[di
                     "target_fraction": float(target.mean()),
                     "area_fraction": area,
                     "mean_probability": inside,
-                    "iou": float(np.logical_and(prediction.mask, target).sum() / union) if union else None,
+                    "iou": mask_iou(prediction.mask, target) if prediction.mask.any() or target.any() else None,
                 }
             )
     return rows
