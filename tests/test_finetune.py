@@ -207,6 +207,12 @@ def test_replay_draws_a_seeded_share_of_the_original_training_data():
     assert [s.sample_id for s in drawn] == [s.sample_id for s in planned_replay(config, plan)]
     assert plan_run(FinetuneConfig(replay_kind=None), 5, {})[1] == []
     assert len(plan_run(FinetuneConfig(**{**config.to_dict(), "replay_ratio": 1e4}), 5, {})[1]) < 50_000
+    # a floor for few corrections: 2 per correction would be 10; replay switched off stays off
+    floor = FinetuneConfig(**{**config.to_dict(), "min_replay": 16})
+    assert [plan_run(floor, n, {})[0]["replay"]["samples"] for n in (5, 10)] == [16, 20]
+    assert plan_run(FinetuneConfig(**{**floor.to_dict(), "replay_ratio": 0}), 5, {})[1] == []
+    with pytest.raises(ValueError, match="min_replay must be >= 0"):
+        FinetuneConfig(min_replay=-1)
     with pytest.raises(ValueError, match="needs replay_root"):
         FinetuneConfig(replay_kind="rrsisd")
     with pytest.raises(ValueError, match="held-out splits"):
@@ -288,8 +294,10 @@ def test_cli_defaults_are_the_budget_and_every_choice_can_be_overridden():
         True,
     )
     flags = ["--base", "1", "--steps", "50", "--no-replay", "--no-early-stop", "--train-batchnorm", "--passes", "3",
-             "--min-steps", "5", "--max-steps", "60", "--patience", "4", "--checkpoint-every", "10"]  # fmt: skip
+             "--min-steps", "5", "--max-steps", "60", "--patience", "4", "--checkpoint-every", "10",
+             "--min-replay", "12"]  # fmt: skip
     config = config_from_args(_parser().parse_args(flags))
+    assert config.min_replay == 12
     assert (config.steps, config.replay_kind, config.early_stop, config.freeze_batchnorm) == (50, None, False, False)
     assert (config.passes, config.min_steps, config.max_steps, config.patience, config.checkpoint_every) == (
         3.0, 5, 60, 4, 10

@@ -71,6 +71,8 @@ class FinetuneConfig:
     replay_split: str = "train"
     replay_options: dict[str, Any] = field(default_factory=dict)
     replay_ratio: float = 2.0  # replay samples per correction (2: less forgetting than 1, docs/results.md)
+    # at least this many replay samples whenever replay is on; 0: a floor of 30 forgot more at N = 10
+    min_replay: int = 0
     activate: bool = False  # make the new model the active one when it beats the base on mIoU
     allow_pickle: bool = False  # the base checkpoint may be a trusted .pt file
 
@@ -94,6 +96,8 @@ class FinetuneConfig:
             raise ValueError(f"eval_splits must be held-out splits (val/test), got {self.eval_splits}")
         if not self.replay_ratio >= 0:
             raise ValueError(f"replay_ratio must be >= 0, got {self.replay_ratio}")
+        if self.min_replay < 0:
+            raise ValueError(f"min_replay must be >= 0, got {self.min_replay}")
         explicit = self.replay_kind not in (None, AUTO_REPLAY, "synthetic")
         if explicit and self.replay_root is None:
             raise ValueError(f"replay_kind {self.replay_kind!r} needs replay_root")
@@ -216,7 +220,7 @@ def plan_run(
             sources, note = [], f"no replay: the base's training data could not be read ({exc})"
         if sources and not pool:
             sources, note = [], f"no replay: no {config.replay_split!r} samples in {[s['root'] for s in sources]}"
-    replay = draw_replay(pool, round(config.replay_ratio * corrections), config.seed)
+    replay = draw_replay(pool, max(round(config.replay_ratio * corrections), config.min_replay), config.seed)
     steps, rule = budget(config, corrections, len(replay))
     check_every = config.checkpoint_every or max(1, math.ceil(steps / 6))
     plan = {
