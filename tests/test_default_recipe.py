@@ -155,6 +155,10 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     assert recipe.conversion_roots(asked) == asked_roots and asked.data.augment
     assert recipe.whole_image_folders(asked_roots, asked.data.root) == asked_roots[1:]
     assert recipe.CONVERSIONS["dubai-referring-asked"] == {"crop": 512, "paraphrases": True, "negatives": 2}
+    fewer = load_config(configs / "default_model_v4n1.yaml", [])  # one absent class per crop, no flips
+    n1 = [Path("runs/data/dubai-referring-asked-n1"), Path("runs/data/dubai-referring-whole-asked-n1")]
+    assert recipe.conversion_roots(fewer) == n1 and not fewer.data.augment
+    assert [recipe.CONVERSIONS[root.name]["negatives"] for root in n1] == [1, 1]
     assert not shipped.data.augment and "negatives" not in recipe.CONVERSIONS["dubai-referring"]
     with pytest.raises(ValueError, match="only into folders named"):
         recipe.prepare_data(tmp_path, tmp_path / "elsewhere")
