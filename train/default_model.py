@@ -61,7 +61,8 @@ CONVERSIONS = {
     "dubai-referring-whole-asked": {"crop": 0, "negatives": 5},
     # one absent class per crop / image: with two, "the vegetation" (absent from the most crops) had
     # an empty target in 53 of 136 training samples that name it, and the v4 attempt learned to answer
-    # "nothing" for it on tile 6 (docs/results.md)
+    # "nothing" for it on tile 6; with one it still has 37 of 120, and configs/default_model_v4n1.yaml
+    # did not bring vegetation back either (docs/results.md)
     "dubai-referring-asked-n1": {"crop": 512, "paraphrases": True, "negatives": 1},
     "dubai-referring-whole-asked-n1": {"crop": 0, "negatives": 1},
 }

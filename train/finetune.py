@@ -45,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--author", default="finetune-cli")
     parser.add_argument("--no-resume-stale", action="store_true", help="mark dead runs failed instead of requeuing")
     defaults = FinetuneConfig()
-    integers = ("batch_size", "min_steps", "max_steps", "patience", "warmup_steps", "recalibrate_bn", "seed")
-    for name in (*integers, "min_replay"):
+    for name in (
+        "batch_size", "min_steps", "max_steps", "patience", "warmup_steps", "recalibrate_bn", "seed", "min_replay"
+    ):  # fmt: skip
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--steps", type=int, help="optimiser steps (default: passes x training set / batch)")
     parser.add_argument("--checkpoint-every", type=int, help="steps between held-out checks (default: 1/6 of the run)")
