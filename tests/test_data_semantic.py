@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -207,6 +208,27 @@ def test_paraphrases_and_absent_class_negatives(palette_dataset, tmp_path):
     assert "absent" not in plain["rules"]
     with pytest.raises(ValueError, match="negatives"):
         convert(palette_dataset, tmp_path / "bad", ConversionConfig(negatives=-1), classes)
+
+
+def test_negative_share_caps_each_class_empty_targets(palette_dataset, tmp_path):
+    """``negative_share``: of the training samples naming a class at class level, at most that
+    share has an empty target (counted over the crops so far), so no class learns "nothing" as its
+    usual answer; the val split keeps every absent case (it is what "not found" is scored on)."""
+    classes = load_palette(palette_dataset / "palette.json")
+    base = ConversionConfig(crop=40, val_groups=("2",), colour_tolerance=20, negatives=2)
+    uncapped = convert(palette_dataset, tmp_path / "all", base, classes)
+    capped = convert(palette_dataset, tmp_path / "cap", replace(base, negative_share=0.2), classes)
+    assert 0 < capped["rules"]["absent"] < uncapped["rules"]["absent"]
+    for name, counts in capped["class_level_train"].items():
+        assert counts["empty"] <= 0.2 * counts["named"], (name, counts)
+    lake = uncapped["class_level_train"]["lake"]
+    assert lake["empty"] > 0.2 * lake["named"]  # the fixture's lake is absent from most crops
+    assert capped["rules_per_split"]["val"]["absent"] == uncapped["rules_per_split"]["val"]["absent"]
+    # 1.0 (the default) is no cap: the same conversion as before the option existed
+    same = convert(palette_dataset, tmp_path / "same", replace(base, negative_share=1.0), classes)
+    assert same["rules"] == uncapped["rules"]
+    with pytest.raises(ValueError, match="negative_share"):
+        convert(palette_dataset, tmp_path / "bad", replace(base, negative_share=1.5), classes)
 
 
 def test_dubai_classes_have_five_paraphrases_each():

@@ -50,6 +50,27 @@ def test_the_shipped_checkpoint_is_small_and_complete():
     assert metadata.get("val_tile6"), "the checkpoint records its validation metrics"
 
 
+README_ROWS = {  # README.md's default-model table: row label -> (metadata key, group)
+    "whole images, class-level": ("val_tile6_whole", "class-level"),
+    "whole images, instance-level": ("val_tile6_whole", "instance-level"),
+    "crops, class-level": ("val_tile6", "class-level"),
+}
+
+
+def test_the_readme_shows_the_shipped_numbers():
+    """README.md's tile-6 rows are the shipped checkpoint's own metrics (no stale copy after a
+    retraining): n and mIoU of each row, against ``config.json``'s metadata."""
+    readme = (SHIPPED_MODEL.parents[2] / "README.md").read_text()
+    metadata = json.loads((SHIPPED_MODEL / "config.json").read_text())["metadata"]
+    for label, (key, group) in README_ROWS.items():
+        rows = [line for line in readme.splitlines() if line.startswith(f"| {label}")]
+        assert len(rows) == 1, f"README.md needs one row {label!r}"
+        cells = [c.strip() for c in rows[0].strip("|").split("|")]
+        shipped = metadata[key][group]
+        assert int(cells[1]) == shipped["count"], (label, cells)
+        assert float(cells[-1]) == round(100 * shipped["mIoU"], 2), (label, cells, shipped["mIoU"])
+
+
 def test_it_is_the_default_source(monkeypatch):
     monkeypatch.delenv("SBANET_MODEL", raising=False)
     assert default_model_source() == str(SHIPPED_MODEL)

@@ -15,6 +15,7 @@ from sbanet.build import sbanet_tiny, sbanet_tiny_config
 from sbanet.checkpoint import load_pretrained, save_pretrained
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.synthetic import main as write_synthetic
+from sbanet.default_model import SHIPPED_MODEL
 from sbanet.training.evaluation import evaluate
 from train import default_model as recipe
 from train import model_card, model_report
@@ -160,8 +161,48 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     assert recipe.conversion_roots(fewer) == n1 and not fewer.data.augment
     assert [recipe.CONVERSIONS[root.name]["negatives"] for root in n1] == [1, 1]
     assert not shipped.data.augment and "negatives" not in recipe.CONVERSIONS["dubai-referring"]
+    for share in (10, 20):  # staged on the v4 attempt: its folders are converted too
+        capped = load_config(configs / f"default_model_v4cap{share}.yaml", [])
+        cap = [
+            Path(f"runs/data/dubai-referring-asked-cap{share}"),
+            Path(f"runs/data/dubai-referring-whole-asked-cap{share}"),
+        ]
+        assert capped.model.init_recipe == "configs/default_model_v4.yaml" and capped.data.augment
+        assert recipe.conversion_roots(capped) == cap + asked_roots
+        assert {recipe.CONVERSIONS[root.name]["negative_share"] for root in cap} == {share / 100}
+    neg = load_config(configs / "default_model_v4neg10.yaml", [])  # the shipped recipe + capped negatives
+    neg_roots = [Path("runs/data/dubai-referring-neg10"), Path("runs/data/dubai-referring-whole-neg10")]
+    assert recipe.conversion_roots(neg) == neg_roots and not neg.data.augment and neg.model.init_recipe is None
+    assert neg.train == shipped.train and neg.model.overrides == shipped.model.overrides
     with pytest.raises(ValueError, match="only into folders named"):
         recipe.prepare_data(tmp_path, tmp_path / "elsewhere")
+
+
+def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path):
+    """``model.init_recipe``: the recipe's earlier stages, first first (a loop is refused), and a
+    card that gives each stage's steps and the time of all of them."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text(f"model: {{preset: sbanet_lite}}\noutput: {{dir: {tmp_path / 'one'}}}\n")
+    two.write_text(f"model: {{preset: sbanet_lite, init_recipe: {one}}}\noutput: {{dir: {tmp_path / 'two'}}}\n")
+    three = load_config(configs / "default_model_v4.yaml", [f"model.init_recipe={two}"])
+    assert [path for path, _ in recipe.earlier_stages(three)] == [str(one), str(two)]
+    one.write_text(f"model: {{preset: sbanet_lite, init_recipe: {two}}}\n")
+    with pytest.raises(ValueError, match="leads back to itself"):
+        recipe.earlier_stages(three)
+
+    metadata = json.loads((SHIPPED_MODEL / "config.json").read_text())["metadata"]
+    timing = {"threads": 1, "load_average": [1.0, 1.0, 1.0]}
+    first = {"recipe_file": "configs/first.yaml", "recipe": metadata["recipe"],
+             "training": {**timing, "wall_s": 600.0, "cpu_s": 590.0, "steps": 600}}  # fmt: skip
+    staged = {**metadata, "stages": [first], "training": {**timing, "wall_s": 1200.0, "cpu_s": 1150.0, "steps": 400}}
+    card = model_card.render_model_card(staged, 20.0)
+    assert "in 2 stages run by the one command" in card
+    assert "1. `configs/first.yaml`: 600 AdamW steps of batch 8" in card and "from ImageNet EfficientNet-Lite0" in card
+    assert "2. `configs/default_model.yaml`: 400 AdamW steps of batch 8" in card
+    assert "Training time: 30 min wall-clock (10 + 20 min by stage), 29 min of CPU time" in card
+    single = model_card.render_model_card({**metadata, "stages": None}, 20.0)
+    assert "stages" not in single and f"{metadata['training']['steps']} AdamW steps" in single
 
 
 def _row(present: bool, area: float, inside: float | None, iou: float | None = None) -> dict:

@@ -91,6 +91,33 @@ def test_fit_resume_with_another_batch_is_refused_unless_allowed(run_dir, tmp_pa
     assert (state["epoch"], state["step"]) == (2, 8) and len(state["batch_changes"]) == 1
 
 
+def test_a_staged_recipe_trains_its_first_stage_once(tmp_path, capsys):
+    """``model.init_recipe``: one command trains the stage before (when its run has no best/ yet),
+    then this one from its weights; a second time the first stage is reused, and a first-stage run
+    trained with another config is refused instead of built on."""
+    first = load_config("configs/synthetic_tiny.yaml", [*SYNTHETIC, f"output.dir={tmp_path / 'one'}"]).to_dict()
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(first))
+    second = [*SYNTHETIC, f"model.init_recipe={tmp_path / 'one.yaml'}", "train.lr=1e-4"]
+    assert fit_cli.main(["--config", "configs/synthetic_tiny.yaml", *second, f"output.dir={tmp_path / 'two'}"]) == 0
+    assert f"first the stage before this one: {tmp_path / 'one.yaml'}" in capsys.readouterr().out
+    resolved = yaml.safe_load((tmp_path / "two" / "config.yaml").read_text())
+    assert resolved["model"]["init"] == str(tmp_path / "one" / "best")
+    assert load_training_checkpoint(tmp_path / "one" / "last.pt")["step"] == 2
+    stage_one = (tmp_path / "one" / "best" / "model.safetensors").stat().st_mtime_ns
+
+    assert fit_cli.main(["--config", "configs/synthetic_tiny.yaml", *second, f"output.dir={tmp_path / 'three'}"]) == 0
+    assert "first the stage" not in capsys.readouterr().out
+    assert (tmp_path / "one" / "best" / "model.safetensors").stat().st_mtime_ns == stage_one
+
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({**first, "train": {**first["train"], "lr": 1e-3}}))
+    assert fit_cli.main(["--config", "configs/synthetic_tiny.yaml", *second, f"output.dir={tmp_path / 'four'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'one'} was trained with another config than {tmp_path / 'one.yaml'}" in err
+    clash = [*second, "model.init=elsewhere", f"output.dir={tmp_path / 'five'}"]
+    assert fit_cli.main(["--config", "configs/synthetic_tiny.yaml", *clash]) == 2
+    assert "disagree: keep one" in capsys.readouterr().err
+
+
 def test_a_batch_larger_than_the_split_is_a_one_line_error(tmp_path, capsys):
     args = ["--config", "configs/synthetic_tiny.yaml", *SYNTHETIC, "train.batch_size=12", f"output.dir={tmp_path}"]
     assert fit_cli.main(args) == 2  # 8 training samples, batch 12: no step at all

@@ -31,6 +31,9 @@ class ModelSection:
     ablation: str | None = None  # a key of sbanet.build.ABLATIONS
     overrides: dict[str, Any] = field(default_factory=dict)  # SBANetConfig fields
     init: str | None = None  # start from a checkpoint's weights (directory, or a trusted .pt)
+    # a staged recipe in one command: the recipe (YAML) whose run's best/ gives the initial weights,
+    # trained first while that run has no best/ yet; it sets init (train.fit.train_init_recipe)
+    init_recipe: str | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:

@@ -65,24 +65,36 @@ CONVERSIONS = {
     # did not bring vegetation back either (docs/results.md)
     "dubai-referring-asked-n1": {"crop": 512, "paraphrases": True, "negatives": 1},
     "dubai-referring-whole-asked-n1": {"crop": 0, "negatives": 1},
+    # at most 10 % of the class-level samples naming a class have an empty target
+    "dubai-referring-asked-cap10": {"crop": 512, "paraphrases": True, "negatives": 1, "negative_share": 0.1},
+    "dubai-referring-whole-asked-cap10": {"crop": 0, "negatives": 5, "negative_share": 0.1},
+    "dubai-referring-asked-cap20": {"crop": 512, "paraphrases": True, "negatives": 1, "negative_share": 0.2},
+    "dubai-referring-whole-asked-cap20": {"crop": 0, "negatives": 5, "negative_share": 0.2},
+    # the shipped recipe's canonical wordings with capped negatives (configs/default_model_v4neg10.yaml)
+    "dubai-referring-neg10": {"crop": 512, "negatives": 1, "negative_share": 0.1},
+    "dubai-referring-whole-neg10": {"crop": 0, "negatives": 5, "negative_share": 0.1},
 }
 WHOLE_OF = {
     "dubai-referring": "dubai-referring-whole",
     "dubai-referring-asked": "dubai-referring-whole-asked",
     "dubai-referring-asked-n1": "dubai-referring-whole-asked-n1",
+    "dubai-referring-asked-cap10": "dubai-referring-whole-asked-cap10",
+    "dubai-referring-asked-cap20": "dubai-referring-whole-asked-cap20",
+    "dubai-referring-neg10": "dubai-referring-whole-neg10",
 }
 WHOLE_IMAGES = WHOLE_OF["dubai-referring"]
 
 
 def conversion_roots(config: FitConfig) -> list[Path]:
     """The converted folders the recipe needs, each once: ``data.root``, every ``folder`` entry of
-    ``data.mix``, and the whole-image conversion beside ``data.root`` (always scored: it is what
-    the app sees, whether or not the recipe trains on it)."""
+    ``data.mix``, the whole-image conversion beside ``data.root`` (always scored: it is what the
+    app sees, whether or not the recipe trains on it), and those of its ``model.init_recipe``."""
     if config.data.kind != "folder":
         raise ValueError(f"the default-model recipe trains on a converted folder, not {config.data.kind!r}")
     roots = training_folders(config.to_dict()["data"])
     main = Path(config.data.root)
-    return list(dict.fromkeys([*roots, main.with_name(WHOLE_OF.get(main.name, WHOLE_IMAGES))]))
+    before = conversion_roots(load_config(config.model.init_recipe)) if config.model.init_recipe else []
+    return list(dict.fromkeys([*roots, main.with_name(WHOLE_OF.get(main.name, WHOLE_IMAGES)), *before]))
 
 
 def whole_image_folders(roots: Iterable[str | Path], main: str | Path) -> list[str | Path]:
@@ -130,10 +142,42 @@ def git_commit() -> str | None:
         return None
 
 
-def train_and_summarize(config: FitConfig, reports: dict[Path, dict]) -> dict[str, Any]:
+def earlier_stages(config: FitConfig) -> list[tuple[str, FitConfig]]:
+    """The recipes a staged recipe starts from (``model.init_recipe``, its own, ...), first stage
+    first, each with its YAML path."""
+    chain: list[tuple[str, FitConfig]] = []
+    recipe = config.model.init_recipe
+    while recipe is not None:
+        if any(path == recipe for path, _ in chain) or len(chain) > 8:
+            raise ValueError(f"model.init_recipe {recipe} leads back to itself")
+        stage = load_config(recipe)
+        chain.insert(0, (recipe, stage))
+        recipe = stage.model.init_recipe
+    return chain
+
+
+def train_stages(config: FitConfig, reports: dict[Path, dict]) -> dict[str, Any]:
+    """Each earlier stage whose run has no ``summary.json`` yet (trained and scored like the last
+    one), then ``config``'s own: its summary, with the earlier stages' recipes, times and scores
+    under ``stages``."""
+    stages = []
+    for path, stage in earlier_stages(config):
+        summary_path = Path(stage.output.dir) / SUMMARY_FILE
+        if not summary_path.is_file():
+            print(f"stage {len(stages) + 1}: {path} -> {stage.output.dir}", flush=True)
+            train_and_summarize(stage, {root: reports[root] for root in conversion_roots(stage)})
+        earlier = json.loads(summary_path.read_text())
+        stages.append({"recipe_file": path, **{k: earlier.get(k) for k in ("run", "recipe", "training", "val_whole")}})
+    return train_and_summarize(config, reports, stages)
+
+
+def train_and_summarize(
+    config: FitConfig, reports: dict[Path, dict], stages: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Fit, then score the run's ``best/`` on the val split of every converted folder by rule
     (``val``: ``data.root``; ``val_whole``: the whole-image conversion); writes and returns
-    ``summary.json``. ``reports``: the converter's report of each folder."""
+    ``summary.json``. ``reports``: the converter's report of each folder; ``stages``: what
+    :func:`train_stages` found of the stages before this one."""
     timing = timed_fit(config)
     out = Path(config.output.dir)
     model, tokenizer = load_pretrained(out / "best")
@@ -149,6 +193,8 @@ def train_and_summarize(config: FitConfig, reports: dict[Path, dict]) -> dict[st
         "val_whole": scores[whole[0]] if whole else None,
         "commit": git_commit(),
     }
+    if stages:
+        summary["stages"] = stages
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -229,6 +275,7 @@ def export(
         "commit": summary["commit"],
         "recipe": summary["recipe"],
         "training": summary["training"],
+        "stages": summary.get("stages"),  # the recipe's earlier stages (model.init_recipe), if any
         "data": summary["data"],
         "val_tile6": half_metrics if half else summary["val"],
         "val_tile6_float32": summary["val"],
@@ -239,6 +286,8 @@ def export(
         "float16_tolerance": HALF_TOLERANCE,
         "text_blind_baseline": baseline["val"] if baseline else None,
         "text_blind_baseline_whole": baseline.get("val_whole") if baseline else None,
+        # which recipe the baseline ran, when it is not this one (the card says so)
+        "text_blind_baseline_recipe": baseline.get("recipe_note") if baseline else None,
     }
     if out_of_domain:
         metadata["out_of_domain"] = out_of_domain  # benchmarks.default_model_scale's SpaceNet rows
@@ -281,8 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parse_args(argv)
     try:
         overrides = split_cli_overrides(rest)
-        blind_run = Path(f"{load_config(args.config, overrides).output.dir}_blind")
-        if args.baseline:  # the same recipe, text-blind, in the run folder + _blind
+        stages = earlier_stages(load_config(args.config, overrides))
+        # the baseline of a staged recipe is its first stage's, from ImageNet: a later stage would
+        # start from weights trained with the words
+        baseline_config = args.config if not stages else Path(stages[0][0])
+        blind_run = Path(f"{load_config(baseline_config, overrides if not stages else []).output.dir}_blind")
+        if args.baseline:  # the recipe (its first stage), text-blind, in the run folder + _blind
+            args.config, overrides = baseline_config, [] if stages else overrides
             overrides += ["data.blind_text=true", f"output.dir={blind_run}"]
         config = load_config(args.config, overrides)
         summary_path = Path(config.output.dir) / SUMMARY_FILE
@@ -295,11 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reports = {root: prepare_data(args.input, root) for root in conversion_roots(config)}
             print("recipe:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
-            summary = train_and_summarize(config, reports)
+            summary = train_stages(config, reports)
         _print_summary(summary)
         if not args.baseline:
             baseline_path = (args.baseline_run or blind_run) / SUMMARY_FILE
             baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
+            if baseline is not None and stages and not baseline.get("recipe_note"):
+                baseline["recipe_note"] = f"the first stage's recipe (`{baseline_config}`)"
             if baseline is None:
                 print(f"no baseline at {baseline_path}: the card leaves it out (run with --baseline first)")
             out_of_domain = None

@@ -21,6 +21,7 @@ the schedule to the samples already seen and logs what it changed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -60,6 +61,35 @@ def build_model_from(config: FitConfig) -> torch.nn.Module:
     return model
 
 
+def train_init_recipe(config: FitConfig, cancel: threading.Event | None = None) -> FitConfig:
+    """``config`` with ``model.init`` set to the ``best/`` of its ``model.init_recipe``'s run, that
+    recipe trained first (and its own ``init_recipe`` before it) while its run has no ``best/``;
+    ``config`` itself without an ``init_recipe``. A run folder trained with another config than
+    the recipe's is refused rather than silently built on."""
+    m = config.model
+    if m.init_recipe is None:
+        return config
+    stage = load_config(m.init_recipe)
+    run_dir = Path(stage.output.dir)
+    best = run_dir / "best"
+    if m.init is not None and Path(m.init) != best:
+        raise ValueError(f"model.init {m.init} and model.init_recipe {m.init_recipe} (-> {best}) disagree: keep one")
+    if (best / "config.json").is_file():
+        # read back through load_config, so fields added since that run take their defaults
+        trained = load_config(run_dir / "config.yaml").to_dict() if (run_dir / "config.yaml").is_file() else None
+        if trained != train_init_recipe(stage).to_dict():
+            raise ValueError(
+                f"{run_dir} was trained with another config than {m.init_recipe}: remove that run folder "
+                "(or point the recipe's output.dir elsewhere) to train it anew"
+            )
+    else:
+        print(f"first the stage before this one: {m.init_recipe} -> {run_dir}", flush=True)
+        result = run(stage, cancel=cancel)
+        if result.cancelled:
+            raise KeyboardInterrupt(f"{m.init_recipe} cancelled; resume it with python -m train.fit --resume {run_dir}")
+    return dataclasses.replace(config, model=dataclasses.replace(m, init=str(best)))
+
+
 def run(
     config: FitConfig,
     resume: str | Path | None = None,
@@ -67,6 +97,7 @@ def run(
     allow_batch_change: bool = False,
 ) -> TrainResult:
     """Everything ``python -m train.fit`` does, callable from Python (the config already resolved)."""
+    config = train_init_recipe(config, cancel)  # a staged recipe: its first stage, if not trained yet
     info = distributed.init_from_env(config.train.device)
     out = Path(config.output.dir)
     try:

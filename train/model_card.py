@@ -219,11 +219,61 @@ def loss_phrase(overrides: dict[str, Any]) -> str:
     return f"{ce} + {dice:g} x soft Dice (so thin roads and small buildings are not given up)" if dice else ce
 
 
-def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
-    """The card's markdown from the export ``metadata`` (see :func:`train.default_model.export`)."""
-    recipe, training, data = metadata["recipe"], metadata["training"], metadata["data"]
+def stage_phrase(recipe: dict[str, Any], steps: int) -> str:
+    """One stage of the recipe: its steps, batch and learning rates."""
+    t = recipe["train"]
+    return (
+        f"{steps} AdamW steps of batch {t['batch_size']} (lr {t['lr']:g} for the new parts, "
+        f"x{t['encoder_lr_mult']:g} for the visual encoder, {t['warmup_steps']} warm-up steps, polynomial decay)"
+    )
+
+
+def recipe_lines(metadata: dict[str, Any]) -> list[str]:
+    """What ``configs/default_model.yaml`` trains, stage by stage when it starts from an earlier
+    recipe's run (``model.init_recipe``)."""
+    recipe, training = metadata["recipe"], metadata["training"]
     model, train = recipe["model"], recipe["train"]
     image_size = model["overrides"].get("image_size", 448)
+    common = (
+        f"loss {loss_phrase(model['overrides'])}, text encoder frozen, seed {train['seed']}. The last weights "
+        "are shipped: tile 6 was used to choose the recipe (size, lr, steps, data mix, loss) in short pilot "
+        "runs, never during a run."
+    )
+    stages = metadata.get("stages") or []
+    head = f"`configs/default_model.yaml`: {model['preset']} at {image_size} x {image_size}"
+    if not stages:
+        return [f"{head}, {stage_phrase(recipe, training['steps'])}, {common}"]
+    lines = [
+        f"{head}, in {len(stages) + 1} stages run by the one command (an earlier stage is trained only "
+        "when its run folder lacks it):",
+        "",
+    ]
+    for n, stage in enumerate(stages, 1):
+        start = "from ImageNet EfficientNet-Lite0 and MiniLM" if n == 1 else "from the stage before"
+        phrase = stage_phrase(stage["recipe"], stage["training"]["steps"])
+        lines.append(f"{n}. `{stage['recipe_file']}`: {phrase}, {start};")
+    phrase = stage_phrase(recipe, training["steps"])
+    lines += [f"{len(stages) + 1}. `configs/default_model.yaml`: {phrase} more, from the stage before.", ""]
+    return [*lines, f"All stages: {common}"]
+
+
+def training_time_lines(metadata: dict[str, Any]) -> list[str]:
+    """Wall-clock and CPU time of the training (every stage's, summed, when there are stages)."""
+    runs = [s["training"] for s in metadata.get("stages") or []] + [metadata["training"]]
+    wall, cpu = (sum(r[key] for r in runs) / 60 for key in ("wall_s", "cpu_s"))
+    minutes = " + ".join(f"{r['wall_s'] / 60:.0f}" for r in runs)
+    each = f" ({minutes} min by stage)" if len(runs) > 1 else ""
+    last = metadata["training"]
+    return [
+        f"Training time: {wall:.0f} min wall-clock{each}, {cpu:.0f} min of CPU time ({last['threads']} thread(s), "
+        f"on a shared 2-core AMD EPYC; load average at the end {last.get('load_average')})."
+    ]
+
+
+def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
+    """The card's markdown from the export ``metadata`` (see :func:`train.default_model.export`)."""
+    recipe, data = metadata["recipe"], metadata["data"]
+    image_size = recipe["model"]["overrides"].get("image_size", 448)
     lines = [
         "# sbanet-lite-dubai: the default model of sbanet",
         "",
@@ -260,16 +310,9 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         COMMAND + "              # converts, trains, evaluates, writes this folder",
         COMMAND + " --baseline   # the text-blind baseline below",
         "```",
-        f"`configs/default_model.yaml`: {model['preset']} at {image_size} x {image_size}, "
-        f"{training['steps']} AdamW steps of batch {train['batch_size']} (lr {train['lr']:g} for the new "
-        f"parts, x{train['encoder_lr_mult']:g} for the visual encoder, {train['warmup_steps']} warm-up steps, "
-        f"polynomial decay), loss {loss_phrase(model['overrides'])}, text encoder frozen, seed "
-        f"{train['seed']}. The last weights are shipped: tile 6 was used to choose the recipe (size, lr, "
-        "steps, data mix, loss) in short pilot runs, never during a run.",
+        *recipe_lines(metadata),
         "",
-        f"Training time: {training['wall_s'] / 60:.0f} min wall-clock, {training['cpu_s'] / 60:.0f} min of CPU "
-        f"time ({training['threads']} thread(s), on a shared 2-core AMD EPYC; load average at the end "
-        f"{training.get('load_average')}).",
+        *training_time_lines(metadata),
         "",
         "## Validation (tile 6, never trained on)",
         "The reference protocol (`sbanet.training.metrics`): IoU per expression on the "
@@ -279,9 +322,10 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         *usage_lines(metadata),
     ]
     if metadata.get("text_blind_baseline"):
+        which = metadata.get("text_blind_baseline_recipe") or "the same recipe"
         lines += [
             "",
-            'The text-blind baseline is the same recipe with every expression replaced by `""` '
+            f'The text-blind baseline is {which} with every expression replaced by `""` '
             f"(`{COMMAND} --baseline`): it can only guess one mask per image, so the gap is what the "
             "words contribute.",
         ]

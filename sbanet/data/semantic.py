@@ -28,7 +28,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,10 @@ class ConversionConfig:
     seed: int = 0
     paraphrases: bool = False  # word class-level referents with the classes' paraphrases
     negatives: int = 0  # per crop, up to this many absent classes asked for (empty target mask)
+    # at most this share of the training split's class-level samples naming a class have an empty
+    # target (1: no cap): a class absent from most crops (vegetation) otherwise learns "nothing" as
+    # its usual answer
+    negative_share: float = 1.0
     expressions: ExpressionConfig = field(default_factory=lambda: ExpressionConfig(margin=0.05))
 
 
@@ -201,9 +205,14 @@ def split_of(group: str, config: ConversionConfig) -> str:
 
 
 def crop_referrings(
-    labels: np.ndarray, classes: Sequence[LandCoverClass], config: ConversionConfig, rng: np.random.Generator
+    labels: np.ndarray,
+    classes: Sequence[LandCoverClass],
+    config: ConversionConfig,
+    rng: np.random.Generator,
+    absent_allowed: Collection[str] | None = None,
 ) -> list[Referring]:
-    """The referring expressions of one crop of class indices ``int16 [H, W]``."""
+    """The referring expressions of one crop of class indices ``int16 [H, W]``; absent classes are
+    asked for only among ``absent_allowed`` class names (None: any)."""
     area = labels.size
     regions, class_masks, nouns, category_rules = [], {}, {}, {}
     for index, cls in enumerate(classes):
@@ -232,7 +241,33 @@ def crop_referrings(
     referrings = describe(regions, nouns, rng, class_masks, rules) if class_masks else []
     if config.paraphrases:
         referrings = [reworded(r, classes, rng) for r in referrings]
-    return referrings + absent_referrings(labels, classes, config.negatives, rng)
+    return referrings + absent_referrings(labels, classes, config.negatives, rng, absent_allowed)
+
+
+class NegativeBudget:
+    """Keeps each class's empty-target share of its class-level samples at or below ``share``,
+    counted over the crops converted so far (deterministic: the pairs come sorted)."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.positives: Counter[str] = Counter()
+        self.negatives: Counter[str] = Counter()
+
+    def allowed(self, classes: Sequence[LandCoverClass]) -> set[str] | None:
+        """The class names one more negative keeps within the share (None: uncapped)."""
+        if self.share >= 1.0:
+            return None
+        return {
+            c.name
+            for c in classes
+            if self.negatives[c.name] + 1 <= self.share * (self.positives[c.name] + self.negatives[c.name] + 1)
+        }
+
+    def count(self, ref: Referring) -> None:
+        if ref.rule == "absent":
+            self.negatives[ref.category] += 1
+        elif ref.rule == "class":
+            self.positives[ref.category] += 1
 
 
 def fill_ratio(mask: np.ndarray) -> float:
@@ -255,6 +290,8 @@ def convert(
         raise ValueError(f"crop must be >= 0 (0 keeps whole images), got {config.crop}")
     if config.negatives < 0:
         raise ValueError(f"negatives must be >= 0, got {config.negatives}")
+    if not 0.0 <= config.negative_share <= 1.0:
+        raise ValueError(f"negative_share must be in [0, 1], got {config.negative_share}")
     if config.image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {config.image_format!r}")
     pairs = find_pairs(input_root)
@@ -263,6 +300,7 @@ def convert(
     categories: Counter[str] = Counter()
     off_palette: Counter[tuple] = Counter()
     crops = 0
+    budget = NegativeBudget(config.negative_share)
     with FolderWriter(output_root, config.image_format, overwrite) as writer:
         for group, image_path, mask_path in pairs:
             image = to_rgb8(read_image(image_path))
@@ -278,7 +316,11 @@ def convert(
                 rng = np.random.default_rng([config.seed, zlib.crc32(crop_id.encode())])
                 crop_image = np.ascontiguousarray(image[y0:y1, x0:x1])
                 crops += 1
-                for k, ref in enumerate(crop_referrings(labels[y0:y1, x0:x1], classes, config, rng)):
+                # the cap shapes what the model learns; val keeps every absent case, for scoring
+                allowed = budget.allowed(classes) if split == "train" else None
+                for k, ref in enumerate(crop_referrings(labels[y0:y1, x0:x1], classes, config, rng, allowed)):
+                    if split == "train":
+                        budget.count(ref)
                     writer.add(
                         split,
                         f"{crop_id}_{k:02d}",
@@ -303,6 +345,10 @@ def convert(
         "rules": dict(rules.most_common()),
         "rules_per_split": {s: dict(c.most_common()) for s, c in sorted(per_split.items())},
         "categories": dict(categories.most_common()),
+        "class_level_train": {
+            c: {"named": budget.positives[c] + budget.negatives[c], "empty": budget.negatives[c]}
+            for c in sorted(budget.positives | budget.negatives)
+        },
         "off_palette_pixels": [
             {"rgb": list(colour), "pixels": n, "mapped_to": name} for (colour, name), n in off_palette.most_common()
         ],
@@ -374,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0, help="varies the phrasing only")
     parser.add_argument("--paraphrases", action="store_true", help="word class-level referents as people ask")
     parser.add_argument("--negatives", type=int, default=0, help="per crop, this many absent classes (empty mask)")
+    parser.add_argument(
+        "--negative-share", type=float, default=1.0, help="cap on each class's empty-target share (1 = no cap)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace samples already in --output")
     args = parser.parse_args(argv)
     config = ConversionConfig(
@@ -388,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         paraphrases=args.paraphrases,
         negatives=args.negatives,
+        negative_share=args.negative_share,
     )
     classes = load_palette(args.palette) if args.palette else DUBAI_CLASSES
     try:

@@ -10,7 +10,7 @@ asks for classes that have no pixel in a crop, with an empty target mask, so a m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -50,14 +50,23 @@ def reworded(referring: Referring, classes: Sequence[LandCoverClass], rng: np.ra
 
 
 def absent_referrings(
-    labels: np.ndarray, classes: Sequence[LandCoverClass], count: int, rng: np.random.Generator
+    labels: np.ndarray,
+    classes: Sequence[LandCoverClass],
+    count: int,
+    rng: np.random.Generator,
+    allowed: Collection[str] | None = None,
 ) -> list[Referring]:
-    """Up to ``count`` classes with no pixel in ``labels`` ``int16 [H, W]``, each asked for with
-    one of its class-level wordings and an all-False target (rule ``absent``)."""
+    """Up to ``count`` classes with no pixel in ``labels`` ``int16 [H, W]`` (and, given ``allowed``,
+    named in it), each asked for with one of its class-level wordings and an all-False target
+    (rule ``absent``)."""
     if count <= 0:
         return []
     present = set(np.unique(labels).tolist())
-    absent = [(i, c) for i, c in enumerate(classes) if i not in present and class_phrases(c)]
+    absent = [
+        (i, c)
+        for i, c in enumerate(classes)
+        if i not in present and class_phrases(c) and (allowed is None or c.name in allowed)
+    ]
     picked = rng.permutation(len(absent))[:count]
     empty = np.zeros(labels.shape, bool)
     out = []
