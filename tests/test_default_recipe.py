@@ -156,6 +156,7 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     assert recipe.conversion_roots(asked) == asked_roots and asked.data.augment
     assert recipe.whole_image_folders(asked_roots, asked.data.root) == asked_roots[1:]
     assert recipe.CONVERSIONS["dubai-referring-asked"] == {"crop": 512, "paraphrases": True, "negatives": 2}
+    assert all(recipe.CONVERSIONS[whole]["crop"] == 0 for whole in recipe.WHOLE_OF.values())
     fewer = load_config(configs / "default_model_v4n1.yaml", [])  # one absent class per crop, no flips
     n1 = [Path("runs/data/dubai-referring-asked-n1"), Path("runs/data/dubai-referring-whole-asked-n1")]
     assert recipe.conversion_roots(fewer) == n1 and not fewer.data.augment

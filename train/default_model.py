@@ -74,13 +74,11 @@ CONVERSIONS = {
     "dubai-referring-neg10": {"crop": 512, "negatives": 1, "negative_share": 0.1},
     "dubai-referring-whole-neg10": {"crop": 0, "negatives": 5, "negative_share": 0.1},
 }
+# each crop conversion's whole-image twin, by name: "dubai-referring<X>" -> "dubai-referring-whole<X>"
 WHOLE_OF = {
-    "dubai-referring": "dubai-referring-whole",
-    "dubai-referring-asked": "dubai-referring-whole-asked",
-    "dubai-referring-asked-n1": "dubai-referring-whole-asked-n1",
-    "dubai-referring-asked-cap10": "dubai-referring-whole-asked-cap10",
-    "dubai-referring-asked-cap20": "dubai-referring-whole-asked-cap20",
-    "dubai-referring-neg10": "dubai-referring-whole-neg10",
+    name: name.replace("dubai-referring", "dubai-referring-whole", 1)
+    for name, options in CONVERSIONS.items()
+    if options["crop"]
 }
 WHOLE_IMAGES = WHOLE_OF["dubai-referring"]
 
