@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .confidence import ConfidenceThresholds, Verdict, judge
 from .fast import optimize_for_inference
 from .image import invalid_pixels, read_image, to_rgb8
 from .lexicon import Lexicon
@@ -109,6 +110,7 @@ class Predictor:
     stages compute in fp32 and the rest in bf16.
     ``expression_chunk``: expressions per forward pass after the shared prefix (None: the
     device's rule, :func:`sbanet.runtime.expression_chunk`).
+    ``thresholds``: the cut-offs of :meth:`judge` (``from_pretrained``: the checkpoint's own).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Predictor:
         precision: str = "auto",
         quantize: bool = False,
         expression_chunk: int | None = None,
+        thresholds: ConfidenceThresholds | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if quantize and (not fast or self.device.type != "cpu"):
@@ -130,6 +133,9 @@ class Predictor:
             raise ValueError(f"expression_chunk must be >= 1 (or None for the device's rule), got {expression_chunk}")
         self.precision: Precision = resolve_precision(precision, self.device, model.config.name)
         self.expression_chunk = expression_chunk
+        # what judge() calls "nothing found" / "low confidence": from_pretrained reads the thresholds
+        # calibrated for the checkpoint (its metadata), else sbanet.confidence's defaults
+        self.thresholds = thresholds or ConfidenceThresholds()
         model = model.to(self.device).eval()
         self.fast = fast
         self.quantize = quantize
@@ -156,11 +162,20 @@ class Predictor:
     ) -> Predictor:
         """Load a checkpoint (:func:`sbanet.checkpoint.load_pretrained`: ``allow_pickle``,
         ``revision``) and wrap it; ``options`` are the constructor's (``fast``, ``precision``,
-        ``quantize``, ``text_cache_size``, ``expression_chunk``)."""
-        from .checkpoint import load_pretrained
+        ``quantize``, ``text_cache_size``, ``expression_chunk``, ``thresholds``: by default those
+        calibrated for a local checkpoint, in its metadata)."""
+        from .checkpoint import checkpoint_metadata, load_pretrained
 
         model, tokenizer = load_pretrained(source, device=device, allow_pickle=allow_pickle, revision=revision)
+        if "thresholds" not in options:
+            options["thresholds"] = ConfidenceThresholds.from_metadata(checkpoint_metadata(source))
         return cls(model, tokenizer, device, **options)
+
+    def judge(self, prediction: Prediction) -> Verdict:
+        """What to tell the user about ``prediction``: "found", "low confidence" or "nothing found"
+        (with the reason), by :func:`sbanet.confidence.judge` with this predictor's thresholds; a
+        "nothing found" mask is better not used (the app does not queue it)."""
+        return judge(prediction, self.thresholds)
 
     # --- preprocessing -----------------------------------------------------------------------
     def preprocess(self, image: Any, bands: Sequence[int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,41 +11,47 @@ import pytest
 import torch
 
 from sbanet import sbanet_tiny
+from sbanet.build import build_model
 from sbanet.checkpoint import FORMAT_VERSION, load_pretrained, save_pretrained
 from sbanet.config import LEGACY_VALUES, SBANetConfig
-from sbanet.default_model import SHIPPED_MODEL
 
-REFERENCE = Path(__file__).parent / "data" / "shipped_model_reference.json"
+DATA = Path(__file__).parent / "data"
+# a format-1 checkpoint written by the code before the fidelity fields (commit 41db638), and the
+# probability map that code computed with it (how: "captured_with" in the JSON)
+LEGACY_CHECKPOINT, REFERENCE = DATA / "legacy_tiny", DATA / "legacy_tiny_reference.json"
 
 
-def reference_probability(model, tokenizer) -> torch.Tensor:
-    """The shipped model's fp32 foreground probability ``[S, S]`` on a fixed, formula-made image."""
+def reference_probability(model, tokenizer, expression: str) -> torch.Tensor:
+    """The model's fp32 foreground probability ``[S, S]`` on a fixed, formula-made image."""
     size = model.config.image_size
     y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     image = torch.stack([torch.sin(9 * x) * torch.cos(5 * y), torch.cos(7 * x * y), x - y])[None].float()
-    text = tokenizer(
-        ["the large green area at the top left"],
-        padding="max_length",
-        max_length=model.config.max_tokens,
-        return_tensors="pt",
-    )
+    text = tokenizer([expression], padding="max_length", max_length=model.config.max_tokens, return_tensors="pt")
     with torch.no_grad():
         logits = model.float().eval()(image, text["input_ids"], text["attention_mask"])
     return torch.softmax(logits, dim=1)[0, 1]
 
 
-def test_shipped_model_computes_what_it_computed_before():
-    """Captured from the code before the fidelity changes (format_version 1 checkpoint)."""
-    header = json.loads((SHIPPED_MODEL / "config.json").read_text())
-    assert header["format_version"] == 1
-    model, tokenizer = load_pretrained(SHIPPED_MODEL)
+def test_a_version_1_checkpoint_computes_what_it_computed_before():
+    """Loaded by today's code, the old checkpoint gets the legacy forms and reproduces the old
+    code's output; the same weights in the paper's forms compute something else (so the
+    reference tells the two apart)."""
+    header = json.loads((LEGACY_CHECKPOINT / "config.json").read_text())
+    assert header["format_version"] == 1 and not set(LEGACY_VALUES) & set(header["config"])
+    model, tokenizer = load_pretrained(LEGACY_CHECKPOINT)
     for name, value in LEGACY_VALUES.items():
         assert getattr(model.config, name) == value
     expected = json.loads(REFERENCE.read_text())
-    probability = reference_probability(model, tokenizer)
+    probability = reference_probability(model, tokenizer, expected["expression"])
     stride = expected["stride"]
     np.testing.assert_allclose(probability[::stride, ::stride].numpy(), np.array(expected["probability"]), atol=2e-5)
     assert abs(probability.mean().item() - expected["mean"]) < 2e-6
+    faithful = {"tcsa_order": "sequential", "swin_shift": "lavt", "bam_attention": "single", "dfs_project_micro": False}
+    for name, value in faithful.items():
+        other = build_model(dataclasses.replace(model.config, **{name: value}), pretrained=False)
+        other.load_state_dict(model.state_dict(), strict=False)  # a form's extra parameters keep their init
+        p = reference_probability(other, tokenizer, expected["expression"])
+        assert (p - probability).abs().max() > 1e-2, f"{name}={value} left the output unchanged"
 
 
 def test_version_1_configs_get_legacy_values_and_new_saves_are_explicit(tmp_path, tokenizer):

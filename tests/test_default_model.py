@@ -11,19 +11,27 @@ import pytest
 from conftest import shared_data
 from training_fixtures import single_thread
 
-from sbanet.data.semantic import DUBAI_CLASSES, class_cases
+from sbanet.checkpoint import checkpoint_metadata
+from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds
+from sbanet.data.semantic import DUBAI_CLASSES, class_cases, decode_label_mask, find_pairs
 from sbanet.default_model import SHIPPED_MODEL, default_model_source
 from sbanet.examples import EXAMPLES, example_scenes, score_scene
 from sbanet.geo.vector import mask_iou
+from sbanet.image import read_image, to_rgb8
 from sbanet.predictor import Predictor
 
 # expression -> (the land-cover class it names, the least mean IoU accepted), in the issue's words
-# ("the water", "the buildings", "the roads"). Measured when the model shipped (float16, whole
-# tile-6 images where the class covers >= 5 %): water 0.727 (chance 0.443, 8 images), buildings
-# 0.511 (chance 0.080, 2 images), roads 0.296 (chance 0.050, 1 image).
-CLASS_EXPRESSIONS = {"the water": ("water", 0.6), "the buildings": ("building", 0.4), "the roads": ("road", 0.22)}
+# ("the water", "the buildings", "the roads"). Measured when v4 shipped (float16, whole tile-6
+# images where the class covers >= 5 %): water 0.746 (chance 0.443, 8 images), buildings 0.484
+# (chance 0.080, 2 images), roads 0.334 (chance 0.050, 1 image); v3 had 0.727, 0.511, 0.296.
+CLASS_EXPRESSIONS = {"the water": ("water", 0.65), "the buildings": ("building", 0.4), "the roads": ("road", 0.28)}
 MIN_FRACTION = 0.05  # score a class on an image only where it covers at least this share
 PARAPHRASE_GAP = 0.05  # each wording within 0.05 mean IoU of the canonical one
+# "nothing found" (the shipped thresholds): at least this share of tile 6's absent classes asked in
+# each wording, at most this share of the classes there (>= MIN_FRACTION of the image). Measured
+# when v4 shipped: 42 of 78 absent cases (54 %) and 2 of 162 present ones (1 %); the issue's goal
+# (>= 90 % of absent cases empty or < 1 % of the image) is not met yet (v4: 33 %).
+ABSENT_NOTHING_FOUND, PRESENT_NOTHING_FOUND = 0.45, 0.05
 
 
 @pytest.fixture(autouse=True)
@@ -103,13 +111,13 @@ def test_example_scenes_are_segmented_well(predictor):
         assert min(ious.values()) > 0.55, f"scene {seed}: {ious}"
 
 
-@pytest.mark.parametrize("name", ["water", "road"])
+@pytest.mark.parametrize("name", ["water", "road", "building"])
 def test_paraphrases_score_like_the_canonical_wording(predictor, name):
     """Whole tile-6 images where the class covers >= 5 %: each wording people use ("the sea",
-    "the lake", "the streets", "the highways") scores within PARAPHRASE_GAP of the canonical one
-    (mean IoU). The shipped model meets that for water and roads only; its other classes depend
-    on the wording ("built-up areas", "the sand", "the green areas" score 24-42 points below the
-    canonical wording: docs/results.md), which is why they are not tested here."""
+    "the streets", "the houses", "the rooftops") scores within PARAPHRASE_GAP of the canonical one
+    (mean IoU). The shipped model (v4) meets that for water, roads and buildings (largest gaps
+    0.018, 0.020, 0.025); bare land and vegetation still depend on the wording ("the open land"
+    0.10 below "the bare land", "the grass" 0.09 below "the vegetation"), so they are not tested."""
     cls = next(c for c in DUBAI_CLASSES if c.name == name)
     wordings = list(cls.paraphrases)
     scores: dict[str, list[float]] = {w: [] for w in wordings}
@@ -120,3 +128,27 @@ def test_paraphrases_score_like_the_canonical_wording(predictor, name):
     means = {w: float(np.mean(v)) for w, v in scores.items()}
     gaps = {w: round(abs(m - means[wordings[0]]), 3) for w, m in means.items()}
     assert max(gaps.values()) <= PARAPHRASE_GAP, f"{name}: {means}"
+
+
+def test_absent_classes_are_answered_nothing_found(predictor):
+    """Whole tile-6 images: a class with no pixel in the image, asked in each of its wordings, gets
+    the verdict "nothing found" (Predictor.judge: the thresholds the checkpoint carries, as the
+    app and the API answer) in at least ABSENT_NOTHING_FOUND of the cases, while the classes
+    that are there are refused in at most PRESENT_NOTHING_FOUND of theirs."""
+    assert predictor.thresholds == ConfidenceThresholds.from_metadata(checkpoint_metadata(SHIPPED_MODEL))
+    refused: dict[bool, list[bool]] = {True: [], False: []}  # class there? -> "nothing found" per case
+    for _, image_path, mask_path in find_pairs(shared_data("dubai-aerial", "tile6")):
+        labels, _ = decode_label_mask(to_rgb8(read_image(mask_path)), DUBAI_CLASSES)
+        shares = {c: float((labels == n).mean()) for n, c in enumerate(DUBAI_CLASSES) if c.paraphrases}
+        asked = [
+            (w, share > 0) for c, share in shares.items() if share == 0 or share >= MIN_FRACTION for w in c.paraphrases
+        ]
+        predictions = predictor.predict_batch(
+            to_rgb8(read_image(image_path)), [w for w, _ in asked], return_attention=False
+        )
+        for (_, there), prediction in zip(asked, predictions):
+            refused[there].append(predictor.judge(prediction).label == NOTHING_FOUND)
+    absent, present = (float(np.mean(refused[k])) for k in (False, True))
+    assert len(refused[False]) >= 30 and len(refused[True]) >= 100, {k: len(v) for k, v in refused.items()}
+    assert absent >= ABSENT_NOTHING_FOUND, f"absent classes answered 'nothing found' in {absent:.1%}"
+    assert present <= PRESENT_NOTHING_FOUND, f"present classes refused in {present:.1%}"

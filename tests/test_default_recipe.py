@@ -144,9 +144,15 @@ def test_export_only_needs_a_trained_run(tmp_path, capsys):
 def test_the_recipe_scores_whole_images_too(tmp_path):
     configs = Path(__file__).resolve().parents[1] / "configs"
     crops, whole = Path("runs/data/dubai-referring"), Path("runs/data/dubai-referring-whole")
-    shipped = load_config(configs / "default_model.yaml", [])
-    assert recipe.conversion_roots(shipped) == [crops, whole]  # trained on both
-    assert shipped.model.overrides["dice_weight"] > 0
+    v3 = load_config(configs / "default_model_v3.yaml", [])  # shipped until v4
+    assert recipe.conversion_roots(v3) == [crops, whole]  # trained on both
+    assert v3.model.overrides["dice_weight"] > 0
+    shipped = load_config(configs / "default_model.yaml", [])  # v4: asked wordings, capped negatives, flips
+    cap10 = [Path("runs/data/dubai-referring-asked-cap10"), Path("runs/data/dubai-referring-whole-asked-cap10")]
+    assert recipe.conversion_roots(shipped) == cap10 and shipped.data.augment and shipped.model.init_recipe is None
+    assert shipped.train.eval_every > shipped.train.max_steps  # tile 6 is scored after the last step only
+    assert shipped.model.overrides == v3.model.overrides and shipped.output.dir == "runs/default_model"
+    assert recipe.CONVERSIONS[cap10[0].name]["paraphrases"] and recipe.CONVERSIONS[cap10[1].name]["negatives"]
     first = load_config(configs / "default_model_v1.yaml", [])
     assert not first.data.mix and recipe.conversion_roots(first) == [crops, whole]  # whole images: scored only
     mixed = load_config(configs / "default_model_mix.yaml", [])
@@ -161,7 +167,7 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     n1 = [Path("runs/data/dubai-referring-asked-n1"), Path("runs/data/dubai-referring-whole-asked-n1")]
     assert recipe.conversion_roots(fewer) == n1 and not fewer.data.augment
     assert [recipe.CONVERSIONS[root.name]["negatives"] for root in n1] == [1, 1]
-    assert not shipped.data.augment and "negatives" not in recipe.CONVERSIONS["dubai-referring"]
+    assert not v3.data.augment and "negatives" not in recipe.CONVERSIONS["dubai-referring"]
     for share in (10, 20):  # staged on the v4 attempt: its folders are converted too
         capped = load_config(configs / f"default_model_v4cap{share}.yaml", [])
         cap = [
@@ -171,10 +177,10 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
         assert capped.model.init_recipe == "configs/default_model_v4.yaml" and capped.data.augment
         assert recipe.conversion_roots(capped) == cap + asked_roots
         assert {recipe.CONVERSIONS[root.name]["negative_share"] for root in cap} == {share / 100}
-    neg = load_config(configs / "default_model_v4neg10.yaml", [])  # the shipped recipe + capped negatives
+    neg = load_config(configs / "default_model_v4neg10.yaml", [])  # v3's recipe + capped negatives
     neg_roots = [Path("runs/data/dubai-referring-neg10"), Path("runs/data/dubai-referring-whole-neg10")]
     assert recipe.conversion_roots(neg) == neg_roots and not neg.data.augment and neg.model.init_recipe is None
-    assert neg.train == shipped.train and neg.model.overrides == shipped.model.overrides
+    assert neg.train == v3.train and neg.model.overrides == v3.model.overrides
     with pytest.raises(ValueError, match="only into folders named"):
         recipe.prepare_data(tmp_path, tmp_path / "elsewhere")
 
@@ -204,6 +210,12 @@ def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path)
     assert "Training time: 30 min wall-clock (10 + 20 min by stage), 29 min of CPU time" in card
     single = model_card.render_model_card({**metadata, "stages": None}, 20.0)
     assert "stages" not in single and f"{metadata['training']['steps']} AdamW steps" in single
+    gpu = {"machine": "one NVIDIA H200 GPU", "note": "resumed once from its epoch checkpoint", "cpu_s": None}
+    card = model_card.render_model_card({**metadata, "stages": None, "training": {**staged["training"], **gpu}}, 20.0)
+    assert "Training time: 20 min wall-clock (1 thread(s), on one NVIDIA H200 GPU;" in card
+    assert "min of CPU time" not in card and "Resumed once from its epoch checkpoint." in card
+    chosen = model_card.render_model_card({**metadata, "stages": None, "selection": "Chosen on tile 6 by X."}, 20.0)
+    assert "seed 0. Chosen on tile 6 by X." in chosen and model_card.SELECTION not in chosen
 
 
 def _row(present: bool, area: float, inside: float | None, iou: float | None = None) -> dict:

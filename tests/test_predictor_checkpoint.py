@@ -12,8 +12,9 @@ from PIL import Image
 
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import load_pretrained, save_pretrained
+from sbanet.confidence import FOUND, NOTHING_FOUND, ConfidenceThresholds, judge
 from sbanet.image import to_rgb8
-from sbanet.predictor import Predictor
+from sbanet.predictor import Prediction, Predictor
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +214,24 @@ def test_predictor_from_pretrained(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     a, b = (p.predict(image, "the car", return_attention=False).probability for p in (predictor, plain))
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_the_predictor_judges_with_the_checkpoint_thresholds(tmp_path):
+    """``Predictor.judge``: the API's "nothing found" / "low confidence" verdict, with the
+    thresholds calibrated for the checkpoint (its metadata), else the defaults."""
+    model = sbanet_tiny().eval()
+    calibrated = {"min_area_fraction": 0.5, "min_mean_probability": 0.6, "confident_mean_probability": 0.9}
+    save_pretrained(model, tmp_path / "m", metadata={"confidence": calibrated})
+    save_pretrained(model, tmp_path / "plain")
+    predictor = Predictor.from_pretrained(tmp_path / "m", precision="fp32")
+    assert predictor.thresholds == ConfidenceThresholds(**calibrated)
+    assert Predictor.from_pretrained(tmp_path / "plain", precision="fp32").thresholds == ConfidenceThresholds()
+    strict = ConfidenceThresholds(min_area_fraction=1.0)  # no mask short of the whole image is enough
+    assert Predictor.from_pretrained(tmp_path / "m", thresholds=strict).thresholds == strict
+    prediction = predictor.predict(np.zeros((20, 30, 3), np.uint8), "the car", return_attention=False)
+    assert predictor.judge(prediction) == judge(prediction, ConfidenceThresholds(**calibrated))
+    quarter = np.zeros((20, 30), bool)
+    quarter[:10, :15] = True  # a quarter of the image, confidently marked
+    sure = Prediction("the car", quarter, np.where(quarter, 0.95, 0.05).astype(np.float32))
+    assert predictor.judge(sure).label == NOTHING_FOUND  # below the calibrated half of the image
+    assert Predictor.from_pretrained(tmp_path / "plain", precision="fp32").judge(sure).label == FOUND

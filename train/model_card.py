@@ -16,6 +16,11 @@ GROUP_LABELS = {
     "all": "all expressions",
 }
 COMMAND = "python -m train.default_model"
+# how tile 6 was used, for runs whose metadata does not say (``selection``)
+SELECTION = (
+    "The last weights are shipped: tile 6 was used to choose the recipe (size, lr, steps, data mix, loss) in "
+    "short pilot runs, never during a run."
+)
 
 LIMITATIONS = """\
 - It knows five land-cover classes of the dubai-aerial annotation: **water, buildings, roads,
@@ -35,8 +40,9 @@ LIMITATIONS = """\
   coast). Other places, seasons, sensors and ground resolutions are out of its distribution{ood}.
   Every image is resized to {size} x {size}; large scenes go through tiles
   (`python -m sbanet.predict`).
-- It is a CPU recipe of about an hour, not the paper's model: paper-level accuracy (Swin-B +
-  BERT-base, 40 epochs of RRSIS-D at 448 x 448) needs the RRSIS-D recipe on GPUs
+- It is a small recipe (minutes on a GPU, a few hours on a 2-core CPU), not the paper's model:
+  paper-level accuracy (Swin-B + BERT-base, 40 epochs of RRSIS-D at 448 x 448) needs the RRSIS-D
+  recipe on GPUs
   (`configs/rrsisd_swin_b.yaml`, docs/training.md).
 """
 WORDING_TRAINED = """\
@@ -49,7 +55,8 @@ WORDING_CANONICAL = """\
   near the trained words."""
 ABSENT_TRAINED = """\
 - It was trained to answer "nothing" for classes absent from an image: on tile 6, {rate}. The app
-  says "nothing found" below the thresholds above and does not queue such masks."""
+  says "nothing found" below the thresholds above and does not queue such masks; in Python,
+  `predictor.judge(mask)` gives the same verdict."""
 ABSENT_UNTRAINED = """\
 - The converter only writes a class-level expression when the class covers at least 1 % of a
   crop, so the model never saw an expression whose answer is empty: asking for "the water" in an
@@ -234,10 +241,8 @@ def recipe_lines(metadata: dict[str, Any]) -> list[str]:
     recipe, training = metadata["recipe"], metadata["training"]
     model, train = recipe["model"], recipe["train"]
     image_size = model["overrides"].get("image_size", 448)
-    common = (
-        f"loss {loss_phrase(model['overrides'])}, text encoder frozen, seed {train['seed']}. The last weights "
-        "are shipped: tile 6 was used to choose the recipe (size, lr, steps, data mix, loss) in short pilot "
-        "runs, never during a run."
+    common = f"loss {loss_phrase(model['overrides'])}, text encoder frozen, seed {train['seed']}. " + (
+        metadata.get("selection") or SELECTION
     )
     stages = metadata.get("stages") or []
     head = f"`configs/default_model.yaml`: {model['preset']} at {image_size} x {image_size}"
@@ -258,15 +263,21 @@ def recipe_lines(metadata: dict[str, Any]) -> list[str]:
 
 
 def training_time_lines(metadata: dict[str, Any]) -> list[str]:
-    """Wall-clock and CPU time of the training (every stage's, summed, when there are stages)."""
+    """Wall-clock (and, when every stage recorded it, CPU) time of the training, every stage's
+    summed, on the machine the run recorded (``training.machine``; runs before that field were all
+    trained on this project's shared 2-core CPU), with the run's ``training.note`` if any."""
     runs = [s["training"] for s in metadata.get("stages") or []] + [metadata["training"]]
-    wall, cpu = (sum(r[key] for r in runs) / 60 for key in ("wall_s", "cpu_s"))
+    wall = sum(r["wall_s"] for r in runs) / 60
     minutes = " + ".join(f"{r['wall_s'] / 60:.0f}" for r in runs)
     each = f" ({minutes} min by stage)" if len(runs) > 1 else ""
     last = metadata["training"]
+    cpu_s = [r.get("cpu_s") for r in runs]
+    cpu = "" if None in cpu_s else f", {sum(cpu_s) / 60:.0f} min of CPU time"
+    machine = last.get("machine") or "a shared 2-core AMD EPYC"
+    note = f" {last['note'][0].upper()}{last['note'][1:]}." if last.get("note") else ""
     return [
-        f"Training time: {wall:.0f} min wall-clock{each}, {cpu:.0f} min of CPU time ({last['threads']} thread(s), "
-        f"on a shared 2-core AMD EPYC; load average at the end {last.get('load_average')})."
+        f"Training time: {wall:.0f} min wall-clock{each}{cpu} ({last['threads']} thread(s), on {machine}; "
+        f"load average at the end {last.get('load_average')}).{note}"
     ]
 
 
@@ -278,7 +289,7 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         "# sbanet-lite-dubai: the default model of sbanet",
         "",
         "`sbanet_lite` (ImageNet EfficientNet-Lite0 + all-MiniLM-L6-v2, SBANet's BAM, DFS and TCSA) "
-        "trained on CPU on referring expressions made from the dubai-aerial land-cover masks. "
+        "trained on referring expressions made from the dubai-aerial land-cover masks. "
         "`python app.py` and `python -m sbanet.predict` use it when no `--model` / `$SBANET_MODEL` "
         "is given.",
         "",
@@ -288,6 +299,7 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         "",
         "predictor = Predictor.from_pretrained(default_model_source())  # offline",
         'masks = predictor.predict_batch("aerial.jpg", ["the water", "all buildings", "the roads"])',
+        'verdicts = [predictor.judge(m) for m in masks]  # "found", "low confidence" or "nothing found"',
         "```",
         "",
         "## Files",
