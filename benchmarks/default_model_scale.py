@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sbanet.default_model import default_model_source
-    from sbanet.geo.vector import mask_iou
     from sbanet.predictor import Predictor
+    from sbanet.training.metrics import mask_iou
 
     torch.set_num_threads(args.threads)
     model = args.model or default_model_source()

@@ -79,8 +79,9 @@ def run_cli(args: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 def polygon_figures() -> dict[str, float | int]:
     """sample_fp_mask.tif vectorised on sample_geotiff.tif's grid vs geotiff_labels.geojson."""
     from sbanet.geo.raster import geo_metadata
-    from sbanet.geo.vector import mask_iou, mask_to_polygons, rasterize_polygons
+    from sbanet.geo.vector import mask_to_polygons, rasterize_polygons
     from sbanet.geo.writers import read_mask
+    from sbanet.training.metrics import mask_iou
 
     info = geo_metadata(SPACENET / "sample_geotiff.tif")
     mask = read_mask(SPACENET / "sample_fp_mask.tif")

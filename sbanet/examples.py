@@ -87,7 +87,7 @@ def score_scene(
     """``{expression: IoU}`` of ``predictor``'s masks against synthetic scene ``seed``'s ground
     truth, for ``expressions`` (default: every expression the scene has)."""
     from .data.synthetic import make_scene
-    from .geo.vector import mask_iou
+    from .training.metrics import mask_iou
 
     image, referrings = make_scene(seed, size)
     truth = {r.expression: r.mask for r in referrings}
@@ -107,8 +107,8 @@ def score_aerial_example(predictor: Any, example: AerialExample, dubai_root: str
     from PIL import Image
 
     from .data.semantic import DUBAI_CLASSES, decode_label_mask
-    from .geo.vector import mask_iou
     from .image import read_image, to_rgb8
+    from .training.metrics import mask_iou
 
     image = to_rgb8(read_image(example.path))
     truth_path = Path(dubai_root) / f"{example.source}_mask.png"

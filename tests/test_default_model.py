@@ -16,9 +16,9 @@ from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds
 from sbanet.data.semantic import DUBAI_CLASSES, class_cases, decode_label_mask, find_pairs
 from sbanet.default_model import SHIPPED_MODEL, default_model_source
 from sbanet.examples import EXAMPLES, example_scenes, score_scene
-from sbanet.geo.vector import mask_iou
 from sbanet.image import read_image, to_rgb8
 from sbanet.predictor import Predictor
+from sbanet.training.metrics import mask_iou
 
 # expression -> (the land-cover class it names, the least mean IoU accepted), in the words
 # ("the water", "the buildings", "the roads"). Measured when v4 shipped (float16, whole tile-6

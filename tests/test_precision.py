@@ -12,9 +12,9 @@ from training_fixtures import single_thread
 from sbanet import runtime
 from sbanet.data.semantic import DUBAI_CLASSES, class_cases
 from sbanet.default_model import SHIPPED_MODEL
-from sbanet.geo.vector import mask_iou
 from sbanet.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
 from sbanet.predictor import Predictor
+from sbanet.training.metrics import mask_iou
 
 # class-level expressions of tile 6; the first one present per image keeps the test fast
 EXPRESSIONS = {"the water": "water", "the buildings": "building", "the roads": "road", "the vegetation": "vegetation"}

@@ -44,9 +44,9 @@ from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, judge, mask_s
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.refsegrs import metadata_file, read_metadata
 from sbanet.data.wording import DUBAI_PARAPHRASES
-from sbanet.geo.vector import mask_iou
 from sbanet.predictor import Predictor
 from sbanet.training.evaluation import evaluate
+from sbanet.training.metrics import mask_iou
 
 from .data import blind
 

@@ -164,14 +164,3 @@ def rasterize_polygons(
         return np.zeros(shape_hw, dtype=bool)
     burnt = features.rasterize(((p, 1) for p in polygons), out_shape=shape_hw, transform=transform, dtype=np.uint8)
     return burnt.astype(bool)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two ``bool [H, W]`` masks, by :mod:`sbanet.training.metrics`' rule
-    (0 when both are empty)."""
-    import torch
-
-    from ..training.metrics import intersection_union, iou_from_counts
-
-    counts = intersection_union(torch.from_numpy(np.asarray(a))[None], torch.from_numpy(np.asarray(b))[None])
-    return float(iou_from_counts(*counts)[0])

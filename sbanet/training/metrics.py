@@ -45,6 +45,13 @@ def iou_from_counts(intersection: torch.Tensor, union: torch.Tensor) -> torch.Te
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.zeros_like(union))
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``bool [H, W]`` masks by this module's rule (0 when both are
+    empty): what the app's examples, the default model's tests and reports score a mask with."""
+    counts = intersection_union(torch.from_numpy(np.asarray(a))[None], torch.from_numpy(np.asarray(b))[None])
+    return float(iou_from_counts(*counts)[0])
+
+
 def upsample_probability(probability: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Foreground probability ``[S, S]`` or ``[B, S, S]`` -> ``[..., H, W]`` (bilinear)."""
     squeeze = probability.dim() == 2
