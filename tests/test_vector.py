@@ -16,13 +16,13 @@ from shapely.geometry import shape
 from sbanet.geo.raster import geo_metadata
 from sbanet.geo.vector import (
     geojson_features,
-    mask_iou,
     mask_to_polygons,
     rasterize_polygons,
     write_geojson,
     write_geopackage,
 )
 from sbanet.geo.writers import read_mask
+from sbanet.training.metrics import mask_iou
 
 ATTRIBUTES = {"expression": "all buildings", "model": "sbanet_tiny", "model_version": "sbanet 0.1.0"}
 
