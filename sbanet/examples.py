@@ -39,9 +39,9 @@ class AerialExample:
         return EXAMPLE_FOLDER / self.filename
 
 
-# IoU of the shipped default model against the downscaled land-cover truth, in brackets (tile 6
-# was never trained on; tests/test_app_examples.py checks each stays above EXAMPLE_MIN_IOU).
-AERIAL_EXAMPLES: tuple[AerialExample, ...] = (  # IoU of the shipped model (v4) in the comments
+# IoU of the shipped default model (v4) against the downscaled land-cover truth, in the comments
+# (tile 6 was never trained on; tests/test_app_examples.py checks each stays above EXAMPLE_MIN_IOU).
+AERIAL_EXAMPLES: tuple[AerialExample, ...] = (
     AerialExample("dubai-tile6-001.jpg", ("the water", "all buildings"), "tile6/image_part_001"),  # 0.95, 0.59
     AerialExample("dubai-tile6-008.jpg", ("the vegetation",), "tile6/image_part_008"),  # 0.70
     AerialExample("dubai-tile6-009.jpg", ("the water", "the vegetation"), "tile6/image_part_009"),  # 0.86, 0.72
