@@ -14,6 +14,12 @@ torch habit) is refused with the fix, never read as ``W`` bands of ``H`` rows
 (:func:`check_channels_last`). :func:`check_decoded_bytes` bounds what a header promises
 (height × width × bands × bytes per sample) before anything is decoded.
 
+Photos from phones and drones are often stored rotated, with an EXIF ``Orientation`` tag that
+tells viewers how to turn them. :func:`read_image` returns the pixels *as viewers show them*
+(:func:`upright`), so a mask made from a file overlays that file in every viewer; the library,
+the command line, the app and the store all read files through it. TIFFs keep their stored grid:
+a raster's pixels are defined by its georeferencing, and GDAL ignores the tag as well.
+
 :func:`stretch_limits` and :func:`apply_stretch` split the stretch in two so that
 :mod:`sbanet.geo.raster` can compute the percentiles once per scene (excluding nodata, on a decimated
 read of a huge raster) and stretch every tile of the scene with the same limits.
@@ -23,8 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 DEFAULT_PERCENTILES = (2.0, 98.0)
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -203,10 +213,24 @@ def tiff_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
     return shape, dtype
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF / TIFF tag; 1 = stored upright, 2-8 = flipped and/or turned
+
+
+def upright(img: PILImage, path: str | Path = "") -> PILImage:
+    """``img`` turned as its EXIF ``Orientation`` (2-8) says viewers show it; unchanged when the
+    tag is absent or 1, and for TIFFs (see the module docstring)."""
+    from PIL import ImageOps
+
+    if Path(path).suffix.lower() in TIFF_SUFFIXES or img.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
 def read_image(path: str | Path, max_bytes: int = MAX_DECODED_BYTES) -> np.ndarray:
     """Read a PNG / JPEG / TIFF (any band count and bit depth) into a numpy array.
 
-    Raises ``ValueError`` with the reason for missing, empty, corrupt or oversized files
+    PNG / JPEG pixels come upright (EXIF ``Orientation`` applied, :func:`upright`). Raises
+    ``ValueError`` with the reason for missing, empty, corrupt or oversized files
     (Pillow's decompression-bomb limit; a TIFF whose header promises more than ``max_bytes``
     decoded; large GeoTIFF scenes go through :mod:`sbanet.geo.raster`).
     """
@@ -233,6 +257,7 @@ def read_image(path: str | Path, max_bytes: int = MAX_DECODED_BYTES) -> np.ndarr
     try:
         with Image.open(path) as img:
             img.load()
+            img = upright(img, path)
             if img.mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
             elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):

@@ -67,3 +67,39 @@ def rgba_png(path: Path, rgb: np.ndarray, alpha: np.ndarray) -> Path:
 def gray_png(path: Path, array: np.ndarray) -> Path:
     Image.fromarray(np.asarray(array, np.uint8)).save(path)
     return path
+
+
+# EXIF Orientation -> how the *stored* pixels are made from the picture as viewers show it: the
+# inverse of what the tag tells a viewer to do (2-5 and 7 are their own inverse; 6 and 8 swap)
+STORED_FROM_SHOWN = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,  # the viewer turns it 90° clockwise back
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def blocky_picture(height: int = 48, width: int = 80, block: int = 16) -> np.ndarray:
+    """``uint8 [height, width, 3]`` of flat ``block``-pixel squares in distinct colours: JPEG keeps
+    them (nearly) exact, and every flip or turn of it is a different picture."""
+    rows, cols = height // block, width // block
+    colours = np.random.default_rng(7).integers(0, 256, (rows, cols, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(colours, block, axis=0), block, axis=1)
+
+
+def oriented_image(path: Path, shown: np.ndarray, orientation: int) -> Path:
+    """A JPEG (or PNG, by ``path``'s suffix) whose pixels are ``shown`` stored as a phone would for
+    EXIF ``orientation`` (1-8), with that tag, so viewers show ``shown``."""
+    picture = Image.fromarray(shown)
+    if STORED_FROM_SHOWN[orientation] is not None:
+        picture = picture.transpose(STORED_FROM_SHOWN[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lossless_as_can_be = {"quality": 100, "subsampling": 0} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    picture.save(path, exif=exif, **lossless_as_can_be)
+    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from app_server import running_app, scene_png
-from hostile_files import float_tiff, gray_png, rgba_png, sparse_tiff
+from hostile_files import blocky_picture, float_tiff, gray_png, oriented_image, rgba_png, sparse_tiff
 from PIL import Image
 from sqlalchemy import func, select
 from store_backends import BACKENDS, backend_url
@@ -201,6 +201,23 @@ def test_nodata_pixels_are_never_in_a_mask(client, ctx):
     _, _, files, *_ = client.predict(handle_file(str(scene)), "everything", "", 0.05, "", api_name="/segment")
     mask = np.asarray(Image.open(files[0]))
     assert mask.shape == (40, 56) and not mask[:12].any()
+
+
+def test_a_photo_stored_rotated_gets_its_mask_as_viewers_show_it(app, client, ctx):
+    """EXIF Orientation 6 (a phone held upright): the stored pixels are 80 x 48, viewers show
+    48 x 80; the mask and the stored image's size are the shown ones."""
+    from gradio_client import handle_file
+
+    shown = blocky_picture()
+    photo = oriented_image(ctx["folder"] / "phone.jpg", shown, 6)
+    _, _, files, *_, details = client.predict(
+        handle_file(str(photo)), "the water", "", 0.5, "ana", keep_untrusted=True, api_name="/segment"
+    )
+    assert np.asarray(Image.open(files[0])).shape[:2] == shown.shape[:2]
+    assert (details["image"]["height"], details["image"]["width"]) == shown.shape[:2]
+    with app.backend.store.ReadSession() as session:
+        image = session.get(ImageRow, details["image"]["image_id"])
+        assert (image.height, image.width) == shown.shape[:2]
 
 
 def test_a_retried_save_returns_the_first_version(app, client, ctx):

@@ -11,10 +11,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from hostile_files import float_tiff, gray_png, rgba_png, sparse_tiff
+from hostile_files import blocky_picture, float_tiff, gray_png, oriented_image, rgba_png, sparse_tiff
 
 from annotate.app.inputs import load_image, mask_from_file
 from annotate.jobs.finetune_data import FinetuneConfig
+from annotate.store.files import probe_image
 from annotate.store.text import check_note, check_request_id, code_text, markdown_text
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
@@ -172,6 +173,39 @@ def test_markdown_shows_user_strings_literally():
     shown = markdown_text('<img src="http://host/b.png"> | *bold* [x](http://y)')
     assert not set('<>|*[]()"') & set(shown) and "http://" not in shown
     assert code_text("a ` b") == "``a ` b``"
+
+
+# --- photos stored rotated, with an EXIF Orientation tag (phones, drones) ---------------------------
+ORIENTATIONS = range(1, 9)
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_exif_orientation_is_applied_wherever_a_file_is_read(predictor, tmp_path, orientation):
+    """Every reader returns the picture as viewers show it, so masks overlay the photo: the
+    library, the predictor, the app's upload, a mask file and the store's probe (its size)."""
+    shown = blocky_picture()
+    photo = oriented_image(tmp_path / "photo.jpg", shown, orientation)
+    assert np.abs(read_image(photo).astype(int) - shown).max() <= 2  # JPEG at quality 100
+    assert predictor.predict(photo, "the water").mask.shape == shown.shape[:2]
+    assert np.abs(load_image(photo).rgb.astype(int) - shown).max() <= 2
+    info = probe_image(photo)
+    assert (info.height, info.width) == shown.shape[:2]
+    mask = np.zeros(shown.shape[:2], np.uint8)
+    mask[:16, :32] = 255  # not symmetric: any flip or turn moves it
+    mask_file = oriented_image(tmp_path / "mask.png", np.dstack([mask] * 3), orientation)
+    np.testing.assert_array_equal(mask_from_file(mask_file, shown.shape[:2]), mask > 0)
+
+
+def test_cli_masks_of_rotated_photos_overlay_them(checkpoint, tmp_path):
+    """One command over the eight orientations: each mask file has the size viewers show."""
+    shown = blocky_picture()
+    for orientation in ORIENTATIONS:
+        oriented_image(tmp_path / "photos" / f"o{orientation}.jpg", shown, orientation)
+    main([str(tmp_path / "photos"), "the water", "--model", str(checkpoint), "-d", str(tmp_path / "out"), "-q"])
+    masks = sorted((tmp_path / "out").glob("o*__*.tif"))
+    assert len(masks) == len(ORIENTATIONS)
+    for path in masks:
+        assert read_image(path).shape[:2] == shown.shape[:2], path.name
 
 
 # --- the command line: one line, exit 2, nothing written -------------------------------------------
