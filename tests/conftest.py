@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
-
+# Before torch loads OpenMP: its idle threads sleep instead of spinning. With the default
+# (active) policy each parallel region's waiting thread spins on a core that another process
+# needs, and on a loaded 2-core machine the tiny model's 150 training steps took 248 s with two
+# threads instead of 17 s with one (26 s with two, passive): the overfit test's timeout under load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # No test may reach a model hub: everything runs from the wheels and random weights.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

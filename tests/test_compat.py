@@ -6,9 +6,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from numerics import assert_within_drift
 
 from sbanet import sbanet_tiny
 from sbanet.build import build_model
@@ -32,6 +32,7 @@ def reference_probability(model, tokenizer, expression: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1)[0, 1]
 
 
+@pytest.mark.numerics
 def test_a_version_1_checkpoint_computes_what_it_computed_before():
     """Loaded by today's code, the old checkpoint gets the legacy forms and reproduces the old
     code's output; the same weights in the paper's forms compute something else (so the
@@ -44,14 +45,20 @@ def test_a_version_1_checkpoint_computes_what_it_computed_before():
     expected = json.loads(REFERENCE.read_text())
     probability = reference_probability(model, tokenizer, expected["expression"])
     stride = expected["stride"]
-    np.testing.assert_allclose(probability[::stride, ::stride].numpy(), np.array(expected["probability"]), atol=2e-5)
-    assert abs(probability.mean().item() - expected["mean"]) < 2e-6
+    # The reference was captured on an AVX2 AMD EPYC. Measured against it (benchmarks.numerics_drift,
+    # seven kernel paths): up to 5.3e-4 on an AMX Xeon (ONEDNN_MAX_CPU_ISA=AVX2; 1.8e-4 with
+    # ATEN_CPU_CAPABILITY=default), up to 5.9e-4 on an AVX-512 Zen 4 (SSE41); the mean moved
+    # 6.6e-7 at most. 2e-3 leaves 3x room for CPUs not seen; the legacy forms below move the
+    # output by >= 0.06, 30x more, so a wrong computation still fails.
+    assert_within_drift(probability[::stride, ::stride], expected["probability"], atol=2e-3, check="legacy probability")
+    assert_within_drift(probability.mean(), expected["mean"], atol=1e-5, check="legacy mean probability")
     faithful = {"tcsa_order": "sequential", "swin_shift": "lavt", "bam_attention": "single", "dfs_project_micro": False}
     for name, value in faithful.items():
         other = build_model(dataclasses.replace(model.config, **{name: value}), pretrained=False)
         other.load_state_dict(model.state_dict(), strict=False)  # a form's extra parameters keep their init
         p = reference_probability(other, tokenizer, expected["expression"])
-        assert (p - probability).abs().max() > 1e-2, f"{name}={value} left the output unchanged"
+        # 10x the tolerance above: the reference's tolerance cannot hide a wrong form
+        assert (p - probability).abs().max() > 2e-2, f"{name}={value} left the output unchanged"
 
 
 def test_version_1_configs_get_legacy_values_and_new_saves_are_explicit(tmp_path, tokenizer):

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from numerics import assert_within_drift
 from training_fixtures import single_thread, toy_dataset
 
 from sbanet import sbanet_tiny
@@ -221,7 +222,7 @@ def test_checkpoints_and_export(data, tmp_path, tokenizer):
     reference = Predictor(model.eval(), tokenizer).predict(image, "the red square", return_attention=False)
     for other in (Predictor(reloaded, tokenizer), predictor):
         got = other.predict(image, "the red square", return_attention=False)
-        np.testing.assert_allclose(got.probability, reference.probability, atol=1e-5)
+        assert_within_drift(got.probability, reference.probability, atol=1e-5, check="reloaded")
 
 
 def test_cancel_event_before_start_saves_position(data, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import assert_within_drift
 
 from sbanet import ABLATIONS, PRESETS, build_preset
 from sbanet.build import PRESET_CONFIGS, build_model, count_parameters
@@ -70,6 +71,7 @@ def test_every_parameter_gets_a_gradient():
     "ablation",
     ["full", "lavt", "tokens_cross_attention", "tokens_self_attention", "tokens_group_attention", "tcsa_no_text"],
 )
+@pytest.mark.numerics
 @torch.no_grad()
 def test_padding_tokens_do_not_change_the_output(ablation):
     model = build_preset("sbanet_tiny", ablation=ablation).eval()
@@ -80,7 +82,7 @@ def test_padding_tokens_do_not_change_the_output(ablation):
     torch.testing.assert_close(model(images, other_ids, mask), out)
     # and a shorter padded length gives the same result for the padded sample
     out_short = model(images[:1], ids[:1, :5], mask[:1, :5])
-    torch.testing.assert_close(out_short, out[:1], atol=1e-5, rtol=1e-4)
+    assert_within_drift(out_short, out[:1], atol=1e-5, rtol=1e-4, check="shorter padding")
 
 
 # --- ablations: each builds, runs and changes the parameter count by the formula -------------

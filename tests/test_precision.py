@@ -26,6 +26,7 @@ def _one_thread():
         yield
 
 
+@pytest.mark.numerics
 def test_auto_on_the_shipped_model_agrees_with_fp32_on_every_tile6_pair():
     """``precision="auto"`` (fast path) against fp32 eager: mask IoU >= 0.99 on every pair, on
     whatever CPU this runs (auto must not switch precision because the CPU has bf16)."""

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from numerics import assert_within_drift
 from PIL import Image
 
 from sbanet import sbanet_tiny
@@ -61,13 +62,14 @@ def test_attention_maps(predictor):
     assert att.tcsa_spatial.shape == (g, g)
 
 
+@pytest.mark.numerics
 def test_several_expressions_share_the_image_and_match_single_runs(predictor):
     image = np.random.default_rng(5).integers(0, 255, (80, 120, 3), dtype=np.uint8)
     texts = ["the water", "all buildings in the top left", "the road"]
     batch = predictor.predict_batch(image, texts, return_attention=False)
     for text, pred in zip(texts, batch):
         single = predictor.predict(image, text, return_attention=False)
-        np.testing.assert_allclose(pred.probability, single.probability, atol=1e-5)
+        assert_within_drift(pred.probability, single.probability, atol=1e-5, check="batch vs single")
 
 
 def test_path_and_pil_inputs(predictor, tmp_path):
@@ -120,7 +122,7 @@ def test_concurrent_callers_get_their_own_results(predictor):
     for t in threads:
         t.join()
     for i in range(6):
-        np.testing.assert_allclose(results[i], expected[i], atol=1e-6)
+        assert_within_drift(results[i], expected[i], atol=1e-6, check="threaded vs sequential")
 
 
 def test_to_rgb8_conversions():
@@ -204,6 +206,7 @@ def test_text_encoder_can_come_from_its_source(tmp_path):
         torch.testing.assert_close(loaded(images, ids, mask), model(images, ids, mask))
 
 
+@pytest.mark.numerics
 def test_predictor_from_pretrained(tmp_path):
     model = sbanet_tiny().eval()
     save_pretrained(model, tmp_path / "m")
@@ -213,7 +216,7 @@ def test_predictor_from_pretrained(tmp_path):
     assert predictor.fast and not plain.fast and plain.precision.name == "fp32"
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     a, b = (p.predict(image, "the car", return_attention=False).probability for p in (predictor, plain))
-    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert_within_drift(a, b, atol=1e-4, check="fast vs eager")
 
 
 def test_the_predictor_judges_with_the_checkpoint_thresholds(tmp_path):
