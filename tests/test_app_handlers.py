@@ -263,6 +263,19 @@ def test_large_images_are_edited_downscaled_and_saved_at_full_size(backend, tmp_
     assert mask.sum() == 600 + 32
 
 
+def test_open_with_an_empty_box_opens_the_proposed_mask(backend, scene):
+    """On the Correct tab's first showing the page sends 0 for a box that already shows the
+    proposal: Open then opens the proposal; a typed version wins; no segmentation, no proposal."""
+    *_, session = SegmentHandlers(backend).segment(str(scene), "the pond\nthe road", "", 0.5, "ana")
+    review = ReviewHandlers(backend)
+    first, second = session.mask_version_ids
+    for empty in (0, None, ""):
+        assert review.open_from_session(session, empty)[1].mask_version_id == first
+    assert review.open_from_session(session, second)[1].mask_version_id == second
+    with pytest.raises(gr.Error, match="choose a mask version first"):
+        review.open_from_session(None, 0)
+
+
 def test_bad_corrections_are_refused_and_nothing_is_saved(backend, scene):
     *_, session = SegmentHandlers(backend).segment(str(scene), "the pond", "", 0.5, "ana")
     review = ReviewHandlers(backend)

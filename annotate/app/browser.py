@@ -126,15 +126,8 @@ class AppPage:
             page.fill("#mask-version input", str(mask_version))
         else:  # the Correct tab proposes the last segmentation's draft once it is saved
             page.wait_for_function("() => document.querySelector('#mask-version input').value !== ''")
-        opened = "() => /mask version \\d+/.test(document.querySelector('#item-info').innerText)"
-        for attempt in range(3):  # a click that lands while the page still runs the last chain can be dropped
-            self.press("#open-button")
-            try:
-                page.wait_for_function(opened, timeout=20000 if attempt < 2 else 120000)
-                break
-            except Exception:  # playwright's TimeoutError: click again
-                if attempt == 2:
-                    raise
+        self.press("#open-button")  # one click: an empty-looking box opens the proposal (review.open_from_session)
+        page.wait_for_function("() => /mask version \\d+/.test(document.querySelector('#item-info').innerText)")
         page.wait_for_selector("#mask-editor canvas")
         page.wait_for_function("() => /\\d+%/.test(document.querySelector('#mask-editor').innerText)")
         page.wait_for_timeout(1500)  # the background texture is drawn after the zoom shows

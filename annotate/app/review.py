@@ -72,9 +72,19 @@ def review_progress(counts: dict[str, int]) -> str:
     return f"**{done} of {total}** expressions reviewed (accepted or rejected) · {parts}"
 
 
+def value_missing(value: Any) -> bool:
+    """An empty number box or dropdown: None, "" or the 0 the page sends for an empty box."""
+    return value is None or value == "" or value == 0
+
+
+def proposed_version(session: Any) -> int | None:
+    """The mask version the Correct tab proposes after a segmentation: its first saved one."""
+    return next((v for v in getattr(session, "mask_version_ids", None) or [] if v), None)
+
+
 def version_id(value: Any, what: str = "mask version") -> int:
     """An id from a number box or dropdown (``ValueError`` if missing or not a whole number)."""
-    if value is None or value == "" or value == 0:
+    if value_missing(value):
         hint = ": segment an image (Segment tab) or pick a row of the Review queue" if what == "mask version" else ""
         raise ValueError(f"choose a {what} first{hint}")
     try:
@@ -121,7 +131,14 @@ class ReviewHandlers:
         return value, editing, self._describe(item), history
 
     def open_from_session(self, session: Any, mask_version: Any) -> tuple[dict[str, Any], Editing, str, pd.DataFrame]:
-        """Open a mask version with the band choice of the user's last segmentation."""
+        """Open a mask version with the band choice of the user's last segmentation. An empty
+        box (None, or the 0 the page sends for one) opens what the tab proposes, the last
+        segmentation's first saved mask (:func:`proposed_version`): when the Correct tab is first
+        shown, its box displays the proposal about 0.1 s before the page's state holds it, and a
+        click in between sends 0 (seen in the request payloads under load; it looked like a
+        dropped click)."""
+        if value_missing(mask_version):
+            mask_version = proposed_version(session)
         return self.open_item(mask_version, getattr(session, "bands", None))
 
     @user_errors
