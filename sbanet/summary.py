@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .build import ABLATIONS, PRESET_CONFIGS, build_model, count_parameters
-from .config import LEGACY_VALUES, SBANetConfig
+from .config import EARLIER_FORMS, SBANetConfig
 
 
 def component_parameters(model: nn.Module) -> dict[str, int]:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-flops", action="store_true", help="parameters only (fast)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    changes = {**(ABLATIONS[args.ablation] if args.ablation else {}), **(LEGACY_VALUES if args.legacy else {})}
+    changes = {**(ABLATIONS[args.ablation] if args.ablation else {}), **(EARLIER_FORMS if args.legacy else {})}
     config = PRESET_CONFIGS[args.preset or args.name or "sbanet_swin_b"](**changes)
     result = summarize(config, args.image_size, flops=not args.no_flops)
     print(json.dumps(result, indent=2) if args.json else format_summary(result))

@@ -206,10 +206,17 @@ def test_fast_swin_matches_eager_in_both_orders(swin_shift):
 # --- the ablations ----------------------------------------------------------------------------------
 def test_ablation_rows_sit_on_the_paper_bases():
     assert ABLATIONS["lavt+bam"] == dict(bam=True, dfs=True, tcsa=False)  # BAM includes DFS
-    for key in ABLATION_TABLES["IV"]:
+    # Table IV: the language updates are added to PWAM (line 249), the BAM rows carry DFS
+    for key in ("tokens_self_attention", "tokens_cross_attention", "tokens_group_attention"):
+        assert ABLATIONS[key]["bam"] and not ABLATIONS[key]["dfs"] and not ABLATIONS[key]["tcsa"]
+    for key in ABLATION_TABLES["IV"][4:]:
         assert ABLATIONS[key]["bam"] and ABLATIONS[key]["dfs"] and not ABLATIONS[key]["tcsa"]
-    for key in ABLATION_TABLES["V"]:
+    assert ABLATIONS["pwam"] == ABLATIONS["lavt"] == ABLATIONS["tcsa_default"]
+    # Table V on LAVT, text guidance only in the last row (line 267)
+    for key in ABLATION_TABLES["V"][1:]:
         assert ABLATIONS[key]["tcsa"] and not ABLATIONS[key]["bam"] and not ABLATIONS[key]["dfs"]
+        assert ABLATIONS[key].get("tcsa_text", True) == (key == "tcsa_full")
+    assert "lavt+dfs" in ABLATION_TABLES["III"]
     pyramid = ABLATIONS["tokens_pyramid"]["num_queries"]
     assert list(pyramid) == sorted(pyramid) == [128, 256, 512, 1024]  # grows with the stage width
     assert all(key in ABLATIONS for rows in ABLATION_TABLES.values() for key in rows)
@@ -221,7 +228,7 @@ def test_self_attention_tokens_are_the_words():
     text = model.encode_text(ids, mask)
     tokens, _, token_mask = model.fusions[0].query_tokens(None, text, mask)
     assert tokens.shape[:2] == ids.shape and torch.equal(token_mask, mask.bool())
-    group = build_preset("sbanet_tiny", ablation="tokens_group_attention").eval()
+    group = build_preset("sbanet_tiny", ablation="tokens_group_attention", group_assignment="soft").eval()
     with torch.no_grad():
         _, attention = group(images, ids, mask, return_attention=True)
     assignment = attention["stages"][0]["query"]  # [B, M, h, w]: each group's share of the pixels
@@ -240,3 +247,38 @@ def test_480_config_gives_the_papers_15x15_last_stage():
         for i in range(4):
             x = model.visual_encoder.stage(i, x)
     assert x.shape[1] * x.shape[2] == 225 == model.config.tcsa_grid**2
+
+
+def test_group_tokens_use_groupvits_hard_assignment():
+    """Table IV's group attention (line 265): each pixel goes to exactly one group, one-hot in
+    eval; training draws Gumbel noise yet still gives one-hot columns with a gradient."""
+    from sbanet.modeling.tokens import hard_group_assignment
+
+    logits = torch.randn(2, 5, 30, requires_grad=True)
+    hard = hard_group_assignment(logits, training=False)
+    assert torch.equal(hard.sum(1), torch.ones(2, 30)) and torch.equal(hard.argmax(1), logits.argmax(1))
+    sampled = hard_group_assignment(logits, training=True)
+    assert torch.equal(sampled.sum(1), torch.ones(2, 30)) and set(sampled.unique().tolist()) <= {0.0, 1.0}
+    (sampled * torch.randn_like(sampled)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    model = build_preset("sbanet_tiny", ablation="tokens_group_attention").eval()
+    assert model.config.group_assignment == "hard"
+    images, ids, mask = _inputs(2, 64)
+    with torch.no_grad():
+        _, attention = model(images, ids, mask, return_attention=True)
+    shares = attention["stages"][0]["query"].flatten(2)  # [B, M, hw]: one group per pixel
+    assert torch.equal((shares > 0).sum(1), torch.ones_like(shares[:, 0], dtype=torch.long))
+
+
+def test_new_configs_take_the_papers_forms_and_saved_ones_keep_theirs():
+    from sbanet.config import ADDED_FIELD_VALUES, SBANetConfig
+
+    config = PRESET_CONFIGS["sbanet_tiny"]()
+    assert config.pwam_activation == "relu" and config.tcsa_reconstruct == "depthwise"
+    assert not config.tcsa_ffn and not config.tcsa_concat_norm and config.group_assignment == "hard"
+    saved = {k: v for k, v in config.to_dict().items() if k not in ADDED_FIELD_VALUES}
+    old = SBANetConfig.from_dict(saved, version=2)
+    assert {k: getattr(old, k) for k in ADDED_FIELD_VALUES} == dict(ADDED_FIELD_VALUES)
+    assert SBANetConfig.from_dict(config.to_dict(), version=2) == config
+    assert isinstance(build_model(config).fusions[0].dfs.branch_pwam[0].project_mm[1], torch.nn.ReLU)
+    assert isinstance(build_model(old).fusions[0].dfs.branch_pwam[0].project_mm[1], torch.nn.GELU)

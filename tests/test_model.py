@@ -8,7 +8,7 @@ from numerics import assert_within_drift
 
 from sbanet import ABLATIONS, PRESETS, build_preset
 from sbanet.build import PRESET_CONFIGS, build_model, count_parameters
-from sbanet.config import SBANetConfig
+from sbanet.config import ADDED_FIELD_VALUES, SBANetConfig
 
 
 def _inputs(batch: int, size: int, length: int = 12):
@@ -118,13 +118,17 @@ def _alignment(d, q, cfg: SBANetConfig):
 def _tcsa(cfg: SBANetConfig):
     dims, cc, g = cfg.stage_dims, cfg.tcsa_concat_dim, cfg.tcsa_text_dim
     s = sum(dims)
+    concat_norm = 2 * cc if cfg.tcsa_concat_norm else 0
     n = (cfg.text_dim * g + g + g * g + g + 2 * g) if cfg.tcsa_text else 0
-    n += 2 * s + 2 * cc  # scale norms, concat norm
+    n += 2 * s + concat_norm  # scale norms, concat norm
     n += (2 * s + 4 * cc + 2 * s) if cfg.tcsa_channel else 0
     n += (4 * cc + 4 * s) if cfg.tcsa_spatial else 0
-    n += (2 * s + 2 * cc) if cfg.tcsa_spatial and cfg.tcsa_order == "sequential" else 0  # Eq. 10's LN
-    n += 2 * s + sum(8 * c * c + 5 * c for c in dims)  # FFN norms + FFNs
-    n += sum(c * c + 2 * c for c in dims)  # reconstruction conv + BN
+    n += (2 * s + concat_norm) if cfg.tcsa_spatial and cfg.tcsa_order == "sequential" else 0  # Eq. 10's LN
+    n += (2 * s + sum(8 * c * c + 5 * c for c in dims)) if cfg.tcsa_ffn else 0  # FFN norms + FFNs
+    if cfg.tcsa_reconstruct == "conv_bn_relu":
+        n += sum(c * c + 2 * c for c in dims)  # reconstruction conv + BN
+    else:
+        n += 2 * s  # the 1x1 depthwise convolutions
     return n
 
 
@@ -150,7 +154,12 @@ def expected_fusion_extra(cfg: SBANetConfig) -> int:
     return extra
 
 
-LEGACY_FORMS = {"bam_attention": "multihead", "dfs_project_micro": True, "tcsa_order": "parallel"}
+LEGACY_FORMS = {
+    "bam_attention": "multihead",
+    "dfs_project_micro": True,
+    "tcsa_order": "parallel",
+    **ADDED_FIELD_VALUES,
+}
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["paper", "legacy"])
@@ -158,7 +167,8 @@ LEGACY_FORMS = {"bam_attention": "multihead", "dfs_project_micro": True, "tcsa_o
 def test_ablation_builds_runs_and_has_expected_size(ablation, legacy):
     cfg = PRESET_CONFIGS["sbanet_tiny"](**ABLATIONS[ablation], **(LEGACY_FORMS if legacy else {}))
     model = build_model(cfg).eval()
-    lavt = build_model(PRESET_CONFIGS["sbanet_tiny"](**ABLATIONS["lavt"]))
+    # LAVT with the same encoders (Table VI's rows change them)
+    lavt = build_model(PRESET_CONFIGS["sbanet_tiny"](**{**ABLATIONS[ablation], **ABLATIONS["lavt"]}))
     assert count_parameters(model) - count_parameters(lavt) == expected_fusion_extra(cfg)
     images, ids, mask = _inputs(1, 64)
     with torch.no_grad():

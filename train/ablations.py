@@ -1,4 +1,4 @@
-"""Run one of the paper's ablation tables: ``python -m train.ablations --table III|IV|V``.
+"""Run the rows of one of the paper's tables: ``python -m train.ablations --table I|II|III|IV|V|VI``.
 
 Each row of the table is a key of :data:`sbanet.build.ABLATION_TABLES` (see docs/training.md for
 the row -> ``model.ablation`` map). The command prints every row's architecture switches and

@@ -10,7 +10,8 @@ Per stage ``i``:
    (Eq. 5-7, :class:`~sbanet.modeling.dfs.DynamicFeatureSelection`) and gated back into the
    backbone (language -> vision).
 
-With ``config.bam = config.dfs = False`` the module is exactly LAVT's PWAM + language gate.
+With ``config.bam = config.dfs = False`` the module is LAVT's PWAM + language gate (exactly LAVT's
+code with ``pwam_activation="gelu"``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class QueryTextAlignment(nn.Module):
         ``token_mask [B, M]`` (True = real) hides tokens from the words (the word self-attention
         variant's tokens are words, padding included).
 
-        With ``need_weights``: ``alignment [B, L, M]`` (Eq. 3, rows over tokens) and
+        With ``need_weights``: ``alignment [B, L, M]`` (Eq. 2's softmax, rows over tokens) and
         ``word_relevance [B, L]``: the same scores normalised over the real words and averaged
         over tokens, i.e. how much of the tokens' attention each word would receive.
         """
@@ -113,12 +114,17 @@ class BidirectionalAlignmentModule(nn.Module):
             self.query_tokens = self.alignment = None
         if config.dfs:
             self.dfs = DynamicFeatureSelection(
-                dim, text_dim, config.dfs_windows, config.fusion_dropout, project_micro=config.dfs_project_micro
+                dim,
+                text_dim,
+                config.dfs_windows,
+                config.fusion_dropout,
+                project_micro=config.dfs_project_micro,
+                activation=config.pwam_activation,
             )
             self.pwam = None
         else:
             self.dfs = None
-            self.pwam = PWAM(dim, text_dim, config.fusion_dropout)
+            self.pwam = PWAM(dim, text_dim, config.fusion_dropout, config.pwam_activation)
         self.gate = LanguageGate(dim) if has_gate else None
 
     def forward(

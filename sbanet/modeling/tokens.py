@@ -7,8 +7,9 @@ self-attention variant, the words) to tokens ``[B, T, c_q]`` plus an optional ke
 * ``learnable`` (Eq. 1, the paper's choice): ``M`` learnable query tokens read the pixels;
 * ``self`` (Table IV "self-attention"): self-attention over the words, no visual summary;
 * ``cross`` (Table IV "cross-attention"): no summary, the words attend to every pixel;
-* ``group`` (Table IV "group attention"): ``M`` learnable group tokens, every pixel soft-assigned
-  to the groups (GroupViT's grouping, softmax over the groups), each token the mean of its pixels;
+* ``group`` (Table IV "group attention"): ``M`` learnable group tokens, every pixel assigned to
+  one group by GroupViT's hard Gumbel-softmax (``group_assignment="hard"``, what the paper
+  describes) or softly over the groups (``"soft"``), each token the mean of its pixels;
 * ``pixel_self``: self-attention over all pixels, what checkpoints written with the first
   reading of the "self-attention" row compute.
 """
@@ -139,16 +140,36 @@ class LearnableQueryTokens(nn.Module):
         return TokenOutput(tokens, None if weights is None else weights.view(b, -1, h, w), None)
 
 
+def hard_group_assignment(logits: torch.Tensor, training: bool) -> torch.Tensor:
+    """GroupViT's hard assignment over the groups (dim 1 of ``logits [B, M, N]``).
+
+    Training: Gumbel noise is added and the one-hot of the argmax is returned with the softmax's
+    gradient (straight-through Gumbel-softmax, ``tau = 1``); eval: the one-hot of the argmax of
+    the logits (GroupViT samples no noise at inference). ``[B, M, N]`` with one 1 per column.
+    """
+    if training:
+        return F.gumbel_softmax(logits, tau=1.0, hard=True, dim=1)
+    index = logits.argmax(dim=1, keepdim=True)
+    return torch.zeros_like(logits).scatter_(1, index, 1.0)
+
+
 class GroupTokens(nn.Module):
-    """Table IV "group attention": ``M`` learnable group tokens; each pixel is soft-assigned to
-    the groups (``softmax`` over the groups, GroupViT's grouping without the hard Gumbel step),
-    and each group token becomes the assignment-weighted mean of its pixels' values, then
-    ``LN(X + MLP(X))``. Returns the assignment ``[B, M, H, W]`` normalised over pixels."""
+    """Table IV "group attention" (GroupViT's grouping block, "modified ... for updating
+    linguistic features", paper lines 249 and 265): ``M`` learnable group tokens; each pixel is
+    assigned to the groups and each group token becomes the assignment-weighted mean of its
+    pixels' values (GroupViT: ``A / (sum_pixels A + 1)``), then ``LN(X + MLP(X))``.
+
+    ``group_assignment="hard"``: GroupViT's straight-through Gumbel-softmax one-hot (the paper's
+    "non-differentiable assignment with Gumbel-softmax"); ``"soft"``: a softmax over the groups,
+    each group normalised over its pixels (this code's first reading). Returns the assignment
+    ``[B, M, H, W]`` normalised over pixels (an empty group's row is 0).
+    """
 
     def __init__(self, visual_dim: int, config: SBANetConfig, num_queries: int) -> None:
         super().__init__()
         dim = config.query_dim
         self.scale = dim**-0.5
+        self.hard = config.group_assignment == "hard"
         self.tokens = nn.Parameter(torch.empty(num_queries, dim))
         nn.init.trunc_normal_(self.tokens, std=0.02)
         self.to_q = nn.Linear(dim, dim)
@@ -166,11 +187,19 @@ class GroupTokens(nn.Module):
         pixels = visual.reshape(b, h * w, c)
         q = self.norm_q(self.to_q(self.tokens)).expand(b, -1, -1)
         k = self.norm_k(self.to_k(pixels))
-        assign = torch.softmax((q @ k.transpose(1, 2)) * self.scale, dim=1)  # [B, M, HW], over groups
-        assign = assign / assign.sum(dim=2, keepdim=True).clamp_min(1e-6)  # mean over each group's pixels
+        logits = (q @ k.transpose(1, 2)) * self.scale  # [B, M, HW]
+        if self.hard:
+            assign = hard_group_assignment(logits, self.training)
+            assign = assign / (assign.sum(dim=2, keepdim=True) + 1.0)  # GroupViT's sum_assign
+        else:
+            assign = torch.softmax(logits, dim=1)  # over groups
+            assign = assign / assign.sum(dim=2, keepdim=True).clamp_min(1e-6)  # mean over each group's pixels
         out = assign @ self.to_v(pixels)
         tokens = self.norm(out + self.mlp(out))
-        return TokenOutput(tokens, assign.view(b, -1, h, w) if need_weights else None, None)
+        if not need_weights:
+            return TokenOutput(tokens, None, None)
+        shares = assign / assign.sum(dim=2, keepdim=True).clamp_min(1e-12)  # each group's pixels sum to 1
+        return TokenOutput(tokens, shares.view(b, -1, h, w), None)
 
 
 class SelfAttentionTokens(nn.Module):

@@ -1,9 +1,11 @@
 """Visual encoders run stage by stage, so that fusion happens after each stage's blocks and the
 gated result feeds the next stage (LAVT's design, kept by SBANet).
 
-Both encoders expose the same interface on channels-last features:
+Every encoder (Swin, EfficientNet-Lite0, ResNet) exposes the same interface on channels-last
+features:
 
-* :meth:`stem` ``[B, 3, H, W] -> [B, h, w, C]``: the patch embedding (Swin) or stem conv (EfficientNet);
+* :meth:`stem` ``[B, 3, H, W] -> [B, h, w, C]``: the patch embedding (Swin) or stem conv
+  (EfficientNet; ResNet: conv + BN + ReLU + max-pool);
 * :meth:`stage` ``(i, [B, h, w, C]) -> [B, H/s_i, W/s_i, C_i]`` at strides 4, 8, 16, 32.
 
 timm's Swin stages downsample *first* (LAVT downsamples at the end of a stage): same network,
@@ -160,7 +162,51 @@ class EfficientNetLiteEncoder(nn.Module):
         return self.stages[index](x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
+class ResNetEncoder(nn.Module):
+    """A timm bottleneck ResNet (Table VI's R-101: ``depths=(3, 4, 23, 3)``, ``embed_dim=64``) cut
+    into its 4 stages (widths ``4 * embed_dim * (1, 2, 4, 8)`` at strides 4 / 8 / 16 / 32).
+
+    ``pretrained`` with ``config.visual_weights`` set (a timm name such as
+    ``"resnet101.tv_in1k"``) downloads ImageNet weights through timm (``pretrained=True``);
+    otherwise the weights are random, which is what runs offline.
+    """
+
+    def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        import timm
+        from timm.models.resnet import Bottleneck, ResNet
+
+        width = config.embed_dim
+        if pretrained and config.visual_weights:
+            model = timm.create_model(config.visual_weights, pretrained=True, drop_path_rate=config.drop_path_rate)
+            if getattr(model, "feature_info", None) and [f["num_chs"] for f in model.feature_info[1:]] != list(
+                config.stage_dims
+            ):
+                raise ValueError(f"timm model {config.visual_weights!r} does not have stage widths {config.stage_dims}")
+        else:
+            model = ResNet(
+                block=Bottleneck,
+                layers=tuple(config.depths),
+                channels=tuple(width * 2**i for i in range(4)),
+                stem_width=width,
+                drop_path_rate=config.drop_path_rate,
+            )
+        self.stage_dims = config.stage_dims
+        self.conv1, self.bn1, self.act1, self.maxpool = model.conv1, model.bn1, model.act1, model.maxpool
+        self.stages = nn.ModuleList([model.layer1, model.layer2, model.layer3, model.layer4])
+
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``[B, 3, H, W]`` -> ``[B, H/4, W/4, embed_dim]``."""
+        return self.maxpool(self.act1(self.bn1(self.conv1(images)))).permute(0, 2, 3, 1)
+
+    def stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """``[B, h, w, C] -> [B, h', w', C_i]``; convolutions run on the NCHW view."""
+        return self.stages[index](x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
 def build_visual_encoder(config: SBANetConfig, pretrained: bool = False) -> nn.Module:
     if config.visual_backbone == "swin":
         return SwinEncoder(config, pretrained)
+    if config.visual_backbone == "resnet":
+        return ResNetEncoder(config, pretrained)
     return EfficientNetLiteEncoder(config, pretrained)
