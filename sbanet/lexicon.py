@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data.expressions import EXTREMES, HALVES, POSITION_VARIANTS
-from .data.wording import DUBAI_PARAPHRASES
+from .data.wording import DUBAI_PARAPHRASES, GID_PARAPHRASES
 
 # frequent function words of German, French, Spanish, Italian, Portuguese and Dutch that are whole
 # words in the (English) vocabulary but not English words
@@ -53,8 +53,9 @@ _WORDS = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
 def converter_phrases() -> list[str]:
-    """The phrases the land-cover converter writes: class paraphrases, positions, extremes, halves."""
-    phrases = [p for wordings in DUBAI_PARAPHRASES.values() for p in wordings]
+    """The phrases the land-cover converters write: class paraphrases (dubai-aerial, GID-MTL),
+    positions, extremes, halves."""
+    phrases = [p for table in (DUBAI_PARAPHRASES, GID_PARAPHRASES) for wordings in table.values() for p in wordings]
     phrases += [p for wordings in POSITION_VARIANTS.values() for p in wordings]
     return phrases + list(EXTREMES) + list(HALVES)
 
