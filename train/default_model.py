@@ -37,6 +37,7 @@ from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pre
 from sbanet.data.gid import LABEL_SETS, convert_gid
 from sbanet.data.semantic import REPORT_FILE, ConversionConfig, convert
 from sbanet.default_model import SHIPPED_MODEL
+from sbanet.lexicon import taught_classes
 
 from .config import FitConfig, load_config
 from .fit import run as fit
@@ -336,6 +337,8 @@ def export(
         # which recipe the baseline ran, when it is not this one (the card says so)
         "text_blind_baseline_recipe": baseline.get("recipe_note") if baseline else None,
     }
+    # the classes and wordings it was taught: the card's "What can I ask?", the app's chips
+    metadata["taught"] = taught_classes({"data": summary["data"]})
     if out_of_domain:
         metadata["out_of_domain"] = out_of_domain  # benchmarks.default_model_scale's SpaceNet rows
     if usage is not None:
