@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .confidence import ConfidenceThresholds, Verdict, judge
 from .fast import optimize_for_inference
 from .image import invalid_pixels, read_image, to_rgb8
-from .lexicon import Lexicon
+from .lexicon import Lexicon, taught_classes
 from .modeling.sbanet import SBANet
 from .modeling.text_encoder import load_tokenizer, tokenize
 from .precision import Precision, resolve_precision, runtime_label
@@ -167,9 +167,13 @@ class Predictor:
         from .checkpoint import checkpoint_metadata, load_pretrained
 
         model, tokenizer = load_pretrained(source, device=device, allow_pickle=allow_pickle, revision=revision)
+        metadata = checkpoint_metadata(source)
         if "thresholds" not in options:
-            options["thresholds"] = ConfidenceThresholds.from_metadata(checkpoint_metadata(source))
-        return cls(model, tokenizer, device, **options)
+            options["thresholds"] = ConfidenceThresholds.from_metadata(metadata)
+        predictor = cls(model, tokenizer, device, **options)
+        # the "not understood" refusal suggests what this checkpoint was taught (sbanet.lexicon)
+        predictor.lexicon = Lexicon.for_model(predictor.tokenizer, taught_classes(metadata))
+        return predictor
 
     def judge(self, prediction: Prediction) -> Verdict:
         """What to tell the user about ``prediction``: "found", "low confidence" or "nothing found"

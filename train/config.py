@@ -52,6 +52,7 @@ class DataSection:
     val_options: dict[str, Any] = field(default_factory=dict)  # replace options for the val split
     blind_text: bool = False  # replace every expression with "" (the text-blind baseline)
     augment: bool = False  # training items flipped / turned, direction words with them (sbanet.data.augment)
+    photometric: bool = False  # training items' colour, exposure, blur, JPEG changed (sbanet.data.photometric)
     limit_train: int | None = None  # keep the first N samples (smoke runs)
     limit_val: int | None = None
     # more training sources, concatenated with the main one (val stays the main one's):

@@ -27,13 +27,15 @@ def make_dataset(
     limit: int | None = None,
     mix: Sequence[dict[str, Any]] = (),
     augment: bool = False,
+    photometric: bool = False,
 ) -> ReferringDataset:
     """``load_samples(kind, root, split, **options)``, optionally text-blind and cut to the first
     ``limit`` samples, as a :class:`ReferringDataset` at the model's input size and token length.
 
     ``mix``: more sources appended to these samples, each ``{"kind", "root", "split" (default
     ``split``), "options", "limit"}`` (``data.mix`` of the fit config), e.g. synthetic scenes
-    next to a land-cover conversion. ``augment``: flips and quarter turns (training only)."""
+    next to a land-cover conversion. ``augment``: flips and quarter turns, ``photometric``: colour /
+    exposure / blur / JPEG changes (training only)."""
     samples = _limited(kind, root, split, options, limit)
     for entry in mix:
         samples += _limited(
@@ -42,7 +44,16 @@ def make_dataset(
     if blind_text:
         samples = blind(samples)
     c = config
-    return ReferringDataset(samples, c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std, augment=augment)
+    return ReferringDataset(
+        samples,
+        c.image_size,
+        tokenizer,
+        c.max_tokens,
+        c.pixel_mean,
+        c.pixel_std,
+        augment=augment,
+        photometric=photometric,
+    )
 
 
 def _limited(

@@ -34,8 +34,10 @@ import torch
 import yaml
 
 from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pretrained, save_pretrained
+from sbanet.data.gid import LABEL_SETS, convert_gid
 from sbanet.data.semantic import REPORT_FILE, ConversionConfig, convert
 from sbanet.default_model import SHIPPED_MODEL
+from sbanet.lexicon import taught_classes
 
 from .config import FitConfig, load_config
 from .fit import run as fit
@@ -44,6 +46,7 @@ from .model_report import evaluate_by_rule, report
 
 DEFAULT_CONFIG = Path("configs/default_model.yaml")
 DUBAI_INPUT = Path("../shared/data/dubai-aerial")
+GID_INPUT = Path("../shared/data/gid-mtl")
 SUMMARY_FILE = "summary.json"
 EXPORTED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, "README.md")
 # fp16 is shipped when no oIoU / mIoU of any group moves more than this: half a point. The smallest
@@ -78,6 +81,14 @@ CONVERSIONS = {
     "dubai-referring-neg10": {"crop": 512, "negatives": 1, "negative_share": 0.1},
     "dubai-referring-whole-neg10": {"crop": 0, "negatives": 5, "negative_share": 0.1},
 }
+# The recipes' conversions of gid-mtl (sbanet.data.gid: whole 224 px images, class-level referents,
+# every 10th image of each scene folder val), by output folder name; each holds gid5/ and gid15/.
+# "-whole": every absent class asked (scoring); "-asked-cap10": wordings as people ask, one absent
+# class per image, at most 10 % of the class-level samples naming a class empty (training).
+GID_CONVERSIONS = {
+    "gid-referring-whole": {"negatives": 5},
+    "gid-referring-asked-cap10": {"paraphrases": True, "negatives": 1, "negative_share": 0.1},
+}
 # each crop conversion's whole-image twin, by name: "dubai-referring<X>" -> "dubai-referring-whole<X>"
 WHOLE_OF = {
     name: name.replace("dubai-referring", "dubai-referring-whole", 1)
@@ -105,12 +116,25 @@ def whole_image_folders(roots: Iterable[str | Path], main: str | Path) -> list[s
     return [root for root in roots if Path(root).name in WHOLE_OF.values() and Path(root) != Path(main)]
 
 
-def prepare_data(input_root: str | Path, output_root: str | Path, val_tiles: tuple[str, ...] = ("6",)) -> dict:
+def prepare_data(
+    input_root: str | Path,
+    output_root: str | Path,
+    val_tiles: tuple[str, ...] = ("6",),
+    gid_input: str | Path = GID_INPUT,
+) -> dict:
     """The converter's report, converting ``input_root`` first unless ``output_root`` holds one.
-    The options come from the folder's name (:data:`CONVERSIONS`)."""
+    The options come from the folder's name (:data:`CONVERSIONS`; ``<name>/gid5``, ``<name>/gid15``:
+    :data:`GID_CONVERSIONS`, converted from ``gid_input``)."""
     report = Path(output_root) / REPORT_FILE
     if report.is_file():
         return json.loads(report.read_text())
+    parent = Path(output_root).parent
+    if parent.name in GID_CONVERSIONS and Path(output_root).name in LABEL_SETS:
+        if not Path(gid_input).is_dir():
+            raise ValueError(f"gid-mtl not found at {gid_input}: pass --gid-input (see ../shared/data/README.md)")
+        options = GID_CONVERSIONS[parent.name]
+        print(f"converting {gid_input} -> {parent} ({options}) ...", flush=True)
+        return convert_gid(gid_input, parent, ConversionConfig(crop=0, **options))[Path(output_root).name]
     if Path(output_root).name not in CONVERSIONS:
         raise ValueError(f"{output_root}: the recipe converts only into folders named {sorted(CONVERSIONS)}")
     if not Path(input_root).is_dir():
@@ -209,7 +233,10 @@ def train_and_summarize(
 def data_summary(report: dict, conversions: dict[str, dict] | None = None) -> dict[str, Any]:
     """``report``'s counts (the main conversion), and the counts of each of ``conversions``."""
     keys = ("images", "crops", "samples", "samples_per_split", "rules_per_split", "categories")
-    summary = {"source": "dubai-aerial (CC0), tiles 1-5 train, tile 6 val", **{k: report[k] for k in keys}}
+    source = "dubai-aerial (CC0), tiles 1-5 train, tile 6 val"
+    if any(Path(root).parent.name in GID_CONVERSIONS for root in conversions or {}):
+        source += "; gid-mtl (GID, research use), every 10th image of each scene folder val"
+    summary = {"source": source, **{k: report[k] for k in keys}}
     if conversions:
         summary["conversions"] = {
             root: {**{k: r["config"].get(k) for k in ("crop", "paraphrases", "negatives")}, **{k: r[k] for k in keys}}
@@ -310,6 +337,8 @@ def export(
         # which recipe the baseline ran, when it is not this one (the card says so)
         "text_blind_baseline_recipe": baseline.get("recipe_note") if baseline else None,
     }
+    # the classes and wordings it was taught: the card's "What can I ask?", the app's chips
+    metadata["taught"] = taught_classes({"data": summary["data"]})
     if out_of_domain:
         metadata["out_of_domain"] = out_of_domain  # benchmarks.default_model_scale's SpaceNet rows
     if usage is not None:
@@ -332,6 +361,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--input", type=Path, default=DUBAI_INPUT, help="the dubai-aerial folder")
+    p.add_argument("--gid-input", type=Path, default=GID_INPUT, help="the gid-mtl folder (recipes that train on it)")
     p.add_argument("--output", type=Path, default=SHIPPED_MODEL, help="where the shipped checkpoint goes")
     p.add_argument("--baseline", action="store_true", help="train the text-blind baseline instead (not exported)")
     p.add_argument("--baseline-run", type=Path, help="its run folder (default: the run folder + _blind)")
@@ -365,10 +395,14 @@ def main(argv: list[str] | None = None) -> int:
             if not summary_path.is_file():
                 raise ValueError(f"{summary_path} not found: train first (python -m train.default_model)")
             summary = json.loads(summary_path.read_text())
-            reports = {root: prepare_data(args.input, root) for root in conversion_roots(config)}
+            reports = {
+                root: prepare_data(args.input, root, gid_input=args.gid_input) for root in conversion_roots(config)
+            }
             summary["data"] = data_summary(reports[Path(config.data.root)], {str(r): v for r, v in reports.items()})
         else:
-            reports = {root: prepare_data(args.input, root) for root in conversion_roots(config)}
+            reports = {
+                root: prepare_data(args.input, root, gid_input=args.gid_input) for root in conversion_roots(config)
+            }
             print("recipe:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
             summary = train_stages(config, reports)
         _print_summary(summary)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sbanet.lexicon import taught_classes
+
 COLUMNS = ("Pr@0.5", "Pr@0.7", "Pr@0.9", "oIoU", "mIoU")
 GROUP_LABELS = {
     "class-level": 'class-level ("the water", "all buildings")',
@@ -281,6 +283,29 @@ def training_time_lines(metadata: dict[str, Any]) -> list[str]:
     ]
 
 
+def ask_lines(metadata: dict[str, Any]) -> list[str]:
+    """What can I ask? The classes the model was taught and the wordings it learned for each
+    (:func:`sbanet.lexicon.taught_classes`; the app offers the first of each as a chip)."""
+    taught = taught_classes(metadata)
+    if not taught:
+        return []
+    lines = [
+        "## What can I ask?",
+        "The classes this model was taught, each in the wordings it learned (the first is the one "
+        'the app offers as a chip). It also learned instance-level phrases on Dubai ("the largest '
+        'building", "the road on the left"). Asked for a thing none of whose words it was taught '
+        '("the ships"), the app says "this model was not trained on ships"; an absent class should '
+        'come back as "nothing found".',
+        "",
+        "| class | wordings |",
+        "| --- | --- |",
+    ]
+    for name, wordings in taught.items():
+        quoted = ", ".join(f'"{w}"' for w in wordings)
+        lines.append(f"| {name} | {quoted} |")
+    return lines
+
+
 def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
     """The card's markdown from the export ``metadata`` (see :func:`train.default_model.export`)."""
     recipe, data = metadata["recipe"], metadata["data"]
@@ -314,6 +339,8 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         "",
         "## Data",
         *data_lines(data, recipe["data"]),
+        "",
+        *ask_lines(metadata),
     ]
     lines += [
         "",

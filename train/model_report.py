@@ -32,6 +32,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,17 @@ def paraphrase_scores(model: torch.nn.Module, tokenizer: Any, root: Path, split:
     return result
 
 
-def asked_cases(predictor: Predictor, root: Path, split: str = "val") -> list[dict[str, Any]]:
+def asked_cases(
+    predictor: Predictor,
+    root: Path,
+    split: str = "val",
+    wordings: Mapping[str, Sequence[str]] = DUBAI_PARAPHRASES,
+    elsewhere: Sequence[str] = ELSEWHERE,
+) -> list[dict[str, Any]]:
     """One row per (image, class, wording) for the class-level referents of ``root``'s ``split``
     (present) and its absent-class samples (absent): the mask's share of the image, the mean
-    probability inside it, and (present) its IoU at the image's size."""
+    probability inside it, and (present) its IoU at the image's size. Each class is asked in its
+    ``wordings`` (a class without: the sample's own expression), and every image for ``elsewhere``."""
     rules = sample_rules(root, split)
     by_image: dict[str, list[Any]] = defaultdict(list)
     for sample in load_samples("folder", root, split):
@@ -137,8 +145,8 @@ def asked_cases(predictor: Predictor, root: Path, split: str = "val") -> list[di
     rows = []
     for image_id, samples in sorted(by_image.items()):
         image = samples[0].load_image()
-        asked = [(s, w) for s in samples for w in DUBAI_PARAPHRASES.get(s.category, (s.expression,))]
-        asked += [(None, w) for w in ELSEWHERE]
+        asked = [(s, w) for s in samples for w in wordings.get(s.category, (s.expression,))]
+        asked += [(None, w) for w in elsewhere]
         predictions = predictor.predict_batch(image, [w for _, w in asked], return_attention=False)
         nothing = np.zeros(predictions[0].mask.shape, bool)
         targets = {s.sample_id: np.asarray(s.load_mask(), bool) for s in samples}  # read once, asked in 6 wordings
@@ -250,15 +258,19 @@ def absent_summary(rows: list[dict[str, Any]], thresholds: ConfidenceThresholds)
     }
 
 
-def chance(root: Path, split: str = "val") -> dict[str, float]:
-    """Mean IoU of answering every expression with the whole image, per group."""
+def chance(root: Path, split: str = "val", per_class: bool = False) -> dict[str, float]:
+    """Mean IoU of answering every expression with the whole image, per group (``per_class``:
+    of the class-level expressions, per category, keyed ``class-level/<category>``)."""
     rules = sample_rules(root, split)
     shares: dict[str, list[float]] = defaultdict(list)
     for sample in load_samples("folder", root, split):
         rule = rules.get(sample.ref_id)
         if rule != "absent":
             group = "class-level" if rule == "class" else "instance-level"
-            shares[group].append(float(np.asarray(sample.load_mask(), bool).mean()))
+            share = float(np.asarray(sample.load_mask(), bool).mean())
+            shares[group].append(share)
+            if per_class and rule == "class":
+                shares[f"class-level/{sample.category}"].append(share)
     return {group: float(np.mean(values)) for group, values in shares.items()}
 
 

@@ -23,6 +23,7 @@ import gradio as gr
 import numpy as np
 
 from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, Verdict, judge
+from sbanet.lexicon import not_taught_message, taught_classes, untaught_subject
 
 from ..store.text import check_name, code_text, markdown_text
 from . import attention_view as views
@@ -117,6 +118,9 @@ class SegmentSession:
     seconds: dict[str, float] = field(default_factory=dict)  # "model", "overlay", "total"
     saved: bool = False  # the store write and the downloads are done
     expression_ids: list[int | None] = field(default_factory=list)  # follows predictions, like the ids
+    # follows predictions: "this model was not trained on ships; ..." where the model was never
+    # taught any word of the expression (sbanet.lexicon.untaught_subject), else None
+    untaught: list[str | None] = field(default_factory=list)
 
     def prediction(self, expression: str | None) -> Any:
         for prediction in self.predictions:
@@ -148,6 +152,19 @@ class SegmentHandlers:
         if self._thresholds is not None:
             return self._thresholds
         return ConfidenceThresholds.from_metadata(getattr(self.backend, "model_metadata", None))
+
+    @property
+    def taught(self) -> dict[str, tuple[str, ...]]:
+        """The classes and wordings the model in use was taught (its checkpoint's metadata;
+        ``{}`` when it does not say): the Segment tab's chips, the "not trained on" notes."""
+        return taught_classes(getattr(self.backend, "model_metadata", None))
+
+    def untaught_notes(self, expressions: list[str]) -> list[str | None]:
+        """For each expression, "this model was not trained on <words>; it knows ..." when none of
+        its content words was taught, else None."""
+        taught = self.taught
+        subjects = [untaught_subject(e, taught) for e in expressions]
+        return [None if s is None else not_taught_message(s, taught) for s in subjects]
 
     def predict(self, image: np.ndarray, expressions: list[str], threshold: float = 0.5) -> tuple[list[Any], Any]:
         """The backend's model run, one of ``model_slots`` at a time."""
@@ -187,7 +204,10 @@ class SegmentHandlers:
         run = previous.run + 1 if previous is not None else 1
         verdicts = [judge(p, self.thresholds) for p in predictions]
         unsaved: list[int | None] = [None] * len(predictions)
-        session = SegmentSession(image, bands, predictions, unsaved, run, verdicts, model, expression_ids=list(unsaved))
+        session = SegmentSession(
+            image, bands, predictions, unsaved, run, verdicts, model,
+            expression_ids=list(unsaved), untaught=self.untaught_notes([p.expression for p in predictions]),
+        )  # fmt: skip
         overlay = overlay_value(image.rgb, predictions)
         session.seconds = {"model": model_seconds, "overlay": time.perf_counter() - started}
         return overlay, summary_markdown(result_details(session)), session
@@ -385,13 +405,15 @@ def result_details(session: SegmentSession, image_id: int | None = None) -> dict
                 "verdict_reason": v.reason,
                 "expression_id": expression_id,
                 "mask_version": version_id,
+                "untaught": untaught,
             }
-            for i, (p, v, version_id, expression_id) in enumerate(
+            for i, (p, v, version_id, expression_id, untaught) in enumerate(
                 zip(
                     session.predictions,
                     session.verdicts,
                     session.mask_version_ids,
                     session.expression_ids,
+                    session.untaught or [None] * len(session.predictions),
                 )
             )
         ],
@@ -399,6 +421,15 @@ def result_details(session: SegmentSession, image_id: int | None = None) -> dict
 
 
 VERDICT_MARKS = {"found": "found", "low confidence": "⚠ low confidence", "nothing found": "✖ nothing found"}
+
+
+def add_expression(current: str | None, wording: str) -> str:
+    """The expression box after a click on a "What can I ask?" chip: ``wording`` on a line of its
+    own after what is there (not twice)."""
+    lines = [line for line in (current or "").splitlines() if line.strip()]
+    if wording not in (line.strip() for line in lines):
+        lines.append(wording)
+    return "\n".join(lines)
 
 
 def summary_markdown(details: dict[str, Any]) -> str:
@@ -415,8 +446,10 @@ def summary_markdown(details: dict[str, Any]) -> str:
     ]
     headings = {"nothing found": "Nothing found for", "low confidence": "Low confidence for"}
     for result in details["results"]:
-        if result["verdict"] in headings:
-            expression = markdown_text(result["expression"])
+        expression = markdown_text(result["expression"])
+        if result.get("untaught"):  # said first: it explains the verdict
+            lines.append(f"- **'{expression}'**: {markdown_text(result['untaught'])}.")
+        elif result["verdict"] in headings:
             lines.append(f"- **{headings[result['verdict']]} '{expression}'**: {result['verdict_reason']}.")
     lines += ["", "| | expression | verdict | area | mean P inside | saved as |", "|---|---|---|---|---|---|"]
     for result in details["results"]:

@@ -8,12 +8,13 @@ second step. Only model runs wait for each other (``concurrency_limit`` of them 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
 from .examples import AppExample
-from .handlers import SegmentHandlers, on_page
+from .handlers import SegmentHandlers, add_expression, on_page
 from .inputs import IMAGE_SUFFIXES, MAX_EXPRESSIONS
 from .review import ReviewHandlers
 from .ui_manage import manage_tabs
@@ -71,6 +72,15 @@ def build_ui(backend: Any, *, examples: list[AppExample] | None = None, concurre
                         max_lines=MAX_EXPRESSIONS,
                         elem_id="expressions",
                     )
+                    # "What can I ask?": the model's taught classes, one chip each (canonical wording)
+                    taught = seg.taught
+                    with gr.Row(elem_id="what-can-i-ask", visible=bool(taught)):
+                        gr.Markdown("What can I ask?", elem_classes="sbanet-note")
+                        chips = [
+                            (gr.Button(w[0], size="sm", min_width=0, elem_classes="sbanet-chip"), w[0])
+                            for w in taught.values()
+                            if w
+                        ]
                     segment_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
                     example_gallery = gr.Gallery(
                         value=[(e.thumbnail, e.caption) for e in examples or []],
@@ -182,6 +192,8 @@ def build_ui(backend: Any, *, examples: list[AppExample] | None = None, concurre
             )
 
         run_segmentation(segment_button.click)
+        for chip, wording in chips:
+            chip.click(_chip_filler(wording), expressions, expressions, show_progress="hidden", **private)
         example_picked = example_gallery.select(
             _example_inputs(examples or []), None, [upload, expressions], show_progress="hidden", **private
         )
@@ -211,6 +223,11 @@ def build_ui(backend: Any, *, examples: list[AppExample] | None = None, concurre
             **model_events,
         )
     return demo
+
+
+def _chip_filler(wording: str) -> Callable[[str | None], str]:
+    """The handler of a click on a "What can I ask?" chip: ``wording`` added to the expression box."""
+    return lambda current: add_expression(current, wording)
 
 
 def _example_inputs(examples: list[AppExample]) -> Any:

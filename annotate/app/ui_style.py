@@ -11,6 +11,8 @@ from __future__ import annotations
 CSS = """
 #segment-summary table { font-size: 0.9em; }
 .sbanet-note { color: var(--body-text-color-subdued); font-size: 0.9em; }
+#what-can-i-ask { gap: 0.3em; align-items: center; }
+.sbanet-chip { flex-grow: 0 !important; }
 #title h2 { margin: 0 0 0.2em 0; }
 #title p { margin: 0; }
 #model-info p { margin: 0.2em 0 0 0; }

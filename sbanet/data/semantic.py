@@ -28,7 +28,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,9 @@ class LandCoverClass:
     landmark: bool = True
     # class-level phrases as people type them (ConversionConfig.paraphrases, absent-class negatives)
     paraphrases: tuple[str, ...] = ()
+    # classes of one family ("water": river, lake, pond) are never asked for as absent while another
+    # of the family is present: "the lake" on a river crop is a near miss, not "nothing"
+    family: str | None = None
 
 
 BUILDING_COMPLEX = Noun("building complex", "building complexes")
@@ -283,8 +286,15 @@ def convert(
     config: ConversionConfig | None = None,
     classes: Sequence[LandCoverClass] = DUBAI_CLASSES,
     overwrite: bool = False,
+    pairs: Sequence[tuple[str, Path, Path]] | None = None,
+    read_labels: Callable[[Path], np.ndarray] | None = None,
+    split_for: Callable[[str, Path], str] | None = None,
 ) -> dict[str, Any]:
-    """Convert every image/mask pair under ``input_root``; returns (and writes) the report."""
+    """Convert every image/mask pair under ``input_root``; returns (and writes) the report.
+
+    Other label formats (e.g. :mod:`sbanet.data.gid`'s class-id PNGs) pass their own ``pairs``
+    ``[(group, image, label)]``, ``read_labels`` (label path -> class indices ``int16 [H, W]``, -1:
+    unlabeled) and ``split_for`` ((group, image path) -> "train" / "val" / "test")."""
     config = config or ConversionConfig()
     if config.crop < 0:
         raise ValueError(f"crop must be >= 0 (0 keeps whole images), got {config.crop}")
@@ -294,7 +304,7 @@ def convert(
         raise ValueError(f"negative_share must be in [0, 1], got {config.negative_share}")
     if config.image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {config.image_format!r}")
-    pairs = find_pairs(input_root)
+    pairs = find_pairs(input_root) if pairs is None else pairs
     rules: Counter[str] = Counter()
     per_split: dict[str, Counter[str]] = {}
     categories: Counter[str] = Counter()
@@ -304,12 +314,15 @@ def convert(
     with FolderWriter(output_root, config.image_format, overwrite) as writer:
         for group, image_path, mask_path in pairs:
             image = to_rgb8(read_image(image_path))
-            labels, off = decode_label_mask(to_rgb8(read_image(mask_path)), classes, config.colour_tolerance)
+            if read_labels is None:
+                labels, off = decode_label_mask(to_rgb8(read_image(mask_path)), classes, config.colour_tolerance)
+            else:
+                labels, off = read_labels(mask_path), {}
             for colour, (count, index) in off.items():
                 off_palette[(colour, classes[index].name if index >= 0 else "unlabeled")] += count
             if labels.shape != image.shape[:2]:
                 raise ValueError(f"{mask_path.name} is {labels.shape}, its image {image.shape[:2]}")
-            split = split_of(group, config)
+            split = split_of(group, config) if split_for is None else split_for(group, image_path)
             stem = f"{group.replace('/', '_')}_{image_path.stem}"
             for y0, y1, x0, x1 in crop_boxes(*labels.shape, config.crop):
                 crop_id = f"{stem}_y{y0}x{x0}"

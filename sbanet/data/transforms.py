@@ -23,6 +23,7 @@ from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..image import to_rgb8
 from ..modeling.text_encoder import tokenize
 from .augment import TRANSFORMS, turn_tensor, turn_words
+from .photometric import photometric
 from .sample import ReferringSample
 
 TOKENIZE_CHUNK = 4096
@@ -63,7 +64,8 @@ class ReferringDataset(Dataset):
 
     ``augment``: each item drawn through one of the eight flips / quarter turns of the square
     (torch's global RNG), its expression's directions turned to match (tokenised once per
-    transform here).
+    transform here). ``photometric``: each item's colours, exposure, sharpness and encoding
+    changed at random (:func:`sbanet.data.photometric.photometric`), the mask and words kept.
 
     Expressions are tokenised once here. Resized images are kept in a small per-process LRU
     cache keyed by ``image_id`` (the sentences of one image are decoded once when they come
@@ -81,6 +83,7 @@ class ReferringDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
         cache_size: int = 8,
         augment: bool = False,
+        photometric: bool = False,
     ) -> None:
         if image_size < 1 or max_tokens < 3:
             raise ValueError(f"image_size must be >= 1 and max_tokens >= 3, got {image_size}, {max_tokens}")
@@ -94,6 +97,7 @@ class ReferringDataset(Dataset):
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self.transforms = TRANSFORMS if augment else TRANSFORMS[:1]
+        self.photometric = bool(photometric)
         # [T, N, max_tokens]: the tokens of every expression under each transform (0: as written)
         texts = [s.expression for s in self.samples]
         tokens = [self._tokenize(tokenizer, [turn_words(text, *t) for text in texts]) for t in self.transforms]
@@ -141,6 +145,8 @@ class ReferringDataset(Dataset):
         t = int(torch.randint(len(self.transforms), ())) if len(self.transforms) > 1 else 0
         if t:
             image, target = turn_tensor(image, *self.transforms[t]), turn_tensor(target, *self.transforms[t])
+        if self.photometric:
+            image = photometric(image, self.mean, self.std)
         return {
             "image": image,
             "mask": target,
