@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from .config import SBANetConfig
+from .config import BERT_BASE_TEXT_CONFIG, SBANetConfig
 from .modeling.decoder import SimpleDecoder
 from .modeling.sbanet import SBANet, build_fusions
 from .modeling.tcsa import TextConditionedAggregator
@@ -54,15 +54,7 @@ def build_model(config: SBANetConfig, pretrained: bool = False) -> SBANet:
 # --- Table VI's encoders, per preset ---------------------------------------------------------
 BERT_BASE = dict(
     text_model="bert-base-uncased",
-    text_config={
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-        "vocab_size": 30522,
-        "max_position_embeddings": 512,
-        "type_vocab_size": 2,
-    },
+    text_config=dict(BERT_BASE_TEXT_CONFIG),
 )
 SWIN_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12, drop_path_rate=0.3)
 SWIN_B_WEIGHTS = "swin_base_patch4_window12_384.ms_in22k"

@@ -9,6 +9,7 @@ predictor prepares inputs.  A checkpoint's ``config.json`` is :meth:`SBANetConfi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -56,6 +57,20 @@ EARLIER_FORMS = MappingProxyType({**LEGACY_VALUES, **ADDED_FIELD_VALUES})
 LOSS_FIELDS = frozenset({"class_weights", "dice_weight"})  # shape the training signal, not the weights
 
 
+# bert-base-uncased's architecture: the paper's text encoder, rebuilt without network access
+BERT_BASE_TEXT_CONFIG: Mapping[str, int] = MappingProxyType(
+    {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "vocab_size": 30522,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+    }
+)
+
+
 @dataclass
 class SBANetConfig:
     """Every architecture switch of SBANet, including the paper's ablations (Tables III-VI).
@@ -92,17 +107,7 @@ class SBANetConfig:
     # the text encoder's architecture (transformers.BertConfig / CLIPTextConfig fields, or the
     # LSTM's vocab_size, embedding_size, hidden_size, num_layers); always stored so a checkpoint
     # rebuilds without network access
-    text_config: dict[str, Any] = field(
-        default_factory=lambda: {
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-            "vocab_size": 30522,
-            "max_position_embeddings": 512,
-            "type_vocab_size": 2,
-        }
-    )
+    text_config: dict[str, Any] = field(default_factory=lambda: dict(BERT_BASE_TEXT_CONFIG))
 
     # --- SBANet switches (Table III) ------------------------------------------------------
     bam: bool = True  # learnable query tokens + query-text alignment (Eq. 1-4)

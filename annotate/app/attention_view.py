@@ -2,9 +2,9 @@
 
 * where the learnable query tokens look at each stage (BAM, Eq. 1), in units of "times uniform"
   so that stages of different resolution share one scale;
-* each word's weight in the query-text alignment (Eq. 3), one bar per word and stage;
+* each word's weight in the query-text alignment (Eq. 2), one bar per word and stage;
 * PWAM's pixel-word attention of one chosen word, per stage;
-* TCSA's spatial attention (Eq. 10) on its patch grid.
+* TCSA's spatial attention (Eq. 11) on its patch grid.
 
 Word pieces (``"##ing"``) are merged into the words a user typed; special tokens are shown
 greyed out. Figures are drawn with matplotlib's object API (no pyplot global state), so handlers
@@ -194,7 +194,7 @@ def pixel_word_image(image: np.ndarray, attention: AttentionMaps, word: str, sha
 
 
 def word_relevance_image(attention: AttentionMaps) -> np.ndarray:
-    """One bar per word and stage: its share of the query-text alignment (Eq. 3), in %."""
+    """One bar per word and stage: its share of the query-text alignment (Eq. 2), in %."""
     stages = [(i, r) for i, r in enumerate(attention.word_relevance) if r is not None]
     if not stages:
         return _message("This model has no query-text alignment (BAM is off).")
@@ -222,7 +222,7 @@ def word_relevance_image(attention: AttentionMaps) -> np.ndarray:
 
 
 def tcsa_image(image: np.ndarray, attention: AttentionMaps) -> np.ndarray:
-    """TCSA's spatial attention (Eq. 10) on its patch grid over the image, with cell values."""
+    """TCSA's spatial attention (Eq. 11) on its patch grid over the image, with cell values."""
     spatial = attention.tcsa_spatial
     if spatial is None:
         return _message("This model has no TCSA spatial attention.")
@@ -230,7 +230,7 @@ def tcsa_image(image: np.ndarray, attention: AttentionMaps) -> np.ndarray:
     figure = _figure(4.4, 3.9)
     axes = figure.subplots()
     heat = spatial * spatial.size
-    title = f"Which regions mattered most · {spatial.shape[0]}×{spatial.shape[1]} patches (TCSA, Eq. 10)"
+    title = f"Which regions mattered most · {spatial.shape[0]}×{spatial.shape[1]} patches (TCSA, Eq. 11)"
     _heat_panel(axes, shown, heat, title, "× an even spread", interpolation="nearest")  # one value per patch
     height, width = shown.shape[:2]
     gh, gw = spatial.shape

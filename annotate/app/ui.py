@@ -33,7 +33,7 @@ ATTENTION_CAPTION = (
     "an even spread over the image would give. Word bars: how much each word of the sentence counted. "
     "Pixel map: which pixels listened to the word **{word}**. "
     "<span class='sbanet-note'>Technical: learnable query tokens (BAM, Eq. 1, mean over tokens), query-text "
-    "alignment (Eq. 3), PWAM pixel-word attention, TCSA spatial attention (Eq. 10).</span>"
+    "alignment (Eq. 2), PWAM pixel-word attention, TCSA spatial attention (Eq. 11).</span>"
 )
 
 
