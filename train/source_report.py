@@ -29,18 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from sbanet.checkpoint import checkpoint_metadata, load_pretrained
-from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, judge
+from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds
 from sbanet.predictor import Predictor
 
-from .model_report import _Statistics, absent_summary, asked_cases, chance, evaluate_by_rule
+from .model_report import absent_summary, asked_cases, chance, evaluate_by_rule, verdict_counts
 
 
-def source_rows(model_dir: str | Path, root: Path, split: str = "val", absent: bool = True) -> dict[str, Any]:
-    """The numbers of the module docstring for one converted folder."""
+def source_rows(
+    model: Any, tokenizer: Any, thresholds: ConfidenceThresholds, root: Path, split: str = "val", absent: bool = True
+) -> dict[str, Any]:
+    """The numbers of the module docstring for one converted folder (``model`` in eval mode)."""
     if not (root / f"samples_{split}.jsonl").is_file():
         raise ValueError(f"{root} has no {split} split: convert it first (python -m sbanet.data.gid)")
-    model, tokenizer = load_pretrained(model_dir)
-    model.eval()
     start = time.process_time()
     headline = evaluate_by_rule(model, tokenizer, root, split)
     result: dict[str, Any] = {
@@ -49,12 +49,10 @@ def source_rows(model_dir: str | Path, root: Path, split: str = "val", absent: b
         "chance": chance(root, split, per_class=True),
     }
     if absent:
-        thresholds = ConfidenceThresholds.from_metadata(checkpoint_metadata(model_dir))
         rows = asked_cases(Predictor(model, tokenizer), root, split, wordings={}, elsewhere=("the ships",))
-        present = [r for r in rows if r["present"]]
-        refused = sum(judge(_Statistics(r), thresholds).label == NOTHING_FOUND for r in present)
+        present = verdict_counts(rows, thresholds)["present"]
         result["absent"] = absent_summary(rows, thresholds)
-        result["present_refused"] = {"cases": len(present), "nothing_found": refused}
+        result["present_refused"] = {"cases": sum(present.values()), "nothing_found": present.get(NOTHING_FOUND, 0)}
         result["thresholds"] = dataclasses.asdict(thresholds)
     result["cpu_s"] = time.process_time() - start
     return result
@@ -108,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     try:
-        results = [source_rows(args.model, root, args.split, not args.no_absent) for root in args.data]
+        model, tokenizer = load_pretrained(args.model)  # once for every folder
+        model.eval()
+        thresholds = ConfidenceThresholds.from_metadata(checkpoint_metadata(args.model))
+        results = [
+            source_rows(model, tokenizer, thresholds, root, args.split, not args.no_absent) for root in args.data
+        ]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
