@@ -78,6 +78,14 @@ CLIP_B = dict(
     },
 )
 TINY_TEXT = {"hidden_size": 32, "vocab_size": 30522}
+# the tiny preset's 2-layer transformer text encoder (BERT there, CLIP in Table VI's tiny rows)
+TINY_TRANSFORMER_TEXT = {
+    **TINY_TEXT,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
 PAPER_ENCODERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "swin": dict(SWIN_B, visual_weights=SWIN_B_WEIGHTS),
@@ -94,11 +102,7 @@ TINY_ENCODERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         "clip": dict(
             text_model=MINILM,  # tokenizer only: weights are random
             text_config={
-                **TINY_TEXT,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "intermediate_size": 64,
-                "max_position_embeddings": 64,
+                **TINY_TRANSFORMER_TEXT,
                 # the MiniLM tokenizer's [PAD] / [CLS] / [SEP] ids
                 "pad_token_id": 0,
                 "bos_token_id": 101,
@@ -164,15 +168,7 @@ def sbanet_tiny_config(**overrides: Any) -> SBANetConfig:
         drop_path_rate=0.0,
         visual_weights=None,
         text_model=MINILM,  # tokenizer only: weights are random
-        text_config={
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "vocab_size": 30522,
-            "max_position_embeddings": 64,
-            "type_vocab_size": 2,
-        },
+        text_config={**TINY_TRANSFORMER_TEXT, "type_vocab_size": 2},
         num_queries=16,
         query_dim=16,
         query_heads=2,
