@@ -216,12 +216,12 @@ def tiff_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
 EXIF_ORIENTATION = 0x0112  # the EXIF / TIFF tag; 1 = stored upright, 2-8 = flipped and/or turned
 
 
-def upright(img: PILImage, path: str | Path = "") -> PILImage:
+def upright(img: PILImage) -> PILImage:
     """``img`` turned as its EXIF ``Orientation`` (2-8) says viewers show it; unchanged when the
     tag is absent or 1, and for TIFFs (see the module docstring)."""
     from PIL import ImageOps
 
-    if Path(path).suffix.lower() in TIFF_SUFFIXES or img.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+    if img.format == "TIFF" or img.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
         return img
     return ImageOps.exif_transpose(img)
 
@@ -257,7 +257,7 @@ def read_image(path: str | Path, max_bytes: int = MAX_DECODED_BYTES) -> np.ndarr
     try:
         with Image.open(path) as img:
             img.load()
-            img = upright(img, path)
+            img = upright(img)
             if img.mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
             elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):

@@ -16,7 +16,16 @@ import gradio as gr
 
 from .handlers import on_page
 from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, editor_background
-from .review import HISTORY_COLUMNS, NOTHING_OPEN, ORDERS, QUEUE_COLUMNS, STATUSES, UNCERTAINTY_HELP, ReviewHandlers
+from .review import (
+    HISTORY_COLUMNS,
+    NOTHING_OPEN,
+    ORDERS,
+    QUEUE_COLUMNS,
+    STATUSES,
+    UNCERTAINTY_HELP,
+    ReviewHandlers,
+    proposed_version,
+)
 
 ANNOTATOR_KEY = "sbanet-annotator"  # the browser's local-storage key of the annotator's name
 SHORTCUTS = (
@@ -39,7 +48,8 @@ class CorrectTab:
         if not saved:
             return gr.update(choices=[], value=None), None
         choices = [(f"{p.expression} · version {v}", v) for p, v in saved]
-        return gr.update(choices=choices, value=choices[0][1]), choices[0][1]
+        proposal = proposed_version(session)  # what Open opens when the box reads empty
+        return gr.update(choices=choices, value=proposal), proposal
 
 
 def _brush() -> gr.Brush:
