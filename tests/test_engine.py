@@ -82,6 +82,55 @@ def test_param_groups_with_encoder_lr_and_frozen_text():
     assert len(everything) == sum(1 for p in model.parameters() if p.requires_grad)
 
 
+def test_lavt_optimizer_scope_is_lavts_train_py():
+    """LAVT's train.py: backbone norms and position tables undecayed, everything else decayed
+    (biases too), the decoder all decayed, BERT's layers 0-9 only (embeddings never train)."""
+    model = tiny()
+    groups = {g["name"]: {n for n, _ in g["params"]} for g in param_groups(model, 0.01, 1e-3, scope="lavt")}
+    decay, no_decay = groups["decay"], groups["no_decay"]
+    names = dict(model.named_parameters())
+    text = {n for n in names if n.startswith("text_encoder.")}
+    # the tiny BERT has 2 layers: both train (< 10), its embeddings do not, nothing of it is undecayed
+    assert {n for n in text if ".encoder.layer." in n} <= decay
+    assert not {n for n in text if ".embeddings." in n} & (decay | no_decay)
+    assert "text_encoder.bert.encoder.layer.0.attention.output.LayerNorm.bias" in decay
+    assert {n for n in names if n.startswith("decoder.")} <= decay  # biases and BatchNorm decayed too
+    assert no_decay == {
+        n
+        for n in names
+        if not n.startswith(("text_encoder.", "decoder."))
+        and (
+            "norm" in n or n.endswith(("relative_position_bias_table", "query_tokens.tokens", "query_tokens.pos_embed"))
+        )
+    }
+    assert any(
+        n.endswith(".bias") and "norm" not in n for n in decay - text - {n for n in names if n.startswith("decoder.")}
+    )
+    # the paper's scope (the default) trains every parameter
+    paper = param_groups(model, 0.01, 1e-3)
+    assert sum(len(g["params"]) for g in paper) == len(names)
+    assert len(decay | no_decay) == len(names) - len({n for n in text if ".embeddings." in n})
+
+
+def test_lavt_scope_takes_layers_below_ten_and_refuses_an_lstm():
+    from sbanet.build import build_preset
+    from sbanet.training.optim import lavt_decision
+
+    assert lavt_decision("text_encoder.bert.encoder.layer.9.output.dense.weight", set()) is True
+    assert lavt_decision("text_encoder.bert.encoder.layer.10.output.dense.weight", set()) is None
+    assert lavt_decision("text_encoder.clip.encoder.layers.3.mlp.fc1.bias", set()) is True
+    assert lavt_decision("text_encoder.bert.pooler.dense.weight", set()) is None
+    lstm = build_preset("sbanet_tiny", ablation="r101_lstm", image_size=32)
+    with pytest.raises(ValueError, match="no transformer layers"):
+        build_optimizer(lstm, lr=1e-3, weight_decay=0.01, scope="lavt")
+    lstm.text_encoder.requires_grad_(False)  # frozen, the scope has nothing to say about it
+    assert build_optimizer(lstm, lr=1e-3, weight_decay=0.01, scope="lavt").param_groups
+    with pytest.raises(ValueError, match="optimizer scope"):
+        param_groups(lstm, 0.01, 1e-3, scope="bert")
+    with pytest.raises(ValueError, match="optimizer_scope"):
+        TrainConfig(optimizer_scope="all")
+
+
 def test_poly_schedule_values():
     schedule = PolySchedule(total=100)
     assert schedule(0) == 1.0
@@ -161,6 +210,18 @@ def test_frozen_text_encoder_does_not_change(data):
     text = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
     train(model, data[0], config=TrainConfig(batch_size=2, max_steps=1, freeze_text_encoder=True))
     assert all(torch.equal(v, model.text_encoder.state_dict()[k]) for k, v in text.items())
+
+
+def test_lavt_scope_trains_what_lavt_trains(data):
+    model = tiny()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(model, data[0], config=TrainConfig(batch_size=2, max_steps=1, optimizer_scope="lavt"))
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if ".embeddings." in n)  # LAVT never steps them
+    assert not torch.equal(
+        before["text_encoder.bert.encoder.layer.1.output.dense.weight"],
+        after["text_encoder.bert.encoder.layer.1.output.dense.weight"],
+    )
 
 
 def test_frozen_batchnorm_keeps_its_running_statistics_while_the_weights_learn(data):

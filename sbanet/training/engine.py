@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..checkpoint import load_state_dict_checked, save_pretrained
 from . import distributed
 from .evaluation import autocast, evaluate, forward_batch, to_device
-from .optim import build_optimizer, build_scheduler
+from .optim import OPTIMIZER_SCOPES, build_optimizer, build_scheduler
 from .precise_bn import recalibrate_batchnorm as recalibrate_batchnorm  # re-exported for callers
 from .precise_bn import recalibrate_on
 from .train_state import (
@@ -63,6 +63,7 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.01  # AdamW, not on norms/biases/position tables (sbanet.training.optim)
     encoder_lr_mult: float = 1.0  # lr multiplier for the (pretrained) visual and text encoders
+    optimizer_scope: str = "paper"  # "lavt": LAVT train.py's decay rule and BERT layers 0-9 only (optim.py)
     poly_power: float = 0.9
     warmup_steps: int = 0
     max_steps: int | None = None  # the schedule's length in optimiser steps (else epochs x epoch)
@@ -85,6 +86,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.optimizer_scope not in OPTIMIZER_SCOPES:
+            raise ValueError(f"optimizer_scope must be one of {OPTIMIZER_SCOPES}, got {self.optimizer_scope!r}")
         if self.select_metric not in SELECT_METRICS:
             raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -204,7 +207,9 @@ def train(
     model.to(info.device)
     if config.freeze_text_encoder:
         model.text_encoder.requires_grad_(False)
-    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.encoder_lr_mult)
+    optimizer = build_optimizer(
+        model, config.lr, config.weight_decay, config.encoder_lr_mult, scope=config.optimizer_scope
+    )
     # the lr reported is config.lr's (not the encoders' multiplied one)
     head = next((i for i, g in enumerate(optimizer.param_groups) if not g["name"].startswith("encoder_")), 0)
     scaler = torch.amp.GradScaler(info.device.type, enabled=config.amp == "fp16")

@@ -12,10 +12,23 @@ Which tensors are decayed (decided here, applied by :func:`param_groups`):
   tokens and their position embeddings (``query_tokens.tokens``, ``query_tokens.pos_embed``), which
   are embedding tables too. LAVT decays neither norms nor Swin's position tables; it does decay
   biases, and leaves BERT's embeddings and its last two layers out of the optimiser altogether.
+
+That is the default scope, ``"paper"``: the paper says only "AdamW with a weight decay of 0.01"
+(sbanet-paper.txt line 167). ``scope="lavt"`` is LAVT's ``train.py`` instead, read onto this
+model's modules:
+
+* the decoder (LAVT's ``classifier``): every parameter decayed, biases and BatchNorm included;
+* the text encoder: only its transformer layers 0-9 train (``encoder.layer[i] for i in range(10)``
+  in LAVT: BERT-base's embeddings, last two layers and pooler never change), all decayed; a text
+  encoder without transformer layers (the LSTM of Table VI) is refused;
+* everything else (LAVT's ``backbone``: the visual encoder and the fusion; here also BAM's tokens
+  and TCSA, which LAVT lacks): not decayed when ``"norm"`` is in the name or it is one of the
+  position / embedding tables above, decayed otherwise (biases included).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +45,9 @@ NO_DECAY_SUFFIXES = (
     "query_tokens.pos_embed",
 )
 ENCODER_PREFIXES = ("visual_encoder.", "text_encoder.")
+OPTIMIZER_SCOPES = ("paper", "lavt")
+LAVT_TEXT_LAYERS = 10  # LAVT's train.py: BERT's encoder.layer[i] for i in range(10)
+TEXT_LAYER = re.compile(r"^text_encoder\.[^.]+\.encoder\.layers?\.(\d+)\.")  # BERT's and CLIP's
 
 
 def is_decayed(name: str, param: torch.Tensor, embedding_names: set[str]) -> bool:
@@ -39,24 +55,49 @@ def is_decayed(name: str, param: torch.Tensor, embedding_names: set[str]) -> boo
     return param.ndim >= 2 and name not in embedding_names and not name.endswith(NO_DECAY_SUFFIXES)
 
 
+def lavt_decision(name: str, embedding_names: set[str]) -> bool | None:
+    """LAVT's ``train.py`` for one parameter: ``None`` when it is left out of the optimiser, else
+    whether it is decayed (see the module docstring)."""
+    if name.startswith("text_encoder."):
+        layer = TEXT_LAYER.match(name)
+        return True if layer and int(layer.group(1)) < LAVT_TEXT_LAYERS else None
+    if name.startswith("decoder."):
+        return True
+    return "norm" not in name and name not in embedding_names and not name.endswith(NO_DECAY_SUFFIXES)
+
+
 def param_groups(
-    model: nn.Module, weight_decay: float, lr: float, encoder_lr_mult: float = 1.0
+    model: nn.Module, weight_decay: float, lr: float, encoder_lr_mult: float = 1.0, scope: str = "paper"
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups, each named (``"decay"``, ``"no_decay"``, and with an encoder lr
-    multiplier other than 1 also ``"encoder_decay"``, ``"encoder_no_decay"``).
+    multiplier other than 1 also ``"encoder_decay"``, ``"encoder_no_decay"``); ``scope`` is one of
+    :data:`OPTIMIZER_SCOPES` (the module docstring says what each decays and trains).
 
     Frozen parameters (``requires_grad=False``) are left out. Empty groups are dropped.
     """
+    if scope not in OPTIMIZER_SCOPES:
+        raise ValueError(f"optimizer scope must be one of {OPTIMIZER_SCOPES}, got {scope!r}")
     embedding_names = {
         f"{module_name}.weight" if module_name else "weight"
         for module_name, module in model.named_modules()
         if isinstance(module, nn.Embedding)
     }
+    trainable = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    text_trains = any(n.startswith("text_encoder.") for n, _ in trainable)
+    if scope == "lavt" and text_trains and not any(TEXT_LAYER.match(n) for n, _ in trainable):
+        raise ValueError(
+            "optimizer scope 'lavt' trains BERT's transformer layers 0-9 (LAVT's train.py); this text "
+            "encoder has no transformer layers: use scope 'paper' or freeze the text encoder"
+        )
     groups: dict[str, dict[str, Any]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        decayed = is_decayed(name, param, embedding_names)
+    for name, param in trainable:
+        if scope == "lavt":
+            decision = lavt_decision(name, embedding_names)
+            if decision is None:
+                continue
+            decayed = decision
+        else:
+            decayed = is_decayed(name, param, embedding_names)
         encoder = encoder_lr_mult != 1.0 and name.startswith(ENCODER_PREFIXES)
         key = ("encoder_" if encoder else "") + ("decay" if decayed else "no_decay")
         group = groups.setdefault(
@@ -73,14 +114,19 @@ def param_groups(
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, encoder_lr_mult: float = 1.0, fused: bool | None = None
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    encoder_lr_mult: float = 1.0,
+    fused: bool | None = None,
+    scope: str = "paper",
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` (betas and eps are PyTorch's defaults, as in LAVT)."""
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if weight_decay < 0 or encoder_lr_mult < 0:
         raise ValueError("weight_decay and encoder_lr_mult must be >= 0")
-    groups = param_groups(model, weight_decay, lr, encoder_lr_mult)
+    groups = param_groups(model, weight_decay, lr, encoder_lr_mult, scope)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
