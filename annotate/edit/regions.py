@@ -27,7 +27,7 @@ DEFAULT_METHOD = "superpixel"
 WINDOW = 160  # half the side of the square the region may fill around the click (pixels)
 SEED_RADIUS = 4  # the click marks a disc this wide as certain (GrabCut)
 COLOUR_TOLERANCE = 26.0  # Lab distance still "the same colour" (chosen in benchmarks/correction_effort.py)
-SUPERPIXEL_AREA = 150  # the mean superpixel size (pixels)
+SUPERPIXEL_AREA = 60  # the mean superpixel size (pixels): small enough for one small roof
 
 
 def _window(shape: tuple[int, int], x: int, y: int, half: int) -> tuple[slice, slice]:
