@@ -241,9 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
     click_table = summarize(clicks, "method", ("recall", "precision", "iou_gain", "seconds"))
     effort_table = summarize(efforts, "toolset", ("actions", "iou", "reached", "seconds"), np.median)
     for name, row in effort_table.items():
-        row["reached"] = float(np.mean([e["reached"] for e in efforts if e["toolset"] == name]))
-        row["mean_actions"] = float(np.mean([e["actions"] for e in efforts if e["toolset"] == name]))
+        chosen = [e for e in efforts if e["toolset"] == name]
+        row["reached"] = float(np.mean([e["reached"] for e in chosen]))
+        row["mean_actions"] = float(np.mean([e["actions"] for e in chosen]))
         row["fewer_than_brush"] = effort_table["brush"]["actions"] / max(row["actions"], 1e-9)
+        # actions to each milestone IoU (the cap where it was never reached), median over cases
+        for m in MILESTONES:
+            steps = [e["milestones"][str(m)] for e in chosen]
+            row[f"actions_to_{m}"] = float(np.median([args.cap if v is None else v for v in steps]))
     print("\none click (mean over error pieces)\nmethod               recall precision  IoU gain  seconds   n")
     for method, row in click_table.items():
         print(
@@ -251,11 +256,12 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row['seconds']:8.3f} {row['n']:3d}"
         )
     print(f"\neffort to IoU >= {args.target} (cap {args.cap}; medians over cases)")
-    print("toolset                 actions  mean  reached  IoU    seconds  fewer than brush")
+    print("toolset                 actions  mean  reached  IoU    seconds  fewer than brush  to 0.7 / 0.8")
     for toolset, row in effort_table.items():
         print(
             f"{toolset:22s} {row['actions']:8.1f} {row['mean_actions']:5.1f} {row['reached']:7.0%} "
-            f"{row['iou']:6.3f} {row['seconds']:8.2f} {row['fewer_than_brush']:6.1f}x"
+            f"{row['iou']:6.3f} {row['seconds']:8.2f} {row['fewer_than_brush']:6.1f}x "
+            f"{row['actions_to_0.7']:8.1f} {row['actions_to_0.8']:5.1f}"
         )
     result = {
         "command": "python -m benchmarks.correction_effort " + " ".join(argv or []),

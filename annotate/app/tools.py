@@ -73,6 +73,11 @@ def click_view(background: np.ndarray, points: tuple[tuple[float, float], ...]) 
     return view
 
 
+def shown(canvas: np.ndarray, tools: Tools) -> np.ndarray:
+    """What the editor shows for ``tools``: the canvas picture with the working mask tinted in."""
+    return editor_background(canvas, resize_mask(tools.mask, canvas.shape[:2]), tools.opacity)
+
+
 class ToolHandlers:
     """Mask tools of the Correct tab; each returns (editor value, click view, tools, message)."""
 
@@ -94,12 +99,11 @@ class ToolHandlers:
         """As :meth:`_state`, with the editor's strokes baked into the working mask."""
         canvas, tools = self._state(editing, tools)
         if value and value.get("layers"):
-            background = editor_background(canvas, resize_mask(tools.mask, canvas.shape[:2]), tools.opacity)
-            tools = replace(tools, mask=editor_mask(value, background, tools.mask))
+            tools = replace(tools, mask=editor_mask(value, shown(canvas, tools), tools.mask))
         return canvas, tools
 
     def _show(self, canvas: np.ndarray, tools: Tools, message: str) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
-        background = editor_background(canvas, resize_mask(tools.mask, canvas.shape[:2]), tools.opacity)
+        background = shown(canvas, tools)
         value = {"background": background, "layers": [], "composite": None}
         return value, click_view(background, tools.points), tools, message
 
@@ -211,5 +215,4 @@ class ToolHandlers:
             fresh = replace(fresh, history=tools.history, opacity=tools.opacity)
         elif same:
             fresh = tools
-        background = editor_background(canvas, resize_mask(fresh.mask, canvas.shape[:2]), fresh.opacity)
-        return click_view(background, fresh.points), fresh
+        return click_view(shown(canvas, fresh), fresh.points), fresh
