@@ -6,6 +6,7 @@ mask opacity with a brush stroke drawn before it, and a save.
 After every step the mask the page shows is read back from the tools' picture (the editor's
 background: the scene with the mask tinted in, a lossless PNG) and compared with the tool's own
 function applied to the mask shown before; the saved mask must be exactly the one shown.
+Screenshots go to ``$SBANET_TEST_ARTIFACTS/browser/tools-*.png``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from app_server import running_app, scene_png
 from PIL import Image
+from test_app_browser import artifacts
 
 from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
 from annotate.edit import shapes
@@ -149,4 +151,6 @@ def test_every_mask_tool_in_a_real_browser(tmp_path, viewport):
         assert saved.id == new_id and saved.parent_id == parent_id
         assert stored.shape == (HEIGHT, WIDTH)
         assert np.packbits(stored).tobytes() == np.packbits(mask).tobytes(), "saved = what the canvas shows"
-        ui.screenshot(tmp_path / f"tools-{viewport}.png", full_page=True)
+        width = VIEWPORTS[viewport][0]
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width, "the tools push the page sideways"
+        ui.screenshot(artifacts() / f"tools-{viewport}.png", full_page=True)
