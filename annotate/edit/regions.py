@@ -25,7 +25,7 @@ from .shapes import Point, check_mask, components
 METHODS = ("grabcut", "superpixel", "flood")
 DEFAULT_METHOD = "superpixel"
 WINDOW = 160  # half the side of the square the region may fill around the click (pixels)
-SEED_RADIUS = 4  # the click marks a disc this wide as certain (GrabCut)
+SEED_RADIUS = 4  # the click marks a disc of this radius (pixels) as certain (GrabCut)
 COLOUR_TOLERANCE = 26.0  # Lab distance still "the same colour" (chosen in benchmarks/correction_effort.py)
 SUPERPIXEL_AREA = 60  # the mean superpixel size (pixels): small enough for one small roof
 
