@@ -2,7 +2,8 @@
 
 * ``sbanet`` (the model library) never imports ``annotate``, ``train``, ``benchmarks`` or ``gradio``;
 * ``annotate.store`` never imports ``gradio``, ``annotate.app`` or ``annotate.jobs``; ``annotate.jobs``
-  never imports ``annotate.app``; ``annotate`` never imports ``train``;
+  never imports ``annotate.app``; ``annotate.edit`` (the mask tools) imports none of ``gradio``,
+  ``annotate.app``, ``annotate.store`` or ``annotate.jobs``; ``annotate`` never imports ``train``;
 * nothing but ``benchmarks`` itself and the tests imports ``benchmarks``;
 * and the store runs where Gradio is not installed.
 """
@@ -22,6 +23,7 @@ FORBIDDEN = {
     "sbanet": ("annotate", "train", "benchmarks", "gradio", "app"),
     "annotate.store": ("gradio", "annotate.app", "annotate.jobs", "train", "benchmarks"),
     "annotate.jobs": ("gradio", "annotate.app", "train", "benchmarks"),
+    "annotate.edit": ("gradio", "annotate.app", "annotate.store", "annotate.jobs", "train", "benchmarks"),
     "annotate": ("train", "benchmarks"),
     "train": ("benchmarks", "gradio"),
     "app": ("benchmarks", "train"),

@@ -28,6 +28,7 @@ PALETTE = (
 BRUSH_ADD = "#ff2e88"
 BRUSH_REMOVE = "#00c2ff"
 BRUSH_OPACITY = 0.6
+MASK_OPACITY = 0.35  # the current mask's tint in the editor, until the annotator changes it
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -94,10 +95,13 @@ def probability_image(image: np.ndarray, probability: np.ndarray) -> np.ndarray:
     return blend(image, colourise(probability, "magma"), alpha=0.7)
 
 
-def editor_background(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The editor's background: ``image`` with the current ``mask`` tinted and outlined in the
-    add-brush colour, so strokes are painted over what the mask is now (``uint8 [H, W, 3]``)."""
-    return overlay_mask(image, mask, BRUSH_ADD, alpha=0.35)
+def editor_background(image: np.ndarray, mask: np.ndarray, opacity: float = MASK_OPACITY) -> np.ndarray:
+    """The editor's background: ``image`` with the current ``mask`` tinted (at ``opacity``, 0 to
+    1) and outlined in the add-brush colour, so strokes are painted over what the mask is now
+    (``uint8 [H, W, 3]``)."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"the mask opacity must be between 0 and 1, got {opacity}")
+    return overlay_mask(image, mask, BRUSH_ADD, alpha=opacity)
 
 
 def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:

@@ -102,11 +102,19 @@ class ReviewHandlers:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
 
-    def _background(self, item: Any, bands: tuple[int, ...] | None) -> np.ndarray:
-        """What the editor shows: the image (at most :data:`EDITOR_SIDE` wide or high) with the
-        mask tinted in. Saving rebuilds it to check the editor still holds this image."""
-        image = fit_within(load_image(item.image_path, bands, name=item.image_name).rgb, EDITOR_SIDE)
-        return editor_background(image, resize_mask(item.mask, image.shape[:2]))
+    def canvas(self, item: Any, bands: tuple[int, ...] | None) -> np.ndarray:
+        """The picture the editor shows ``uint8 [h, w, 3]``: the image, at most
+        :data:`EDITOR_SIDE` wide or high."""
+        return fit_within(load_image(item.image_path, bands, name=item.image_name).rgb, EDITOR_SIDE)
+
+    def _background(self, item: Any, bands: tuple[int, ...] | None, tools: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """What the editor shows: the image with the mask tinted in, and that mask ``bool [H, W]``
+        (full size): the stored one, or the mask tools' working mask (:class:`annotate.app.tools.Tools`)
+        when they edited this version. Saving rebuilds it to check the editor still holds this image."""
+        image = self.canvas(item, bands)
+        if tools is not None and tools.mask_version_id == item.mask_version_id:
+            return editor_background(image, resize_mask(tools.mask, image.shape[:2]), tools.opacity), tools.mask
+        return editor_background(image, resize_mask(item.mask, image.shape[:2])), item.mask
 
     def _describe(self, item: Any) -> str:
         return (
@@ -121,7 +129,7 @@ class ReviewHandlers:
     ) -> tuple[dict[str, Any], Editing, str, pd.DataFrame]:
         """Load a mask version into the editor: the image as background, the mask as a layer."""
         item = self.backend.item(version_id(mask_version))
-        background = self._background(item, bands)
+        background, _ = self._background(item, bands)
         value = {"background": background, "layers": [], "composite": None}
         height, width = item.mask.shape
         editing = Editing(
@@ -148,17 +156,19 @@ class ReviewHandlers:
         value: dict[str, Any] | None,
         note: str,
         annotator_name: str,
+        tools: Any = None,
         request: gr.Request = None,
     ) -> tuple[str, Editing, pd.DataFrame]:
-        """Save the editor's mask (at the image's full size) as a new version of what was opened."""
+        """Save the editor's mask (at the image's full size) as a new version of what was opened:
+        the working mask of the mask tools (``tools``) or the stored one, plus the strokes."""
         if editing is None:
             raise ValueError("open a mask version in the editor first")
         author = annotator(request, annotator_name, required=True)
         item = self.backend.item(editing.mask_version_id)
         if item.mask.shape != (editing.height, editing.width):
             raise ValueError("the stored image changed size since the editor opened it; reopen the item")
-        background = self._background(item, editing.bands)
-        mask = editor_mask(value, background, item.mask)
+        background, base = self._background(item, editing.bands, tools)
+        mask = editor_mask(value, background, base)
         new_id = self.backend.save_correction(editing.mask_version_id, mask, author, note)
         saved = Editing(
             new_id,
@@ -266,12 +276,13 @@ class ReviewHandlers:
         annotator_name: str,
         status: str,
         order: str,
+        tools: Any = None,
         request: gr.Request = None,
     ) -> tuple[str, Editing, pd.DataFrame, Any, str, Any]:
         """Save the editor's mask, then open the next one of the queue in one step (a refused
         save opens nothing, so unsaved strokes stay): save message, editing, versions, editor,
         header, mask version. When the queue is done, the saved version stays open."""
-        message, saved, history = self.save_from_editor(editing, value, note, annotator_name, request)
+        message, saved, history = self.save_from_editor(editing, value, note, annotator_name, tools, request)
         try:
             value, opened, info, history, next_id = self.open_next(status, order, saved.mask_version_id)
         except gr.Error as exc:

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from .handlers import on_page
-from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, editor_background
+from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, MASK_OPACITY, editor_background
 from .review import (
     HISTORY_COLUMNS,
     NOTHING_OPEN,
@@ -26,11 +26,20 @@ from .review import (
     ReviewHandlers,
     proposed_version,
 )
+from .tools import CLICK_TOOLS, HOLE_AREA, SPECK_AREA, VIEW_OUTPUTS, ToolHandlers
 
 ANNOTATOR_KEY = "sbanet-annotator"  # the browser's local-storage key of the annotator's name
 SHORTCUTS = (
     "**B** brush · **E** eraser · **H** pan (drag) · **[ ]** size · mouse wheel zoom · **Ctrl+Z** undo · "
     "**Ctrl+Shift+Z** redo · **Ctrl+S** save"
+)
+
+
+TOOLS_HELP = (
+    "**Mask tools** act on the mask shown above, strokes included. Pick a tool, then click the picture "
+    "below: *Add region* / *Remove region* take the region around the click, snapped to the image's "
+    "edges; *Polygon* puts a vertex per click and applies on a click on the first (circled) vertex or "
+    "*Close polygon*. *Undo tool* takes back the last vertex or tool edit."
 )
 
 
@@ -102,6 +111,28 @@ def review_tabs(
             height=620,
             elem_id="mask-editor",
         )
+        tools_state = gr.State(None)
+        with gr.Group(elem_id="mask-tools"):
+            gr.Markdown(TOOLS_HELP, elem_classes="sbanet-note")
+            with gr.Row(equal_height=True):
+                click_tool = gr.Radio(list(CLICK_TOOLS), value=CLICK_TOOLS[0], label="Click tool", elem_id="click-tool")
+                opacity = gr.Slider(0.05, 1.0, value=MASK_OPACITY, step=0.05, label="Mask opacity", elem_id="opacity")
+            with gr.Row(equal_height=True):
+                close_button = gr.Button("Close polygon", elem_id="close-polygon", min_width=100)
+                undo_button = gr.Button("Undo tool", elem_id="undo-tool", min_width=100)
+                hole_area = gr.Number(value=HOLE_AREA, label="Holes up to (px; empty: all)", elem_id="hole-area")
+                fill_button = gr.Button("Fill holes", elem_id="fill-holes", min_width=100)
+                speck_area = gr.Number(value=SPECK_AREA, label="Specks below (px)", elem_id="speck-area")
+                specks_button = gr.Button("Remove specks", elem_id="remove-specks", min_width=100)
+            tool_info = gr.Markdown(elem_id="tool-info")
+            tool_view = gr.Image(
+                label="Click here with the tool chosen above",
+                type="numpy",
+                format="png",
+                interactive=False,
+                height=620,
+                elem_id="tool-view",
+            )
         with gr.Row(equal_height=True):
             note = gr.Textbox(label="Note (optional)", scale=3)
             save_button = gr.Button("Save correction", variant="primary", elem_id="save-button")
@@ -142,26 +173,54 @@ def review_tabs(
     # the page's events warn and keep every output on a refusal (on_page); the named API
     # endpoints are hidden buttons with the same inputs and outputs, whose refusals are errors
     opened = [editor, editing, item_info, versions]
+    kit = ToolHandlers(rev)
+    tool_outputs = [editor, tool_view, tools_state, tool_info]
+    # after opening: the working mask starts afresh (and the opacity at its default, as the editor shows it)
+    fresh = {
+        "fn": lambda e: (*kit.refresh(e, None), MASK_OPACITY),
+        "inputs": editing,
+        "outputs": [tool_view, tools_state, opacity],
+        **private,
+    }
+    # after saving: the working mask follows the saved version (undo history kept)
+    follow = {"fn": kit.refresh, "inputs": [editing, tools_state], "outputs": [tool_view, tools_state], **private}
+    tool_view.select(
+        on_page(kit.click, VIEW_OUTPUTS), [editing, tools_state, editor, click_tool], tool_outputs, **private
+    )
+    close_button.click(
+        on_page(kit.close_polygon, VIEW_OUTPUTS), [editing, tools_state, editor, click_tool], tool_outputs, **private
+    )
+    undo_button.click(on_page(kit.undo, VIEW_OUTPUTS), [editing, tools_state, editor], tool_outputs, **private)
+    fill_button.click(
+        on_page(kit.fill_holes, VIEW_OUTPUTS), [editing, tools_state, editor, hole_area], tool_outputs, **private
+    )
+    specks_button.click(
+        on_page(kit.remove_specks, VIEW_OUTPUTS), [editing, tools_state, editor, speck_area], tool_outputs, **private
+    )
+    opacity.release(
+        on_page(kit.set_opacity, VIEW_OUTPUTS), [editing, tools_state, editor, opacity], tool_outputs, **private
+    )
     to_correct = {"fn": lambda: gr.Tabs(selected="correct"), "inputs": None, "outputs": tabs, **private}
     queue_inputs = [queue_status, queue_order, queue_limit]
     recent.input(lambda v: v, recent, mask_version, **private)
-    open_button.click(on_page(rev.open_from_session, 4), [session, mask_version], opened, **private)
+    open_button.click(on_page(rev.open_from_session, 4), [session, mask_version], opened, **private).success(**fresh)
     saved = save_button.click(
         on_page(rev.save_from_editor, 3),
-        [editing, editor, note, annotator_box],
+        [editing, editor, note, annotator_box, tools_state],
         [save_info, editing, versions],
         **private,
     ).success(rev.header, editing, item_info, **private)
+    saved.success(**follow)
     saved.then(lambda e: e.mask_version_id if e else None, editing, mask_version, **private).then(
         rev.progress, None, progress, **private
     )
     # one step, so a refused save opens nothing and the editor keeps its strokes
     save_next_button.click(
         on_page(rev.save_and_next, 6),
-        [editing, editor, note, annotator_box, queue_status, queue_order],
+        [editing, editor, note, annotator_box, queue_status, queue_order, tools_state],
         [save_info, editing, versions, editor, item_info, mask_version],
         **private,
-    ).then(rev.progress, None, progress, **private)
+    ).then(rev.progress, None, progress, **private).then(**follow)
     status_inputs, status_outputs = [mask_version, new_status, note, annotator_box], [status_result, versions]
     status_button.click(on_page(rev.set_status, 2), status_inputs, status_outputs, **private).then(
         rev.progress, None, progress, **private
@@ -179,10 +238,10 @@ def review_tabs(
     queue_order.input(on_page(rev.review_queue, 1), queue_inputs, queue, **private)
     next_button.click(
         on_page(rev.open_next, 5), [queue_status, queue_order], [*opened, mask_version], **private
-    ).success(**to_correct)
+    ).success(**to_correct).success(**fresh)
     queue.select(rev.pick_from_queue, queue, mask_version, **private).success(
         on_page(rev.open_item, 4), mask_version, opened, **private
-    ).success(**to_correct)
+    ).success(**to_correct).success(**fresh)
 
     return CorrectTab(recent, mask_version, note)
 

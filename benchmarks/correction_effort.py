@@ -1,0 +1,282 @@
+"""How many actions it takes to correct the shipped model's masks, with each toolset.
+
+    python -m benchmarks.correction_effort --json benchmarks/results/correction_effort.json
+
+Cases: the dubai-aerial tile-6 images (the default model never trained on them) with each
+land-cover class covering >= 5 % of an image named at class level ("the water", "all
+buildings", "the roads", "the vegetation"), read from ``../shared/data``; the shipped model's
+mask of each is corrected toward the land-cover truth.
+
+Two parts:
+
+1. *One click*: for each case's largest missed and wrongly covered pieces (error components), a
+   click at the piece's innermost pixel with each region method of :mod:`annotate.edit.regions`;
+   how much of the piece the snapped region recovers (recall), how much of the region was really
+   wrong (precision) and the mask IoU gained.
+2. *Effort*: a scripted annotator corrects each mask greedily, one action at a time, until mask
+   IoU >= ``--target`` or ``--cap`` actions, with three toolsets: brush only; brush + region tools
+   (a region click, fill holes, remove specks); and + polygon (each vertex a click, the closing
+   click on the first vertex one more). Each step it works on the largest error piece and takes
+   the candidate action with the most IoU gained per action. It applies the very functions the
+   Correct tab calls (:mod:`annotate.edit`). The brush is generous to the annotator: a stroke
+   follows the piece's skeleton for up to :data:`STROKE_LENGTH` pixels with a brush as wide as
+   the piece (changing the brush size is free).
+
+It runs in Python, not in a browser: actions are counted, and the seconds are the tools' own
+compute time per mask, not an annotator's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from annotate.edit import regions, shapes
+
+from .default_model_scale import CLASS_EXPRESSIONS, DATA, MIN_FRACTION
+
+TOOLSETS = ("brush", "brush+region", "brush+region+polygon")
+STROKE_LENGTH = 120  # pixels of skeleton one brush stroke follows (a drag of about a fifth of the image)
+MAX_BRUSH = 40  # the widest brush radius the annotator uses (the editor's slider goes to 100 px wide)
+MIN_PIECE = 50  # error pieces smaller than this are not worth an action
+SPECKS = 200  # remove specks below this many pixels
+HOLES = 2000  # fill holes of at most this many pixels
+POLYGON_TOLERANCE = 3.0  # pixels a simplified outline may stray from the piece's
+MAX_VERTICES = 40
+LOOK_AT = 8  # error pieces the annotator looks at, largest first, for one that an action improves
+MILESTONES = (0.7, 0.8, 0.9)
+
+
+def cases(data: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(name, image uint8 [H, W, 3], truth, model mask bool [H, W], probability float [H, W])``."""
+    from sbanet.data.semantic import DUBAI_CLASSES, class_cases
+    from sbanet.default_model import SHIPPED_MODEL
+    from sbanet.predictor import Predictor
+
+    predictor = Predictor.from_pretrained(SHIPPED_MODEL)
+    root = data / "dubai-aerial" / "tile6"
+    for path, image, truths in class_cases(root, CLASS_EXPRESSIONS, DUBAI_CLASSES, MIN_FRACTION):
+        for prediction in predictor.predict_batch(image, list(truths), False):
+            truth = truths[prediction.expression]
+            yield f"{path.stem} {prediction.expression}", image, truth, prediction.mask, prediction.probability
+
+
+def iou(mask: np.ndarray, truth: np.ndarray) -> float:
+    union = np.logical_or(mask, truth).sum()
+    return float(np.logical_and(mask, truth).sum() / union) if union else 1.0
+
+
+def error_pieces(mask: np.ndarray, truth: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """The error components, largest first: ``(piece bool [H, W], add)`` (``add``: missed)."""
+    pieces = []
+    for wrong, add in ((truth & ~mask, True), (mask & ~truth, False)):
+        labels, areas = shapes.components(wrong)
+        pieces += [(int(areas[i]), i, labels, add) for i in range(1, len(areas)) if areas[i] >= MIN_PIECE]
+    pieces.sort(key=lambda p: -p[0])
+    return [(labels == i, add) for _, i, labels, add in pieces]
+
+
+def inner_point(piece: np.ndarray) -> tuple[tuple[int, int], float]:
+    """The piece's innermost pixel ``(x, y)`` (farthest from its edge) and that distance."""
+    distance = cv2.distanceTransform(np.pad(piece, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+    return (int(x), int(y)), float(distance[y, x])
+
+
+def brush_stroke(mask: np.ndarray, piece: np.ndarray, add: bool) -> np.ndarray:
+    """One stroke over ``piece``: its skeleton within :data:`STROKE_LENGTH` / 2 of its innermost
+    pixel, painted with a disc as wide as the piece there (at most :data:`MAX_BRUSH`)."""
+    from skimage.morphology import skeletonize
+
+    (x, y), depth = inner_point(piece)
+    radius = int(np.clip(round(depth), 1, MAX_BRUSH))
+    path = skeletonize(piece)
+    rows, cols = np.indices(piece.shape)
+    path &= np.hypot(cols - x, rows - y) <= STROKE_LENGTH / 2
+    path[y, x] = True
+    size = 2 * radius + 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    painted = cv2.dilate(path.astype(np.uint8), disc).astype(bool)
+    return mask | painted if add else mask & ~painted
+
+
+def polygon_action(mask: np.ndarray, piece: np.ndarray, add: bool) -> tuple[np.ndarray, int] | None:
+    """The piece's outer outline simplified to a polygon: the mask after it, and the clicks (one
+    per vertex, one more to close on the first); None if the outline needs too many vertices."""
+    contours, _ = cv2.findContours(piece.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    outline = cv2.approxPolyDP(max(contours, key=cv2.contourArea), POLYGON_TOLERANCE, True).reshape(-1, 2)
+    if not 3 <= len(outline) <= MAX_VERTICES:
+        return None
+    return shapes.polygon(mask, [tuple(map(float, p)) for p in outline], add=add), len(outline) + 1
+
+
+Candidate = tuple[str, np.ndarray, int]  # (tool, mask after, actions it took)
+
+
+def candidates(
+    toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, image: np.ndarray, method: str
+) -> Iterator[Candidate]:
+    """Every action of ``toolset`` the annotator considers for the largest error ``piece``."""
+    yield "brush", brush_stroke(mask, piece, add), 1
+    if toolset == "brush":
+        return
+    point, _ = inner_point(piece)
+    edit = regions.add_region if add else regions.remove_region
+    yield "region", edit(mask, image, point, method=method), 1
+    yield "fill holes", shapes.fill_holes(mask, HOLES), 1
+    yield "remove specks", shapes.remove_specks(mask, SPECKS), 1
+    if toolset == "brush+region+polygon":
+        drawn = polygon_action(mask, piece, add)
+        if drawn is not None:
+            yield "polygon", *drawn
+
+
+def correct(
+    image: np.ndarray, truth: np.ndarray, mask: np.ndarray, toolset: str, target: float, cap: int, method: str
+) -> dict:
+    """The scripted annotator on one mask: actions (``cap`` when the target was not reached),
+    per-tool counts, IoU reached, the actions at which each IoU of :data:`MILESTONES` was first
+    reached, seconds. Each step takes the best action on the largest error piece that any action
+    improves (of the :data:`LOOK_AT` largest); it stops when none does."""
+    start, actions, used, history = time.perf_counter(), 0, {}, shapes.History()
+    score = iou(mask, truth)
+    reached = {m: 0 for m in MILESTONES if score >= m}
+    while score < target and actions < cap:
+        best = None
+        for piece, add in error_pieces(mask, truth)[:LOOK_AT]:
+            for tool, after, cost in candidates(toolset, mask, piece, add, image, method):
+                gain = (iou(after, truth) - score) / cost
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, tool, after, cost)
+            if best is not None:
+                break
+        if best is None:
+            break  # nothing helps any more: the annotator gives up on this mask
+        _, tool, after, cost = best
+        history = history.push(mask)  # as the app does: every action can be undone
+        mask, actions, score = after, actions + cost, iou(after, truth)
+        used[tool] = used.get(tool, 0) + cost
+        reached |= {m: actions for m in MILESTONES if score >= m and m not in reached}
+    seconds = time.perf_counter() - start
+    return {
+        "actions": actions if score >= target else max(actions, cap),
+        "actions_taken": actions,
+        "iou": round(score, 4),
+        "reached": score >= target,
+        "milestones": {str(m): reached.get(m) for m in MILESTONES},
+        "tools": used,
+        "seconds": seconds,
+        "undo_depth": len(history),
+    }
+
+
+def one_click(image: np.ndarray, truth: np.ndarray, mask: np.ndarray, probability: np.ndarray, pieces: int) -> list:
+    """Part 1 on one case: per error piece and method, recall, precision, IoU gain, seconds."""
+    rows, before = [], iou(mask, truth)
+    for piece, add in error_pieces(mask, truth)[:pieces]:
+        point, _ = inner_point(piece)
+        for method, prob in [(m, None) for m in regions.METHODS] + [("grabcut+probability", probability)]:
+            start = time.perf_counter()
+            region = regions.click_region(mask, image, point, add, method=method.split("+")[0], probability=prob)
+            seconds = time.perf_counter() - start
+            after = mask | region if add else mask & ~region
+            right = (truth if add else ~truth) & region
+            rows.append(
+                {
+                    "method": method,
+                    "add": add,
+                    "piece_px": int(piece.sum()),
+                    "recall": float((region & piece).sum() / piece.sum()),
+                    "precision": float(right.sum() / region.sum()) if region.any() else 0.0,
+                    "iou_gain": iou(after, truth) - before,
+                    "seconds": seconds,
+                }
+            )
+    return rows
+
+
+def summarize(rows: list[dict], key: str, fields: tuple[str, ...], stat: Callable = np.mean) -> dict:
+    out = {}
+    for value in dict.fromkeys(r[key] for r in rows):
+        chosen = [r for r in rows if r[key] == value]
+        out[value] = {f: float(stat([float(r[f]) for r in chosen])) for f in fields} | {"n": len(chosen)}
+    return out
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: ../shared/data)")
+    parser.add_argument("--target", type=float, default=0.90, help="mask IoU that counts as corrected")
+    parser.add_argument("--cap", type=int, default=60, help="actions after which the annotator gives up")
+    parser.add_argument("--pieces", type=int, default=4, help="error pieces per case in the one-click part")
+    parser.add_argument("--method", choices=regions.METHODS, default=regions.DEFAULT_METHOD, help="region tool")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N cases (a quick look)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    if not (args.data / "dubai-aerial" / "tile6").is_dir():
+        raise SystemExit(f"no dubai-aerial tile 6 under {args.data}: see ../shared/data/README.md")
+    clicks, efforts = [], []
+    for index, (name, image, truth, mask, probability) in enumerate(cases(args.data)):
+        if args.limit is not None and index >= args.limit:
+            break
+        clicks += [{"case": name, **r} for r in one_click(image, truth, mask, probability, args.pieces)]
+        for toolset in TOOLSETS:
+            result = correct(image, truth, mask, toolset, args.target, args.cap, args.method)
+            efforts.append({"case": name, "toolset": toolset, "start_iou": round(iou(mask, truth), 4), **result})
+            print(f"{name:40s} {toolset:22s} {result['actions']:3d} actions -> IoU {result['iou']:.3f}", flush=True)
+    click_table = summarize(clicks, "method", ("recall", "precision", "iou_gain", "seconds"))
+    effort_table = summarize(efforts, "toolset", ("actions", "iou", "reached", "seconds"), np.median)
+    for name, row in effort_table.items():
+        chosen = [e for e in efforts if e["toolset"] == name]
+        row["reached"] = float(np.mean([e["reached"] for e in chosen]))
+        row["mean_actions"] = float(np.mean([e["actions"] for e in chosen]))
+        row["fewer_than_brush"] = effort_table["brush"]["actions"] / max(row["actions"], 1e-9)
+        # actions to each milestone IoU (the cap where it was never reached), median over cases
+        for m in MILESTONES:
+            steps = [e["milestones"][str(m)] for e in chosen]
+            row[f"actions_to_{m}"] = float(np.median([args.cap if v is None else v for v in steps]))
+    print("\none click (mean over error pieces)\nmethod               recall precision  IoU gain  seconds   n")
+    for method, row in click_table.items():
+        print(
+            f"{method:20s} {row['recall']:6.3f} {row['precision']:9.3f} {row['iou_gain']:+9.4f} "
+            f"{row['seconds']:8.3f} {row['n']:3d}"
+        )
+    print(f"\neffort to IoU >= {args.target} (cap {args.cap}; medians over cases)")
+    print("toolset                 actions  mean  reached  IoU    seconds  fewer than brush  to 0.7 / 0.8")
+    for toolset, row in effort_table.items():
+        print(
+            f"{toolset:22s} {row['actions']:8.1f} {row['mean_actions']:5.1f} {row['reached']:7.0%} "
+            f"{row['iou']:6.3f} {row['seconds']:8.2f} {row['fewer_than_brush']:6.1f}x "
+            f"{row['actions_to_0.7']:8.1f} {row['actions_to_0.8']:5.1f}"
+        )
+    result = {
+        "command": "python -m benchmarks.correction_effort " + " ".join(argv or []),
+        "cpu": cpu_name(),
+        "settings": {k: str(v) for k, v in vars(args).items() if k != "json"},
+        "one_click": click_table,
+        "effort": effort_table,
+        "clicks": clicks,
+        "cases": efforts,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

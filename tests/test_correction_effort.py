@@ -1,0 +1,49 @@
+"""The scripted annotator of ``benchmarks/correction_effort.py`` on a synthetic case (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import correction_effort as effort
+
+
+def case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sand image with one dark roof (the truth, 80×120 px) and a mask of its left quarter
+    plus a false speck on the sand."""
+    image = np.full((160, 200, 3), (200, 180, 120), np.uint8)
+    image[40:120, 40:160] = (60, 50, 70)
+    image = np.clip(image.astype(int) + np.random.default_rng(0).integers(-5, 6, image.shape), 0, 255)
+    truth = np.zeros((160, 200), bool)
+    truth[40:120, 40:160] = True
+    mask = np.zeros_like(truth)
+    mask[40:120, 40:70] = True
+    mask[5:9, 5:9] = True
+    return image.astype(np.uint8), truth, mask
+
+
+def test_every_toolset_reaches_the_target_and_region_clicks_take_fewer_actions():
+    image, truth, mask = case()
+    results = {t: effort.correct(image, truth, mask, t, 0.9, 30, "superpixel") for t in effort.TOOLSETS}
+    assert all(r["reached"] and r["iou"] >= 0.9 for r in results.values()), results
+    assert set(results["brush"]["tools"]) == {"brush"}
+    assert results["brush+region"]["actions"] < results["brush"]["actions"], results
+    assert results["brush+region"]["tools"].get("region", 0) >= 1
+    assert results["brush"]["undo_depth"] == results["brush"]["actions"]  # one undo step per stroke
+
+
+def test_an_unreached_target_counts_as_the_cap_and_pieces_come_largest_first():
+    image, truth, mask = case()
+    capped = effort.correct(image, truth, mask, "brush", 0.999, 2, "superpixel")
+    assert not capped["reached"] and capped["actions"] == 2 and capped["actions_taken"] <= 2
+    pieces = effort.error_pieces(mask, truth)
+    assert [add for _, add in pieces] == [True] and pieces[0][0].sum() == 80 * 90  # the speck is below MIN_PIECE
+    (x, y), depth = effort.inner_point(pieces[0][0])
+    assert 70 <= x < 160 and 40 <= y < 120 and depth >= 30
+
+
+def test_one_click_scores_every_method():
+    image, truth, mask = case()
+    rows = effort.one_click(image, truth, mask, np.where(mask, 0.9, 0.1).astype(np.float32), 1)
+    assert [r["method"] for r in rows] == [*effort.regions.METHODS, "grabcut+probability"]
+    assert all(0 <= r["recall"] <= 1 and 0 <= r["precision"] <= 1 for r in rows)
+    assert max(r["recall"] for r in rows) >= 0.9 and max(r["iou_gain"] for r in rows) > 0.5

@@ -1,0 +1,130 @@
+"""The mask tools of :mod:`annotate.edit` on small synthetic images (fast, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotate.edit import regions, shapes
+
+
+def squares() -> tuple[np.ndarray, np.ndarray]:
+    """A sand image with a dark roof (rows 8-32, cols 10-40) and a green field (rows 40-60,
+    cols 50-76), and a mask that holds only the left half of the roof."""
+    image = np.full((72, 96, 3), (200, 180, 120), np.uint8)
+    image[8:32, 10:40] = (60, 50, 70)
+    image[40:60, 50:76] = (40, 150, 50)
+    noise = np.random.default_rng(0).integers(-6, 7, image.shape)
+    image = np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
+    mask = np.zeros((72, 96), bool)
+    mask[8:32, 10:25] = True
+    return image, mask
+
+
+def test_remove_specks_drops_only_small_pieces():
+    mask = np.zeros((20, 20), bool)
+    mask[1:3, 1:3] = True  # 4 px
+    mask[10:16, 10:16] = True  # 36 px
+    mask[5, 18] = True  # 1 px
+    cleaned = shapes.remove_specks(mask, 5)
+    assert cleaned.sum() == 36 and cleaned[10:16, 10:16].all()
+    assert shapes.remove_specks(mask, 1).sum() == mask.sum()
+    with pytest.raises(ValueError, match="at least 1 pixel"):
+        shapes.remove_specks(mask, 0)
+
+
+def test_fill_holes_fills_enclosed_holes_up_to_the_area_and_never_the_outside():
+    mask = np.zeros((30, 30), bool)
+    mask[2:28, 2:28] = True
+    mask[5:7, 5:7] = False  # a 4 px hole
+    mask[12:20, 12:20] = False  # a 64 px hole
+    mask[0:30, 29] = False
+    assert shapes.fill_holes(mask, 10).sum() == mask.sum() + 4
+    filled = shapes.fill_holes(mask)
+    assert filled[2:28, 2:28].all() and not filled[0].any() and not filled[:, 29].any()
+    notch = mask.copy()
+    notch[12:16, 0:3] = False  # open to the border: not a hole
+    assert not shapes.fill_holes(notch)[12:16, 0:2].any()
+    with pytest.raises(ValueError, match="largest hole"):
+        shapes.fill_holes(mask, 0)
+
+
+def test_polygon_adds_and_cuts_out_with_straight_edges():
+    mask = np.zeros((40, 40), bool)
+    added = shapes.polygon(mask, [(5, 5), (30, 5), (30, 20), (5, 20)])
+    assert added[5:21, 5:31].all() and added.sum() == 16 * 26
+    cut = shapes.polygon(added, [(10, 10), (20, 10), (20, 15), (10, 15)], add=False)
+    assert not cut[10:16, 10:21].any() and cut.sum() == added.sum() - 6 * 11
+    triangle = shapes.polygon(mask, [(0, 0), (39, 0), (0, 39)])
+    assert triangle[0, 0] and triangle[0, 39] and not triangle[39, 39]
+    with pytest.raises(ValueError, match="at least 3 vertices"):
+        shapes.polygon(mask, [(1, 1), (5, 5)])
+    with pytest.raises(ValueError, match="inside the 40×40 image"):
+        shapes.polygon(mask, [(1, 1), (50, 5), (5, 9)])
+
+
+def test_a_click_near_the_first_vertex_closes_the_polygon():
+    points = [(10.0, 10.0), (30.0, 10.0), (30.0, 30.0)]
+    assert shapes.closes_polygon(points, (12.0, 13.0))
+    assert not shapes.closes_polygon(points, (20.0, 20.0))
+    assert not shapes.closes_polygon(points[:2], (10.0, 10.0))  # two vertices make no polygon yet
+
+
+def test_history_undoes_in_order_and_keeps_at_most_its_limit():
+    masks = [np.eye(5, dtype=bool) * i for i in range(3)]
+    history = shapes.History()
+    for mask in masks:
+        history = history.push(mask.astype(bool))
+    mask, history = history.pop()
+    assert np.array_equal(mask, masks[2].astype(bool)) and len(history) == 2
+    for _ in range(shapes.MAX_UNDO + 5):
+        history = history.push(np.ones((3, 7), bool))
+    assert len(history) == shapes.MAX_UNDO
+    with pytest.raises(ValueError, match="nothing to undo"):
+        shapes.History().pop()
+    odd = np.random.default_rng(1).random((13, 11)) > 0.5
+    assert np.array_equal(shapes.unpack(shapes.pack(odd)), odd)
+
+
+@pytest.mark.parametrize("method", regions.METHODS)
+def test_a_click_adds_the_missed_region_snapped_to_its_edges(method):
+    image, mask = squares()
+    roof = np.zeros_like(mask)
+    roof[8:32, 10:40] = True
+    added = regions.add_region(mask, image, (33, 20), method=method)
+    # the rest of the roof comes in, up to its edges: nothing of the sand or the field
+    recall = (added & roof).sum() / roof.sum()
+    assert recall >= 0.9, f"{method}: {recall:.2f} of the roof"
+    assert (added & ~roof).sum() <= 0.05 * roof.sum(), f"{method} spilled {(added & ~roof).sum()} px"
+    assert (added & mask).sum() == mask.sum()  # the old mask stays
+
+
+@pytest.mark.parametrize("method", regions.METHODS)
+def test_a_click_removes_a_false_region_and_leaves_the_rest(method):
+    image, _ = squares()
+    mask = np.zeros((72, 96), bool)
+    mask[8:32, 10:40] = True  # the roof, rightly
+    mask[40:60, 50:76] = True  # the field, wrongly
+    removed = regions.remove_region(mask, image, (60, 50), method=method)
+    assert not removed[42:58, 52:74].any(), f"{method} left {removed[40:60, 50:76].sum()} px of the field"
+    assert removed[8:32, 10:40].all()
+
+
+def test_a_click_on_the_side_it_asks_for_changes_nothing_and_bad_clicks_are_refused():
+    image, mask = squares()
+    assert np.array_equal(regions.add_region(mask, image, (15, 15)), mask)  # already in the mask
+    assert np.array_equal(regions.remove_region(mask, image, (80, 5)), mask)  # already outside
+    with pytest.raises(ValueError, match="outside the 96×72 image"):
+        regions.add_region(mask, image, (96, 5))
+    with pytest.raises(ValueError, match="region method"):
+        regions.add_region(mask, image, (30, 20), method="magic")
+    with pytest.raises(ValueError, match="uint8"):
+        regions.add_region(mask, image[:10], (30, 5))
+
+
+def test_the_region_stays_within_the_window_around_the_click():
+    image = np.full((100, 300, 3), 90, np.uint8)  # one flat region across the whole width
+    mask = np.zeros((100, 300), bool)
+    region = regions.click_region(mask, image, (150, 50), True, method="flood", window=40)
+    columns = np.flatnonzero(region.any(0))
+    assert region[50, 150] and columns.min() >= 110 and columns.max() <= 190
