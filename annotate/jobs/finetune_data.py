@@ -64,6 +64,9 @@ class FinetuneConfig:
     max_eval: int | None = None  # evaluate on at most this many held-out samples
     eval_batch_size: int = 8
     include_imported: bool = True  # train on imported accepted masks too, not only app corrections
+    # the mask statuses a run uses (per expression its newest version with one of them); the app's
+    # "Adapt to my corrections" adds "submitted": a user's own saved corrections, not yet reviewed
+    statuses: tuple[str, ...] = ("accepted",)
     # mix in the base model's training data so it does not forget: "auto" reads it from the base
     # checkpoint's recipe (metadata.recipe.data: data.root and its folder mix), any other value is
     # a load_samples kind read from replay_root; None: no replay
@@ -87,10 +90,14 @@ class FinetuneConfig:
     quick_replay: int = 32  # replay samples a quick run caches (when replay is on)
     quick_replay_weight: float = 0.5
     quick_anchor: float = 0.0  # L2 pull of the decoder weights towards the base's
+    quick_foreground_weight: float | None = None  # cross-entropy weight of the foreground (None: the model's)
     allow_pickle: bool = False  # the base checkpoint may be a trusted .pt file
 
     def __post_init__(self) -> None:
         self.eval_splits = tuple(self.eval_splits)
+        self.statuses = tuple(self.statuses)
+        if not self.statuses or not set(self.statuses) <= {"accepted", "submitted"}:
+            raise ValueError(f"statuses must be accepted and/or submitted masks, got {list(self.statuses)}")
         counts = (self.batch_size, self.eval_batch_size, self.min_steps, self.patience)
         if min(counts) < 1 or any(n is not None and n < 1 for n in (self.steps, self.checkpoint_every)):
             raise ValueError(
@@ -119,6 +126,7 @@ class FinetuneConfig:
             AdaptConfig(  # the quick settings are checked where they are defined
                 train=self.quick_train, steps=self.quick_steps, lr=self.quick_lr, transforms=self.quick_transforms,
                 crop=self.quick_crop, replay_weight=self.quick_replay_weight, anchor=self.quick_anchor,
+                foreground_weight=self.quick_foreground_weight,
             )  # fmt: skip
         if self.quick_replay < 0:
             raise ValueError(f"quick_replay must be >= 0, got {self.quick_replay}")
@@ -127,7 +135,7 @@ class FinetuneConfig:
             raise ValueError(f"replay_kind {self.replay_kind!r} needs replay_root")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "eval_splits": list(self.eval_splits)}
+        return {**asdict(self), "eval_splits": list(self.eval_splits), "statuses": list(self.statuses)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
@@ -153,10 +161,16 @@ def store_sample(files_root: Path, version: MaskVersion) -> ReferringSample:
 
 
 def select_masks(store: Store, config: FinetuneConfig) -> tuple[list[int], list[int]]:
-    """(train, held-out) mask version ids: the newest accepted version of each expression."""
+    """(train, held-out) mask version ids: per expression the newest version whose status is one
+    of ``config.statuses`` (default: accepted)."""
     with store.ReadSession() as session:
         train, held_out = [], []
-        for version in repo.newest_versions(session, status="accepted"):
+        newest: dict[int, MaskVersion] = {}
+        for status in config.statuses:
+            for version in repo.newest_versions(session, status=status):
+                if version.expression_id not in newest or version.id > newest[version.expression_id].id:
+                    newest[version.expression_id] = version
+        for version in sorted(newest.values(), key=lambda v: v.expression_id):
             split = version.expression.split
             if split == "train" and (config.include_imported or version.expression.source != "imported"):
                 train.append(version.id)

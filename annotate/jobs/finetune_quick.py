@@ -23,6 +23,8 @@ from .finetune_data import FinetuneConfig, model_dataset, store_samples
 if TYPE_CHECKING:
     from .finetune import FinetuneOutcome, _Claimed, _Reporter
 
+# corrections before the app offers a quick run (docs/results.md, "Quick adaptation")
+DEFAULT_ADAPT_AFTER = 5
 # overall progress of each stage of a quick run: (start, end)
 QUICK_STAGES = {
     "caching": (0.0, 0.55),
@@ -45,6 +47,7 @@ def adapt_config(config: FinetuneConfig) -> Any:
         crop=config.quick_crop,
         replay_weight=config.quick_replay_weight,
         anchor=config.quick_anchor,
+        foreground_weight=config.quick_foreground_weight,
         check_every=config.checkpoint_every or max(1, config.quick_steps // 6),
         seed=config.seed,
     )

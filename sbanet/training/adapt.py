@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import TRANSFORMS, turn_tensor
+from ..modeling.sbanet import soft_dice_loss
 from .metrics import SegmentationMetrics, intersection_union
 
 TRAINABLE = ("bias", "classifier", "last", "decoder")
@@ -53,6 +54,9 @@ class AdaptConfig:
     anchor: float = 0.0  # L2 pull of the trained weights towards the base's
     weight_decay: float = 0.0
     check_every: int = 20  # steps between held-out checks (the best check's weights are kept)
+    # cross-entropy weight of the foreground class (None: the model's own loss and class weights);
+    # sparse targets (small buildings) are otherwise cheapest to answer with "nothing"
+    foreground_weight: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +70,8 @@ class AdaptConfig:
             raise ValueError(f"crop must be in (0, 1], got {self.crop}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.foreground_weight is not None and not self.foreground_weight > 0:
+            raise ValueError(f"foreground_weight must be > 0, got {self.foreground_weight}")
         if min(self.replay_weight, self.anchor, self.weight_decay) < 0:
             raise ValueError("replay_weight, anchor and weight_decay must be >= 0")
 
@@ -162,12 +168,17 @@ def _crop(features: list[torch.Tensor], masks: torch.Tensor, fraction: float, ge
     return out, masks[..., y * scale : (y + side) * scale, x * scale : (x + side) * scale]
 
 
-def _batch_loss(model: nn.Module, cache: FeatureCache, rows: torch.Tensor, crop: float, generator: torch.Generator):
-    features = [f[rows] for f in cache.features]
-    masks = cache.masks[rows]
-    features, masks = _crop(features, masks, crop, generator)
+def _batch_loss(
+    model: nn.Module, cache: FeatureCache, rows: torch.Tensor, config: AdaptConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """The loss of the decoder on a random crop of the cached rows ``rows``."""
+    features, masks = _crop([f[rows] for f in cache.features], cache.masks[rows], config.crop, generator)
     logits = F.interpolate(model.decoder(features), size=masks.shape[-2:], mode="bilinear", align_corners=True)
-    return model.loss(logits, masks)
+    if config.foreground_weight is None:
+        return model.loss(logits, masks)
+    weight = torch.tensor([1.0, config.foreground_weight], dtype=logits.dtype)
+    loss = F.cross_entropy(logits, masks.long(), weight=weight)
+    return loss + model.config.dice_weight * soft_dice_loss(logits, masks) if model.config.dice_weight > 0 else loss
 
 
 @torch.no_grad()
@@ -231,10 +242,10 @@ def adapt_decoder(
                 decoder.load_state_dict(best_state)
                 return AdaptResult(step - 1, history, kept, cancelled=True)
             rows = torch.randperm(len(corrections), generator=generator)[:batch]
-            loss = _batch_loss(model, corrections, rows, config.crop, generator)
+            loss = _batch_loss(model, corrections, rows, config, generator)
             if replay is not None and len(replay) and config.replay_weight > 0:
                 replay_rows = torch.randperm(len(replay), generator=generator)[: config.batch_size]
-                loss = loss + config.replay_weight * _batch_loss(model, replay, replay_rows, config.crop, generator)
+                loss = loss + config.replay_weight * _batch_loss(model, replay, replay_rows, config, generator)
             if config.anchor > 0:
                 loss = loss + config.anchor * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, base))
             optimizer.zero_grad(set_to_none=True)
