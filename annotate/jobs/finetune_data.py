@@ -83,10 +83,10 @@ class FinetuneConfig:
     # maps (annotate.jobs.finetune_quick; seconds for a few corrections)
     mode: str = "full"
     quick_train: str = "decoder"  # which decoder weights train: bias | classifier | last | decoder
-    quick_steps: int = 120
+    quick_steps: int = 60
     quick_lr: float = 1e-3
     quick_transforms: int = 8  # flips / quarter turns cached per correction
-    quick_crop: float = 0.75  # smallest random crop of the cached maps (fraction of the side)
+    quick_crop: float = 0.5  # smallest random crop of the cached maps (fraction of the side)
     quick_replay: int = 32  # replay samples a quick run caches (when replay is on)
     quick_replay_weight: float = 0.5
     quick_anchor: float = 0.0  # L2 pull of the decoder weights towards the base's
