@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the app's modules are imported when used, not at import tim
 
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:
-    from annotate.app.launch import AUTH_ENV, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
+    from annotate.app.launch import AUTH_ENV, DEFAULT_ADAPT_AFTER, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
     from sbanet.precision import PRECISION_ENV, PRECISIONS, check_precision
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,9 +49,17 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
         "policy, fp16 on CUDA only); the header shows what runs",
     )
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload (default 200mb)")
+    parser.add_argument(
+        "--adapt-after",
+        type=int,
+        default=DEFAULT_ADAPT_AFTER,
+        help=f"saved corrections before 'Adapt to my corrections' is offered (default {DEFAULT_ADAPT_AFTER})",
+    )
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.adapt_after < 1:
+        parser.error("--adapt-after must be at least 1")
     try:
         auth = parse_auth(args.auth)
     except ValueError as exc:
@@ -72,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
         max_file_size=args.max_file_size,
         device=args.device,
         precision=precision,
+        adapt_after=args.adapt_after,
     )
 
 

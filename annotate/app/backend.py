@@ -291,6 +291,21 @@ class Backend:
         self.model.install(predictor, source, model_version_id, name)
         return name
 
+    def active_version(self) -> dict[str, Any] | None:
+        """The store's active model version: ``{"id", "name", "parent"}`` (None when none is)."""
+        with self.store.ReadSession() as session:
+            active = runs.active_model(session)
+            return None if active is None else {"id": active.id, "name": active.name, "parent": active.parent_id}
+
+    def version_predictor(self, model_version_id: int) -> Predictor:
+        """A model version's predictor: the shared one when it is the active version, else loaded."""
+        predictor, model = self.model.current()
+        if model.version_id == model_version_id:
+            return predictor
+        with self.store.ReadSession() as session:
+            source = runs.checkpoint_source(self.store.files, runs.get_model_version(session, model_version_id))
+        return self.model.load(source)
+
     def finetune_masks(self, config: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The accepted masks a run with ``config`` would train on and be measured on, as rows."""
         train_ids, held_out_ids = select_masks(self.store, config)

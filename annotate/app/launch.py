@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..jobs.finetune_quick import DEFAULT_ADAPT_AFTER
+
 AUTH_ENV = "SBANET_AUTH"
 DEFAULT_MAX_FILE_SIZE = "200mb"
 
@@ -33,6 +35,7 @@ class AppSettings:
     precision: str = "auto"  # sbanet.precision: auto | fp32 | bf16 | fp16 (CUDA)
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     examples: bool = True  # the shipped real aerial examples in the Segment tab
+    adapt_after: int = DEFAULT_ADAPT_AFTER  # saved corrections before "Adapt to my corrections" is offered
 
 
 def parse_auth(text: str | None) -> list[tuple[str, str]]:
@@ -84,7 +87,9 @@ def build_app(settings: AppSettings) -> tuple[Any, Any]:
     backend.jobs.recover()  # fine-tune runs a killed app left "running" are requeued
     # a folder of its own: the downloads root is pruned of folders older than an hour
     examples = example_inputs(tempfile.mkdtemp(prefix="sbanet-examples-")) if settings.examples else None
-    demo = build_ui(backend, examples=examples, concurrency_limit=settings.concurrency)
+    demo = build_ui(
+        backend, examples=examples, concurrency_limit=settings.concurrency, adapt_after=settings.adapt_after
+    )
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo, backend
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import gradio as gr
 
+from ..jobs.finetune_quick import DEFAULT_ADAPT_AFTER
+from .adapt import AdaptHandlers
 from .examples import AppExample
 from .handlers import SegmentHandlers, add_expression, on_page
 from .inputs import IMAGE_SUFFIXES, MAX_EXPRESSIONS
@@ -37,8 +39,15 @@ ATTENTION_CAPTION = (
 )
 
 
-def build_ui(backend: Any, *, examples: list[AppExample] | None = None, concurrency_limit: int = 1) -> gr.Blocks:
-    """The whole app over ``backend`` (the real :class:`~annotate.app.backend.Backend` or a fake)."""
+def build_ui(
+    backend: Any,
+    *,
+    examples: list[AppExample] | None = None,
+    concurrency_limit: int = 1,
+    adapt_after: int = DEFAULT_ADAPT_AFTER,
+) -> gr.Blocks:
+    """The whole app over ``backend`` (the real :class:`~annotate.app.backend.Backend` or a fake);
+    ``adapt_after``: saved corrections before "Adapt to my corrections" is offered."""
     seg = SegmentHandlers(backend, model_slots=concurrency_limit)
     rev = ReviewHandlers(backend)
     model_events = {"concurrency_limit": concurrency_limit, "concurrency_id": MODEL_GROUP}
@@ -140,7 +149,8 @@ def build_ui(backend: Any, *, examples: list[AppExample] | None = None, concurre
                 )
                 tcsa_map = gr.Image(label="Which regions mattered most", interactive=False, format="png")
 
-            correct = review_tabs(rev, annotator_box, session, tabs, demo)
+            adapt = AdaptHandlers(backend, adapt_after)
+            correct = review_tabs(rev, annotator_box, session, tabs, demo, adapt)
             manage_tabs(backend, annotator_box, correct.mask_version, demo)
 
         # hidden inputs of API-only endpoints (/segment in one call, /attention from a file,

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from .adapt import AdaptHandlers
 from .handlers import on_page
 from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, MASK_OPACITY, editor_background
 from .review import (
@@ -85,9 +86,17 @@ def legend() -> str:
 
 
 def review_tabs(
-    rev: ReviewHandlers, annotator_box: gr.Textbox, session: gr.State, tabs: gr.Tabs, demo: gr.Blocks
+    rev: ReviewHandlers,
+    annotator_box: gr.Textbox,
+    session: gr.State,
+    tabs: gr.Tabs,
+    demo: gr.Blocks,
+    adapt: AdaptHandlers | None = None,
 ) -> CorrectTab:
-    """Add the Correct and Review queue tabs and wire them (named API endpoints included)."""
+    """Add the Correct and Review queue tabs and wire them (named API endpoints included); with
+    ``adapt``, the Correct tab's "Adapt to my corrections" panel too."""
+    from .ui_adapt import adapt_panel, refresh_after
+
     private = {"api_visibility": "private"}
     with gr.Tab("Correct", id="correct"):
         editing = gr.State(None)  # inside the tab: gr.Tabs must hold only gr.Tab children
@@ -150,6 +159,7 @@ def review_tabs(
             interactive=False,
             elem_id="versions",
         )
+        adapt_info = adapt_panel(adapt, annotator_box, editing, demo) if adapt is not None else None
 
     with gr.Tab("Review queue", id="review") as review_tab:
         progress = gr.Markdown(elem_id="review-progress")
@@ -211,16 +221,19 @@ def review_tabs(
         **private,
     ).success(rev.header, editing, item_info, **private)
     saved.success(**follow)
-    saved.then(lambda e: e.mask_version_id if e else None, editing, mask_version, **private).then(
+    saved = saved.then(lambda e: e.mask_version_id if e else None, editing, mask_version, **private).then(
         rev.progress, None, progress, **private
     )
     # one step, so a refused save opens nothing and the editor keeps its strokes
-    save_next_button.click(
+    saved_next = save_next_button.click(
         on_page(rev.save_and_next, 6),
         [editing, editor, note, annotator_box, queue_status, queue_order, tools_state],
         [save_info, editing, versions, editor, item_info, mask_version],
         **private,
     ).then(rev.progress, None, progress, **private).then(**follow)
+    if adapt is not None:  # the panel's count follows every save
+        for event in (saved, saved_next):
+            refresh_after(event, adapt, adapt_info)
     status_inputs, status_outputs = [mask_version, new_status, note, annotator_box], [status_result, versions]
     status_button.click(on_page(rev.set_status, 2), status_inputs, status_outputs, **private).then(
         rev.progress, None, progress, **private

@@ -1,1 +1,1 @@
-"""Background jobs: the fine-tune job (data, budget, run) and the hub backup."""
+"""Background jobs: the fine-tune job (data, budget, run, its quick mode) and the hub backup."""

@@ -96,9 +96,10 @@ class _Reporter:
     def __init__(self, store: Store, run_id: int, callback: Callable[[JobProgress], None] | None, cancel: Any) -> None:
         self.store, self.run_id, self.callback, self.cancel = store, run_id, callback, cancel
         self.stage, self.persisted_at, self.polled_at, self.cancelled = "", 0.0, 0.0, False
+        self.stages = STAGES
 
     def report(self, stage: str, within: float, message: str, log_line: bool = False, **extra: Any) -> None:
-        start, end = STAGES.get(stage, (within, within))
+        start, end = self.stages.get(stage, (within, within))
         fraction = start + (end - start) * min(max(within, 0.0), 1.0)
         if self.callback is not None:
             self.callback(JobProgress(self.run_id, stage, fraction, message, **extra))
@@ -244,6 +245,10 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
 
     # --- data: accepted masks from the store (+ replay), held-out set; the budget -------------
     train_ids, eval_ids = _choose_masks(store, claimed)
+    if config.mode == "quick":
+        from .finetune_quick import quick_attempt
+
+        return quick_attempt(store, claimed, reporter, train_ids, eval_ids, *_plan(store, claimed, len(train_ids)))
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
     plan, replay = _plan(store, claimed, len(train_ids))
     train_set = model_dataset(store_samples(store, train_ids) + replay, model.config, tokenizer)

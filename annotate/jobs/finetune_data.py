@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # learning rates a fine-tune accepts: below, nothing changes; above, the weights diverge
 LR_RANGE = (1e-7, 1e-2)
 AUTO_REPLAY = "auto"  # replay_kind: the training data named in the base checkpoint's recipe
+MODES = ("full", "quick")
 
 
 @dataclass
@@ -63,6 +64,9 @@ class FinetuneConfig:
     max_eval: int | None = None  # evaluate on at most this many held-out samples
     eval_batch_size: int = 8
     include_imported: bool = True  # train on imported accepted masks too, not only app corrections
+    # the mask statuses a run uses (per expression its newest version with one of them); the app's
+    # "Adapt to my corrections" adds "submitted": a user's own saved corrections, not yet reviewed
+    statuses: tuple[str, ...] = ("accepted",)
     # mix in the base model's training data so it does not forget: "auto" reads it from the base
     # checkpoint's recipe (metadata.recipe.data: data.root and its folder mix), any other value is
     # a load_samples kind read from replay_root; None: no replay
@@ -74,10 +78,26 @@ class FinetuneConfig:
     # at least this many replay samples whenever replay is on; 0: a floor of 30 forgot more at N = 10
     min_replay: int = 0
     activate: bool = False  # make the new model the active one when it beats the base on mIoU
+    # "full": the engine trains the network (encoders included) on the images; "quick": the frozen
+    # part runs once per correction and flip/turn and only the decoder trains on those cached
+    # maps (annotate.jobs.finetune_quick; seconds for a few corrections)
+    mode: str = "full"
+    quick_train: str = "decoder"  # which decoder weights train: bias | classifier | last | decoder
+    quick_steps: int = 60
+    quick_lr: float = 1e-3
+    quick_transforms: int = 8  # flips / quarter turns cached per correction
+    quick_crop: float = 0.5  # smallest random crop of the cached maps (fraction of the side)
+    quick_replay: int = 32  # replay samples a quick run caches (when replay is on)
+    quick_replay_weight: float = 0.5
+    quick_anchor: float = 0.0  # L2 pull of the decoder weights towards the base's
+    quick_foreground_weight: float | None = None  # cross-entropy weight of the foreground (None: the model's)
     allow_pickle: bool = False  # the base checkpoint may be a trusted .pt file
 
     def __post_init__(self) -> None:
         self.eval_splits = tuple(self.eval_splits)
+        self.statuses = tuple(self.statuses)
+        if not self.statuses or not set(self.statuses) <= {"accepted", "submitted"}:
+            raise ValueError(f"statuses must be accepted and/or submitted masks, got {list(self.statuses)}")
         counts = (self.batch_size, self.eval_batch_size, self.min_steps, self.patience)
         if min(counts) < 1 or any(n is not None and n < 1 for n in (self.steps, self.checkpoint_every)):
             raise ValueError(
@@ -98,12 +118,24 @@ class FinetuneConfig:
             raise ValueError(f"replay_ratio must be >= 0, got {self.replay_ratio}")
         if self.min_replay < 0:
             raise ValueError(f"min_replay must be >= 0, got {self.min_replay}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "quick":
+            from sbanet.training.adapt import AdaptConfig
+
+            AdaptConfig(  # the quick settings are checked where they are defined
+                train=self.quick_train, steps=self.quick_steps, lr=self.quick_lr, transforms=self.quick_transforms,
+                crop=self.quick_crop, replay_weight=self.quick_replay_weight, anchor=self.quick_anchor,
+                foreground_weight=self.quick_foreground_weight,
+            )  # fmt: skip
+        if self.quick_replay < 0:
+            raise ValueError(f"quick_replay must be >= 0, got {self.quick_replay}")
         explicit = self.replay_kind not in (None, AUTO_REPLAY, "synthetic")
         if explicit and self.replay_root is None:
             raise ValueError(f"replay_kind {self.replay_kind!r} needs replay_root")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "eval_splits": list(self.eval_splits)}
+        return {**asdict(self), "eval_splits": list(self.eval_splits), "statuses": list(self.statuses)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
@@ -129,10 +161,16 @@ def store_sample(files_root: Path, version: MaskVersion) -> ReferringSample:
 
 
 def select_masks(store: Store, config: FinetuneConfig) -> tuple[list[int], list[int]]:
-    """(train, held-out) mask version ids: the newest accepted version of each expression."""
+    """(train, held-out) mask version ids: per expression the newest version whose status is one
+    of ``config.statuses`` (default: accepted)."""
     with store.ReadSession() as session:
         train, held_out = [], []
-        for version in repo.newest_versions(session, status="accepted"):
+        newest: dict[int, MaskVersion] = {}
+        for status in config.statuses:
+            for version in repo.newest_versions(session, status=status):
+                if version.expression_id not in newest or version.id > newest[version.expression_id].id:
+                    newest[version.expression_id] = version
+        for version in sorted(newest.values(), key=lambda v: v.expression_id):
             split = version.expression.split
             if split == "train" and (config.include_imported or version.expression.source != "imported"):
                 train.append(version.id)
@@ -220,8 +258,12 @@ def plan_run(
             sources, note = [], f"no replay: the base's training data could not be read ({exc})"
         if sources and not pool:
             sources, note = [], f"no replay: no {config.replay_split!r} samples in {[s['root'] for s in sources]}"
-    replay = draw_replay(pool, max(round(config.replay_ratio * corrections), config.min_replay), config.seed)
-    steps, rule = budget(config, corrections, len(replay))
+    if config.mode == "quick":
+        replay = draw_replay(pool, config.quick_replay, config.seed)
+        steps, rule = config.quick_steps, f"quick: {config.quick_steps} decoder steps on cached features"
+    else:
+        replay = draw_replay(pool, max(round(config.replay_ratio * corrections), config.min_replay), config.seed)
+        steps, rule = budget(config, corrections, len(replay))
     check_every = config.checkpoint_every or max(1, math.ceil(steps / 6))
     plan = {
         "corrections": corrections,
@@ -242,10 +284,13 @@ def planned_replay(config: FinetuneConfig, plan: dict[str, Any]) -> list[Referri
     return draw_replay(replay_pool(replay["sources"], replay["split"]), replay["samples"], config.seed)
 
 
-def model_dataset(samples: list[ReferringSample], config: SBANetConfig, tokenizer: Any) -> ReferringDataset:
-    """Samples prepared as a model with ``config`` expects them (input size, tokens, normalisation)."""
+def model_dataset(
+    samples: list[ReferringSample], config: SBANetConfig, tokenizer: Any, augment: bool = False
+) -> ReferringDataset:
+    """Samples prepared as a model with ``config`` expects them (input size, tokens, normalisation);
+    ``augment``: with the expressions' words for every flip / quarter turn."""
     from sbanet.data import ReferringDataset
 
     return ReferringDataset(
-        samples, config.image_size, tokenizer, config.max_tokens, config.pixel_mean, config.pixel_std
+        samples, config.image_size, tokenizer, config.max_tokens, config.pixel_mean, config.pixel_std, augment=augment
     )

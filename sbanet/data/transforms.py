@@ -133,15 +133,21 @@ class ReferringDataset(Dataset):
                     self._cache.popitem(last=False)
         return image
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        index = index % len(self)
+    def base_item(self, index: int) -> dict[str, torch.Tensor]:
+        """Item ``index`` as given (no flip, turn or photometric change): ``image`` ``[3, S, S]``
+        (the cached tensor: read-only) and ``mask`` ``int64 [S, S]``."""
         sample = self.samples[index]
         mask = np.asarray(sample.load_mask())
         if mask.ndim != 2:
             raise ValueError(f"{sample.sample_id}: the mask must be 2-D, got shape {mask.shape}")
-        image, target = self.image(sample), resize_mask(mask.astype(bool, copy=False), self.image_size)
+        return {"image": self.image(sample), "mask": resize_mask(mask.astype(bool, copy=False), self.image_size)}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        item = self.base_item(index)
+        image, target = item["image"], item["mask"]
         t = int(torch.randint(len(self.transforms), ())) if len(self.transforms) > 1 else 0
         if t:
             image, target = turn_tensor(image, *self.transforms[t]), turn_tensor(target, *self.transforms[t])

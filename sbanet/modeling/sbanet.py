@@ -59,6 +59,17 @@ class SBANet(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, Any] | None]:
         """prefix ``[B, H/4, W/4, C_1]``, text ``[B, L, D]``, text_mask ``[B, L]`` -> logits
         ``[B, 2, *output_size]`` and, if asked, the attention maps (see :meth:`forward`)."""
+        features, attention = self.decoder_inputs(prefix, text, text_mask, need_attention)
+        logits = self.decoder(features)
+        logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=True)
+        return logits, attention
+
+    def decoder_inputs(
+        self, prefix: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, need_attention: bool = False
+    ) -> tuple[list[torch.Tensor], dict[str, Any] | None]:
+        """Everything before the decoder: the four fused (and TCSA-refined) stage maps
+        ``[B, C_i, H/2^(i+1), W/2^(i+1)]`` (strides 4..32) and, if asked, the attention maps. Quick
+        adaptation (:mod:`sbanet.training.adapt`) caches them and trains only the decoder."""
         x = prefix
         features, stage_attention = [], []
         for i, fusion in enumerate(self.fusions):
@@ -71,11 +82,10 @@ class SBANet(nn.Module):
         tcsa_attention = None
         if self.tcsa is not None:
             features, tcsa_attention = self.tcsa(features, text, text_mask, need_attention)
-        logits = self.decoder([f.permute(0, 3, 1, 2) for f in features])
-        logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=True)
+        features = [f.permute(0, 3, 1, 2) for f in features]
         if not need_attention:
-            return logits, None
-        return logits, {"stages": stage_attention, "tcsa": tcsa_attention}
+            return features, None
+        return features, {"stages": stage_attention, "tcsa": tcsa_attention}
 
     def forward(
         self,

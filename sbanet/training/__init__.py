@@ -1,1 +1,2 @@
-"""Training and evaluation: the loop, optimiser, distributed helpers, resumable state, metrics."""
+"""Training and evaluation: the loop, optimiser, distributed helpers, resumable state, metrics, and
+quick adaptation (the decoder fitted on cached frozen features)."""

@@ -1,0 +1,158 @@
+"""The quick fine-tune mode (``FinetuneConfig.mode == "quick"``): adapt the base's decoder to a
+few corrections in seconds (:mod:`sbanet.training.adapt`).
+
+Same data, same run rows, same outcome as the full mode (:mod:`annotate.jobs.finetune`): the
+accepted train-split masks are the corrections, the held-out masks measure the base and every
+check, a replay draw of the base's own training data is mixed in, the best check's weights are
+kept, the result is registered as a new model version and, with ``activate``, made active only
+when it beats the base on the held-out mIoU. What differs is the work: the frozen part of the
+network runs once per correction and flip / quarter turn (and once per replay and held-out
+sample) and only decoder weights train on those cached maps; there is nothing to resume (a run
+that dies is rerun from the start: it costs seconds).
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from ..store import runs
+from ..store.database import Store
+from .finetune_data import FinetuneConfig, model_dataset, store_samples
+
+if TYPE_CHECKING:
+    from .finetune import FinetuneOutcome, _Claimed, _Reporter
+
+# corrections before the app offers a quick run (docs/results.md, "Quick adaptation")
+DEFAULT_ADAPT_AFTER = 5
+# overall progress of each stage of a quick run: (start, end)
+QUICK_STAGES = {
+    "caching": (0.0, 0.55),
+    "evaluating base": (0.55, 0.6),
+    "training": (0.6, 0.97),
+    "saving": (0.97, 1.0),
+}
+
+
+def adapt_config(config: FinetuneConfig) -> Any:
+    """The :class:`sbanet.training.adapt.AdaptConfig` a quick run uses."""
+    from sbanet.training.adapt import AdaptConfig
+
+    return AdaptConfig(
+        train=config.quick_train,
+        steps=config.quick_steps,
+        lr=config.quick_lr,
+        batch_size=config.batch_size,
+        transforms=config.quick_transforms,
+        crop=config.quick_crop,
+        replay_weight=config.quick_replay_weight,
+        anchor=config.quick_anchor,
+        foreground_weight=config.quick_foreground_weight,
+        check_every=config.checkpoint_every or max(1, config.quick_steps // 6),
+        seed=config.seed,
+    )
+
+
+def quick_attempt(
+    store: Store, claimed: _Claimed, reporter: _Reporter, train_ids: list[int], eval_ids: list[int],
+    plan: dict[str, Any], replay: list[Any],
+) -> FinetuneOutcome:  # fmt: skip
+    """One quick run from the chosen masks and the resolved plan to the registered model."""
+    import torch
+
+    from sbanet.checkpoint import load_pretrained
+    from sbanet.training.adapt import adapt_decoder, cache_features, evaluate_cached
+
+    from .finetune import FinetuneOutcome, JobProgress, _jsonable, _save_model
+
+    config, run_id = claimed.config, claimed.run_id
+    reporter.stages = QUICK_STAGES
+    settings = adapt_config(config)
+    model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
+    model.eval()
+    corrections = model_dataset(store_samples(store, train_ids), model.config, tokenizer, augment=True)
+    held_out = model_dataset(store_samples(store, eval_ids), model.config, tokenizer)
+    replay_set = model_dataset(replay, model.config, tokenizer) if replay else None
+    summary = f"quick: {len(train_ids)} accepted masks x {settings.transforms} flips/turns"
+    replay_note = f" + {len(replay)} replay samples" if replay else f"\n{plan['replay']}"
+    reporter.report("caching", 0.0, f"{summary}{replay_note}; {len(eval_ids)} held out", log_line=True)
+
+    # --- the frozen part once: corrections x transforms, replay, held-out ----------------------
+    total = len(corrections) * settings.transforms + len(held_out) + (len(replay_set) if replay_set else 0)
+    done = [0]
+
+    def progress(offset: int) -> Any:
+        def report(count: int, _: int) -> None:
+            done[0] = offset + count
+            reporter.report("caching", done[0] / total, f"computing frozen features: {done[0]}/{total}")
+
+        return report
+
+    stop = reporter.should_stop
+    with torch.no_grad():
+        cached = cache_features(model, corrections, settings.transforms, progress=progress(0), cancel=stop)
+        offset = len(corrections) * settings.transforms
+        held = cache_features(model, held_out, 1, progress=progress(offset), cancel=stop) if cached else None
+        offset += len(held_out)
+        replayed = None
+        if held is not None and replay_set is not None:
+            replayed = cache_features(model, replay_set, 1, progress=progress(offset), cancel=stop)
+    if cached is None or held is None or (replay_set is not None and replayed is None):
+        return _cancelled(store, run_id, "cancelled while computing features")
+
+    metrics_before = claimed.metrics_before or _jsonable(evaluate_cached(model, held))
+    reporter.report("evaluating base", 1.0, f"base held-out mIoU {metrics_before['mIoU']:.4f}", log_line=True)
+    with store.Session.begin() as session:
+        runs.record_metrics(session, run_id, before=metrics_before)
+
+    # --- fit the decoder on the cached maps; keep the best held-out check ---------------------
+    def on_step(step: int, steps: int, loss: float, metrics: dict[str, Any] | None) -> None:
+        extra = {"step": step, "total_steps": steps, "loss": loss}
+        if metrics is not None:
+            message = f"step {step}: held-out mIoU {metrics['mIoU']:.4f}"
+            reporter.report("training", step / steps, message, log_line=True, **extra)
+        else:
+            reporter.report("training", step / steps, f"step {step}/{steps} loss {loss:.4f}", **extra)
+
+    result = adapt_decoder(model, cached, settings, replay=replayed, held_out=held, callback=on_step, cancel=stop)
+    if result.cancelled:
+        return _cancelled(store, run_id, f"cancelled at step {result.steps}")
+    metrics_after = _jsonable(evaluate_cached(model, held))
+    plan = {**plan, "steps_run": result.steps, "kept_step": result.kept_step, "checks": result.history}
+
+    # --- save and register; activate only when better on the held-out masks -------------------
+    reporter.report("saving", 0.0, "saving the new model", log_line=True)
+    finetune_record = {"config": config.to_dict(), "plan": plan, "adapt": settings.to_dict()}
+    metadata = {"finetune_run": run_id, "parent": claimed.base_source, "finetune": finetune_record, **metrics_after}
+    directory = _save_model(model, tokenizer, store.files.models / f"finetune-run-{run_id}", metadata)
+    better = metrics_after["mIoU"] > metrics_before["mIoU"]
+    with store.Session.begin() as session:
+        new = runs.add_model_version(
+            session,
+            name=f"{claimed.base_name} + quick {run_id}",
+            checkpoint=runs.stored_checkpoint(store.files, directory),
+            preset=claimed.preset,
+            parent_id=claimed.base_id,
+            metrics=metrics_after,
+        )
+        if config.activate and better:
+            runs.activate_model(session, new.id)
+        run = runs.get_run(session, run_id)
+        run.config = {**run.config, "plan": plan}
+        kept = f" (kept step {result.kept_step} of {result.steps})"
+        change = f"held-out mIoU {metrics_before['mIoU']:.4f} -> {metrics_after['mIoU']:.4f}{kept}"
+        runs.finish_run(
+            session, run_id, "succeeded", metrics_after=metrics_after, result_model_id=new.id, message=change
+        )
+    shutil.rmtree(store.files.root / "finetune" / f"run-{run_id}", ignore_errors=True)
+    if reporter.callback is not None:
+        reporter.callback(JobProgress(run_id, "done", 1.0, f"registered model version {new.id}; {change}"))
+    return FinetuneOutcome(run_id, "succeeded", metrics_before, metrics_after, new.id)
+
+
+def _cancelled(store: Store, run_id: int, message: str) -> FinetuneOutcome:
+    from .finetune import FinetuneOutcome
+
+    with store.Session.begin() as session:
+        runs.finish_run(session, run_id, "cancelled", message=message)
+    return FinetuneOutcome(run_id, "cancelled", None, None, None)

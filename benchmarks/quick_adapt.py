@@ -1,0 +1,250 @@
+"""Quick adaptation on two new domains: the shipped model, N corrections of SpaceNet buildings or
+roads, the decoder fitted on cached frozen features (:mod:`sbanet.training.adapt`, the fine-tune
+job's ``mode="quick"``), test IoU before and after, and what it forgot on dubai tile 6.
+
+    python -m benchmarks.quick_adapt                                  # N = 1 3 5 10 30, 3 seeds
+    python -m benchmarks.quick_adapt --domains building --ns 5 --seeds 0 --set quick_lr=0.003
+
+* **Data**: :func:`benchmarks.finetune_loop.spacenet_crops`' held-out (``val``) and test crops of
+  each scene; the correction pool is the same left half of the scene cut at quarter-crop strides
+  (51 building crops, 43 road crops) so that N = 30 corrections exist per domain. Replay: a
+  seeded draw of the base recipe's first training folder (``runs/data/dubai-referring-asked-cap10``
+  as ``train.default_model`` converts it); forgetting: the class-level expressions of tile 6 whole
+  images (``runs/data/dubai-referring-whole``), base mIoU minus adapted mIoU.
+* **Cache**: what does not change between runs (the frozen part's output for every pool crop
+  under its 8 flips / turns, and for the held-out, test, tile-6 and replay samples) is computed
+  once and kept in ``--cache``; every run then is exactly the quick job's training
+  (:func:`sbanet.training.adapt.adapt_decoder` with :class:`FinetuneConfig`'s ``quick_*``
+  defaults, ``--set`` overrides) from the same base weights. Scores are computed on the cached
+  features, as :func:`sbanet.training.evaluation.evaluate` computes them at the input size.
+* **Selection**: ``uncertainty`` corrects the N pool crops the base is least sure of (mean over
+  pixels of ``1 - |2p - 1|``), ``random`` a seeded draw; both nested in N.
+* **Time**: ``seconds`` is the training alone; a whole job run (features computed, held-out
+  check, save, register) is timed by ``python -m benchmarks.finetune_loop --set mode=quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.default_model_scale import DATA, spacenet_scenes
+from benchmarks.finetune_loop import CATEGORIES, MIN_COVERAGE, TILE6, _crop, _setting, spacenet_crops, tile6_samples
+
+REPLAY_ROOT = Path("runs/data/dubai-referring-asked-cap10")
+REPLAY_POOL = 64  # replay samples cached; a run draws quick_replay of them (seeded)
+
+
+def pool_crops(data: Path, category: str) -> list[Any]:
+    """The correction pool of one domain: the scene's left half at quarter-crop strides."""
+    from sbanet.data import ReferringSample
+
+    crops = []
+    for image, truth in spacenet_scenes(data / "spacenet-sample"):
+        (expression, mask), image = next(iter(truth.items())), np.asarray(image)
+        if CATEGORIES[expression] != category:
+            continue
+        (height, width), size = mask.shape, mask.shape[1] // 4
+        for y in range(0, height - size + 1, size // 4):
+            for x in range(0, width // 2 - size + 1, size // 4):
+                if _crop(mask, y, x, size).mean() < MIN_COVERAGE:
+                    continue
+                sample_id = f"spacenet/{category}/pool/y{y}-x{x}"
+                load_image, load_mask = partial(_crop, image, y, x, size), partial(_crop, mask, y, x, size)
+                crops.append(
+                    ReferringSample(sample_id, sample_id, expression, "train", load_image, load_mask, category)
+                )
+    return crops
+
+
+def build_cache(model: Any, tokenizer: Any, data: Path, domains: list[str], tile6: Path, path: Path) -> dict:
+    """Every frozen feature a run needs (see the module docstring), computed once and saved."""
+    import torch
+
+    from annotate.jobs.finetune_data import draw_replay
+    from sbanet.data import ReferringDataset, load_samples
+    from sbanet.training.adapt import cache_features
+
+    c = model.config
+
+    def features(samples: list[Any], transforms: int = 1) -> Any:
+        dataset = ReferringDataset(
+            samples, c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std, augment=transforms > 1
+        )
+        return cache_features(model, dataset, transforms)
+
+    crops = spacenet_crops(data)
+    cache: dict[str, Any] = {}
+    for domain in domains:
+        started = time.perf_counter()
+        pool = pool_crops(data, domain)
+        cache[domain] = {
+            "pool_ids": [s.sample_id for s in pool],
+            "pool": features(pool, 8),
+            "val": features([s for s in crops["val"] if s.category == domain]),
+            "test": features([s for s in crops["test"] if s.category == domain]),
+        }
+        print(f"{domain}: {len(pool)} pool crops x 8 cached in {time.perf_counter() - started:.0f} s", flush=True)
+    replay = draw_replay(load_samples("folder", REPLAY_ROOT, "train"), REPLAY_POOL, 0)
+    cache["replay"] = features(replay)
+    cache["tile6"] = features(tile6_samples(tile6)) if (tile6 / "samples_val.jsonl").is_file() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cache, path)
+    return cache
+
+
+def rows_of(cache: Any, rows: list[int]) -> Any:
+    """The cached rows ``rows`` as a cache of their own."""
+    import torch
+
+    from sbanet.training.adapt import FeatureCache
+
+    index = torch.as_tensor(rows, dtype=torch.long)
+    return FeatureCache([f[index] for f in cache.features], cache.masks[index], [cache.categories[i] for i in rows])
+
+
+def uncertainty_order(model: Any, pool: Any) -> list[int]:
+    """Pool crops (rows of transform 0), least sure first: the review queue's order."""
+    import torch
+    import torch.nn.functional as F
+
+    from annotate.store.masks import mean_uncertainty
+
+    order = []
+    with torch.no_grad():
+        for i in range(len(pool) // 8):
+            logits = model.decoder([f[8 * i : 8 * i + 1] for f in pool.features])
+            p = F.interpolate(logits, size=pool.masks.shape[-2:], mode="bilinear", align_corners=True).softmax(1)
+            order.append(mean_uncertainty(p[0, 1].numpy()))
+    return [int(i) for i in np.argsort(order, kind="stable")[::-1]]
+
+
+def run_one(model: Any, base: dict, cache: dict, domain: str, task: dict, config: Any) -> dict[str, Any]:
+    """One quick adaptation from the base decoder; its test IoU, tile-6 mIoU, kept step, time."""
+    from sbanet.training.adapt import adapt_decoder, evaluate_cached
+
+    model.decoder.load_state_dict(base)
+    pool = cache[domain]["pool"]
+    rows = [8 * i + t for i in task["chosen"] for t in range(config.transforms)]
+    replay = None
+    if task["replay"]:
+        drawn = np.random.default_rng(task["seed"]).permutation(len(cache["replay"]))[: task["replay"]]
+        replay = rows_of(cache["replay"], sorted(int(i) for i in drawn))
+    started = time.perf_counter()
+    result = adapt_decoder(model, rows_of(pool, rows), config, replay=replay, held_out=cache[domain]["val"])
+    seconds = time.perf_counter() - started
+    tile6 = evaluate_cached(model, cache["tile6"])["mIoU"] if cache["tile6"] is not None else None
+    return {
+        **{k: task[k] for k in ("domain", "n", "rule", "seed")},
+        "test_iou": float(evaluate_cached(model, cache[domain]["test"])["mIoU"]),
+        "held_out": [result.history[0]["mIoU"], max(h["mIoU"] for h in result.history)],
+        "tile6_class_mIoU": None if tile6 is None else float(tile6),
+        "kept_step": result.kept_step,
+        "seconds": round(seconds, 1),
+    }
+
+
+def summarize(rows: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Means over seeds per (domain, N, rule), with the forgetting on tile 6."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["domain"], row["n"], row["rule"]), []).append(row)
+    out = []
+    for (domain, n, rule), group in sorted(groups.items()):
+        entry = {"domain": domain, "n": n, "rule": rule, "seeds": len(group)}
+        entry["test_iou"] = float(np.mean([r["test_iou"] for r in group]))
+        tile6 = [r["tile6_class_mIoU"] for r in group if r["tile6_class_mIoU"] is not None]
+        if tile6 and base.get("tile6_class_mIoU") is not None:
+            entry["forgetting"] = base["tile6_class_mIoU"] - float(np.mean(tile6))
+        entry["max_seconds"] = max(r["seconds"] for r in group)
+        out.append(entry)
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="base checkpoint folder (default: the shipped model)")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
+    parser.add_argument("--tile6", type=Path, default=TILE6, help="the whole-image dubai conversion (forgetting)")
+    parser.add_argument("--domains", nargs="+", default=["building", "road"], choices=["building", "road"])
+    parser.add_argument("--ns", nargs="+", type=int, default=[1, 3, 5, 10, 30])
+    parser.add_argument("--rules", nargs="+", default=["uncertainty", "random"], choices=["uncertainty", "random"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--set", type=_setting, action="append", default=[], help="a FinetuneConfig quick_* field")
+    parser.add_argument("--cache", type=Path, default=Path("runs/quick-adapt-cache.pt"), help="the feature cache")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/quick_adapt.json"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.data / "spacenet-sample").is_dir():
+        print(f"error: {args.data} lacks spacenet-sample/ (../shared/data/README.md)", file=sys.stderr)
+        return 2
+    if not REPLAY_ROOT.is_dir():
+        print(f"error: no {REPLAY_ROOT}: run train.default_model's conversion first", file=sys.stderr)
+        return 2
+    import torch
+
+    from annotate.jobs.finetune_data import FinetuneConfig
+    from annotate.jobs.finetune_quick import adapt_config
+    from sbanet.checkpoint import load_pretrained
+    from sbanet.default_model import default_model_source
+    from sbanet.training.adapt import evaluate_cached
+
+    torch.set_num_threads(1)
+    finetune = FinetuneConfig(mode="quick", **dict(args.set))
+    config = adapt_config(finetune)
+    source = str(args.model or default_model_source())
+    model, tokenizer = load_pretrained(source)
+    model.eval()
+    cache = torch.load(args.cache, weights_only=False) if args.cache.is_file() else None
+    if cache is None or any(d not in cache for d in args.domains):
+        cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, args.cache)
+    base_state = copy.deepcopy(model.decoder.state_dict())
+    base = {d: float(evaluate_cached(model, cache[d]["test"])["mIoU"]) for d in args.domains}
+    base["tile6_class_mIoU"] = float(evaluate_cached(model, cache["tile6"])["mIoU"]) if cache["tile6"] else None
+    result = {
+        "model": source,
+        "command": " ".join(["python -m benchmarks.quick_adapt", *(argv if argv is not None else sys.argv[1:])]),
+        "adapt": config.to_dict(),
+        "replay": finetune.quick_replay,
+        "base": base,
+        "runs": [],
+    }
+    print(f"base: {base}", flush=True)
+    for domain in args.domains:
+        order = uncertainty_order(model, cache[domain]["pool"])
+        size = len(cache[domain]["pool"]) // 8
+        for n in args.ns:
+            for seed in args.seeds:
+                for rule in args.rules:
+                    picked = order[:n] if rule == "uncertainty" else np.random.default_rng(seed).permutation(size)[:n]
+                    task = {"domain": domain, "n": n, "rule": rule, "seed": seed, "replay": finetune.quick_replay}
+                    task["chosen"] = sorted(int(i) for i in picked)
+                    config.seed = seed
+                    row = run_one(model, base_state, cache, domain, task, config)
+                    result["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+                    result["summary"] = summarize(result["runs"], base)
+                    args.json.parent.mkdir(parents=True, exist_ok=True)
+                    args.json.write_text(json.dumps(result, indent=1))
+    print("| domain | N | selection | test IoU (mean over seeds) | tile-6 forgetting | slowest training |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    for s in result["summary"]:
+        forgetting = f"{s['forgetting']:.3f}" if "forgetting" in s else "-"
+        cells = f"{s['test_iou']:.3f} | {forgetting} | {s['max_seconds']:.0f} s"
+        print(f"| {s['domain']} | {s['n']} | {s['rule']} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The quick-adaptation benchmark's pieces: the per-domain correction pool (left half of the
+scene, quarter-crop strides, never overlapping the held-out and test strips) and the summary."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from conftest import shared_data
+
+from benchmarks.finetune_loop import MIN_COVERAGE, spacenet_crops
+from benchmarks.quick_adapt import pool_crops, summarize
+
+
+def test_the_pool_of_each_domain_stays_left_of_its_held_out_and_test_crops():
+    data = shared_data("spacenet-sample").parent
+    crops = spacenet_crops(data)
+    for domain in ("building", "road"):
+        pool = pool_crops(data, domain)
+        assert len(pool) >= 30 and {s.category for s in pool} == {domain}  # N = 30 exists per domain
+        assert all(s.load_mask().mean() >= MIN_COVERAGE for s in pool)
+        right = max(int(re.search(r"-x(\d+)$", s.sample_id).group(1)) + s.load_mask().shape[1] for s in pool)
+        held = [s for s in crops["val"] + crops["test"] if s.category == domain]
+        left = min(int(re.search(r"-x(\d+)$", s.sample_id).group(1)) for s in held)
+        assert right <= left
+        assert np.asarray(pool[0].load_image()).dtype == np.uint16
+
+
+def test_the_summary_averages_seeds_and_measures_forgetting_against_the_base():
+    rows = [
+        {
+            "domain": "road",
+            "n": 5,
+            "rule": "random",
+            "seed": s,
+            "test_iou": v,
+            "tile6_class_mIoU": t,
+            "seconds": 9.0 + s,
+        }
+        for s, (v, t) in enumerate([(0.2, 0.48), (0.4, 0.46)])
+    ]
+    (entry,) = summarize(rows, {"tile6_class_mIoU": 0.5})
+    assert entry["seeds"] == 2 and entry["max_seconds"] == 10.0
+    assert np.isclose(entry["test_iou"], 0.3) and np.isclose(entry["forgetting"], 0.03)
