@@ -225,12 +225,16 @@ def review_tabs(
         rev.progress, None, progress, **private
     )
     # one step, so a refused save opens nothing and the editor keeps its strokes
-    saved_next = save_next_button.click(
-        on_page(rev.save_and_next, 6),
-        [editing, editor, note, annotator_box, queue_status, queue_order, tools_state],
-        [save_info, editing, versions, editor, item_info, mask_version],
-        **private,
-    ).then(rev.progress, None, progress, **private).then(**follow)
+    saved_next = (
+        save_next_button.click(
+            on_page(rev.save_and_next, 6),
+            [editing, editor, note, annotator_box, queue_status, queue_order, tools_state],
+            [save_info, editing, versions, editor, item_info, mask_version],
+            **private,
+        )
+        .then(rev.progress, None, progress, **private)
+        .then(**follow)
+    )
     if adapt is not None:  # the panel's count follows every save
         for event in (saved, saved_next):
             refresh_after(event, adapt, adapt_info)
