@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # OpenMP threads that spin while they wait cost a whole command 1.2-2x its time on a shared
-    # machine (docs/benchmarks.md, "Start-up"); only before torch loads does this take effect
+    # machine (docs/benchmarks.md, "Fast where people wait"); it takes effect only before torch loads
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # imported after parsing: --help and argument errors answer without loading torch
     from .geo.scene_run import plan_run, run_jobs

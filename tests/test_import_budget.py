@@ -1,7 +1,8 @@
 """What light entry points import: ``import sbanet`` and ``python -m sbanet.predict --help`` (or an
 argument error) answer without torch, and nothing in ``sbanet`` pulls gradio. Each check runs in
 a fresh interpreter and reads its ``sys.modules``: module lists, not timings (a whole command's
-time is measured by ``python -m benchmarks.startup``, docs/benchmarks.md "Start-up")."""
+time is measured by ``python -m benchmarks.startup``, docs/benchmarks.md "Fast where people
+wait")."""
 
 from __future__ import annotations
 
