@@ -1,5 +1,6 @@
 """Whole commands as a user times them from the shell: ``--help``, ``import sbanet``, one small
-image and (``--scene-size``) a large GeoTIFF, in this checkout and in others, side by side.
+image and (``--scene-size``) a large GeoTIFF, in this checkout and in others, side by side
+(with ``python -c pass``, the interpreter's own start, as the floor).
 
     python -m benchmarks.startup --against before=/path/to/other/checkout --repeats 5 \\
         --scene-size 4000 --scene-repeats 2 --json benchmarks/results/startup.json
@@ -53,6 +54,7 @@ def commands(tmp: Path, scene: Path | None, model: str) -> dict[str, list[str]]:
     python = sys.executable
     predict = [python, "-m", "sbanet.predict"]
     found = {
+        "python": [python, "-c", "pass"],  # the interpreter's own start: the floor of every command
         "help": [*predict, "--help"],
         "import_sbanet": [python, "-c", IMPORT_PROBE],
         "image_0.5mpx": [*predict, str(IMAGE), "the water", "--model", model, "-q", "--overwrite", "-o", "$OUT/m.png"],
@@ -128,7 +130,7 @@ def main() -> None:
     parser.add_argument("--scene-size", type=int, default=0, help="also a scene of this side in pixels (0: none)")
     parser.add_argument("--scene-repeats", type=int, default=2, help="runs of the scene command per checkout")
     parser.add_argument("--model", default=str(ROOT / "sbanet" / "assets" / "sbanet-lite-dubai"))
-    parser.add_argument("--only", nargs="+", help="run only these commands (help, import_sbanet, image_0.5mpx, scene)")
+    parser.add_argument("--only", nargs="+", help="run only these (python, help, import_sbanet, image_0.5mpx, scene)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     checkouts = {}
