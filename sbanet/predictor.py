@@ -175,7 +175,8 @@ class Predictor:
         if "thresholds" not in options:
             options["thresholds"] = ConfidenceThresholds.from_metadata(metadata)
         # the "not understood" refusal suggests what this checkpoint was taught (sbanet.lexicon)
-        options.setdefault("lexicon", Lexicon.for_model(tokenizer, taught_classes(metadata)))
+        if "lexicon" not in options:
+            options["lexicon"] = Lexicon.for_model(tokenizer, taught_classes(metadata))
         return cls(model, tokenizer, device, **options)
 
     def judge(self, prediction: Prediction) -> Verdict:
