@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -243,3 +245,18 @@ def test_attention_pictures_render_every_panel():
     lavt = AttentionMaps(maps.tokens, maps.pixel_word, [None] * 4, [None] * 4, None)  # no BAM / TCSA
     assert views.query_attention_image(image, lavt).shape[0] < 100  # a one-line explanation
     assert views.tcsa_image(image, lavt).shape[0] < 100
+
+
+def test_display_png_is_encoded_once_into_a_file_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    rgb = np.random.default_rng(2).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    uploads = inputs.DecodedUploads()
+    image = uploads.load(tmp_path / "a.png")
+    path, size = uploads.display_png(image, 16)
+    assert size == (12, 16) and path.endswith("display.png") and str(tmp_path / "gradio") in path
+    assert np.asarray(Image.open(path)).shape == (12, 16, 3)
+    stamp = Path(path).stat().st_mtime_ns
+    assert uploads.display_png(image, 16) == (path, size)  # cached: not encoded again
+    assert inputs.DecodedUploads().display_png(image, 16) == (path, size)  # another cache: the file is kept
+    assert Path(path).stat().st_mtime_ns == stamp and not list(Path(path).parent.glob(".display-*"))

@@ -13,6 +13,7 @@ resolution (nearest neighbour: a mask stays binary).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -145,11 +146,17 @@ class DecodedUploads:
         return image
 
     def display_png(self, image: LoadedImage, max_side: int) -> tuple[str, tuple[int, int]]:
-        """``image`` at most ``max_side`` large as a PNG in Gradio's cache (the file Gradio itself
-        would write for the array: same bytes, same path) and its ``(height, width)``, encoded
-        once per image: an overlay sends this file instead of encoding the picture per click."""
+        """``image`` at most ``max_side`` large as a PNG in Gradio's cache folder and its
+        ``(height, width)``, encoded once per image: an overlay sends this file instead of
+        encoding the picture on every click.
+
+        The file has a name of its own (Gradio rewrites its own ``image.png`` files in place
+        whenever it encodes the same picture) and is written beside its final name and moved
+        into place, never rewritten: a browser fetching it while another user's preview runs
+        never reads half a file."""
         from gradio import processing_utils
         from gradio.utils import get_upload_folder
+        from PIL import Image
 
         from .render import fit_within
 
@@ -159,12 +166,19 @@ class DecodedUploads:
         if found is not None and Path(found[0]).is_file():  # Gradio may have cleared its cache
             return found
         display = fit_within(image.rgb, max_side)
-        path = processing_utils.save_img_array_to_cache(display, cache_dir=get_upload_folder(), format="png")
+        data = processing_utils.encode_pil_to_bytes(Image.fromarray(display), "png")
+        folder = Path(get_upload_folder()) / processing_utils.hash_bytes(data)
+        path = folder / "display.png"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f".display-{threading.get_ident()}-{os.getpid()}.png"
+            partial.write_bytes(data)
+            os.replace(partial, path)
         with self._lock:
-            self._displays[key] = (path, display.shape[:2])
+            self._displays[key] = (str(path.resolve()), display.shape[:2])
             while len(self._displays) > 4 * self.capacity:
                 self._displays.popitem(last=False)
-        return path, display.shape[:2]
+        return str(path.resolve()), display.shape[:2]
 
 
 def _pixel_bytes(image: LoadedImage) -> int:
