@@ -15,7 +15,9 @@ Each time counts in the page, from the click until the overlay image has loaded:
 model, overlay, transfer and drawing (the store write, probability maps and files come after it).
 Then ``--users`` pages click at the same moment: each one's click-to-overlay shows whether a
 request waits for other users' work beyond their model runs. With ``--screenshots`` it also saves
-the Segment, Attention and Correct tabs as small palette PNGs.
+the Segment, Attention and Correct tabs as small palette PNGs. The clicks on this checkout's app
+are also split into stages (:mod:`benchmarks.app_stages`: request, decode, preprocessing,
+model, overlay render, encode, transfer, browser draw), printed as a table and kept in the JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchmarks.app_stages import StageProbe, print_stage_table, stage_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN = (1280, 900)
@@ -72,18 +76,23 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 # Clicks Segment and resolves with the milliseconds until the next numbered result and its
-# overlay image are on the page (measured in the page: several pages can be timed at once).
+# overlay image are on the page (measured in the page: several pages can be timed at once), and
+# the epoch milliseconds of the click, of the result showing and of the overlay having loaded.
 CLICK_AND_TIME = """async () => {
   const summary = () => document.querySelector('#segment-summary').innerText;
   const done = summary().match(/Result (\\d+):/);
   const expected = `Result ${done ? +done[1] + 1 : 1}:`;
+  const epoch = () => performance.timeOrigin + performance.now();
   const started = performance.now();
+  const click = epoch();
+  let shown = null;
   document.querySelector('#segment-button').click();
   return await new Promise(resolve => {
     const check = () => {
       const image = document.querySelector('#overlay img');
-      if (summary().includes(expected) && image && image.complete && image.naturalWidth > 0)
-        resolve(performance.now() - started);
+      if (shown === null && summary().includes(expected)) shown = epoch();
+      if (shown !== null && image && image.complete && image.naturalWidth > 0)
+        resolve({ms: performance.now() - started, click: click, shown: shown, drawn: epoch()});
       else requestAnimationFrame(check);
     };
     check();
@@ -101,10 +110,17 @@ def prepare(page: Any, url: str, image: Path, expressions: list[str]) -> Any:
     return ui
 
 
-def click_to_overlay(ui: Any) -> float:
-    seconds = ui.page.evaluate(CLICK_AND_TIME) / 1000.0
+def click_to_overlay(ui: Any, probe: Any = None) -> tuple[float, dict[str, float] | None]:
+    """One click's seconds until the overlay is drawn, and (with a ``probe`` on this process's
+    app) its stages (:mod:`benchmarks.app_stages`)."""
+    if probe is not None:
+        probe.reset()
+    timing = ui.page.evaluate(CLICK_AND_TIME)
     ui.wait_saved()
-    return seconds
+    stages = None
+    if probe is not None:
+        stages = probe.stages(timing["click"] / 1000.0, timing["shown"] / 1000.0, timing["drawn"] / 1000.0)
+    return timing["ms"] / 1000.0, stages
 
 
 def concurrent_clicks(browser: Any, url: str, image: Path, expressions: list[str], users: int) -> list[float]:
@@ -117,7 +133,7 @@ def concurrent_clicks(browser: Any, url: str, image: Path, expressions: list[str
     try:
         uis = [prepare(page, url, image, expressions) for page in pages]
         handles = [ui.page.evaluate_handle(f"() => ({CLICK_AND_TIME})()") for ui in uis]
-        seconds = [handle.json_value() / 1000.0 for handle in handles]
+        seconds = [handle.json_value()["ms"] / 1000.0 for handle in handles]
         for ui in uis:
             ui.wait_saved()
         return seconds
@@ -155,14 +171,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 clicks: dict[str, list[float]] = {name: [] for name in targets}
                 model: list[float] = []
-                for _ in range(args.repeats):  # alternate: the machine's load falls on every target alike
-                    for name, ui in uis.items():
-                        clicks[name].append(click_to_overlay(ui))
-                        if name == "this checkout":
-                            text = ui.page.inner_text("#segment-summary")
-                            model.append(float(re.search(r"([\d.]+) s model", text).group(1)))
+                stages: list[dict[str, float]] = []
+                probe = StageProbe(backend)
+                try:
+                    for _ in range(args.repeats):  # alternate: the machine's load falls on every target alike
+                        for name, ui in uis.items():
+                            seconds, parts = click_to_overlay(ui, probe if name == "this checkout" else None)
+                            clicks[name].append(seconds)
+                            if name == "this checkout":
+                                text = ui.page.inner_text("#segment-summary")
+                                model.append(float(re.search(r"([\d.]+) s model", text).group(1)))
+                                stages += [parts] if parts is not None else []
+                finally:
+                    probe.close()
+                if stages:
+                    results["this checkout"] = {"stages_s": stage_table(stages, clicks["this checkout"])}
+                    print_stage_table("this checkout", results["this checkout"]["stages_s"])
                 for name, url in targets.items():
-                    results[name] = {"click_to_overlay_s": summary(clicks[name])}
+                    results.setdefault(name, {})["click_to_overlay_s"] = summary(clicks[name])
                     if args.users > 1:
                         try:
                             together = concurrent_clicks(browser, url, image, expressions, args.users)

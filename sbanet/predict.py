@@ -24,15 +24,18 @@ only with ``--overwrite``. User errors exit with status 2 and one line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .geo.raster import parse_bands
-from .geo.scene_run import ScenePlan, plan_run, run_jobs
 from .geo.scenes import KINDS, remove_empty_folders, slug, unique_slugs
 from .geo.writers import PROBABILITY_DTYPES
+
+if TYPE_CHECKING:
+    from .geo.scene_run import ScenePlan
 
 __all__ = ["build_parser", "main", "output_paths", "slug"]
 
@@ -133,6 +136,12 @@ def _describe(plan: ScenePlan, results: list[Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # OpenMP threads that spin while they wait cost a whole command 1.2-2x its time on a shared
+    # machine (docs/benchmarks.md, "Fast where people wait"); it takes effect only before torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # imported after parsing: --help and argument errors answer without loading torch
+    from .geo.scene_run import plan_run, run_jobs
+
     plan = None
     try:
         plan = plan_run(args)

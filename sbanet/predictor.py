@@ -111,6 +111,9 @@ class Predictor:
     ``expression_chunk``: expressions per forward pass after the shared prefix (None: the
     device's rule, :func:`sbanet.runtime.expression_chunk`).
     ``thresholds``: the cut-offs of :meth:`judge` (``from_pretrained``: the checkpoint's own).
+    ``lexicon``: the words the model reads (None: the tokenizer's vocabulary,
+    :meth:`sbanet.lexicon.Lexicon.for_model`; ``from_pretrained`` adds the checkpoint's taught
+    classes).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class Predictor:
         quantize: bool = False,
         expression_chunk: int | None = None,
         thresholds: ConfidenceThresholds | None = None,
+        lexicon: Lexicon | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if quantize and (not fast or self.device.type != "cpu"):
@@ -144,7 +148,7 @@ class Predictor:
         self.text_cache = TextFeatureCache(text_cache_size if fast else 0)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.config.text_model)
         # expressions with no word the model can read are refused, not answered (sbanet.lexicon)
-        self.lexicon = Lexicon.for_model(self.tokenizer)
+        self.lexicon = lexicon if lexicon is not None else Lexicon.for_model(self.tokenizer)
         self._tokenizer_lock = threading.Lock()
         mean = torch.tensor(self.config.pixel_mean).view(1, 3, 1, 1)
         std = torch.tensor(self.config.pixel_std).view(1, 3, 1, 1)
@@ -170,10 +174,10 @@ class Predictor:
         metadata = checkpoint_metadata(source)
         if "thresholds" not in options:
             options["thresholds"] = ConfidenceThresholds.from_metadata(metadata)
-        predictor = cls(model, tokenizer, device, **options)
         # the "not understood" refusal suggests what this checkpoint was taught (sbanet.lexicon)
-        predictor.lexicon = Lexicon.for_model(predictor.tokenizer, taught_classes(metadata))
-        return predictor
+        if "lexicon" not in options:
+            options["lexicon"] = Lexicon.for_model(tokenizer, taught_classes(metadata))
+        return cls(model, tokenizer, device, **options)
 
     def judge(self, prediction: Prediction) -> Verdict:
         """What to tell the user about ``prediction``: "found", "low confidence" or "nothing found"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -24,6 +26,32 @@ from sbanet.predictor import AttentionMaps
 
 
 # --- uploads ----------------------------------------------------------------------------------
+def test_decoded_uploads_decode_a_file_once_per_content_and_bands(tmp_path, monkeypatch):
+    import os
+
+    rgb = np.random.default_rng(1).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    real, decoded = inputs.load_image, []
+
+    def counting(path, bands=None):
+        decoded.append(bands)
+        return real(path, bands)
+
+    monkeypatch.setattr(inputs, "load_image", counting)
+    uploads = inputs.DecodedUploads(capacity=2)
+    first = uploads.load(tmp_path / "a.png")
+    assert uploads.load(str(tmp_path / "a.png")) is first and decoded == [None]  # the click reuses the preview's
+    assert not first.rgb.flags.writeable  # shared by users: nobody may draw into it
+    assert uploads.load(tmp_path / "a.png", (0, 0, 0)) is not first and decoded == [None, (0, 0, 0)]
+    Image.fromarray(255 - rgb).save(tmp_path / "a.png")  # the same name, new content: decoded again
+    os.utime(tmp_path / "a.png", ns=(1, 10**18))
+    assert np.array_equal(uploads.load(tmp_path / "a.png").rgb, 255 - rgb) and len(decoded) == 3
+    with pytest.raises(ValueError, match="is empty"):
+        uploads.load(tmp_path / "missing.png")
+    with pytest.raises(ValueError, match="positive"):
+        inputs.DecodedUploads(capacity=0)
+
+
 def test_load_image_reads_png_and_multiband_16_bit_tiff(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "a.png")
@@ -217,3 +245,18 @@ def test_attention_pictures_render_every_panel():
     lavt = AttentionMaps(maps.tokens, maps.pixel_word, [None] * 4, [None] * 4, None)  # no BAM / TCSA
     assert views.query_attention_image(image, lavt).shape[0] < 100  # a one-line explanation
     assert views.tcsa_image(image, lavt).shape[0] < 100
+
+
+def test_display_png_is_encoded_once_into_a_file_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    rgb = np.random.default_rng(2).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    uploads = inputs.DecodedUploads()
+    image = uploads.load(tmp_path / "a.png")
+    path, size = uploads.display_png(image, 16)
+    assert size == (12, 16) and path.endswith("display.png") and str(tmp_path / "gradio") in path
+    assert np.asarray(Image.open(path)).shape == (12, 16, 3)
+    stamp = Path(path).stat().st_mtime_ns
+    assert uploads.display_png(image, 16) == (path, size)  # cached: not encoded again
+    assert inputs.DecodedUploads().display_png(image, 16) == (path, size)  # another cache: the file is kept
+    assert Path(path).stat().st_mtime_ns == stamp and not list(Path(path).parent.glob(".display-*"))

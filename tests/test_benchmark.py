@@ -190,3 +190,39 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert result["records"][0]["stats"]["n"] == 1 and result["machine"]["cores"] >= 1
     assert "### Training throughput" in capsys.readouterr().out
     assert main(["--parts", "bogus", "--out", str(out)]) == 2
+
+
+def test_app_stages_split_a_click_and_restore_what_they_wrapped():
+    """benchmarks.app_stages: stage seconds from probe events (epoch seconds) and the page's
+    times; closing the probe puts the app's functions back."""
+    import gradio as gr
+
+    from annotate.app import inputs
+    from benchmarks.app_stages import STAGES, StageProbe, stage_table
+    from sbanet.predictor import Predictor
+
+    class Backend:
+        def predict(self, *args):
+            return "ran"
+
+    backend = Backend()
+    originals = (inputs.DecodedUploads.load, Predictor.preprocess, gr.AnnotatedImage.postprocess)
+    probe = StageProbe(backend)
+    assert backend.predict() == "ran" and probe.events["predict"][0] <= probe.events["predict"][1]
+    probe.events = {  # click at 100.0, result shown at 101.5, overlay loaded at 101.6
+        "decode": (100.2, 100.3),
+        "predict": (100.3, 101.0),
+        "preprocess": (100.3, 100.4),
+        "overlay": (101.0, 101.1),
+        "encode": (101.1, 101.3),
+    }
+    stages = probe.stages(100.0, 101.5, 101.6)
+    expected = [0.2, 0.1, 0.1, 0.6, 0.0, 0.1, 0.2, 0.2, 0.1]
+    assert list(stages) == list(STAGES) and stages == pytest.approx(dict(zip(STAGES, expected)))
+    assert sum(stages.values()) == pytest.approx(1.6)  # the stages tile the click
+    assert stage_table([stages], [1.6])["click to overlay, median"] == 1.6
+    probe.reset()
+    assert probe.stages(100.0, 101.5, 101.6) is None  # a probe that did not fire: no split
+    probe.close()
+    assert (inputs.DecodedUploads.load, Predictor.preprocess, gr.AnnotatedImage.postprocess) == originals
+    assert "predict" not in vars(backend) and backend.predict() == "ran"  # the instance's wrapper is gone

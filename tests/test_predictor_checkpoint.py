@@ -238,3 +238,26 @@ def test_the_predictor_judges_with_the_checkpoint_thresholds(tmp_path):
     sure = Prediction("the car", quarter, np.where(quarter, 0.95, 0.05).astype(np.float32))
     assert predictor.judge(sure).label == NOTHING_FOUND  # below the calibrated half of the image
     assert Predictor.from_pretrained(tmp_path / "plain", precision="fp32").judge(sure).label == FOUND
+
+
+@pytest.mark.parametrize(("overrides", "builds"), [({"visual_backbone": "resnet"}, 1), ({}, 2)])
+def test_model_from_state_assigns_float16_weights_or_falls_back(monkeypatch, overrides, builds):
+    """A model whose every tensor is in the state dict is built once, on the meta device, and
+    takes the (float16) weights as float32; Swin's relative position index is in no state
+    dict, so the tiny Swin model is built a second time the ordinary way."""
+    from sbanet import checkpoint
+
+    torch.manual_seed(0)
+    model = sbanet_tiny(**overrides).eval()
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    calls = []
+    real_build = checkpoint.build_model
+    monkeypatch.setattr(checkpoint, "build_model", lambda *a, **k: calls.append(k) or real_build(*a, **k))
+    loaded = checkpoint.model_from_state(model.config, state)
+    assert len(calls) == builds and calls[0]["parts_device"] == "meta"
+    assert not any(t.is_meta for t in (*loaded.parameters(), *loaded.buffers()))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert all(
+        torch.equal(v, state[k].float() if v.is_floating_point() else state[k]) for k, v in loaded.state_dict().items()
+    )
+    assert torch.equal(loaded.class_weights, model.class_weights)  # built with the model, in no state dict

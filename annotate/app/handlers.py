@@ -27,7 +27,7 @@ from sbanet.lexicon import not_taught_message, taught_classes, untaught_subject
 
 from ..store.text import check_name, code_text, markdown_text
 from . import attention_view as views
-from .inputs import LoadedImage, load_image, parse_bands, parse_expressions, resize_mask
+from .inputs import DecodedUploads, LoadedImage, parse_bands, parse_expressions, resize_mask
 from .render import fit_within, palette_colour, probability_image
 
 DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
@@ -144,6 +144,7 @@ class SegmentHandlers:
         self.backend = backend
         self._model_slots = threading.BoundedSemaphore(model_slots)
         self._thresholds = thresholds
+        self.uploads = DecodedUploads()  # the preview's decode serves the clicks on the same upload
 
     @property
     def thresholds(self) -> ConfidenceThresholds:
@@ -177,7 +178,8 @@ class SegmentHandlers:
         if file is None:  # the upload was cleared
             return None, ""
         try:
-            image = load_image(uploaded_path(file), parse_bands(bands_text))
+            image = self.uploads.load(uploaded_path(file), parse_bands(bands_text))
+            self.uploads.display_png(image, DISPLAY_SIDE)  # the overlays of this upload's clicks
         except ValueError as exc:
             return None, f"⚠ {markdown_text(refusal(exc, 'preview'))}"
         return fit_within(image.rgb, DISPLAY_SIDE), describe(image)
@@ -195,7 +197,7 @@ class SegmentHandlers:
         session :meth:`finish` completes. ``previous``: this user's last segmentation (numbers runs)."""
         started = time.perf_counter()
         bands = parse_bands(bands_text)
-        image = load_image(uploaded_path(file), bands)
+        image = self.uploads.load(uploaded_path(file), bands)
         expressions = parse_expressions(expressions_text)
         model_started = time.perf_counter()
         predictions, model = self.predict(image.rgb, expressions, float(threshold))
@@ -208,7 +210,7 @@ class SegmentHandlers:
             image, bands, predictions, unsaved, run, verdicts, model,
             expression_ids=list(unsaved), untaught=self.untaught_notes([p.expression for p in predictions]),
         )  # fmt: skip
-        overlay = overlay_value(image.rgb, predictions)
+        overlay = overlay_value(image.rgb, predictions, self.uploads.display_png(image, DISPLAY_SIDE))
         session.seconds = {"model": model_seconds, "overlay": time.perf_counter() - started}
         return overlay, summary_markdown(result_details(session)), session
 
@@ -304,7 +306,7 @@ class SegmentHandlers:
         self, file: Any, expression: str, word: str, bands_text: str
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """API: the four attention pictures for one image and expression (nothing is stored)."""
-        image = load_image(uploaded_path(file), parse_bands(bands_text))
+        image = self.uploads.load(uploaded_path(file), parse_bands(bands_text))
         expressions = parse_expressions(expression, max_count=1)
         prediction = self.predict(image.rgb, expressions)[0][0]
         return attention_pictures(image.rgb, prediction.attention, word)
@@ -366,14 +368,16 @@ def describe(image: LoadedImage) -> str:
     return f"{code_text(image.name)} · {width}×{height} px · {image.band_count} band(s) · {image.dtype}{stretched}"
 
 
-def overlay_value(rgb: np.ndarray, predictions: list[Any]) -> Any:
+def overlay_value(rgb: np.ndarray, predictions: list[Any], display: tuple[str, tuple[int, int]] | None = None) -> Any:
     """The Segment tab's overlay: the image (at most :data:`DISPLAY_SIDE`) with one coloured,
-    labelled mask per expression (mask values set the alpha: 0.6 keeps the image visible)."""
-    display = fit_within(rgb, DISPLAY_SIDE)
-    size = display.shape[:2]
+    labelled mask per expression (mask values set the alpha: 0.6 keeps the image visible).
+    ``display``: that image already encoded (:meth:`DecodedUploads.display_png`: path, size),
+    so the click does not encode it again."""
+    base, size = display if display is not None else (fit_within(rgb, DISPLAY_SIDE), None)
+    size = size or base.shape[:2]
     labels = [(resize_mask(p.mask, size) * OVERLAY_ALPHA, p.expression) for p in predictions]
     colours = {p.expression: palette_colour(i) for i, p in enumerate(predictions)}
-    return gr.AnnotatedImage(value=(display, labels), color_map=colours)
+    return gr.AnnotatedImage(value=(base, labels), color_map=colours)
 
 
 def result_details(session: SegmentSession, image_id: int | None = None) -> dict[str, Any]:

@@ -13,6 +13,9 @@ resolution (nearest neighbour: a mask stays binary).
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +105,84 @@ def load_image(
     return LoadedImage(
         shown, path, file_sha256(path), read.rgb, info.band_count, info.dtype, geo, None if valid.all() else valid
     )
+
+
+class DecodedUploads:
+    """The last few uploads, decoded: the preview decodes an upload once and every Segment click
+    (or attention request) on the same file reuses it, whatever the expressions. Entries are
+    keyed by the file's path, size and modification time and the bands asked for, so a changed
+    file is decoded again; the oldest go first beyond ``capacity`` entries or ``max_bytes`` of
+    pixels. Cached pixels are read-only: users share them. Thread-safe."""
+
+    def __init__(self, capacity: int = 8, max_bytes: int = 512 * 2**20) -> None:
+        if capacity < 1 or max_bytes < 1:
+            raise ValueError(f"capacity and max_bytes must be positive, got {capacity} and {max_bytes}")
+        self.capacity, self.max_bytes = capacity, max_bytes
+        self._entries: OrderedDict[tuple[Any, ...], LoadedImage] = OrderedDict()
+        self._displays: OrderedDict[tuple[Any, ...], tuple[str, tuple[int, int]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, path: str | Path, bands: Sequence[int] | None = None) -> LoadedImage:
+        """:func:`load_image` of ``path``, decoded at most once while it stays cached."""
+        try:
+            stat = Path(path).stat()
+        except OSError:  # load_image says what is wrong with it
+            return load_image(path, bands)
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, None if bands is None else tuple(bands))
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        image = load_image(path, bands)  # outside the lock: other users' hits never wait for a decode
+        for array in (image.rgb, image.valid):
+            if array is not None:
+                array.setflags(write=False)
+        with self._lock:
+            self._entries[key] = image
+            while len(self._entries) > self.capacity or (
+                len(self._entries) > 1 and sum(_pixel_bytes(e) for e in self._entries.values()) > self.max_bytes
+            ):
+                self._entries.popitem(last=False)
+        return image
+
+    def display_png(self, image: LoadedImage, max_side: int) -> tuple[str, tuple[int, int]]:
+        """``image`` at most ``max_side`` large as a PNG in Gradio's cache folder and its
+        ``(height, width)``, encoded once per image: an overlay sends this file instead of
+        encoding the picture on every click.
+
+        The file has a name of its own (Gradio rewrites its own ``image.png`` files in place
+        whenever it encodes the same picture) and is written beside its final name and moved
+        into place, never rewritten: a browser fetching it while another user's preview runs
+        never reads half a file."""
+        from gradio import processing_utils
+        from gradio.utils import get_upload_folder
+        from PIL import Image
+
+        from .render import fit_within
+
+        key = (image.sha256, image.rgb.shape, max_side)
+        with self._lock:
+            found = self._displays.get(key)
+        if found is not None and Path(found[0]).is_file():  # Gradio may have cleared its cache
+            return found
+        display = fit_within(image.rgb, max_side)
+        data = processing_utils.encode_pil_to_bytes(Image.fromarray(display), "png")
+        folder = Path(get_upload_folder()) / processing_utils.hash_bytes(data)
+        path = folder / "display.png"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f".display-{threading.get_ident()}-{os.getpid()}.png"
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        with self._lock:
+            self._displays[key] = (str(path.resolve()), display.shape[:2])
+            while len(self._displays) > 4 * self.capacity:
+                self._displays.popitem(last=False)
+        return str(path.resolve()), display.shape[:2]
+
+
+def _pixel_bytes(image: LoadedImage) -> int:
+    return image.rgb.nbytes + (image.valid.nbytes if image.valid is not None else 0)
 
 
 def parse_expressions(text: str | None, max_count: int = MAX_EXPRESSIONS) -> list[str]:
