@@ -56,10 +56,10 @@ def test_correct_save_adapt_see_before_after_and_go_back(tmp_path):
 
         ui.press("#adapt-button")
         page.wait_for_function("() => /█/.test(document.querySelector('#adapt-progress').innerText)")
-        page.wait_for_function(
-            "() => /succeeded/.test(document.querySelector('#adapt-progress').innerText)"
-            " && document.querySelector('#adapt-after img')?.naturalWidth > 0"
-        )
+        page.wait_for_function("() => /succeeded/.test(document.querySelector('#adapt-progress').innerText)")
+        # the pictures load lazily: with the mask tools above them they start below the fold
+        page.locator("#adapt-after").scroll_into_view_if_needed()
+        page.wait_for_function("() => document.querySelector('#adapt-after img')?.naturalWidth > 0")
         progress = page.inner_text("#adapt-progress")
         assert "is now the active model" in progress, progress
         for picture in ("#adapt-before", "#adapt-after"):
