@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from training_fixtures import single_thread, toy_samples
+from training_fixtures import toy_samples, toy_store
 
 from annotate import make_store
 from annotate.jobs import finetune
@@ -43,13 +43,8 @@ def base_checkpoint(tmp_path_factory, tokenizer):
 @pytest.fixture
 def store(tmp_path, base_checkpoint):
     """8 train and 4 val toy samples imported as accepted masks, and the base model registered."""
-    store = make_store(f"sqlite:///{tmp_path / 'store.sqlite'}", tmp_path / "data")
-    import_samples(store, toy_samples(4, seed=0) + toy_samples(2, seed=1, split="val"))
-    with store.Session.begin() as session:
-        runs.add_model_version(session, name="tiny", checkpoint=str(base_checkpoint), preset="sbanet_tiny")
-    with single_thread():
+    with toy_store(tmp_path, base_checkpoint, train_images=4) as store:
         yield store
-    store.close()
 
 
 def _masks_snapshot(store) -> tuple:

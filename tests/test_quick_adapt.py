@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from training_fixtures import single_thread, toy_samples
+from training_fixtures import single_thread, toy_samples, toy_store
 
-from annotate import make_store
 from annotate.jobs.finetune import FinetuneConfig, queue_finetune, run_finetune
 from annotate.store import runs
-from annotate.store.transfer import import_samples
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import checkpoint_metadata, save_pretrained
 from sbanet.data import ReferringDataset
@@ -118,13 +116,8 @@ def test_bad_adapt_settings_are_refused_with_the_reason(field, value):
 @pytest.fixture
 def store(tmp_path, tiny, tokenizer):
     base = save_pretrained(tiny, tmp_path / "base", tokenizer=tokenizer)
-    store = make_store(f"sqlite:///{tmp_path / 'store.sqlite'}", tmp_path / "data")
-    import_samples(store, toy_samples(3, seed=0) + toy_samples(2, seed=1, split="val"))
-    with store.Session.begin() as session:
-        runs.add_model_version(session, name="tiny", checkpoint=str(base), preset="sbanet_tiny")
-    with single_thread():
+    with toy_store(tmp_path, base, train_images=3) as store:
         yield store
-    store.close()
 
 
 def test_quick_mode_caches_trains_the_decoder_checks_and_registers(store):

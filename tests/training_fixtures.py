@@ -65,3 +65,23 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def toy_store(tmp_path, checkpoint, train_images: int):
+    """A fresh SQLite store holding ``train_images`` toy images (seed 0) and 2 held-out ones
+    (seed 1, split ``val``) as accepted masks, with ``checkpoint`` registered as the model "tiny";
+    torch runs one thread inside."""
+    from annotate import make_store
+    from annotate.store import runs
+    from annotate.store.transfer import import_samples
+
+    store = make_store(f"sqlite:///{tmp_path / 'store.sqlite'}", tmp_path / "data")
+    import_samples(store, toy_samples(train_images, seed=0) + toy_samples(2, seed=1, split="val"))
+    with store.Session.begin() as session:
+        runs.add_model_version(session, name="tiny", checkpoint=str(checkpoint), preset="sbanet_tiny")
+    try:
+        with single_thread():
+            yield store
+    finally:
+        store.close()

@@ -317,29 +317,53 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
 
     # --- the kept model on the same held-out set; save and register it -------------------------
     metrics_after = _evaluate(model, held_out, config, reporter, "evaluating")
+    kept = f" (kept step {plan['kept_step']} of {result.steps})" if "kept_step" in plan else ""
+    record = {"config": config.to_dict(), "plan": plan}
+    return register_result(
+        store, claimed, reporter, model, tokenizer, record, (metrics_before, metrics_after), kept, "finetune"
+    )
+
+
+def register_result(
+    store: Store,
+    claimed: _Claimed,
+    reporter: _Reporter,
+    model: Any,
+    tokenizer: Any,
+    record: dict[str, Any],
+    metrics: tuple[dict[str, Any], dict[str, Any]],
+    kept: str,
+    label: str,
+) -> FinetuneOutcome:
+    """Save a finished run's model, register it as a version (``"<base> + <label> <run>"``),
+    activate it only when its held-out mIoU beats the base's, and close the run (both modes).
+
+    ``record``: the checkpoint's ``metadata.finetune`` (its ``"plan"`` also goes to the run row);
+    ``metrics``: held-out metrics (before, after); ``kept``: which step's weights were kept, said.
+    """
+    metrics_before, metrics_after = metrics
+    run_id = claimed.run_id
     reporter.report("saving", 0.0, "saving the new model", log_line=True)
-    finetune_record = {"config": config.to_dict(), "plan": plan}
-    metadata = {"finetune_run": run_id, "parent": claimed.base_source, "finetune": finetune_record, **metrics_after}
+    metadata = {"finetune_run": run_id, "parent": claimed.base_source, "finetune": record, **metrics_after}
     directory = _save_model(model, tokenizer, store.files.models / f"finetune-run-{run_id}", metadata)
     with store.Session.begin() as session:
         new = runs.add_model_version(
             session,
-            name=f"{claimed.base_name} + finetune {run_id}",
+            name=f"{claimed.base_name} + {label} {run_id}",
             checkpoint=runs.stored_checkpoint(store.files, directory),
             preset=claimed.preset,
             parent_id=claimed.base_id,
             metrics=metrics_after,
         )
-        if config.activate and metrics_after["mIoU"] > metrics_before["mIoU"]:
+        if claimed.config.activate and metrics_after["mIoU"] > metrics_before["mIoU"]:
             runs.activate_model(session, new.id)
         run = runs.get_run(session, run_id)
-        run.config = {**run.config, PLAN_KEY: plan}
-        kept = f" (kept step {plan['kept_step']} of {result.steps})" if "kept_step" in plan else ""
+        run.config = {**run.config, PLAN_KEY: record["plan"]}
         change = f"held-out mIoU {metrics_before['mIoU']:.4f} -> {metrics_after['mIoU']:.4f}{kept}"
         runs.finish_run(
             session, run_id, "succeeded", metrics_after=metrics_after, result_model_id=new.id, message=change
         )
-    shutil.rmtree(run_dir, ignore_errors=True)  # the resume state is no longer needed
+    shutil.rmtree(store.files.root / "finetune" / f"run-{run_id}", ignore_errors=True)  # resume state
     if reporter.callback is not None:
         reporter.callback(JobProgress(run_id, "done", 1.0, f"registered model version {new.id}; {change}"))
     return FinetuneOutcome(run_id, "succeeded", metrics_before, metrics_after, new.id)

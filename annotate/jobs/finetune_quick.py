@@ -13,7 +13,6 @@ that dies is rerun from the start: it costs seconds).
 
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING, Any
 
 from ..store import runs
@@ -63,7 +62,7 @@ def quick_attempt(
     from sbanet.checkpoint import load_pretrained
     from sbanet.training.adapt import adapt_decoder, cache_features, evaluate_cached
 
-    from .finetune import FinetuneOutcome, JobProgress, _jsonable, _save_model
+    from .finetune import _jsonable, register_result
 
     config, run_id = claimed.config, claimed.run_id
     reporter.stages = QUICK_STAGES
@@ -121,33 +120,11 @@ def quick_attempt(
     plan = {**plan, "steps_run": result.steps, "kept_step": result.kept_step, "checks": result.history}
 
     # --- save and register; activate only when better on the held-out masks -------------------
-    reporter.report("saving", 0.0, "saving the new model", log_line=True)
-    finetune_record = {"config": config.to_dict(), "plan": plan, "adapt": settings.to_dict()}
-    metadata = {"finetune_run": run_id, "parent": claimed.base_source, "finetune": finetune_record, **metrics_after}
-    directory = _save_model(model, tokenizer, store.files.models / f"finetune-run-{run_id}", metadata)
-    better = metrics_after["mIoU"] > metrics_before["mIoU"]
-    with store.Session.begin() as session:
-        new = runs.add_model_version(
-            session,
-            name=f"{claimed.base_name} + quick {run_id}",
-            checkpoint=runs.stored_checkpoint(store.files, directory),
-            preset=claimed.preset,
-            parent_id=claimed.base_id,
-            metrics=metrics_after,
-        )
-        if config.activate and better:
-            runs.activate_model(session, new.id)
-        run = runs.get_run(session, run_id)
-        run.config = {**run.config, "plan": plan}
-        kept = f" (kept step {result.kept_step} of {result.steps})"
-        change = f"held-out mIoU {metrics_before['mIoU']:.4f} -> {metrics_after['mIoU']:.4f}{kept}"
-        runs.finish_run(
-            session, run_id, "succeeded", metrics_after=metrics_after, result_model_id=new.id, message=change
-        )
-    shutil.rmtree(store.files.root / "finetune" / f"run-{run_id}", ignore_errors=True)
-    if reporter.callback is not None:
-        reporter.callback(JobProgress(run_id, "done", 1.0, f"registered model version {new.id}; {change}"))
-    return FinetuneOutcome(run_id, "succeeded", metrics_before, metrics_after, new.id)
+    record = {"config": config.to_dict(), "plan": plan, "adapt": settings.to_dict()}
+    kept = f" (kept step {result.kept_step} of {result.steps})"
+    return register_result(
+        store, claimed, reporter, model, tokenizer, record, (metrics_before, metrics_after), kept, "quick"
+    )
 
 
 def _cancelled(store: Store, run_id: int, message: str) -> FinetuneOutcome:
