@@ -108,12 +108,16 @@ class SBANet(nn.Module):
         logits, attention = self.forward_from_prefix(prefix, text, attention_mask, images.shape[-2:], return_attention)
         return (logits, attention) if return_attention else logits
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """LAVT's weighted 2-class cross-entropy, plus ``dice_weight`` x soft Dice when set.
 
-        logits ``[B, 2, H, W]``, target ``[B, H, W]`` in {0, 1}.
+        logits ``[B, 2, H, W]``, target ``[B, H, W]`` in {0, 1}; ``class_weights`` ``[2]``
+        replaces the model's own (background, foreground) weights.
         """
-        loss = F.cross_entropy(logits, target.long(), weight=self.class_weights.to(logits.dtype))
+        weights = self.class_weights if class_weights is None else class_weights
+        loss = F.cross_entropy(logits, target.long(), weight=weights.to(logits.dtype))
         if self.config.dice_weight > 0:
             loss = loss + self.config.dice_weight * soft_dice_loss(logits, target)
         return loss

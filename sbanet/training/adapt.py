@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import TRANSFORMS, turn_tensor
-from ..modeling.sbanet import soft_dice_loss
 from .metrics import SegmentationMetrics, intersection_union
 
 TRAINABLE = ("bias", "classifier", "last", "decoder")
@@ -176,9 +175,7 @@ def _batch_loss(
     logits = F.interpolate(model.decoder(features), size=masks.shape[-2:], mode="bilinear", align_corners=True)
     if config.foreground_weight is None:
         return model.loss(logits, masks)
-    weight = torch.tensor([1.0, config.foreground_weight], dtype=logits.dtype)
-    loss = F.cross_entropy(logits, masks.long(), weight=weight)
-    return loss + model.config.dice_weight * soft_dice_loss(logits, masks) if model.config.dice_weight > 0 else loss
+    return model.loss(logits, masks, class_weights=torch.tensor([1.0, config.foreground_weight]))
 
 
 @torch.no_grad()
@@ -224,6 +221,7 @@ def adapt_decoder(
     when no check beats it). ``callback(step, steps, loss, metrics_or_None)`` after every step."""
     generator = torch.Generator().manual_seed(config.seed)
     decoder = model.decoder
+    trainable_before = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     params = trainable_parameters(decoder, config.train)
@@ -260,9 +258,9 @@ def adapt_decoder(
                     best_state = {k: v.detach().clone() for k, v in decoder.state_dict().items()}
             if callback is not None:
                 callback(step, config.steps, loss.item(), metrics)
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
+    finally:  # as the caller had them
+        for p, flag in zip(model.parameters(), trainable_before):
+            p.requires_grad_(flag)
     if held_out is not None:
         decoder.load_state_dict(best_state)
     else:
