@@ -78,12 +78,11 @@ def quick_attempt(
 
     # --- the frozen part once: corrections x transforms, replay, held-out ----------------------
     total = len(corrections) * settings.transforms + len(held_out) + (len(replay_set) if replay_set else 0)
-    done = [0]
 
     def progress(offset: int) -> Any:
         def report(count: int, _: int) -> None:
-            done[0] = offset + count
-            reporter.report("caching", done[0] / total, f"computing frozen features: {done[0]}/{total}")
+            done = offset + count
+            reporter.report("caching", done / total, f"computing frozen features: {done}/{total}")
 
         return report
 
