@@ -210,7 +210,7 @@ class SegmentHandlers:
             image, bands, predictions, unsaved, run, verdicts, model,
             expression_ids=list(unsaved), untaught=self.untaught_notes([p.expression for p in predictions]),
         )  # fmt: skip
-        overlay = overlay_value(image.rgb, predictions, self.uploads.display_png(image, DISPLAY_SIDE))
+        overlay = overlay_value(predictions, self.uploads.display_png(image, DISPLAY_SIDE))
         session.seconds = {"model": model_seconds, "overlay": time.perf_counter() - started}
         return overlay, summary_markdown(result_details(session)), session
 
@@ -368,16 +368,15 @@ def describe(image: LoadedImage) -> str:
     return f"{code_text(image.name)} · {width}×{height} px · {image.band_count} band(s) · {image.dtype}{stretched}"
 
 
-def overlay_value(rgb: np.ndarray, predictions: list[Any], display: tuple[str, tuple[int, int]] | None = None) -> Any:
+def overlay_value(predictions: list[Any], display: tuple[str, tuple[int, int]]) -> Any:
     """The Segment tab's overlay: the image (at most :data:`DISPLAY_SIDE`) with one coloured,
     labelled mask per expression (mask values set the alpha: 0.6 keeps the image visible).
-    ``display``: that image already encoded (:meth:`DecodedUploads.display_png`: path, size),
-    so the click does not encode it again."""
-    base, size = display if display is not None else (fit_within(rgb, DISPLAY_SIDE), None)
-    size = size or base.shape[:2]
+    ``display``: that image already encoded (:meth:`DecodedUploads.display_png`: path,
+    ``(height, width)``), so the click does not encode it again."""
+    path, size = display
     labels = [(resize_mask(p.mask, size) * OVERLAY_ALPHA, p.expression) for p in predictions]
     colours = {p.expression: palette_colour(i) for i, p in enumerate(predictions)}
-    return gr.AnnotatedImage(value=(base, labels), color_map=colours)
+    return gr.AnnotatedImage(value=(path, labels), color_map=colours)
 
 
 def result_details(session: SegmentSession, image_id: int | None = None) -> dict[str, Any]:
