@@ -33,9 +33,9 @@ def test_decoded_uploads_decode_a_file_once_per_content_and_bands(tmp_path, monk
     Image.fromarray(rgb).save(tmp_path / "a.png")
     real, decoded = inputs.load_image, []
 
-    def counting(path, bands=None):
+    def counting(path, bands=None, **options):
         decoded.append(bands)
-        return real(path, bands)
+        return real(path, bands, **options)
 
     monkeypatch.setattr(inputs, "load_image", counting)
     uploads = inputs.DecodedUploads(capacity=2)

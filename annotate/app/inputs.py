@@ -122,18 +122,19 @@ class DecodedUploads:
         self._displays: OrderedDict[tuple[Any, ...], tuple[str, tuple[int, int]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def load(self, path: str | Path, bands: Sequence[int] | None = None) -> LoadedImage:
-        """:func:`load_image` of ``path``, decoded at most once while it stays cached."""
+    def load(self, path: str | Path, bands: Sequence[int] | None = None, name: str | None = None) -> LoadedImage:
+        """:func:`load_image` of ``path``, decoded at most once while it stays cached (``name``:
+        the file's name to report, as :func:`load_image` takes it, when it is decoded)."""
         try:
             stat = Path(path).stat()
         except OSError:  # load_image says what is wrong with it
-            return load_image(path, bands)
+            return load_image(path, bands, name=name)
         key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, None if bands is None else tuple(bands))
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        image = load_image(path, bands)  # outside the lock: other users' hits never wait for a decode
+        image = load_image(path, bands, name=name)  # outside the lock: other users' hits never wait for a decode
         for array in (image.rgb, image.valid):
             if array is not None:
                 array.setflags(write=False)

@@ -18,7 +18,7 @@ import pandas as pd
 from ..store.repository import MAX_ID
 from ..store.text import check_request_id, code_text, markdown_text
 from .handlers import annotator, user_errors
-from .inputs import editor_mask, load_image, mask_from_file, resize_mask
+from .inputs import DecodedUploads, editor_mask, mask_from_file, resize_mask
 from .render import editor_background, fit_within
 
 STATUSES = ("draft", "submitted", "accepted", "rejected")
@@ -101,11 +101,12 @@ class ReviewHandlers:
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
+        self.images = DecodedUploads()  # opening, every mask tool and saving decode the image once
 
     def canvas(self, item: Any, bands: tuple[int, ...] | None) -> np.ndarray:
-        """The picture the editor shows ``uint8 [h, w, 3]``: the image, at most
+        """The picture the editor shows ``uint8 [h, w, 3]`` (read-only): the image, at most
         :data:`EDITOR_SIDE` wide or high."""
-        return fit_within(load_image(item.image_path, bands, name=item.image_name).rgb, EDITOR_SIDE)
+        return fit_within(self.images.load(item.image_path, bands, name=item.image_name).rgb, EDITOR_SIDE)
 
     def _background(self, item: Any, bands: tuple[int, ...] | None, tools: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """What the editor shows: the image with the mask tinted in, and that mask ``bool [H, W]``
