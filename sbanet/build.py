@@ -48,7 +48,7 @@ def build_model(
     *,
     text_encoder: nn.Module | None = None,
     parts_device: str | torch.device | None = None,
-    plain_text: bool = False,
+    plain: bool = False,
 ) -> SBANet:
     """Compose SBANet from a config; ``pretrained`` loads the encoders from their sources.
 
@@ -58,24 +58,26 @@ def build_model(
     allocating or initialising their weights, for a caller that assigns every one of them from
     a state dict next (:func:`sbanet.checkpoint.load_pretrained`: random initialisation is
     most of a model's build time).
-    ``plain_text``: a BERT text encoder in plain PyTorch where it computes the same model
-    (:class:`sbanet.modeling.text_encoder.TextEncoder`); with ``parts_device`` it is built there too.
+    ``plain`` (inference start-up): the same modules built without transformers or timm where
+    they compute the same model: a BERT text encoder (:class:`sbanet.modeling.text_encoder.TextEncoder`)
+    and, without ``pretrained``, EfficientNet-Lite0 (:mod:`sbanet.modeling.plain_efficientnet`);
+    with ``parts_device`` the text encoder is built there too.
     """
     on_meta = parts_device is not None and torch.device(parts_device).type == "meta"
     with (
         torch.device(parts_device) if parts_device is not None else contextlib.nullcontext(),
         MetaInitSkipped() if on_meta else contextlib.nullcontext(),
     ):
-        visual_encoder = build_visual_encoder(config, pretrained)
+        visual_encoder = build_visual_encoder(config, pretrained, plain)
         fusions = build_fusions(config)
         tcsa = TextConditionedAggregator(config) if config.tcsa else None
         decoder = SimpleDecoder(config.stage_dims, config.decoder_dim)
-        if text_encoder is None and plain_text and not pretrained:  # no non-persistent buffers: meta is safe
+        if text_encoder is None and plain and not pretrained:  # no non-persistent buffers: meta is safe
             text_encoder = build_text_encoder(config, pretrained, plain=True)
     return SBANet(
         config,
         visual_encoder=visual_encoder,
-        text_encoder=text_encoder if text_encoder is not None else build_text_encoder(config, pretrained, plain_text),
+        text_encoder=text_encoder if text_encoder is not None else build_text_encoder(config, pretrained, plain),
         fusions=fusions,
         tcsa=tcsa,
         decoder=decoder,

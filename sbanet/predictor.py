@@ -170,9 +170,9 @@ class Predictor:
         calibrated for a local checkpoint, in its metadata)."""
         from .checkpoint import checkpoint_metadata, load_pretrained
 
-        # plain_text: the BERT text encoder and tokenizer without transformers (same features)
+        # plain: the same model built without transformers or timm (sbanet.build.build_model)
         model, tokenizer = load_pretrained(
-            source, device=device, allow_pickle=allow_pickle, revision=revision, plain_text=True
+            source, device=device, allow_pickle=allow_pickle, revision=revision, plain=True
         )
         metadata = checkpoint_metadata(source)
         if "thresholds" not in options:

@@ -87,9 +87,11 @@ def test_import_time_names_no_heavy_package_for_help():
     assert not {name for name in imported if name.split(".")[0] in HEAVY}
 
 
-def test_predicting_a_small_image_does_not_import_transformers(tmp_path):
-    """The shipped model's text encoder is a BERT read from local files: the command reads it in
-    plain PyTorch (sbanet.modeling.plain_bert, plain_tokenizer), never through transformers."""
+def test_predicting_a_small_image_imports_neither_transformers_nor_timm(tmp_path):
+    """The shipped model's text encoder is a BERT read from local files, its visual encoder an
+    EfficientNet-Lite0 whose weights the checkpoint holds: the command builds both in plain
+    PyTorch (sbanet.modeling.plain_bert, plain_tokenizer, plain_efficientnet), never through
+    transformers or timm (whose imports pull torchvision and torch._dynamo)."""
     from PIL import Image
 
     image = tmp_path / "tile.png"
@@ -99,4 +101,4 @@ def test_predicting_a_small_image_does_not_import_transformers(tmp_path):
     assert found["code"] == 0
     assert (tmp_path / "mask.png").is_file()
     assert "torch" in found["loaded"]  # it did run the model
-    assert "transformers" not in found["loaded"]
+    assert "transformers" not in found["loaded"] and "timm" not in found["loaded"]

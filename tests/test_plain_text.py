@@ -1,5 +1,6 @@
-"""The plain BERT text encoder and tokenizer (inference without transformers) against
-transformers' own: the same token ids, the same features, the same checkpoint model."""
+"""The plain BERT text encoder and tokenizer and the plain EfficientNet-Lite0 (inference without
+transformers or timm) against those libraries' own: the same token ids, the same features, the
+same checkpoint model."""
 
 from __future__ import annotations
 
@@ -87,9 +88,10 @@ def test_plain_bert_refuses_what_it_does_not_compute():
 @pytest.mark.numerics
 def test_plain_checkpoint_load_is_the_same_model(tmp_path):
     source = SHIPPED_MODEL
-    plain_model, plain_tokens = load_pretrained(source, plain_text=True)
+    plain_model, plain_tokens = load_pretrained(source, plain=True)
     model, tokens = load_pretrained(source)
     assert isinstance(plain_model.text_encoder.bert, PlainBertModel) and isinstance(plain_tokens, PlainTokenizer)
+    assert type(plain_model.visual_encoder.bn1).__module__ == "sbanet.modeling.plain_efficientnet"
     expected = model.state_dict()
     found = plain_model.state_dict()
     assert found.keys() == expected.keys()
@@ -105,3 +107,26 @@ def test_plain_checkpoint_load_is_the_same_model(tmp_path):
     save_pretrained(plain_model, tmp_path / "again", tokenizer=plain_tokens, include_text_encoder=True)
     again, _ = load_pretrained(tmp_path / "again")
     assert all(torch.equal(again.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_plain_efficientnet_is_timms_lite0():
+    """Same keys, same stochastic-depth rates, the same features in eval and training mode."""
+    import timm
+
+    from sbanet.modeling.plain_efficientnet import EfficientNetLite0Features
+
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_path_rate=0.2)
+    plain = EfficientNetLite0Features(drop_path_rate=0.2)
+    expected = {k: v for k, v in reference.state_dict().items() if k.split(".")[0] in ("conv_stem", "bn1", "blocks")}
+    assert plain.state_dict().keys() == expected.keys()
+    plain.load_state_dict(expected)
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for group in reference.blocks for b in group]
+    assert [b.drop_path_rate for group in plain.blocks for b in group] == pytest.approx(rates)
+    images = torch.rand(2, 3, 97, 130, generator=torch.Generator().manual_seed(0))  # odd sizes: "same" padding
+    for train in (False, True):
+        reference.train(train), plain.train(train)
+        torch.manual_seed(1)
+        a = reference.blocks(reference.bn1(reference.conv_stem(images)))
+        torch.manual_seed(1)
+        b = plain.blocks(plain.bn1(plain.conv_stem(images)))
+        assert torch.equal(a, b), f"train={train}"
