@@ -102,3 +102,5 @@ def test_predicting_a_small_image_imports_neither_transformers_nor_timm(tmp_path
     assert (tmp_path / "mask.png").is_file()
     assert "torch" in found["loaded"]  # it did run the model
     assert "transformers" not in found["loaded"] and "timm" not in found["loaded"]
+    # no polygons asked: neither shapely nor pyproj (sbanet.geo.vector, the folder summary)
+    assert "shapely" not in found["loaded"] and "pyproj" not in found["loaded"]
