@@ -25,6 +25,7 @@ from torch import nn
 
 from .config import BERT_BASE_TEXT_CONFIG, SBANetConfig
 from .modeling.decoder import SimpleDecoder
+from .modeling.plain_bert import MetaInitSkipped
 from .modeling.sbanet import SBANet, build_fusions
 from .modeling.tcsa import TextConditionedAggregator
 from .modeling.text_encoder import MINILM, build_text_encoder
@@ -47,6 +48,7 @@ def build_model(
     *,
     text_encoder: nn.Module | None = None,
     parts_device: str | torch.device | None = None,
+    plain: bool = False,
 ) -> SBANet:
     """Compose SBANet from a config; ``pretrained`` loads the encoders from their sources.
 
@@ -56,16 +58,26 @@ def build_model(
     allocating or initialising their weights, for a caller that assigns every one of them from
     a state dict next (:func:`sbanet.checkpoint.load_pretrained`: random initialisation is
     most of a model's build time).
+    ``plain`` (inference start-up): the same modules built without transformers or timm where
+    they compute the same model: a BERT text encoder (:class:`sbanet.modeling.text_encoder.TextEncoder`)
+    and, without ``pretrained``, EfficientNet-Lite0 (:mod:`sbanet.modeling.plain_efficientnet`);
+    with ``parts_device`` the text encoder is built there too.
     """
-    with torch.device(parts_device) if parts_device is not None else contextlib.nullcontext():
-        visual_encoder = build_visual_encoder(config, pretrained)
+    on_meta = parts_device is not None and torch.device(parts_device).type == "meta"
+    with (
+        torch.device(parts_device) if parts_device is not None else contextlib.nullcontext(),
+        MetaInitSkipped() if on_meta else contextlib.nullcontext(),
+    ):
+        visual_encoder = build_visual_encoder(config, pretrained, plain)
         fusions = build_fusions(config)
         tcsa = TextConditionedAggregator(config) if config.tcsa else None
         decoder = SimpleDecoder(config.stage_dims, config.decoder_dim)
+        if text_encoder is None and plain and not pretrained:  # no non-persistent buffers: meta is safe
+            text_encoder = build_text_encoder(config, pretrained, plain=True)
     return SBANet(
         config,
         visual_encoder=visual_encoder,
-        text_encoder=text_encoder if text_encoder is not None else build_text_encoder(config, pretrained),
+        text_encoder=text_encoder if text_encoder is not None else build_text_encoder(config, pretrained, plain),
         fusions=fusions,
         tcsa=tcsa,
         decoder=decoder,

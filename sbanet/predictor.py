@@ -146,7 +146,7 @@ class Predictor:
         self.model = optimize_for_inference(model, quantize) if fast else model
         self.config = model.config
         self.text_cache = TextFeatureCache(text_cache_size if fast else 0)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.config.text_model)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.config.text_model, plain=True)
         # expressions with no word the model can read are refused, not answered (sbanet.lexicon)
         self.lexicon = lexicon if lexicon is not None else Lexicon.for_model(self.tokenizer)
         self._tokenizer_lock = threading.Lock()
@@ -170,7 +170,10 @@ class Predictor:
         calibrated for a local checkpoint, in its metadata)."""
         from .checkpoint import checkpoint_metadata, load_pretrained
 
-        model, tokenizer = load_pretrained(source, device=device, allow_pickle=allow_pickle, revision=revision)
+        # plain: the same model built without transformers or timm (sbanet.build.build_model)
+        model, tokenizer = load_pretrained(
+            source, device=device, allow_pickle=allow_pickle, revision=revision, plain=True
+        )
         metadata = checkpoint_metadata(source)
         if "thresholds" not in options:
             options["thresholds"] = ConfidenceThresholds.from_metadata(metadata)

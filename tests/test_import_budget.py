@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from sbanet.default_model import SHIPPED_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "gradio", "transformers", "timm", "matplotlib", "shapely", "pyproj", "sqlalchemy")
@@ -82,3 +85,22 @@ def test_import_time_names_no_heavy_package_for_help():
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert {"sbanet", "sbanet.geo.scenes"} <= imported  # the command's own modules are listed
     assert not {name for name in imported if name.split(".")[0] in HEAVY}
+
+
+def test_predicting_a_small_image_imports_neither_transformers_nor_timm(tmp_path):
+    """The shipped model's text encoder is a BERT read from local files, its visual encoder an
+    EfficientNet-Lite0 whose weights the checkpoint holds: the command builds both in plain
+    PyTorch (sbanet.modeling.plain_bert, plain_tokenizer, plain_efficientnet), never through
+    transformers or timm (whose imports pull torchvision and torch._dynamo)."""
+    from PIL import Image
+
+    image = tmp_path / "tile.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 240, 3), dtype=np.uint8)).save(image)
+    argv = [str(image), "the water", "--model", str(SHIPPED_MODEL), "-o", str(tmp_path / "mask.png"), "-q"]
+    found = loaded_by(RUN_PREDICT, json.dumps(argv), json.dumps(HEAVY))
+    assert found["code"] == 0
+    assert (tmp_path / "mask.png").is_file()
+    assert "torch" in found["loaded"]  # it did run the model
+    assert "transformers" not in found["loaded"] and "timm" not in found["loaded"]
+    # no polygons asked: neither shapely nor pyproj (sbanet.geo.vector, the folder summary)
+    assert "shapely" not in found["loaded"] and "pyproj" not in found["loaded"]

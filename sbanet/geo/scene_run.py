@@ -149,7 +149,6 @@ def predict_job(
 ) -> SceneRecord:
     """Predict one scene and publish its pending outputs (a finished one is read back)."""
     from .tiling import predict_scene
-    from .vector import mask_to_polygons, write_geojson, write_geopackage
 
     count = len(texts)
     masks = job.outputs.get("mask", [None] * count)
@@ -201,6 +200,8 @@ def predict_job(
             if png[k]:
                 write_mask_png(partial_path(png[k]), mask)
             if shapes[k]:
+                from .vector import mask_to_polygons, write_geojson, write_geopackage  # shapely, pyproj
+
                 polygons = mask_to_polygons(mask, info.affine, args.simplify, args.min_area)
                 attributes = {"expression": text, "model": label, "model_version": version}
                 if pending["polygons"][k]:

@@ -21,14 +21,18 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import shapely
 
 from .raster import GeoInfo
-from .vector import polygon_areas, polygons_to_wgs84
 from .writers import partial_path, publish
+
+if TYPE_CHECKING:
+    import shapely
+
+# shapely and pyproj (sbanet.geo.vector) are imported where a summary is written: a one-image
+# command, which writes none, does not pay their import
 
 FOOTPRINT_LAYER = "footprints"
 FOOTPRINT_POINTS_PER_SIDE = 16  # densified edges: a footprint stays close to its curved outline in WGS 84
@@ -50,6 +54,8 @@ class SceneRecord:
 
 def footprint(info: GeoInfo) -> shapely.Polygon:
     """The raster's outline in its own coordinates (pixels without a CRS), edges densified."""
+    import shapely
+
     corners = [(0, 0), (info.width, 0), (info.width, info.height), (0, info.height)]
     outline = shapely.Polygon([info.affine @ corner for corner in corners])
     step = max(outline.length / (4 * FOOTPRINT_POINTS_PER_SIDE), 1e-12)
@@ -60,6 +66,8 @@ def pixel_area(info: GeoInfo) -> tuple[float, str]:
     """Mean ground area of one pixel and its unit: ``m^2`` (georeferenced) or 1 ``pixels``."""
     if not info.is_georeferenced:
         return 1.0, "pixels"
+    from .vector import polygon_areas
+
     (area,) = polygon_areas([footprint(info)], info.crs)
     return area / (info.width * info.height), "m^2"
 
@@ -106,7 +114,10 @@ def _column(values: list[Any]) -> np.ndarray:
 
 def write_footprints(path: Path, records: Sequence[SceneRecord], rows: Sequence[dict[str, Any]]) -> bool:
     """The georeferenced scenes' footprints in WGS 84 with their rows; False when there are none."""
+    import shapely
     from pyogrio.raw import write
+
+    from .vector import polygons_to_wgs84
 
     keep = [(r, row) for r, row in zip(records, rows) if r.info is not None and r.info.is_georeferenced]
     if not keep:

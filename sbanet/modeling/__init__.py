@@ -1,4 +1,5 @@
-"""SBANet's parts, one module per box of the paper's Fig. 2-4."""
+"""SBANet's parts, one module per box of the paper's Fig. 2-4; ``plain_bert``, ``plain_tokenizer``
+and ``plain_efficientnet`` build the same encoders without transformers or timm (inference)."""
 
 from .bam import BidirectionalAlignmentModule, LearnableQueryTokens, QueryTextAlignment
 from .decoder import SimpleDecoder

