@@ -41,7 +41,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -159,8 +159,10 @@ def region_clicks(
 
 
 def candidates(toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, picture: Picture) -> Iterator[Candidate]:
-    """Every action of ``toolset`` the annotator considers for the error ``piece``."""
-    yield "brush", brush_stroke(mask, piece, add), 1, {"brush": add}
+    """Every action of ``toolset`` the annotator considers for the error ``piece`` (toolset
+    ``"region"``, the clicks without the brush, is what the browser run drives)."""
+    if toolset != "region":
+        yield "brush", brush_stroke(mask, piece, add), 1, {"brush": add}
     if toolset == "brush":
         return
     point, _ = inner_point(piece)
@@ -173,36 +175,61 @@ def candidates(toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, pic
             yield "polygon", *drawn, {"tool": "polygon " + ("add" if add else "remove")}
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The annotator's next action: on the error piece at ``point`` (its innermost pixel; ``add``:
+    a missed piece), ``tool`` gives ``after``; it takes ``cost`` actions, of which ``switches``
+    are changes of the settings in ``needs``."""
+
+    tool: str
+    after: np.ndarray
+    cost: int
+    needs: dict[str, object]
+    switches: int
+    point: tuple[int, int]
+    add: bool
+
+
+def choose(
+    picture: Picture, truth: np.ndarray, mask: np.ndarray, toolset: str, settings: dict[str, object], setting_cost: int
+) -> Choice | None:
+    """The best action on the largest error piece that any action improves (of the
+    :data:`LOOK_AT` largest): the most IoU gained per action; None when none improves."""
+    score, best = iou(mask, truth), None
+    for piece, add in error_pieces(mask, truth)[:LOOK_AT]:
+        for tool, after, cost, needs in candidates(toolset, mask, piece, add, picture):
+            switches = sum(settings[k] != v for k, v in needs.items())
+            gain = (iou(after, truth) - score) / (cost + setting_cost * switches)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, Choice(tool, after, cost + setting_cost * switches, needs, switches, (0, 0), add), piece)
+        if best is not None:
+            point, _ = inner_point(best[2])
+            return replace(best[1], point=point)
+    return None
+
+
+START_SETTINGS = {"brush": True, "tool": "add region", "region": regions.DEFAULT_SCALE}
+
+
 def correct(
     picture: Picture, truth: np.ndarray, mask: np.ndarray, toolset: str, target: float, cap: int, setting_cost: int = 0
 ) -> dict:
     """The scripted annotator on one mask: actions (``cap`` when the target was not reached),
     per-tool counts, setting changes, IoU reached, the actions at which each IoU of
-    :data:`MILESTONES` was first reached, seconds. Each step takes the best action on the largest
-    error piece that any action improves (of the :data:`LOOK_AT` largest); it stops when none
-    does. A change of setting costs ``setting_cost`` actions."""
+    :data:`MILESTONES` was first reached, seconds. Each step takes :func:`choose`'s action; it
+    stops when none improves. A change of setting costs ``setting_cost`` actions."""
     start, actions, used, history = time.perf_counter(), 0, {}, shapes.History()
-    settings: dict[str, object] = {"brush": True, "tool": "add region", "region": regions.DEFAULT_SCALE}
-    changes, score = 0, iou(mask, truth)
+    settings, changes, score = dict(START_SETTINGS), 0, iou(mask, truth)
     reached = {m: 0 for m in MILESTONES if score >= m}
     while score < target and actions < cap:
-        best = None
-        for piece, add in error_pieces(mask, truth)[:LOOK_AT]:
-            for tool, after, cost, needs in candidates(toolset, mask, piece, add, picture):
-                switches = sum(settings[k] != v for k, v in needs.items())
-                gain = (iou(after, truth) - score) / (cost + setting_cost * switches)
-                if gain > 0 and (best is None or gain > best[0]):
-                    best = (gain, tool, after, cost + setting_cost * switches, needs, switches)
-            if best is not None:
-                break
-        if best is None:
+        choice = choose(picture, truth, mask, toolset, settings, setting_cost)
+        if choice is None:
             break  # nothing helps any more: the annotator gives up on this mask
-        _, tool, after, cost, needs, switches = best
         history = history.push(mask)  # as the app does: every action can be undone
-        mask, actions, score = after, actions + cost, iou(after, truth)
-        settings |= needs
-        changes += switches
-        used[tool] = used.get(tool, 0) + cost - setting_cost * switches
+        mask, actions, score = choice.after, actions + choice.cost, iou(choice.after, truth)
+        settings |= choice.needs
+        changes += choice.switches
+        used[choice.tool] = used.get(choice.tool, 0) + choice.cost - setting_cost * choice.switches
         reached |= {m: actions for m in MILESTONES if score >= m and m not in reached}
     seconds = time.perf_counter() - start
     return {
