@@ -359,19 +359,22 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row['fewer_than_brush']:6.1f}x {row['actions_to_0.7']:8.1f} {row['actions_to_0.8']:5.1f}"
         )
     print(f"load average (1 min) during the run: {min(loads):.1f}-{max(loads):.1f}")
+    settings = {k: str(v) for k, v in vars(args).items() if k != "json"}
+    tables = {"settings": settings, "one_click": click_table, "effort": effort_table, "clicks": clicks}
+    return write_result(args.json, "correction_effort", argv, loads, {**tables, "cases": efforts})
+
+
+def write_result(path: Path | None, module: str, argv: list[str] | None, loads: list[float], body: dict) -> dict:
+    """The run's result: its command, CPU and load with ``body``; written as JSON to ``path`` if given."""
     result = {
-        "command": "python -m benchmarks.correction_effort " + " ".join(argv or []),
+        "command": f"python -m benchmarks.{module} " + " ".join(argv or []),
         "cpu": cpu_name(),
         "load_average": [min(loads), max(loads)],
-        "settings": {k: str(v) for k, v in vars(args).items() if k != "json"},
-        "one_click": click_table,
-        "effort": effort_table,
-        "clicks": clicks,
-        "cases": efforts,
+        **body,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
 
 
