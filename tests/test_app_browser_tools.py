@@ -32,6 +32,15 @@ HEIGHT, WIDTH = 360, 480
 VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}
 
 
+def near_click(shown: np.ndarray, edit, mask: np.ndarray, scene: np.ndarray, point, **options) -> bool:
+    """Whether the page shows ``edit`` of ``mask`` at ``point`` or a pixel next to it: on a phone
+    the picture is scaled down, so a click lands on the nearest pixel Gradio maps it back to."""
+    x, y = point
+    return any(
+        np.array_equal(shown, edit(mask, scene, (x + dx, y + dy), **options)) for dx in (0, -1, 1) for dy in (0, -1, 1)
+    )
+
+
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 def test_every_mask_tool_in_a_real_browser(tmp_path, viewport):
     image = scene_png(tmp_path / "scene.png", HEIGHT, WIDTH)
@@ -57,33 +66,27 @@ def test_every_mask_tool_in_a_real_browser(tmp_path, viewport):
         span = f"{changed.min(0)}-{changed.max(0)}" if len(changed) else "none"
         # the page does what the library does; superpixels of the whole picture may straddle the
         # road's edge, so a few road pixels may stay out (the benchmark measures how many)
-        assert np.array_equal(mask, regions.add_region(base, scene, (160, 100))), f"{tools.seen!r}, changed {span}"
+        assert near_click(mask, regions.add_region, base, scene, (160, 100)), f"{tools.seen!r}, changed {span}"
         assert mask[road].mean() >= 0.9, f"the clicked road is in the mask: {tools.seen!r}, changed rows/cols {span}"
         tools.pick("Remove region")
         before, mask = mask, tools.click(160, 100, "Remove region")
-        assert np.array_equal(mask, regions.remove_region(before, scene, (160, 100)))
+        assert near_click(mask, regions.remove_region, before, scene, (160, 100))
         assert mask[road].mean() <= 0.1 and not (mask & ~before).any(), "the road is out, nothing added"
 
         # a large region and one from the model's map: what the library gives for the same click
         tools.pick("Add region")
-        start, changes = mask, 0
+        large = regions.superpixels(scene, regions.SCALES["large"].area)
+        probability = app.backend.predict(scene, ["the pond"])[0][0].probability
         for source, options in [
-            (
-                "Large (lakes, sand)",
-                {"scale": "large", "pixels": regions.superpixels(scene, regions.SCALES["large"].area)},
-            ),
-            (
-                "Model's map",
-                {"method": "model", "probability": app.backend.predict(scene, ["the pond"])[0][0].probability},
-            ),
+            ("Large (lakes, sand)", {"scale": "large", "pixels": large}),
+            ("Model's map", {"method": "model", "probability": probability}),
         ]:
             tools.pick(source, "#region-source")
-            before, mask = mask, tools.click(160, 100, "Add region")
-            assert np.array_equal(mask, regions.add_region(before, scene, (160, 100), **options)), source
-            changes += not np.array_equal(mask, before)
-        for _ in range(changes):
-            mask = tools.button("#undo-tool", "undone")
-        assert np.array_equal(mask, start), "undo takes both back"
+            start, mask = mask, tools.click(160, 100, "Add region")
+            assert near_click(mask, regions.add_region, start, scene, (160, 100), **options), source
+            if not np.array_equal(mask, start):
+                mask = tools.button("#undo-tool", "undone")
+                assert np.array_equal(mask, start), f"undo takes the {source} region back"
         tools.pick("Small (roofs)", "#region-source")
 
         tools.pick("Polygon: add")

@@ -225,11 +225,13 @@ class MaskTools:
 
     def wait(self, expected: str) -> Any:
         """Until the tool's message has changed and says ``expected`` and a new picture has
-        loaded (every step sends one); the mask shown then."""
+        loaded (every step that changes the mask sends one; an unchanged picture keeps its
+        address); the mask shown then."""
         self.page.wait_for_function(
             "([seen, expected, src]) => { const t = document.querySelector('#tool-info').innerText;"
             " const i = document.querySelector('#tool-view img');"
-            " return t !== seen && t.includes(expected) && i && i.getAttribute('src') !== src"
+            " return t !== seen && t.includes(expected) && i"
+            " && (i.getAttribute('src') !== src || t.includes('nothing changed'))"
             " && i.complete && i.naturalWidth > 0; }",
             arg=[self.seen, expected, self.src],
         )
