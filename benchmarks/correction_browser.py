@@ -1,6 +1,6 @@
 """The correction-effort annotator driving the real app in Chromium, on a few of its cases.
 
-    python -m benchmarks.correction_browser --cases 4 --actions 12 \\
+    python -m benchmarks.correction_browser --start 3 --cases 1 --actions 4 \\
         --json benchmarks/results/correction_browser.json
 
 For each case (the tile-6 images and class-level expressions of
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from annotate.edit import regions
 
 from .correction_effort import DATA, START_SETTINGS, Choice, Picture, choose, iou, write_result
 
@@ -71,7 +73,31 @@ def perform(tools: Any, choice: Choice, settings: dict[str, object]) -> np.ndarr
     return tools.click(*choice.point, tool)
 
 
-def drive(app: Any, page: Any, name: str, image_path: Path, expression: str, truth: np.ndarray, actions: int) -> dict:
+def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture: Picture) -> int:
+    """Pixels where the page's mask differs from the library's for ``choice``: for a region
+    click, the fewest over the click and its 8 neighbours (the picture on the page is scaled, so
+    Gradio maps a click to the nearest pixel, which may be one off the one aimed at)."""
+    if not choice.tool.startswith("region "):
+        return int(np.count_nonzero(shown != choice.after))
+    scale = choice.tool.removeprefix("region ")
+    if scale == "model":
+        options = {"method": "model", "probability": picture.probability}
+    else:
+        options = {"scale": scale, "pixels": picture.pixels[scale]}
+    edit = regions.add_region if choice.add else regions.remove_region
+    x, y = choice.point
+    height, width = mask.shape
+    return min(
+        int(np.count_nonzero(shown != edit(mask, picture.image, (x + dx, y + dy), **options)))
+        for dx in (0, -1, 1)
+        for dy in (0, -1, 1)
+        if 0 <= x + dx < width and 0 <= y + dy < height
+    )
+
+
+def drive(
+    app: Any, page: Any, name: str, image_path: Path, expression: str, truth: np.ndarray, actions: int, target: float
+) -> dict:
     """One case in the page (see the module docstring)."""
     from annotate.app.browser import AppPage, MaskTools
     from annotate.app.inputs import load_image
@@ -92,14 +118,14 @@ def drive(app: Any, page: Any, name: str, image_path: Path, expression: str, tru
     settings = dict(START_SETTINGS)  # the page opens on Add region, small (roofs)
     steps, taken, changes, score = [], 0, 0, iou(mask, truth)
     start_iou = score
-    while taken < actions:
+    while taken < actions and score < target:
         choice = choose(picture, truth, mask, "region", settings, 0)
         if choice is None:
             break
         started = time.perf_counter()
         shown = perform(tools, choice, settings)
         seconds = time.perf_counter() - started
-        wrong = int(np.count_nonzero(shown != choice.after))
+        wrong = unlike_library(shown, choice, mask, picture)
         steps.append({"tool": choice.tool, "seconds": seconds, "pixels_unlike_library": wrong})
         settings |= choice.needs
         taken, changes = taken + 1, changes + choice.switches
@@ -118,8 +144,10 @@ def drive(app: Any, page: Any, name: str, image_path: Path, expression: str, tru
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: ../shared/data)")
-    parser.add_argument("--cases", type=int, default=4, help="the first N cases with something to correct")
-    parser.add_argument("--actions", type=int, default=12, help="actions per case")
+    parser.add_argument("--start", type=int, default=0, help="skip the first N cases")
+    parser.add_argument("--cases", type=int, default=4, help="drive N cases with something to correct")
+    parser.add_argument("--actions", type=int, default=12, help="at most this many actions per case")
+    parser.add_argument("--target", type=float, default=0.90, help="mask IoU at which a case is done")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     from annotate.app.browser import chromium_page, chromium_path
@@ -138,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         (path, expression, truth)
         for path, _, truths in class_cases(root, CLASS_EXPRESSIONS, DUBAI_CLASSES, MIN_FRACTION)
         for expression, truth in truths.items()
-    ]
+    ][args.start :]
     results, loads = [], [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as folder:
         settings = AppSettings(
@@ -154,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
                     if len(results) >= args.cases:
                         break
                     name = f"{path.stem} {expression}"
-                    result = drive(app, page, name, path, expression, truth, args.actions)
+                    result = drive(app, page, name, path, expression, truth, args.actions, args.target)
                     if result["actions"]:  # a mask already at the target has nothing to drive
                         results.append(result)
                     loads.append(os.getloadavg()[0])
