@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
 def write_result(path: Path | None, module: str, argv: list[str] | None, loads: list[float], body: dict) -> dict:
     """The run's result: its command, CPU and load with ``body``; written as JSON to ``path`` if given."""
     result = {
-        "command": f"python -m benchmarks.{module} " + " ".join(argv or []),
+        "command": f"python -m benchmarks.{module} " + " ".join(sys.argv[1:] if argv is None else argv),
         "cpu": cpu_name(),
         "load_average": [min(loads), max(loads)],
         **body,
