@@ -14,13 +14,20 @@ Two parts:
    how much of the piece the snapped region recovers (recall), how much of the region was really
    wrong (precision) and the mask IoU gained.
 2. *Effort*: a scripted annotator corrects each mask greedily, one action at a time, until mask
-   IoU >= ``--target`` or ``--cap`` actions, with three toolsets: brush only; brush + region tools
-   (a region click, fill holes, remove specks); and + polygon (each vertex a click, the closing
+   IoU >= ``--target`` or ``--cap`` actions, with four toolsets: brush only; brush + colour
+   regions (superpixel clicks at each of the region sizes, fill holes, remove specks); brush +
+   region tools (those and the model's region); and + polygon (each vertex a click, the closing
    click on the first vertex one more). Each step it works on the largest error piece and takes
    the candidate action with the most IoU gained per action. It applies the very functions the
-   Correct tab calls (:mod:`annotate.edit`). The brush is generous to the annotator: a stroke
-   follows the piece's skeleton for up to :data:`STROKE_LENGTH` pixels with a brush as wide as
-   the piece (changing the brush size is free).
+   Correct tab calls (:mod:`annotate.edit`, the superpixels computed once per picture and size as
+   the tab keeps them). The brush is generous to the annotator: a stroke follows the piece's
+   skeleton for up to :data:`STROKE_LENGTH` pixels with a brush as wide as the piece (changing
+   the brush size is free). With ``--setting-cost 1`` every change of a setting the tab shows as
+   a radio button (add or remove brush; the tool; the region size or source) costs an action too.
+
+What the annotator knows is what a person sees: the picture, the current mask and where it is
+wrong (the error pieces); it clicks at a piece's innermost pixel. Choosing among the candidate
+actions by the IoU each would reach is the idealisation: a person who knows what each tool does.
 
 It runs in Python, not in a browser: actions are counted, and the seconds are the tools' own
 compute time per mask, not an annotator's.
@@ -30,9 +37,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -42,7 +52,7 @@ from annotate.edit import regions, shapes
 
 from .default_model_scale import CLASS_EXPRESSIONS, DATA, MIN_FRACTION
 
-TOOLSETS = ("brush", "brush+region", "brush+region+polygon")
+TOOLSETS = ("brush", "brush+colour", "brush+region", "brush+region+polygon")
 STROKE_LENGTH = 120  # pixels of skeleton one brush stroke follows (a drag of about a fifth of the image)
 MAX_BRUSH = 40  # the widest brush radius the annotator uses (the editor's slider goes to 100 px wide)
 MIN_PIECE = 50  # error pieces smaller than this are not worth an action
@@ -117,57 +127,116 @@ def polygon_action(mask: np.ndarray, piece: np.ndarray, add: bool) -> tuple[np.n
     return shapes.polygon(mask, [tuple(map(float, p)) for p in outline], add=add), len(outline) + 1
 
 
-Candidate = tuple[str, np.ndarray, int]  # (tool, mask after, actions it took)
+Candidate = tuple[str, np.ndarray, int, dict[str, object]]  # (tool, mask after, actions, settings it needs)
 
 
-def candidates(
-    toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, image: np.ndarray, method: str
+@dataclass(frozen=True)
+class Picture:
+    """What the region tools work on for one case: the image ``uint8 [H, W, 3]``, the model's
+    probability ``float [H, W]`` (None: no model region) and the superpixels of each size."""
+
+    image: np.ndarray
+    probability: np.ndarray | None
+    pixels: dict[str, regions.Superpixels]
+
+    @classmethod
+    def of(cls, image: np.ndarray, probability: np.ndarray | None = None) -> Picture:
+        pixels = {name: regions.superpixels(image, scale.area) for name, scale in regions.SCALES.items()}
+        return cls(image, probability, pixels)
+
+
+def region_clicks(
+    mask: np.ndarray, point: tuple[int, int], add: bool, picture: Picture, model: bool
 ) -> Iterator[Candidate]:
-    """Every action of ``toolset`` the annotator considers for the largest error ``piece``."""
-    yield "brush", brush_stroke(mask, piece, add), 1
+    """A region click at ``point`` with each region size (and the model's region)."""
+    edit = regions.add_region if add else regions.remove_region
+    tool = "add region" if add else "remove region"
+    for scale in regions.SCALES:
+        after = edit(mask, picture.image, point, scale=scale, pixels=picture.pixels[scale])
+        yield f"region {scale}", after, 1, {"tool": tool, "region": scale}
+    if model and picture.probability is not None:
+        after = edit(mask, picture.image, point, method="model", probability=picture.probability)
+        yield "region model", after, 1, {"tool": tool, "region": "model"}
+
+
+def candidates(toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, picture: Picture) -> Iterator[Candidate]:
+    """Every action of ``toolset`` the annotator considers for the error ``piece`` (toolset
+    ``"region"``, the clicks without the brush, is what the browser run drives)."""
+    if toolset != "region":
+        yield "brush", brush_stroke(mask, piece, add), 1, {"brush": add}
     if toolset == "brush":
         return
     point, _ = inner_point(piece)
-    edit = regions.add_region if add else regions.remove_region
-    yield "region", edit(mask, image, point, method=method), 1
-    yield "fill holes", shapes.fill_holes(mask, HOLES), 1
-    yield "remove specks", shapes.remove_specks(mask, SPECKS), 1
+    yield from region_clicks(mask, point, add, picture, model=toolset != "brush+colour")
+    yield "fill holes", shapes.fill_holes(mask, HOLES), 1, {}
+    yield "remove specks", shapes.remove_specks(mask, SPECKS), 1, {}
     if toolset == "brush+region+polygon":
         drawn = polygon_action(mask, piece, add)
         if drawn is not None:
-            yield "polygon", *drawn
+            yield "polygon", *drawn, {"tool": "polygon " + ("add" if add else "remove")}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The annotator's next action: on the error piece at ``point`` (its innermost pixel; ``add``:
+    a missed piece), ``tool`` gives ``after``; it takes ``cost`` actions, of which ``switches``
+    are changes of the settings in ``needs``."""
+
+    tool: str
+    after: np.ndarray
+    cost: int
+    needs: dict[str, object]
+    switches: int
+    point: tuple[int, int]
+    add: bool
+
+
+def choose(
+    picture: Picture, truth: np.ndarray, mask: np.ndarray, toolset: str, settings: dict[str, object], setting_cost: int
+) -> Choice | None:
+    """The best action on the largest error piece that any action improves (of the
+    :data:`LOOK_AT` largest): the most IoU gained per action; None when none improves."""
+    score, best = iou(mask, truth), None
+    for piece, add in error_pieces(mask, truth)[:LOOK_AT]:
+        for tool, after, cost, needs in candidates(toolset, mask, piece, add, picture):
+            switches = sum(settings[k] != v for k, v in needs.items())
+            gain = (iou(after, truth) - score) / (cost + setting_cost * switches)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, Choice(tool, after, cost + setting_cost * switches, needs, switches, (0, 0), add), piece)
+        if best is not None:
+            point, _ = inner_point(best[2])
+            return replace(best[1], point=point)
+    return None
+
+
+START_SETTINGS = {"brush": True, "tool": "add region", "region": regions.DEFAULT_SCALE}
 
 
 def correct(
-    image: np.ndarray, truth: np.ndarray, mask: np.ndarray, toolset: str, target: float, cap: int, method: str
+    picture: Picture, truth: np.ndarray, mask: np.ndarray, toolset: str, target: float, cap: int, setting_cost: int = 0
 ) -> dict:
     """The scripted annotator on one mask: actions (``cap`` when the target was not reached),
-    per-tool counts, IoU reached, the actions at which each IoU of :data:`MILESTONES` was first
-    reached, seconds. Each step takes the best action on the largest error piece that any action
-    improves (of the :data:`LOOK_AT` largest); it stops when none does."""
+    per-tool counts, setting changes, IoU reached, the actions at which each IoU of
+    :data:`MILESTONES` was first reached, seconds. Each step takes :func:`choose`'s action; it
+    stops when none improves. A change of setting costs ``setting_cost`` actions."""
     start, actions, used, history = time.perf_counter(), 0, {}, shapes.History()
-    score = iou(mask, truth)
+    settings, changes, score = dict(START_SETTINGS), 0, iou(mask, truth)
     reached = {m: 0 for m in MILESTONES if score >= m}
     while score < target and actions < cap:
-        best = None
-        for piece, add in error_pieces(mask, truth)[:LOOK_AT]:
-            for tool, after, cost in candidates(toolset, mask, piece, add, image, method):
-                gain = (iou(after, truth) - score) / cost
-                if gain > 0 and (best is None or gain > best[0]):
-                    best = (gain, tool, after, cost)
-            if best is not None:
-                break
-        if best is None:
+        choice = choose(picture, truth, mask, toolset, settings, setting_cost)
+        if choice is None:
             break  # nothing helps any more: the annotator gives up on this mask
-        _, tool, after, cost = best
         history = history.push(mask)  # as the app does: every action can be undone
-        mask, actions, score = after, actions + cost, iou(after, truth)
-        used[tool] = used.get(tool, 0) + cost
+        mask, actions, score = choice.after, actions + choice.cost, iou(choice.after, truth)
+        settings |= choice.needs
+        changes += choice.switches
+        used[choice.tool] = used.get(choice.tool, 0) + choice.cost - setting_cost * choice.switches
         reached |= {m: actions for m in MILESTONES if score >= m and m not in reached}
     seconds = time.perf_counter() - start
     return {
         "actions": actions if score >= target else max(actions, cap),
         "actions_taken": actions,
+        "setting_changes": changes,
         "iou": round(score, 4),
         "reached": score >= target,
         "milestones": {str(m): reached.get(m) for m in MILESTONES},
@@ -177,14 +246,28 @@ def correct(
     }
 
 
-def one_click(image: np.ndarray, truth: np.ndarray, mask: np.ndarray, probability: np.ndarray, pieces: int) -> list:
-    """Part 1 on one case: per error piece and method, recall, precision, IoU gain, seconds."""
+def click_options(picture: Picture) -> dict[str, dict[str, object]]:
+    """Each region method of the one-click part, as :func:`annotate.edit.regions.click_region`'s options."""
+    options: dict[str, dict[str, object]] = {
+        f"superpixel {name}": {"method": "superpixel", "scale": name, "pixels": picture.pixels[name]}
+        for name in regions.SCALES
+    }
+    options["model"] = {"method": "model", "probability": picture.probability}
+    options["grabcut"] = {"method": "grabcut"}
+    options["grabcut+probability"] = {"method": "grabcut", "probability": picture.probability}
+    options["flood"] = {"method": "flood"}
+    return options
+
+
+def one_click(picture: Picture, truth: np.ndarray, mask: np.ndarray, pieces: int) -> list:
+    """Part 1 on one case: per error piece and method, recall, precision, IoU gain, seconds
+    (superpixels computed beforehand, as the app keeps them)."""
     rows, before = [], iou(mask, truth)
     for piece, add in error_pieces(mask, truth)[:pieces]:
         point, _ = inner_point(piece)
-        for method, prob in [(m, None) for m in regions.METHODS] + [("grabcut+probability", probability)]:
+        for method, options in click_options(picture).items():
             start = time.perf_counter()
-            region = regions.click_region(mask, image, point, add, method=method.split("+")[0], probability=prob)
+            region = regions.click_region(mask, picture.image, point, add, **options)
             seconds = time.perf_counter() - start
             after = mask | region if add else mask & ~region
             right = (truth if add else ~truth) & region
@@ -223,23 +306,34 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--target", type=float, default=0.90, help="mask IoU that counts as corrected")
     parser.add_argument("--cap", type=int, default=60, help="actions after which the annotator gives up")
     parser.add_argument("--pieces", type=int, default=4, help="error pieces per case in the one-click part")
-    parser.add_argument("--method", choices=regions.METHODS, default=regions.DEFAULT_METHOD, help="region tool")
+    parser.add_argument(
+        "--setting-cost", type=int, default=0, help="actions a change of tool, brush or region size costs (0 or 1)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N cases (a quick look)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if not (args.data / "dubai-aerial" / "tile6").is_dir():
         raise SystemExit(f"no dubai-aerial tile 6 under {args.data}: see ../shared/data/README.md")
-    clicks, efforts = [], []
+    clicks, efforts, loads = [], [], [os.getloadavg()[0]]
     for index, (name, image, truth, mask, probability) in enumerate(cases(args.data)):
         if args.limit is not None and index >= args.limit:
             break
-        clicks += [{"case": name, **r} for r in one_click(image, truth, mask, probability, args.pieces)]
+        start = time.perf_counter()
+        picture = Picture.of(image, probability)
+        prepare = time.perf_counter() - start  # superpixels of the three sizes, once per picture
+        clicks += [{"case": name, **r} for r in one_click(picture, truth, mask, args.pieces)]
         for toolset in TOOLSETS:
-            result = correct(image, truth, mask, toolset, args.target, args.cap, args.method)
+            result = correct(picture, truth, mask, toolset, args.target, args.cap, args.setting_cost)
+            result["seconds_with_superpixels"] = result["seconds"] + (prepare if toolset != "brush" else 0.0)
             efforts.append({"case": name, "toolset": toolset, "start_iou": round(iou(mask, truth), 4), **result})
-            print(f"{name:40s} {toolset:22s} {result['actions']:3d} actions -> IoU {result['iou']:.3f}", flush=True)
+            print(
+                f"{name:40s} {toolset:22s} {result['actions']:3d} actions -> IoU {result['iou']:.3f} {result['tools']}",
+                flush=True,
+            )
+        loads.append(os.getloadavg()[0])
     click_table = summarize(clicks, "method", ("recall", "precision", "iou_gain", "seconds"))
-    effort_table = summarize(efforts, "toolset", ("actions", "iou", "reached", "seconds"), np.median)
+    fields = ("actions", "iou", "reached", "seconds", "seconds_with_superpixels", "setting_changes")
+    effort_table = summarize(efforts, "toolset", fields, np.median)
     for name, row in effort_table.items():
         chosen = [e for e in efforts if e["toolset"] == name]
         row["reached"] = float(np.mean([e["reached"] for e in chosen]))
@@ -256,25 +350,32 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row['seconds']:8.3f} {row['n']:3d}"
         )
     print(f"\neffort to IoU >= {args.target} (cap {args.cap}; medians over cases)")
-    print("toolset                 actions  mean  reached  IoU    seconds  fewer than brush  to 0.7 / 0.8")
+    print(
+        "toolset                 actions  mean  reached  IoU    seconds (+superpixels) fewer than brush  to 0.7 / 0.8"
+    )
     for toolset, row in effort_table.items():
         print(
             f"{toolset:22s} {row['actions']:8.1f} {row['mean_actions']:5.1f} {row['reached']:7.0%} "
-            f"{row['iou']:6.3f} {row['seconds']:8.2f} {row['fewer_than_brush']:6.1f}x "
-            f"{row['actions_to_0.7']:8.1f} {row['actions_to_0.8']:5.1f}"
+            f"{row['iou']:6.3f} {row['seconds']:8.2f} ({row['seconds_with_superpixels']:6.2f}) "
+            f"{row['fewer_than_brush']:6.1f}x {row['actions_to_0.7']:8.1f} {row['actions_to_0.8']:5.1f}"
         )
+    print(f"load average (1 min) during the run: {min(loads):.1f}-{max(loads):.1f}")
+    settings = {k: str(v) for k, v in vars(args).items() if k != "json"}
+    tables = {"settings": settings, "one_click": click_table, "effort": effort_table, "clicks": clicks}
+    return write_result(args.json, "correction_effort", argv, loads, {**tables, "cases": efforts})
+
+
+def write_result(path: Path | None, module: str, argv: list[str] | None, loads: list[float], body: dict) -> dict:
+    """The run's result: its command, CPU and load with ``body``; written as JSON to ``path`` if given."""
     result = {
-        "command": "python -m benchmarks.correction_effort " + " ".join(argv or []),
+        "command": f"python -m benchmarks.{module} " + " ".join(sys.argv[1:] if argv is None else argv),
         "cpu": cpu_name(),
-        "settings": {k: str(v) for k, v in vars(args).items() if k != "json"},
-        "one_click": click_table,
-        "effort": effort_table,
-        "clicks": clicks,
-        "cases": efforts,
+        "load_average": [min(loads), max(loads)],
+        **body,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
 
 

@@ -14,7 +14,9 @@ from test_app_handlers import FakeBackend
 from annotate.app.handlers import SegmentHandlers
 from annotate.app.render import BRUSH_ADD, editor_background, hex_to_rgb
 from annotate.app.review import ReviewHandlers
-from annotate.app.tools import ToolHandlers
+from annotate.app.tools import REGION_SOURCES, ToolHandlers
+
+SMALL, MODEL = "Small (roofs)", "Model's map"
 
 
 @pytest.fixture
@@ -46,11 +48,11 @@ def stroke(value, rows, cols):
 def test_add_and_remove_region_then_undo(opened):
     backend, _, kit, value, editing = opened
     stored = backend.versions[editing.mask_version_id]["mask"].copy()
-    value, view, tools, message = kit.click(editing, None, value, "Add region", click(10, 38))
+    value, view, tools, message = kit.click(editing, None, value, "Add region", SMALL, click(10, 38))
     assert tools.mask[34:44, 4:18].all() and tools.mask[10:30, 20:50].all()
     assert (tools.mask & ~stored).sum() == 140 and "140 pixels changed" in message
     assert value["layers"] == [] and view.shape == value["background"].shape
-    value, _, tools, _ = kit.click(editing, tools, value, "Remove region", click(30, 20))
+    value, _, tools, _ = kit.click(editing, tools, value, "Remove region", SMALL, click(30, 20))
     assert not tools.mask[10:30, 20:50].any() and tools.mask[34:44, 4:18].all()
     value, _, tools, message = kit.undo(editing, tools, value)
     assert tools.mask[10:30, 20:50].all() and "1 more to undo" in message
@@ -61,22 +63,40 @@ def test_add_and_remove_region_then_undo(opened):
     assert np.array_equal(backend.versions[editing.mask_version_id]["mask"], stored)  # nothing saved yet
 
 
+def test_region_from_the_model_map_runs_the_model_once_and_every_size_adds_the_roof(opened, monkeypatch):
+    backend, _, kit, value, editing = opened
+    assert set(REGION_SOURCES) == {SMALL, "Medium (fields)", "Large (lakes, sand)", MODEL}
+    runs = []
+    monkeypatch.setattr(backend, "predict", lambda *a, **k: runs.append(a) or type(backend).predict(backend, *a, **k))
+    # the fake model's map is blue / 255: the roof 0.35, the sand 0.24, the pond 0.90
+    value, _, tools, message = kit.click(editing, None, value, "Add region", MODEL, click(10, 38))
+    assert tools.mask[34:44, 4:18].all() and "140 pixels changed" in message
+    assert tools.probability.shape == (48, 64) and len(runs) == 1
+    value, _, tools, _ = kit.click(editing, tools, value, "Remove region", MODEL, click(30, 20))
+    assert not tools.mask[10:30, 20:50].any() and len(runs) == 1  # the map was kept
+    for source in ("Medium (fields)", "Large (lakes, sand)"):
+        _, _, sized, _ = kit.click(editing, None, value, "Add region", source, click(10, 38))
+        assert sized.mask[34:44, 4:18].all() and dict(sized.pixels).keys() == {REGION_SOURCES[source][1]}
+
+
 def test_polygon_snaps_to_the_first_vertex_and_undo_takes_back_vertices(opened):
     _, _, kit, value, editing = opened
     tools = None
     for x, y in [(2, 2), (20, 2), (20, 12)]:
-        value, view, tools, message = kit.click(editing, tools, value, "Polygon: add", click(x, y))
+        value, view, tools, message = kit.click(editing, tools, value, "Polygon: add", SMALL, click(x, y))
     assert len(tools.points) == 3 and "click the first vertex" in message
     assert tuple(view[2, 2]) != tuple(value["background"][2, 2])  # the open polygon is drawn on the view
     value, _, tools, _ = kit.undo(editing, tools, value)
     assert len(tools.points) == 2
     for x, y in [(20, 12), (2, 12)]:  # (2, 12) is 10 px from the first: no snap
-        value, _, tools, _ = kit.click(editing, tools, value, "Polygon: add", click(x, y))
-    value, _, tools, message = kit.click(editing, tools, value, "Polygon: add", click(3, 3))  # near (2, 2): closes
+        value, _, tools, _ = kit.click(editing, tools, value, "Polygon: add", SMALL, click(x, y))
+    value, _, tools, message = kit.click(
+        editing, tools, value, "Polygon: add", SMALL, click(3, 3)
+    )  # near (2, 2): closes
     assert tools.points == () and "polygon added" in message
     assert tools.mask[2:13, 2:21].all() and tools.mask[:, :2].sum() == 0
     for x, y in [(25, 12), (35, 12), (35, 20)]:
-        value, _, tools, _ = kit.click(editing, tools, value, "Polygon: remove", click(x, y))
+        value, _, tools, _ = kit.click(editing, tools, value, "Polygon: remove", SMALL, click(x, y))
     value, _, tools, _ = kit.close_polygon(editing, tools, value, "Polygon: remove")
     assert not tools.mask[12:21, 35].any() and not tools.mask[12, 25:36].any() and tools.mask[25:30, 20:50].all()
     with pytest.raises(gr.Error, match="at least 3 vertices"):
@@ -86,9 +106,9 @@ def test_polygon_snaps_to_the_first_vertex_and_undo_takes_back_vertices(opened):
 def test_fill_holes_and_remove_specks(opened):
     _, _, kit, value, editing = opened
     value = {**value, "layers": [np.zeros((48, 64, 4), np.uint8)]}
-    value, _, tools, _ = kit.click(editing, None, value, "Polygon: remove", click(26, 13))
+    value, _, tools, _ = kit.click(editing, None, value, "Polygon: remove", SMALL, click(26, 13))
     for x, y in [(36, 13), (36, 23), (26, 23)]:  # the last is 10 px from the first: no snap
-        value, _, tools, _ = kit.click(editing, tools, value, "Polygon: remove", click(x, y))
+        value, _, tools, _ = kit.click(editing, tools, value, "Polygon: remove", SMALL, click(x, y))
     value, _, tools, _ = kit.close_polygon(editing, tools, value, "Polygon: remove")
     assert not tools.mask[13:24, 26:37].any() and tools.mask[10:30, 20:50].sum() == 600 - 121  # a hole
     value, _, tools, _ = kit.fill_holes(editing, tools, stroke(value, slice(40, 42), slice(58, 60)), 100)
@@ -105,7 +125,7 @@ def test_fill_holes_and_remove_specks(opened):
 def test_opacity_keeps_the_strokes_and_the_save_stores_what_the_editor_shows(opened):
     backend, review, kit, value, editing = opened
     image = np.asarray(Image.open(backend.images[1].path).convert("RGB"))
-    value, _, tools, _ = kit.click(editing, None, value, "Add region", click(10, 38))
+    value, _, tools, _ = kit.click(editing, None, value, "Add region", SMALL, click(10, 38))
     painted = stroke(value, slice(0, 4), slice(56, 64))
     value, view, tools, message = kit.set_opacity(editing, tools, painted, 0.8)
     assert "0.80" in message and tools.mask[0:4, 56:64].all() and value["layers"] == []
@@ -132,9 +152,11 @@ def test_tools_refuse_before_anything_is_open_and_strokes_over_another_image(ope
     with pytest.raises(gr.Error, match="open a mask version"):
         kit.fill_holes(None, None, value, 10)
     with pytest.raises(gr.Error, match="pick a tool"):
-        kit.click(editing, None, value, "Lasso", click(1, 1))
+        kit.click(editing, None, value, "Lasso", SMALL, click(1, 1))
+    with pytest.raises(gr.Error, match="where a region comes from"):
+        kit.click(editing, None, value, "Add region", "Huge", click(10, 38))
     with pytest.raises(gr.Error, match="outside the 64×48 image"):
-        kit.click(editing, None, value, "Add region", click(70, 1))
+        kit.click(editing, None, value, "Add region", SMALL, click(70, 1))
     other = {**value, "background": np.zeros_like(value["background"]), "layers": [np.zeros((48, 64, 4), np.uint8)]}
     with pytest.raises(gr.Error, match="different image"):
         kit.remove_specks(editing, None, other, 5)

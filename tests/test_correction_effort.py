@@ -23,17 +23,27 @@ def case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_every_toolset_reaches_the_target_and_region_clicks_take_fewer_actions():
     image, truth, mask = case()
-    results = {t: effort.correct(image, truth, mask, t, 0.9, 30, "superpixel") for t in effort.TOOLSETS}
+    picture = effort.Picture.of(image, np.where(truth, 0.4, 0.1).astype(np.float32))
+    results = {t: effort.correct(picture, truth, mask, t, 0.9, 30) for t in effort.TOOLSETS}
     assert all(r["reached"] and r["iou"] >= 0.9 for r in results.values()), results
     assert set(results["brush"]["tools"]) == {"brush"}
     assert results["brush+region"]["actions"] < results["brush"]["actions"], results
-    assert results["brush+region"]["tools"].get("region", 0) >= 1
+    assert any(tool.startswith("region ") for tool in results["brush+region"]["tools"])
+    assert "region model" not in results["brush+colour"]["tools"]
     assert results["brush"]["undo_depth"] == results["brush"]["actions"]  # one undo step per stroke
+
+
+def test_a_change_of_setting_costs_an_action_when_asked():
+    image, truth, mask = case()
+    picture = effort.Picture.of(image)
+    free, paid = (effort.correct(picture, truth, mask, "brush+region", 0.9, 30, cost) for cost in (0, 1))
+    assert paid["actions"] == sum(paid["tools"].values()) + paid["setting_changes"]
+    assert free["actions"] == sum(free["tools"].values())
 
 
 def test_an_unreached_target_counts_as_the_cap_and_pieces_come_largest_first():
     image, truth, mask = case()
-    capped = effort.correct(image, truth, mask, "brush", 0.999, 2, "superpixel")
+    capped = effort.correct(effort.Picture.of(image), truth, mask, "brush", 0.999, 2)
     assert not capped["reached"] and capped["actions"] == 2 and capped["actions_taken"] <= 2
     pieces = effort.error_pieces(mask, truth)
     assert [add for _, add in pieces] == [True] and pieces[0][0].sum() == 80 * 90  # the speck is below MIN_PIECE
@@ -43,7 +53,9 @@ def test_an_unreached_target_counts_as_the_cap_and_pieces_come_largest_first():
 
 def test_one_click_scores_every_method():
     image, truth, mask = case()
-    rows = effort.one_click(image, truth, mask, np.where(mask, 0.9, 0.1).astype(np.float32), 1)
-    assert [r["method"] for r in rows] == [*effort.regions.METHODS, "grabcut+probability"]
+    picture = effort.Picture.of(image, np.where(mask, 0.9, 0.1).astype(np.float32))
+    rows = effort.one_click(picture, truth, mask, 1)
+    sizes = [f"superpixel {name}" for name in effort.regions.SCALES]
+    assert [r["method"] for r in rows] == [*sizes, "model", "grabcut", "grabcut+probability", "flood"]
     assert all(0 <= r["recall"] <= 1 and 0 <= r["precision"] <= 1 for r in rows)
     assert max(r["recall"] for r in rows) >= 0.9 and max(r["iou_gain"] for r in rows) > 0.5

@@ -21,6 +21,16 @@ def squares() -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+def model_map() -> np.ndarray:
+    """A probability map of :func:`squares` as a model that almost found the roof (0.30-0.40,
+    below 0.5) and wrongly took the field (0.55-0.65) gives it; the sand 0.05-0.15."""
+    rng = np.random.default_rng(1)
+    probability = rng.uniform(0.05, 0.15, (72, 96))
+    probability[8:32, 10:40] = rng.uniform(0.30, 0.40, (24, 30))
+    probability[40:60, 50:76] = rng.uniform(0.55, 0.65, (20, 26))
+    return probability.astype(np.float32)
+
+
 def test_remove_specks_drops_only_small_pieces():
     mask = np.zeros((20, 20), bool)
     mask[1:3, 1:3] = True  # 4 px
@@ -86,12 +96,15 @@ def test_history_undoes_in_order_and_keeps_at_most_its_limit():
     assert np.array_equal(shapes.unpack(shapes.pack(odd)), odd)
 
 
+PROBABILITY = {method: model_map() if method == "model" else None for method in regions.METHODS}
+
+
 @pytest.mark.parametrize("method", regions.METHODS)
 def test_a_click_adds_the_missed_region_snapped_to_its_edges(method):
     image, mask = squares()
     roof = np.zeros_like(mask)
     roof[8:32, 10:40] = True
-    added = regions.add_region(mask, image, (33, 20), method=method)
+    added = regions.add_region(mask, image, (33, 20), method=method, probability=PROBABILITY[method])
     # the rest of the roof comes in, up to its edges: nothing of the sand or the field
     recall = (added & roof).sum() / roof.sum()
     assert recall >= 0.9, f"{method}: {recall:.2f} of the roof"
@@ -105,7 +118,7 @@ def test_a_click_removes_a_false_region_and_leaves_the_rest(method):
     mask = np.zeros((72, 96), bool)
     mask[8:32, 10:40] = True  # the roof, rightly
     mask[40:60, 50:76] = True  # the field, wrongly
-    removed = regions.remove_region(mask, image, (60, 50), method=method)
+    removed = regions.remove_region(mask, image, (60, 50), method=method, probability=PROBABILITY[method])
     assert not removed[42:58, 52:74].any(), f"{method} left {removed[40:60, 50:76].sum()} px of the field"
     assert removed[8:32, 10:40].all()
 
@@ -128,3 +141,40 @@ def test_the_region_stays_within_the_window_around_the_click():
     region = regions.click_region(mask, image, (150, 50), True, method="flood", window=40)
     columns = np.flatnonzero(region.any(0))
     assert region[50, 150] and columns.min() >= 110 and columns.max() <= 190
+
+
+def test_region_sizes_reach_as_far_as_their_window_and_kept_superpixels_give_the_same_region():
+    image = np.full((120, 900, 3), 90, np.uint8)  # one flat region across the whole width
+    image[:, ::50] = 60  # faint stripes, so SLIC has edges to follow
+    mask = np.zeros((120, 900), bool)
+    reach = {}
+    for name, scale in regions.SCALES.items():
+        pixels = regions.superpixels(image, scale.area)
+        region = regions.click_region(mask, image, (450, 60), True, scale=name, pixels=pixels)
+        assert np.array_equal(region, regions.click_region(mask, image, (450, 60), True, scale=name))
+        columns = np.flatnonzero(region.any(0))
+        reach[name] = (columns.min(), columns.max())
+        if scale.window is not None:
+            assert 450 - scale.window <= columns.min() and columns.max() <= 450 + scale.window
+    assert (
+        reach["large"] == (0, 899) and reach["small"][1] - reach["small"][0] < reach["medium"][1] - reach["medium"][0]
+    )
+    with pytest.raises(ValueError, match="region size"):
+        regions.add_region(mask, image, (5, 5), scale="huge")
+    with pytest.raises(ValueError, match="superpixels are of"):
+        regions.add_region(mask, image, (5, 5), pixels=regions.superpixels(image[:60], 60))
+
+
+def test_the_model_region_is_the_piece_at_the_clicks_probability_and_needs_the_map():
+    image, mask = squares()
+    probability = model_map()
+    added = regions.click_region(mask, image, (33, 20), True, method="model", probability=probability)
+    roof = np.zeros_like(mask)
+    roof[8:32, 25:40] = True
+    assert np.array_equal(added, roof)  # the roof's missed half, not the sand nor the field
+    sand = regions.click_region(mask, image, (90, 5), True, method="model", probability=probability)
+    assert sand.sum() == (~mask).sum()  # from the sand: everything at least as likely as the sand
+    with pytest.raises(ValueError, match="probability map"):
+        regions.add_region(mask, image, (33, 20), method="model")
+    with pytest.raises(ValueError, match="of the mask's size"):
+        regions.add_region(mask, image, (33, 20), method="model", probability=probability[:10])

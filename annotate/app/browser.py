@@ -183,3 +183,70 @@ class AppPage:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(path), full_page=full_page)
         return path
+
+
+# page coordinates of a pixel (x, y) of the tools' picture, mapped as Gradio maps a click back
+TOOL_VIEW_TO_SCREEN = """([x, y]) => {
+  const img = document.querySelector('#tool-view img');
+  const r = img.getBoundingClientRect();
+  const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
+  const left = r.left + (r.width - img.naturalWidth * s) / 2, top = r.top + (r.height - img.naturalHeight * s) / 2;
+  return [left + x * s, top + y * s];
+}"""
+
+
+class MaskTools:
+    """The Correct tab's mask tools on the page, and the mask the page shows: the tools' picture
+    (a lossless PNG of the editor's background) differs from the scene exactly where the mask is
+    tinted in. ``scene``: the picture without the mask ``uint8 [H, W, 3]``."""
+
+    def __init__(self, ui: AppPage, scene: Any) -> None:
+        self.ui, self.page, self.scene = ui, ui.page, scene
+        self.seen, self.src = "", ""
+
+    def shown(self) -> Any:
+        """The mask the page shows ``bool [H, W]``."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        src = self.src = self.page.locator("#tool-view img").first.get_attribute("src")
+        picture = np.asarray(Image.open(io.BytesIO(self.page.request.get(src).body())).convert("RGB"))
+        if picture.shape != self.scene.shape:
+            raise ValueError(f"the tools' picture is {picture.shape}, the scene {self.scene.shape}")
+        return (picture != self.scene).any(-1)
+
+    def ready(self) -> Any:
+        """Once the tools' picture has loaded after opening: the mask it shows."""
+        self.page.wait_for_function("() => document.querySelector('#tool-view img')?.naturalWidth > 0")
+        self.seen = self.page.inner_text("#tool-info")
+        return self.shown()
+
+    def wait(self, expected: str) -> Any:
+        """Until the tool's message has changed and says ``expected`` and a new picture has
+        loaded (every step that changes the mask sends one; an unchanged picture keeps its
+        address); the mask shown then."""
+        self.page.wait_for_function(
+            "([seen, expected, src]) => { const t = document.querySelector('#tool-info').innerText;"
+            " const i = document.querySelector('#tool-view img');"
+            " return t !== seen && t.includes(expected) && i"
+            " && (i.getAttribute('src') !== src || t.includes('nothing changed'))"
+            " && i.complete && i.naturalWidth > 0; }",
+            arg=[self.seen, expected, self.src],
+        )
+        self.seen = self.page.inner_text("#tool-info")
+        return self.shown()
+
+    def pick(self, tool: str, group: str = "#click-tool") -> None:
+        """Choose ``tool`` in a radio group (``#click-tool`` or ``#region-source``)."""
+        self.page.locator(f"{group} label", has_text=tool).first.click()
+
+    def click(self, x: float, y: float, expected: str) -> Any:
+        self.page.locator("#tool-view img").first.scroll_into_view_if_needed()
+        self.page.mouse.click(*self.page.evaluate(TOOL_VIEW_TO_SCREEN, [x, y]))
+        return self.wait(expected)
+
+    def button(self, selector: str, expected: str) -> Any:
+        self.ui.press(selector)
+        return self.wait(expected)

@@ -11,7 +11,10 @@ starts from the working mask, so what is saved is exactly what the editor shows.
 
 Region tools and the polygon work on the picture the editor shows (at most ``EDITOR_SIDE`` pixels
 a side); their edits are brought to the image's full size with nearest neighbour, as strokes are.
-Fill holes and remove specks work at full size (their areas are pixels of the image).
+Fill holes and remove specks work at full size (their areas are pixels of the image). A region
+comes from the picture's superpixels at the size chosen (computed on the first click at that size
+and kept with the working mask) or from the model's probability map for the mask's expression
+(the model is run on the first such click and the map kept likewise).
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ from .render import BRUSH_REMOVE, MASK_OPACITY, editor_background, hex_to_rgb
 from .review import Editing, ReviewHandlers
 
 CLICK_TOOLS = ("Add region", "Remove region", "Polygon: add", "Polygon: remove")
+# what a region click takes: the label the page shows -> (method, superpixel size)
+REGION_SOURCES = {
+    "Small (roofs)": ("superpixel", "small"),
+    "Medium (fields)": ("superpixel", "medium"),
+    "Large (lakes, sand)": ("superpixel", "large"),
+    "Model's map": ("model", regions.DEFAULT_SCALE),
+}
 SPECK_AREA = 50  # default "remove specks below" (pixels)
 HOLE_AREA = 1000  # default "fill holes up to" (pixels)
 VIEW_OUTPUTS = 4  # editor, click view, tools state, tool message
@@ -45,6 +55,14 @@ class Tools:
     history: shapes.History = field(default_factory=shapes.History)
     points: tuple[tuple[float, float], ...] = ()  # the open polygon's vertices, canvas (x, y)
     opacity: float = MASK_OPACITY
+    pixels: tuple[tuple[str, regions.Superpixels], ...] = ()  # superpixels of the canvas, per size
+    probability: np.ndarray | None = None  # float [h, w] the model's map on the canvas
+
+    def carried(self, other: Tools) -> Tools:
+        """This working mask with ``other``'s undo history, opacity and kept maps (the same image)."""
+        return replace(
+            self, history=other.history, opacity=other.opacity, pixels=other.pixels, probability=other.probability
+        )
 
 
 def check_area(value: Any, what: str) -> int:
@@ -123,23 +141,59 @@ class ToolHandlers:
 
     @user_errors
     def click(
-        self, editing: Editing | None, tools: Tools | None, value: Any, tool: str, event: gr.SelectData
+        self,
+        editing: Editing | None,
+        tools: Tools | None,
+        value: Any,
+        tool: str,
+        source: str | None,
+        event: gr.SelectData,
     ) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
         """A click on the tools' picture at ``event.index`` (x, y): add or remove the region
-        there, or put a polygon vertex (a click near the first vertex closes the polygon)."""
+        there (from ``source``, a key of :data:`REGION_SOURCES`), or put a polygon vertex (a
+        click near the first vertex closes the polygon)."""
         if tool not in CLICK_TOOLS:
             raise ValueError(f"pick a tool first: one of {', '.join(CLICK_TOOLS)}")
         canvas, tools = self._baked(editing, tools, value)
         point = regions.check_click(tuple(event.index[:2]), canvas.shape[:2])
         if tool in ("Add region", "Remove region"):
+            tools, options = self._region_options(editing, canvas, tools, source)
             edit = regions.add_region if tool == "Add region" else regions.remove_region
-            mask = self._on_canvas(canvas, tools, lambda m, picture: edit(m, picture, point))
+            mask = self._on_canvas(canvas, tools, lambda m, picture: edit(m, picture, point, **options))
             return self._edit(canvas, tools, mask, tool)
         if shapes.closes_polygon(tools.points, point):
             return self._close(canvas, tools, tool)
         points = (*tools.points, (float(point[0]), float(point[1])))
         hint = "click the first vertex (circled) or *Close polygon* to apply it" if len(points) >= 3 else ""
         return self._show(canvas, replace(tools, points=points), f"polygon: {len(points)} vertices {hint}".strip())
+
+    def _region_options(
+        self, editing: Editing, canvas: np.ndarray, tools: Tools, source: str | None
+    ) -> tuple[Tools, dict[str, Any]]:
+        """``click_region``'s options for ``source`` on the canvas, and the tools keeping the
+        superpixels or the model's map they needed."""
+        if source not in REGION_SOURCES:
+            raise ValueError(f"pick where a region comes from: one of {', '.join(REGION_SOURCES)}")
+        method, scale = REGION_SOURCES[source]
+        if method == "model":
+            if tools.probability is None:
+                tools = replace(tools, probability=self._probability(editing, canvas.shape[:2]))
+            return tools, {"method": method, "probability": tools.probability}
+        kept = dict(tools.pixels)
+        if scale not in kept:
+            kept[scale] = regions.superpixels(canvas, regions.SCALES[scale].area)
+            tools = replace(tools, pixels=tuple(kept.items()))
+        return tools, {"method": method, "scale": scale, "pixels": kept[scale]}
+
+    def _probability(self, editing: Editing, size: tuple[int, int]) -> np.ndarray:
+        """The model's probability map ``float32 [h, w]`` for the open mask's expression, on the canvas."""
+        item = self.review.backend.item(editing.mask_version_id)
+        image = self.review.images.load(item.image_path, editing.bands, name=item.image_name).rgb
+        predictions, _ = self.review.backend.predict(image, [item.expression])
+        probability = np.asarray(predictions[0].probability, np.float32)
+        if probability.shape != size:
+            probability = cv2.resize(probability, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return probability
 
     def _close(self, canvas: np.ndarray, tools: Tools, tool: str) -> tuple:
         height, width = tools.mask.shape
@@ -212,7 +266,7 @@ class ToolHandlers:
         same = tools is not None and tools.expression_id == editing.expression_id
         canvas, fresh = self._state(editing, None)
         if same and tools.mask_version_id != editing.mask_version_id:
-            fresh = replace(fresh, history=tools.history, opacity=tools.opacity)
+            fresh = fresh.carried(tools)
         elif same:
             fresh = tools
         return click_view(shown(canvas, fresh), fresh.points), fresh

@@ -27,7 +27,7 @@ from .review import (
     ReviewHandlers,
     proposed_version,
 )
-from .tools import CLICK_TOOLS, HOLE_AREA, SPECK_AREA, VIEW_OUTPUTS, ToolHandlers
+from .tools import CLICK_TOOLS, HOLE_AREA, REGION_SOURCES, SPECK_AREA, VIEW_OUTPUTS, ToolHandlers
 
 ANNOTATOR_KEY = "sbanet-annotator"  # the browser's local-storage key of the annotator's name
 SHORTCUTS = (
@@ -39,8 +39,10 @@ SHORTCUTS = (
 TOOLS_HELP = (
     "**Mask tools** act on the mask shown above, strokes included. Pick a tool, then click the picture "
     "below: *Add region* / *Remove region* take the region around the click, snapped to the image's "
-    "edges; *Polygon* puts a vertex per click and applies on a click on the first (circled) vertex or "
-    "*Close polygon*. *Undo tool* takes back the last vertex or tool edit."
+    "edges at the *Region* size chosen (small for a roof, large for a lake or the sand) or taken from "
+    "the model's own map (the piece it almost found; the first such click runs the model); *Polygon* "
+    "puts a vertex per click and applies on a click on the first (circled) vertex or *Close polygon*. "
+    "*Undo tool* takes back the last vertex or tool edit."
 )
 
 
@@ -125,6 +127,9 @@ def review_tabs(
             gr.Markdown(TOOLS_HELP, elem_classes="sbanet-note")
             with gr.Row(equal_height=True):
                 click_tool = gr.Radio(list(CLICK_TOOLS), value=CLICK_TOOLS[0], label="Click tool", elem_id="click-tool")
+                region_source = gr.Radio(
+                    list(REGION_SOURCES), value=next(iter(REGION_SOURCES)), label="Region", elem_id="region-source"
+                )
                 opacity = gr.Slider(0.05, 1.0, value=MASK_OPACITY, step=0.05, label="Mask opacity", elem_id="opacity")
             with gr.Row(equal_height=True):
                 close_button = gr.Button("Close polygon", elem_id="close-polygon", min_width=100)
@@ -195,7 +200,10 @@ def review_tabs(
     # after saving: the working mask follows the saved version (undo history kept)
     follow = {"fn": kit.refresh, "inputs": [editing, tools_state], "outputs": [tool_view, tools_state], **private}
     tool_view.select(
-        on_page(kit.click, VIEW_OUTPUTS), [editing, tools_state, editor, click_tool], tool_outputs, **private
+        on_page(kit.click, VIEW_OUTPUTS),
+        [editing, tools_state, editor, click_tool, region_source],
+        tool_outputs,
+        **private,
     )
     close_button.click(
         on_page(kit.close_polygon, VIEW_OUTPUTS), [editing, tools_state, editor, click_tool], tool_outputs, **private
