@@ -65,8 +65,19 @@ def pool_crops(data: Path, category: str) -> list[Any]:
     return crops
 
 
-def build_cache(model: Any, tokenizer: Any, data: Path, domains: list[str], tile6: Path, path: Path) -> dict:
-    """Every frozen feature a run needs (see the module docstring), computed once and saved."""
+def build_cache(
+    model: Any,
+    tokenizer: Any,
+    data: Path,
+    domains: list[str],
+    tile6: Path,
+    path: Path,
+    level: str = "decoder",
+    size: int | None = None,
+) -> dict:
+    """Every frozen feature a run needs (see the module docstring), computed once and saved;
+    ``level`` as :func:`sbanet.training.adapt.cache_features` takes it, at input size ``size``
+    (None: the model's)."""
     import torch
 
     from annotate.jobs.finetune_data import draw_replay
@@ -77,9 +88,9 @@ def build_cache(model: Any, tokenizer: Any, data: Path, domains: list[str], tile
 
     def features(samples: list[Any], transforms: int = 1) -> Any:
         dataset = ReferringDataset(
-            samples, c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std, augment=transforms > 1
+            samples, size or c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std, augment=transforms > 1
         )
-        return cache_features(model, dataset, transforms)
+        return cache_features(model, dataset, transforms, level=level)
 
     crops = spacenet_crops(data)
     cache: dict[str, Any] = {}
@@ -103,12 +114,7 @@ def build_cache(model: Any, tokenizer: Any, data: Path, domains: list[str], tile
 
 def rows_of(cache: Any, rows: list[int]) -> Any:
     """The cached rows ``rows`` as a cache of their own."""
-    import torch
-
-    from sbanet.training.adapt import FeatureCache
-
-    index = torch.as_tensor(rows, dtype=torch.long)
-    return FeatureCache([f[index] for f in cache.features], cache.masks[index], [cache.categories[i] for i in rows])
+    return cache.select(rows)
 
 
 def uncertainty_order(model: Any, pool: Any) -> list[int]:
@@ -117,11 +123,12 @@ def uncertainty_order(model: Any, pool: Any) -> list[int]:
     import torch.nn.functional as F
 
     from annotate.store.masks import mean_uncertainty
+    from sbanet.training.adapt import cached_logits
 
     order = []
     with torch.no_grad():
         for i in range(len(pool) // 8):
-            logits = model.decoder([f[8 * i : 8 * i + 1] for f in pool.features])
+            logits = cached_logits(model, pool.select(slice(8 * i, 8 * i + 1)))
             p = F.interpolate(logits, size=pool.masks.shape[-2:], mode="bilinear", align_corners=True).softmax(1)
             order.append(mean_uncertainty(p[0, 1].numpy()))
     return [int(i) for i in np.argsort(order, kind="stable")[::-1]]
@@ -131,7 +138,7 @@ def run_one(model: Any, base: dict, cache: dict, domain: str, task: dict, config
     """One quick adaptation from the base decoder; its test IoU, tile-6 mIoU, kept step, time."""
     from sbanet.training.adapt import adapt_decoder, evaluate_cached
 
-    model.decoder.load_state_dict(base)
+    model.load_state_dict(base)
     pool = cache[domain]["pool"]
     rows = [8 * i + t for i in task["chosen"] for t in range(config.transforms)]
     replay = None
@@ -179,7 +186,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rules", nargs="+", default=["uncertainty", "random"], choices=["uncertainty", "random"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", type=_setting, action="append", default=[], help="a FinetuneConfig quick_* field")
-    parser.add_argument("--cache", type=Path, default=Path("runs/quick-adapt-cache.pt"), help="the feature cache")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="the feature cache (default: runs/quick-adapt-cache-LEVEL.pt)"
+    )
+    parser.add_argument(
+        "--level", choices=["decoder", "late"], default=None, help="cache level (default: what quick_train needs)"
+    )
+    parser.add_argument("--size", type=int, default=None, help="input size of the adapted model (default: the base's)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/quick_adapt.json"))
     return parser.parse_args(argv)
 
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     from annotate.jobs.finetune_quick import adapt_config
     from sbanet.checkpoint import load_pretrained
     from sbanet.default_model import default_model_source
-    from sbanet.training.adapt import evaluate_cached
+    from sbanet.training.adapt import UPSTREAM, evaluate_cached
 
     torch.set_num_threads(1)
     finetune = FinetuneConfig(mode="quick", **dict(args.set))
@@ -206,10 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     source = str(args.model or default_model_source())
     model, tokenizer = load_pretrained(source)
     model.eval()
-    cache = torch.load(args.cache, weights_only=False) if args.cache.is_file() else None
+    level = args.level or ("late" if config.train in UPSTREAM else "decoder")
+    size = args.size or model.config.image_size
+    path = args.cache or Path(f"runs/quick-adapt-cache-{level}{'' if size == 320 else f'-{size}'}.pt")
+    cache = torch.load(path, weights_only=False) if path.is_file() else None
     if cache is None or any(d not in cache for d in args.domains):
-        cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, args.cache)
-    base_state = copy.deepcopy(model.decoder.state_dict())
+        cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, path, level, size)
+    base_state = copy.deepcopy(model.state_dict())
     base = {d: float(evaluate_cached(model, cache[d]["test"])["mIoU"]) for d in args.domains}
     base["tile6_class_mIoU"] = float(evaluate_cached(model, cache["tile6"])["mIoU"]) if cache["tile6"] else None
     result = {
@@ -223,11 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base: {base}", flush=True)
     for domain in args.domains:
         order = uncertainty_order(model, cache[domain]["pool"])
-        size = len(cache[domain]["pool"]) // 8
+        pool_size = len(cache[domain]["pool"]) // 8
         for n in args.ns:
             for seed in args.seeds:
                 for rule in args.rules:
-                    picked = order[:n] if rule == "uncertainty" else np.random.default_rng(seed).permutation(size)[:n]
+                    picked = (
+                        order[:n] if rule == "uncertainty" else np.random.default_rng(seed).permutation(pool_size)[:n]
+                    )
                     task = {"domain": domain, "n": n, "rule": rule, "seed": seed, "replay": finetune.quick_replay}
                     task["chosen"] = sorted(int(i) for i in picked)
                     config.seed = seed

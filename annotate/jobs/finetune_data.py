@@ -82,7 +82,9 @@ class FinetuneConfig:
     # part runs once per correction and flip/turn and only the decoder trains on those cached
     # maps (annotate.jobs.finetune_quick; seconds for a few corrections)
     mode: str = "full"
-    quick_train: str = "decoder"  # which decoder weights train: bias | classifier | last | decoder
+    quick_train: str = "decoder"  # what trains: bias | classifier | last | decoder | tcsa | late (adapt.TRAINABLE)
+    # input size of the adapted model (None: the base's); the new version keeps it (docs/results.md)
+    quick_image_size: int | None = None
     quick_steps: int = 60
     quick_lr: float = 1e-3
     quick_transforms: int = 8  # flips / quarter turns cached per correction
@@ -130,6 +132,10 @@ class FinetuneConfig:
             )  # fmt: skip
         if self.quick_replay < 0:
             raise ValueError(f"quick_replay must be >= 0, got {self.quick_replay}")
+        if self.quick_image_size is not None and not (
+            64 <= self.quick_image_size <= 1024 and self.quick_image_size % 32 == 0
+        ):
+            raise ValueError(f"quick_image_size must be a multiple of 32 from 64 to 1024, got {self.quick_image_size}")
         explicit = self.replay_kind not in (None, AUTO_REPLAY, "synthetic")
         if explicit and self.replay_root is None:
             raise ValueError(f"replay_kind {self.replay_kind!r} needs replay_root")
