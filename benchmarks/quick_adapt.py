@@ -112,6 +112,15 @@ def build_cache(
     return cache
 
 
+def _map_caches(value: Any, fn: Any) -> Any:
+    """``fn`` applied to every feature cache in a cache file's (nested) dicts."""
+    from sbanet.training.adapt import FeatureCache
+
+    if isinstance(value, FeatureCache):
+        return fn(value)
+    return {k: _map_caches(v, fn) for k, v in value.items()} if isinstance(value, dict) else value
+
+
 def rows_of(cache: Any, rows: list[int]) -> Any:
     """The cached rows ``rows`` as a cache of their own."""
     return cache.select(rows)
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     from annotate.jobs.finetune_quick import adapt_config
     from sbanet.checkpoint import load_pretrained
     from sbanet.default_model import default_model_source
-    from sbanet.training.adapt import UPSTREAM, evaluate_cached
+    from sbanet.training.adapt import UPSTREAM, decoder_level, evaluate_cached
 
     torch.set_num_threads(1)
     finetune = FinetuneConfig(mode="quick", **dict(args.set))
@@ -225,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = torch.load(path, weights_only=False) if path.is_file() else None
     if cache is None or any(d not in cache for d in args.domains):
         cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, path, level, size)
+    if config.train not in UPSTREAM:  # a late cache serves the decoder modes once TCSA has run over it
+        cache = {k: _map_caches(v, partial(decoder_level, model)) for k, v in cache.items()}
     base_state = copy.deepcopy(model.state_dict())
     base = {d: float(evaluate_cached(model, cache[d]["test"])["mIoU"]) for d in args.domains}
     base["tile6_class_mIoU"] = float(evaluate_cached(model, cache["tile6"])["mIoU"]) if cache["tile6"] else None
@@ -240,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     for domain in args.domains:
         order = uncertainty_order(model, cache[domain]["pool"])
         pool_size = len(cache[domain]["pool"]) // 8
-        for n in args.ns:
-            for seed in args.seeds:
+        for seed in args.seeds:  # seed-major: a run stopped early still has every N of the first seeds
+            for n in args.ns:
                 for rule in args.rules:
                     picked = (
                         order[:n] if rule == "uncertainty" else np.random.default_rng(seed).permutation(pool_size)[:n]

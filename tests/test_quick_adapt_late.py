@@ -20,6 +20,7 @@ from sbanet.training.adapt import (
     adapt_decoder,
     cache_features,
     cached_logits,
+    decoder_level,
     evaluate_cached,
     trained_modules,
 )
@@ -50,6 +51,10 @@ def test_late_cache_gives_the_model_s_own_logits_under_flips_and_turns(tiny, tok
                 cached = cached_logits(tiny, cache.select([row]), train)
             cached = F.interpolate(cached, size=(32, 32), mode="bilinear", align_corners=True)
             torch.testing.assert_close(cached, logits, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # TCSA run once over the late cache gives the decoder-level cache
+        flat = decoder_level(tiny, cache, batch_size=5)
+        assert flat.level == "decoder" and len(flat) == len(cache)
+        torch.testing.assert_close(cached_logits(tiny, flat), cached_logits(tiny, cache), atol=1e-5, rtol=1e-5)
     direct = evaluate(tiny, _dataset(tokenizer, toy_samples(2, seed=3)), batch_size=4)
     with single_thread():
         flat = cache_features(tiny, _dataset(tokenizer, toy_samples(2, seed=3)), level="late")

@@ -266,7 +266,8 @@ def plan_run(
             sources, note = [], f"no replay: no {config.replay_split!r} samples in {[s['root'] for s in sources]}"
     if config.mode == "quick":
         replay = draw_replay(pool, config.quick_replay, config.seed)
-        steps, rule = config.quick_steps, f"quick: {config.quick_steps} decoder steps on cached features"
+        what = {"tcsa": "TCSA + decoder", "late": "late-layer"}.get(config.quick_train, "decoder")
+        steps, rule = config.quick_steps, f"quick: {config.quick_steps} {what} steps on cached features"
     else:
         replay = draw_replay(pool, max(round(config.replay_ratio * corrections), config.min_replay), config.seed)
         steps, rule = budget(config, corrections, len(replay))

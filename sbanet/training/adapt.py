@@ -129,6 +129,26 @@ class FeatureCache:
         )  # fmt: skip
 
 
+@torch.no_grad()
+def decoder_level(model: nn.Module, cache: FeatureCache, batch_size: int = 16) -> FeatureCache:
+    """A ``late`` cache turned into the decoder's inputs (TCSA run once over it): what
+    ``level="decoder"`` would have cached, for modes that train the decoder only."""
+    if cache.text is None:
+        return cache
+    was_training = model.training
+    model.eval()
+    parts: list[list[torch.Tensor]] = [[] for _ in cache.features]
+    for start in range(0, len(cache), batch_size):
+        batch = cache.select(slice(start, start + batch_size))
+        maps = [f.permute(0, 2, 3, 1) for f in batch.features]
+        if model.tcsa is not None:
+            maps, _ = model.tcsa(maps, batch.text, batch.text_mask, False)
+        for level, f in enumerate(maps):
+            parts[level].append(f.permute(0, 3, 1, 2).contiguous())
+    model.train(was_training)
+    return FeatureCache([torch.cat(p) for p in parts], cache.masks, cache.categories)
+
+
 def _late_inputs(
     model: nn.Module, prefix: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
