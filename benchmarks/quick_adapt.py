@@ -201,7 +201,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--level", choices=["decoder", "late"], default=None, help="cache level (default: what quick_train needs)"
     )
-    parser.add_argument("--size", type=int, default=None, help="input size of the adapted model (default: the base's)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/quick_adapt.json"))
     return parser.parse_args(argv)
 
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from annotate.jobs.finetune_data import FinetuneConfig
+    from annotate.jobs.finetune_data import FinetuneConfig, quick_size
     from annotate.jobs.finetune_quick import adapt_config
     from sbanet.checkpoint import load_pretrained
     from sbanet.default_model import default_model_source
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_pretrained(source)
     model.eval()
     level = args.level or ("late" if config.train in UPSTREAM else "decoder")
-    size = args.size or model.config.image_size
+    size = quick_size(finetune, model.config.image_size)
     path = args.cache or Path(f"runs/quick-adapt-cache-{level}{'' if size == 320 else f'-{size}'}.pt")
     cache = torch.load(path, weights_only=False) if path.is_file() else None
     if cache is None or any(d not in cache for d in args.domains):

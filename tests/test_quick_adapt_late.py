@@ -108,7 +108,7 @@ def test_quick_job_trains_the_late_layers_and_registers_a_model_that_predicts(tm
 def test_quick_job_at_another_input_size_keeps_it_and_compares_with_the_base_as_it_was(tmp_path, tiny, tokenizer):
     base = save_pretrained(tiny, tmp_path / "base", tokenizer=tokenizer)
     with toy_store(tmp_path, base, train_images=3) as store:
-        config = FinetuneConfig(mode="quick", quick_image_size=64, quick_steps=4, checkpoint_every=2)
+        config = FinetuneConfig(mode="quick", quick_scale=2.0, quick_steps=4, checkpoint_every=2)
         outcome = run_finetune(store, queue_finetune(store, 1, config, author="ana"))
         assert outcome.status == "succeeded"
         from annotate.jobs.finetune_data import model_dataset, store_samples
@@ -127,5 +127,5 @@ def test_quick_job_at_another_input_size_keeps_it_and_compares_with_the_base_as_
     assert [c["step"] for c in checks] == [0, 2, 4]
     mask = Predictor.from_pretrained(source).predict(np.zeros((48, 48, 3), np.uint8), "the red square").mask
     assert mask.shape == (48, 48)
-    with pytest.raises(ValueError, match="quick_image_size"):
-        FinetuneConfig(mode="quick", quick_image_size=100)
+    with pytest.raises(ValueError, match="quick_scale"):
+        FinetuneConfig(mode="quick", quick_scale=0.1)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..store import runs
 from ..store.database import Store
-from .finetune_data import FinetuneConfig, model_dataset, store_samples
+from .finetune_data import FinetuneConfig, model_dataset, quick_size, store_samples
 
 if TYPE_CHECKING:
     from .finetune import FinetuneOutcome, _Claimed, _Reporter
@@ -70,14 +70,15 @@ def quick_attempt(
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
     model.eval()
     metrics_before = claimed.metrics_before
-    if config.quick_image_size and config.quick_image_size != model.config.image_size:
+    size = quick_size(config, model.config.image_size)
+    if size != model.config.image_size:
         if metrics_before is None:  # the base as it is, at its own input size
             from sbanet.training.evaluation import evaluate
 
             metrics_before = _jsonable(
                 evaluate(model, model_dataset(store_samples(store, eval_ids), model.config, tokenizer))
             )
-        model.config.image_size = config.quick_image_size  # the new version predicts at this size
+        model.config.image_size = size  # the new version predicts at this size
     corrections = model_dataset(store_samples(store, train_ids), model.config, tokenizer, augment=True)
     held_out = model_dataset(store_samples(store, eval_ids), model.config, tokenizer)
     replay_set = model_dataset(replay, model.config, tokenizer) if replay else None
