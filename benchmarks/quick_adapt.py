@@ -1,9 +1,12 @@
 """Quick adaptation on two new domains: the shipped model, N corrections of SpaceNet buildings or
-roads, the decoder fitted on cached frozen features (:mod:`sbanet.training.adapt`, the fine-tune
-job's ``mode="quick"``), test IoU before and after, and what it forgot on dubai tile 6.
+roads, the decoder (or the late layers) fitted on cached maps (:mod:`sbanet.training.adapt`, the
+fine-tune job's ``mode="quick"``, at ``quick_scale`` x the base's input size), test IoU before and
+after, and what it forgot on dubai tile 6.
 
     python -m benchmarks.quick_adapt                                  # N = 1 3 5 10 30, 3 seeds
     python -m benchmarks.quick_adapt --domains building --ns 5 --seeds 0 --set quick_lr=0.003
+    python -m benchmarks.quick_adapt --level late --set quick_train=late   # the late layers train
+    python -m benchmarks.quick_adapt --set quick_scale=1.0                 # v1: at the base's size
 
 * **Data**: :func:`benchmarks.finetune_loop.spacenet_crops`' held-out (``val``) and test crops of
   each scene; the correction pool is the same left half of the scene cut at quarter-crop strides
@@ -196,7 +199,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", type=_setting, action="append", default=[], help="a FinetuneConfig quick_* field")
     parser.add_argument(
-        "--cache", type=Path, default=None, help="the feature cache (default: runs/quick-adapt-cache-LEVEL.pt)"
+        "--cache", type=Path, default=None, help="the feature cache (default: runs/quick-adapt-cache-LEVEL[-SIZE].pt)"
     )
     parser.add_argument(
         "--level", choices=["decoder", "late"], default=None, help="cache level (default: what quick_train needs)"
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     level = args.level or ("late" if config.train in UPSTREAM else "decoder")
     size = quick_size(finetune, model.config.image_size)
-    path = args.cache or Path(f"runs/quick-adapt-cache-{level}{'' if size == 320 else f'-{size}'}.pt")
+    suffix = "" if size == model.config.image_size else f"-{size}"
+    path = args.cache or Path(f"runs/quick-adapt-cache-{level}{suffix}.pt")
     cache = torch.load(path, weights_only=False) if path.is_file() else None
     if cache is None or any(d not in cache for d in args.domains):
         cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, path, level, size)
