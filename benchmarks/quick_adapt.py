@@ -1,9 +1,12 @@
 """Quick adaptation on two new domains: the shipped model, N corrections of SpaceNet buildings or
-roads, the decoder fitted on cached frozen features (:mod:`sbanet.training.adapt`, the fine-tune
-job's ``mode="quick"``), test IoU before and after, and what it forgot on dubai tile 6.
+roads, the decoder (or the late layers) fitted on cached maps (:mod:`sbanet.training.adapt`, the
+fine-tune job's ``mode="quick"``, at ``quick_scale`` x the base's input size), test IoU before and
+after, and what it forgot on dubai tile 6.
 
     python -m benchmarks.quick_adapt                                  # N = 1 3 5 10 30, 3 seeds
     python -m benchmarks.quick_adapt --domains building --ns 5 --seeds 0 --set quick_lr=0.003
+    python -m benchmarks.quick_adapt --level late --set quick_train=late   # the late layers train
+    python -m benchmarks.quick_adapt --set quick_scale=1.0                 # v1: at the base's size
 
 * **Data**: :func:`benchmarks.finetune_loop.spacenet_crops`' held-out (``val``) and test crops of
   each scene; the correction pool is the same left half of the scene cut at quarter-crop strides
@@ -65,8 +68,19 @@ def pool_crops(data: Path, category: str) -> list[Any]:
     return crops
 
 
-def build_cache(model: Any, tokenizer: Any, data: Path, domains: list[str], tile6: Path, path: Path) -> dict:
-    """Every frozen feature a run needs (see the module docstring), computed once and saved."""
+def build_cache(
+    model: Any,
+    tokenizer: Any,
+    data: Path,
+    domains: list[str],
+    tile6: Path,
+    path: Path,
+    level: str = "decoder",
+    size: int | None = None,
+) -> dict:
+    """Every frozen feature a run needs (see the module docstring), computed once and saved;
+    ``level`` as :func:`sbanet.training.adapt.cache_features` takes it, at input size ``size``
+    (None: the model's)."""
     import torch
 
     from annotate.jobs.finetune_data import draw_replay
@@ -77,9 +91,9 @@ def build_cache(model: Any, tokenizer: Any, data: Path, domains: list[str], tile
 
     def features(samples: list[Any], transforms: int = 1) -> Any:
         dataset = ReferringDataset(
-            samples, c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std, augment=transforms > 1
+            samples, size or c.image_size, tokenizer, c.max_tokens, c.pixel_mean, c.pixel_std, augment=transforms > 1
         )
-        return cache_features(model, dataset, transforms)
+        return cache_features(model, dataset, transforms, level=level)
 
     crops = spacenet_crops(data)
     cache: dict[str, Any] = {}
@@ -101,14 +115,18 @@ def build_cache(model: Any, tokenizer: Any, data: Path, domains: list[str], tile
     return cache
 
 
-def rows_of(cache: Any, rows: list[int]) -> Any:
-    """The cached rows ``rows`` as a cache of their own."""
-    import torch
-
+def _map_caches(value: Any, fn: Any) -> Any:
+    """``fn`` applied to every feature cache in a cache file's (nested) dicts."""
     from sbanet.training.adapt import FeatureCache
 
-    index = torch.as_tensor(rows, dtype=torch.long)
-    return FeatureCache([f[index] for f in cache.features], cache.masks[index], [cache.categories[i] for i in rows])
+    if isinstance(value, FeatureCache):
+        return fn(value)
+    return {k: _map_caches(v, fn) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def rows_of(cache: Any, rows: list[int]) -> Any:
+    """The cached rows ``rows`` as a cache of their own."""
+    return cache.select(rows)
 
 
 def uncertainty_order(model: Any, pool: Any) -> list[int]:
@@ -117,11 +135,12 @@ def uncertainty_order(model: Any, pool: Any) -> list[int]:
     import torch.nn.functional as F
 
     from annotate.store.masks import mean_uncertainty
+    from sbanet.training.adapt import cached_logits
 
     order = []
     with torch.no_grad():
         for i in range(len(pool) // 8):
-            logits = model.decoder([f[8 * i : 8 * i + 1] for f in pool.features])
+            logits = cached_logits(model, pool.select(slice(8 * i, 8 * i + 1)))
             p = F.interpolate(logits, size=pool.masks.shape[-2:], mode="bilinear", align_corners=True).softmax(1)
             order.append(mean_uncertainty(p[0, 1].numpy()))
     return [int(i) for i in np.argsort(order, kind="stable")[::-1]]
@@ -131,7 +150,7 @@ def run_one(model: Any, base: dict, cache: dict, domain: str, task: dict, config
     """One quick adaptation from the base decoder; its test IoU, tile-6 mIoU, kept step, time."""
     from sbanet.training.adapt import adapt_decoder, evaluate_cached
 
-    model.decoder.load_state_dict(base)
+    model.load_state_dict(base)
     pool = cache[domain]["pool"]
     rows = [8 * i + t for i in task["chosen"] for t in range(config.transforms)]
     replay = None
@@ -179,7 +198,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rules", nargs="+", default=["uncertainty", "random"], choices=["uncertainty", "random"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", type=_setting, action="append", default=[], help="a FinetuneConfig quick_* field")
-    parser.add_argument("--cache", type=Path, default=Path("runs/quick-adapt-cache.pt"), help="the feature cache")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="the feature cache (default: runs/quick-adapt-cache-LEVEL[-SIZE].pt)"
+    )
+    parser.add_argument(
+        "--level", choices=["decoder", "late"], default=None, help="cache level (default: what quick_train needs)"
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/quick_adapt.json"))
     return parser.parse_args(argv)
 
@@ -194,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from annotate.jobs.finetune_data import FinetuneConfig
+    from annotate.jobs.finetune_data import FinetuneConfig, quick_size
     from annotate.jobs.finetune_quick import adapt_config
     from sbanet.checkpoint import load_pretrained
     from sbanet.default_model import default_model_source
-    from sbanet.training.adapt import evaluate_cached
+    from sbanet.training.adapt import UPSTREAM, decoder_level, evaluate_cached
 
     torch.set_num_threads(1)
     finetune = FinetuneConfig(mode="quick", **dict(args.set))
@@ -206,10 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     source = str(args.model or default_model_source())
     model, tokenizer = load_pretrained(source)
     model.eval()
-    cache = torch.load(args.cache, weights_only=False) if args.cache.is_file() else None
+    level = args.level or ("late" if config.train in UPSTREAM else "decoder")
+    size = quick_size(finetune, model.config.image_size)
+    suffix = "" if size == model.config.image_size else f"-{size}"
+    path = args.cache or Path(f"runs/quick-adapt-cache-{level}{suffix}.pt")
+    cache = torch.load(path, weights_only=False) if path.is_file() else None
     if cache is None or any(d not in cache for d in args.domains):
-        cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, args.cache)
-    base_state = copy.deepcopy(model.decoder.state_dict())
+        cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, path, level, size)
+    if config.train not in UPSTREAM:  # a late cache serves the decoder modes once TCSA has run over it
+        cache = {k: _map_caches(v, partial(decoder_level, model)) for k, v in cache.items()}
+    base_state = copy.deepcopy(model.state_dict())
     base = {d: float(evaluate_cached(model, cache[d]["test"])["mIoU"]) for d in args.domains}
     base["tile6_class_mIoU"] = float(evaluate_cached(model, cache["tile6"])["mIoU"]) if cache["tile6"] else None
     result = {
@@ -223,11 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base: {base}", flush=True)
     for domain in args.domains:
         order = uncertainty_order(model, cache[domain]["pool"])
-        size = len(cache[domain]["pool"]) // 8
-        for n in args.ns:
-            for seed in args.seeds:
+        pool_size = len(cache[domain]["pool"]) // 8
+        for seed in args.seeds:  # seed-major: a run stopped early still has every N of the first seeds
+            for n in args.ns:
                 for rule in args.rules:
-                    picked = order[:n] if rule == "uncertainty" else np.random.default_rng(seed).permutation(size)[:n]
+                    picked = (
+                        order[:n] if rule == "uncertainty" else np.random.default_rng(seed).permutation(pool_size)[:n]
+                    )
                     task = {"domain": domain, "n": n, "rule": rule, "seed": seed, "replay": finetune.quick_replay}
                     task["chosen"] = sorted(int(i) for i in picked)
                     config.seed = seed

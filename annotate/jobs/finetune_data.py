@@ -82,7 +82,11 @@ class FinetuneConfig:
     # part runs once per correction and flip/turn and only the decoder trains on those cached
     # maps (annotate.jobs.finetune_quick; seconds for a few corrections)
     mode: str = "full"
-    quick_train: str = "decoder"  # which decoder weights train: bias | classifier | last | decoder
+    quick_train: str = "decoder"  # what trains: bias | classifier | last | decoder | tcsa | late (adapt.TRAINABLE)
+    # the adapted model's input size over the base's (quick_size rounds it to a multiple of 32); the
+    # new version keeps it. 0.7: the shipped 320 px model adapts and predicts at 224 px, where its
+    # SpaceNet held-out IoU is higher and tile 6 unchanged (docs/results.md, "Quick adaptation")
+    quick_scale: float = 0.7
     quick_steps: int = 60
     quick_lr: float = 1e-3
     quick_transforms: int = 8  # flips / quarter turns cached per correction
@@ -130,6 +134,8 @@ class FinetuneConfig:
             )  # fmt: skip
         if self.quick_replay < 0:
             raise ValueError(f"quick_replay must be >= 0, got {self.quick_replay}")
+        if not 0.25 <= self.quick_scale <= 4:
+            raise ValueError(f"quick_scale must be from 0.25 to 4, got {self.quick_scale}")
         explicit = self.replay_kind not in (None, AUTO_REPLAY, "synthetic")
         if explicit and self.replay_root is None:
             raise ValueError(f"replay_kind {self.replay_kind!r} needs replay_root")
@@ -260,7 +266,8 @@ def plan_run(
             sources, note = [], f"no replay: no {config.replay_split!r} samples in {[s['root'] for s in sources]}"
     if config.mode == "quick":
         replay = draw_replay(pool, config.quick_replay, config.seed)
-        steps, rule = config.quick_steps, f"quick: {config.quick_steps} decoder steps on cached features"
+        what = {"tcsa": "TCSA + decoder", "late": "late-layer"}.get(config.quick_train, "decoder")
+        steps, rule = config.quick_steps, f"quick: {config.quick_steps} {what} steps on cached features"
     else:
         replay = draw_replay(pool, max(round(config.replay_ratio * corrections), config.min_replay), config.seed)
         steps, rule = budget(config, corrections, len(replay))
@@ -282,6 +289,12 @@ def planned_replay(config: FinetuneConfig, plan: dict[str, Any]) -> list[Referri
     if not isinstance(replay, dict):
         return []
     return draw_replay(replay_pool(replay["sources"], replay["split"]), replay["samples"], config.seed)
+
+
+def quick_size(config: FinetuneConfig, base_size: int) -> int:
+    """The input size a quick run adapts (and the new version predicts) at: the base's
+    ``base_size`` times ``quick_scale``, to the nearest multiple of 32 (at least 32)."""
+    return max(32, 32 * round(base_size * config.quick_scale / 32))
 
 
 def model_dataset(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..store import runs
 from ..store.database import Store
-from .finetune_data import FinetuneConfig, model_dataset, store_samples
+from .finetune_data import FinetuneConfig, model_dataset, quick_size, store_samples
 
 if TYPE_CHECKING:
     from .finetune import FinetuneOutcome, _Claimed, _Reporter
@@ -60,7 +60,7 @@ def quick_attempt(
     import torch
 
     from sbanet.checkpoint import load_pretrained
-    from sbanet.training.adapt import adapt_decoder, cache_features, evaluate_cached
+    from sbanet.training.adapt import UPSTREAM, adapt_decoder, cache_features, evaluate_cached
 
     from .finetune import _jsonable, register_result
 
@@ -69,6 +69,16 @@ def quick_attempt(
     settings = adapt_config(config)
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
     model.eval()
+    metrics_before = claimed.metrics_before
+    size = quick_size(config, model.config.image_size)
+    if size != model.config.image_size:
+        if metrics_before is None:  # the base as it is, at its own input size
+            from sbanet.training.evaluation import evaluate
+
+            metrics_before = _jsonable(
+                evaluate(model, model_dataset(store_samples(store, eval_ids), model.config, tokenizer))
+            )
+        model.config.image_size = size  # the new version predicts at this size
     corrections = model_dataset(store_samples(store, train_ids), model.config, tokenizer, augment=True)
     held_out = model_dataset(store_samples(store, eval_ids), model.config, tokenizer)
     replay_set = model_dataset(replay, model.config, tokenizer) if replay else None
@@ -87,18 +97,21 @@ def quick_attempt(
         return report
 
     stop = reporter.should_stop
+    level = "late" if settings.train in UPSTREAM else "decoder"
     with torch.no_grad():
-        cached = cache_features(model, corrections, settings.transforms, progress=progress(0), cancel=stop)
+        cached = cache_features(model, corrections, settings.transforms, progress=progress(0), cancel=stop, level=level)
         offset = len(corrections) * settings.transforms
-        held = cache_features(model, held_out, 1, progress=progress(offset), cancel=stop) if cached else None
+        held = None
+        if cached is not None:
+            held = cache_features(model, held_out, 1, progress=progress(offset), cancel=stop, level=level)
         offset += len(held_out)
         replayed = None
         if held is not None and replay_set is not None:
-            replayed = cache_features(model, replay_set, 1, progress=progress(offset), cancel=stop)
+            replayed = cache_features(model, replay_set, 1, progress=progress(offset), cancel=stop, level=level)
     if cached is None or held is None or (replay_set is not None and replayed is None):
         return _cancelled(store, run_id, "cancelled while computing features")
 
-    metrics_before = claimed.metrics_before or _jsonable(evaluate_cached(model, held))
+    metrics_before = metrics_before or _jsonable(evaluate_cached(model, held))
     reporter.report("evaluating base", 1.0, f"base held-out mIoU {metrics_before['mIoU']:.4f}", log_line=True)
     with store.Session.begin() as session:
         runs.record_metrics(session, run_id, before=metrics_before)

@@ -12,14 +12,24 @@ What trains is named by ``AdaptConfig.train``:
 * ``"bias"``: the classifier's two biases (a per-domain calibration of the output logit);
 * ``"classifier"``: the final 1x1 convolution;
 * ``"last"``: the last fusion block (``fuse2``, stride 4) and the classifier;
-* ``"decoder"``: the whole decoder.
+* ``"decoder"``: the whole decoder;
+* ``"tcsa"``: TCSA and the whole decoder;
+* ``"late"``: the image encoder's last stage (stride 32), its fusion and LayerNorm, TCSA and the
+  decoder.
+
+The last two need the maps *before* what they train (:mod:`sbanet.training.adapt_cache`):
+:func:`cache_features` with ``level="late"`` keeps the four fused maps before TCSA, the
+language entering TCSA, and the input of the last image stage with the language entering its
+fusion. A step of ``"late"`` then costs
+about 2.4 times a decoder step (2-core EPYC, one thread, batch 8 at 320 px: 2.1 s against 0.87
+s, load average ~3).
 
 BatchNorm keeps the base's running statistics (a few corrections estimate them badly). Against
 forgetting, batches of cached *replay* samples (the base's own training data) are mixed in with
 weight ``replay_weight``, and ``anchor`` pulls the trained weights towards the base's (L2-SP).
 Random crops of the cached pyramid (aligned to the coarsest stride) add scale/position variety
-without another encoder pass. The result is the same SBANet with new decoder weights: it saves,
-loads and predicts like any checkpoint.
+without another encoder pass. The result is the same SBANet with new weights where they trained:
+it saves, loads and predicts like any checkpoint.
 """
 
 from __future__ import annotations
@@ -33,10 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import TRANSFORMS, turn_tensor
+from ..data.augment import TRANSFORMS
+from .adapt_cache import LEVELS, FeatureCache, cache_features, cached_logits, decoder_level
 from .metrics import SegmentationMetrics, intersection_union
 
-TRAINABLE = ("bias", "classifier", "last", "decoder")
+__all__ = [  # the cache's names stay importable from here
+    "LEVELS", "TRAINABLE", "UPSTREAM", "AdaptConfig", "AdaptResult", "FeatureCache", "adapt_decoder",
+    "cache_features", "cached_logits", "decoder_level", "evaluate_cached", "trainable_parameters", "trained_modules",
+]  # fmt: skip
+TRAINABLE = ("bias", "classifier", "last", "decoder", "tcsa", "late")
+# the modes that train something before the decoder: they need a cache of ``level="late"``
+UPSTREAM = ("tcsa", "late")
 
 
 @dataclass
@@ -78,68 +95,29 @@ class AdaptConfig:
         return asdict(self)
 
 
-@dataclass
-class FeatureCache:
-    """Decoder inputs of cached samples: ``features[i]`` ``[N, C_i, H_i, W_i]`` (strides 4..32),
-    ``masks`` ``uint8 [N, S, S]`` at the model's input size, and each row's ``categories``."""
-
-    features: list[torch.Tensor]
-    masks: torch.Tensor
-    categories: list[str | None]
-
-    def __len__(self) -> int:
-        return int(self.masks.shape[0])
-
-
-@torch.no_grad()
-def cache_features(
-    model: nn.Module,
-    dataset: Any,
-    transforms: int = 1,
-    batch_size: int = 8,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> FeatureCache | None:
-    """The decoder inputs of every item of ``dataset`` (a :class:`sbanet.data.ReferringDataset`
-    built with ``augment=True`` when ``transforms > 1``) under its first ``transforms`` flips /
-    turns. ``progress(done, total)`` after each batch; returns None when ``cancel()`` says so."""
-    turned = getattr(dataset, "turned_ids", None)
-    if turned is None or transforms > turned.shape[0]:
-        have = 0 if turned is None else turned.shape[0]
-        raise ValueError(f"the dataset has tokens for {have} transforms, not {transforms} (build it with augment=True)")
-    was_training = model.training
-    model.eval()
-    jobs = [(i, t) for i in range(len(dataset)) for t in range(transforms)]
-    features: list[list[torch.Tensor]] = [[], [], [], []]
-    masks, categories = [], []
-    for start in range(0, len(jobs), batch_size):
-        if cancel is not None and cancel():
-            model.train(was_training)
-            return None
-        images, targets, ids, attention = [], [], [], []
-        for i, t in jobs[start : start + batch_size]:
-            item = dataset.base_item(i)
-            images.append(turn_tensor(item["image"], *TRANSFORMS[t]))
-            targets.append(turn_tensor(item["mask"], *TRANSFORMS[t]).to(torch.uint8))
-            ids.append(dataset.turned_ids[t, i])
-            attention.append(dataset.turned_attention[t, i])
-            categories.append(dataset.samples[i].category)
-        images_t, ids_t, attention_t = torch.stack(images), torch.stack(ids), torch.stack(attention)
-        text = model.encode_text(ids_t, attention_t)
-        maps, _ = model.decoder_inputs(model.encode_image_prefix(images_t), text, attention_t)
-        for level, m in enumerate(maps):
-            features[level].append(m.contiguous())
-        masks.extend(targets)
-        if progress is not None:
-            progress(min(start + batch_size, len(jobs)), len(jobs))
-    model.train(was_training)
-    if not masks:
-        raise ValueError("no samples to cache")
-    return FeatureCache([torch.cat(level) for level in features], torch.stack(masks), categories)
+def trained_modules(model: nn.Module, train: str) -> dict[str, nn.Module]:
+    """The modules whose weights ``train`` changes (their state is what a check keeps)."""
+    if train not in TRAINABLE:
+        raise ValueError(f"train must be one of {TRAINABLE}, got {train!r}")
+    modules = {"decoder": model.decoder}
+    if train in UPSTREAM and model.tcsa is not None:
+        modules["tcsa"] = model.tcsa
+    if train == "late":
+        last = len(model.fusions) - 1
+        encoder = model.visual_encoder  # EfficientNet / ResNet: ``stages``; Swin: ``layers``
+        modules["stage"] = (encoder.stages if hasattr(encoder, "stages") else encoder.layers)[last]
+        modules["fusion"] = model.fusions[last]
+        modules["stage_norm"] = model.stage_norms[last]
+    return modules
 
 
-def trainable_parameters(decoder: nn.Module, train: str) -> list[nn.Parameter]:
-    """The decoder parameters that ``train`` (one of :data:`TRAINABLE`) names."""
+def trainable_parameters(decoder: nn.Module, train: str, model: nn.Module | None = None) -> list[nn.Parameter]:
+    """The parameters that ``train`` (one of :data:`TRAINABLE`) names (``model`` is needed for
+    :data:`UPSTREAM` modes)."""
+    if train in UPSTREAM:
+        if model is None:
+            raise ValueError(f"train={train!r} needs the model")
+        return [p for module in trained_modules(model, train).values() for p in module.parameters()]
     if train == "bias":
         return [decoder.classifier.bias]
     if train == "classifier":
@@ -153,7 +131,7 @@ def trainable_parameters(decoder: nn.Module, train: str) -> list[nn.Parameter]:
 
 def _crop(features: list[torch.Tensor], masks: torch.Tensor, fraction: float, generator: torch.Generator):
     """A random crop of a cached pyramid, aligned to its coarsest grid so every level agrees."""
-    cells = features[-1].shape[-1]
+    cells = min(f.shape[-1] for f in features)
     side = max(1, round(cells * fraction))
     if fraction >= 1 or side >= cells:
         return features, masks
@@ -171,27 +149,34 @@ def _batch_loss(
     model: nn.Module, cache: FeatureCache, rows: torch.Tensor, config: AdaptConfig, generator: torch.Generator
 ) -> torch.Tensor:
     """The loss of the decoder on a random crop of the cached rows ``rows``."""
-    features, masks = _crop([f[rows] for f in cache.features], cache.masks[rows], config.crop, generator)
-    logits = F.interpolate(model.decoder(features), size=masks.shape[-2:], mode="bilinear", align_corners=True)
+    batch = cache.select(rows)
+    spatial = [*batch.features] + ([batch.stage_input] if batch.stage_input is not None else [])
+    spatial, masks = _crop(spatial, batch.masks, config.crop, generator)
+    batch.features, batch.masks = spatial[: len(batch.features)], masks
+    if batch.stage_input is not None:
+        batch.stage_input = spatial[-1]
+    logits = cached_logits(model, batch, config.train)
+    logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=True)
     if config.foreground_weight is None:
         return model.loss(logits, masks)
     return model.loss(logits, masks, class_weights=torch.tensor([1.0, config.foreground_weight]))
 
 
 @torch.no_grad()
-def evaluate_cached(model: nn.Module, cache: FeatureCache, batch_size: int = 16) -> dict[str, Any]:
+def evaluate_cached(model: nn.Module, cache: FeatureCache, batch_size: int = 16, train: str = "late") -> dict[str, Any]:
     """The model's metrics on cached samples, as :func:`sbanet.training.evaluation.evaluate`
-    computes them at the input size (``mIoU``, ``oIoU``, ``category_mIoU`` ...)."""
-    was_training = model.decoder.training
-    model.decoder.eval()
+    computes them at the input size (``mIoU``, ``oIoU``, ``category_mIoU`` ...). Of a ``late``
+    cache everything after it runs (``train="late"``: the last image stage too)."""
+    was_training = model.training
+    model.eval()
     metrics = SegmentationMetrics(sorted({c for c in cache.categories if c is not None}))
     for start in range(0, len(cache), batch_size):
-        features = [f[start : start + batch_size] for f in cache.features]
-        masks = cache.masks[start : start + batch_size]
-        logits = F.interpolate(model.decoder(features), size=masks.shape[-2:], mode="bilinear", align_corners=True)
-        names = cache.categories[start : start + batch_size]
-        metrics.update_counts(*intersection_union(logits.argmax(1), masks), names)
-    model.decoder.train(was_training)
+        batch = cache.select(slice(start, start + batch_size))
+        logits = F.interpolate(
+            cached_logits(model, batch, train), size=batch.masks.shape[-2:], mode="bilinear", align_corners=True
+        )
+        metrics.update_counts(*intersection_union(logits.argmax(1), batch.masks), batch.categories)
+    model.train(was_training)
     return metrics.compute()
 
 
@@ -219,25 +204,37 @@ def adapt_decoder(
     """Train ``model``'s decoder (in place) on cached ``corrections`` (+ ``replay``); with
     ``held_out``, measure every ``check_every`` steps and keep the best check's weights (the base's
     when no check beats it). ``callback(step, steps, loss, metrics_or_None)`` after every step."""
+    if config.train in UPSTREAM and corrections.level != "late":
+        raise ValueError(f"train={config.train!r} needs features cached with level='late'")
     generator = torch.Generator().manual_seed(config.seed)
-    decoder = model.decoder
+    modules = trained_modules(model, config.train)
     trainable_before = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
     for p in model.parameters():
         p.requires_grad_(False)
-    params = trainable_parameters(decoder, config.train)
+    params = trainable_parameters(model.decoder, config.train, model)
     for p in params:
         p.requires_grad_(True)
     base = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    best_state = {k: v.detach().clone() for k, v in decoder.state_dict().items()}
-    best = evaluate_cached(model, held_out)["mIoU"] if held_out is not None else -math.inf
+
+    def snapshot() -> dict[str, dict[str, torch.Tensor]]:
+        return {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+
+    def restore(state: dict[str, dict[str, torch.Tensor]]) -> None:
+        for name, m in modules.items():
+            m.load_state_dict(state[name])
+
+    check = (lambda: evaluate_cached(model, held_out, train=config.train)) if held_out is not None else None
+    best_state = snapshot()
+    best = check()["mIoU"] if check is not None else -math.inf
     history, kept, step = [{"step": 0, "mIoU": float(best)}] if held_out is not None else [], 0, 0
-    decoder.eval()  # BatchNorm keeps the base's statistics
+    model.eval()  # BatchNorm keeps the base's statistics, drop-path is off
     batch = min(config.batch_size, len(corrections))
     try:
         for step in range(1, config.steps + 1):
             if cancel is not None and cancel():
-                decoder.load_state_dict(best_state)
+                restore(best_state)
                 return AdaptResult(step - 1, history, kept, cancelled=True)
             rows = torch.randperm(len(corrections), generator=generator)[:batch]
             loss = _batch_loss(model, corrections, rows, config, generator)
@@ -251,18 +248,18 @@ def adapt_decoder(
             optimizer.step()
             metrics = None
             if held_out is not None and (step % config.check_every == 0 or step == config.steps):
-                metrics = evaluate_cached(model, held_out)
+                metrics = check()
                 history.append({"step": step, "mIoU": float(metrics["mIoU"])})
                 if metrics["mIoU"] > best:
-                    best, kept = metrics["mIoU"], step
-                    best_state = {k: v.detach().clone() for k, v in decoder.state_dict().items()}
+                    best, kept, best_state = metrics["mIoU"], step, snapshot()
             if callback is not None:
                 callback(step, config.steps, loss.item(), metrics)
     finally:  # as the caller had them
         for p, flag in zip(model.parameters(), trainable_before):
             p.requires_grad_(flag)
+        model.train(was_training)
     if held_out is not None:
-        decoder.load_state_dict(best_state)
+        restore(best_state)
     else:
         kept = step
     return AdaptResult(step, history, kept)
