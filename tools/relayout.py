@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             changed.append(path)
             if not args.check:
                 (ROOT / path).write_text(new, encoding="utf-8")
-    changed = sorted(set(changed))
+    changed = sorted({MOVES.get(path, path) for path in changed})  # step 1 ran before the moves
     for line in actions:
         print(line)
     for path in changed:
