@@ -11,16 +11,17 @@ import pytest
 import torch
 from training_fixtures import single_thread
 
+from recipes.default_model import card as model_card
+from recipes.default_model import report as model_report
+from recipes.default_model import train as recipe
 from sbanet.build import sbanet_tiny, sbanet_tiny_config
 from sbanet.checkpoint import load_pretrained, save_pretrained
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.synthetic import main as write_synthetic
-from sbanet.default_model import SHIPPED_MODEL
+from sbanet.inference.shipped import SHIPPED_MODEL
 from sbanet.training.evaluation import evaluate
-from train import default_model as recipe
-from train import model_card, model_report
-from train.config import load_config
 from train.data import make_dataset
+from train.fit_config import load_config
 
 TINY = {"image_size": 64, "max_tokens": 12}
 
@@ -126,7 +127,7 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     shipped, _ = load_pretrained(out)
     assert recipe.max_metric_change(val, model_report.evaluate_by_rule(shipped, tokenizer, folder, "val")) < 0.01
     card = (out / "README.md").read_text()
-    assert "text-blind baseline" in card and "0123abc" in card and "python -m train.default_model" in card
+    assert "text-blind baseline" in card and "0123abc" in card and "python -m recipes.default_model.train" in card
     assert f"{100 * val['class-level']['oIoU']:.2f}" in card
     assert "Whole images, as a user uploads them" in card and card.count("text-blind baseline, class-level") == 2
     assert metadata["text_blind_baseline_whole"] == val_whole and metadata["val_tile6_whole_float32"] == val_whole
@@ -206,7 +207,7 @@ def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path)
     card = model_card.render_model_card(staged, 20.0)
     assert "in 2 stages run by the one command" in card
     assert "1. `configs/first.yaml`: 600 AdamW steps of batch 8" in card and "from ImageNet EfficientNet-Lite0" in card
-    assert "2. `configs/default_model.yaml`: 400 AdamW steps of batch 8" in card
+    assert "2. `recipes/default_model/config.yaml`: 400 AdamW steps of batch 8" in card
     assert "Training time: 30 min wall-clock (10 + 20 min by stage), 29 min of CPU time" in card
     single = model_card.render_model_card({**metadata, "stages": None}, 20.0)
     assert "stages" not in single and f"{metadata['training']['steps']} AdamW steps" in single

@@ -13,7 +13,7 @@ from training_fixtures import single_thread, toy_dataset
 
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import load_pretrained
-from sbanet.predictor import Predictor
+from sbanet.inference.predictor import Predictor
 from sbanet.training.engine import TrainConfig, train
 from sbanet.training.optim import PolySchedule, build_optimizer, build_scheduler, param_groups
 from sbanet.training.train_state import CHECKPOINT_KEYS, load_training_checkpoint

@@ -20,8 +20,8 @@ from annotate.store.text import check_note, check_request_id, code_text, markdow
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
 from sbanet.image import read_image, to_rgb8
+from sbanet.inference.predictor import Predictor
 from sbanet.predict import main
-from sbanet.predictor import Predictor
 
 H, W = 40, 56
 

@@ -9,11 +9,11 @@ import torch
 from conftest import shared_data
 from training_fixtures import single_thread
 
-from sbanet import runtime
 from sbanet.data.semantic import DUBAI_CLASSES, class_cases
-from sbanet.default_model import SHIPPED_MODEL
-from sbanet.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
-from sbanet.predictor import Predictor
+from sbanet.inference import runtime
+from sbanet.inference.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.shipped import SHIPPED_MODEL
 from sbanet.training.metrics import mask_iou
 
 # class-level expressions of tile 6; the first one present per image keeps the test fast

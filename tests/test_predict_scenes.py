@@ -23,8 +23,8 @@ from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
 from sbanet.geo.scenes import SceneJob, check_plan, find_inputs, plan_folder, shard, unique_slugs
 from sbanet.geo.vector import mask_to_polygons
+from sbanet.inference.predictor import Predictor
 from sbanet.predict import main
-from sbanet.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["all buildings", "All buildings!"]  # one slug: the second becomes all-buildings-2

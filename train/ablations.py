@@ -23,8 +23,7 @@ from typing import Any
 
 from sbanet.build import ABLATION_TABLES, ABLATIONS, PRESET_CONFIGS, build_model
 from sbanet.summary import component_parameters
-
-from .config import FitConfig, load_config, split_cli_overrides
+from train.fit_config import FitConfig, load_config, split_cli_overrides
 
 SHOWN_PARTS = ("query_tokens", "query_text_alignment", "dfs", "pwam", "tcsa", "total")
 

@@ -29,8 +29,8 @@ from sbanet.training import distributed
 from sbanet.training.engine import recalibrate_on
 from sbanet.training.evaluation import evaluate, forward_batch, to_device
 from sbanet.training.metrics import PR_THRESHOLDS, upsample_probability
+from train.fit_config import DATASET_KINDS, parse_value
 
-from .config import DATASET_KINDS, parse_value
 from .data import make_dataset
 
 COLUMNS = ("Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9", "oIoU", "mIoU")

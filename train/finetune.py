@@ -15,7 +15,7 @@ Examples::
     python -m train.finetune --resume 7             # run a requeued run (after a crash)
 
 At start, runs whose worker died are requeued (``--no-resume-stale``: marked failed instead).
-The job itself is :mod:`annotate.jobs.finetune`; this is only its command line.
+The job itself is :mod:`annotate.jobs.finetune_job`; this is only its command line.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from annotate import make_store
-from annotate.jobs.finetune import FinetuneConfig, JobProgress, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_job import FinetuneConfig, JobProgress, queue_finetune, recover, run_finetune
 from annotate.store import runs
 from annotate.store.database import Store
 

@@ -22,8 +22,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, Verdict, judge
-from sbanet.lexicon import not_taught_message, taught_classes, untaught_subject
+from sbanet.inference.confidence import NOTHING_FOUND, ConfidenceThresholds, Verdict, judge
+from sbanet.inference.lexicon import not_taught_message, taught_classes, untaught_subject
 
 from ..store.text import check_name, code_text, markdown_text
 from . import attention_view as views
@@ -119,7 +119,7 @@ class SegmentSession:
     saved: bool = False  # the store write and the downloads are done
     expression_ids: list[int | None] = field(default_factory=list)  # follows predictions, like the ids
     # follows predictions: "this model was not trained on ships; ..." where the model was never
-    # taught any word of the expression (sbanet.lexicon.untaught_subject), else None
+    # taught any word of the expression (sbanet.inference.lexicon.untaught_subject), else None
     untaught: list[str | None] = field(default_factory=list)
 
     def prediction(self, expression: str | None) -> Any:
@@ -149,7 +149,7 @@ class SegmentHandlers:
     @property
     def thresholds(self) -> ConfidenceThresholds:
         """The given thresholds, else those of the model in use (its checkpoint's metadata, else
-        :mod:`sbanet.confidence`'s defaults): read per call, as the model can be swapped."""
+        :mod:`sbanet.inference.confidence`'s defaults): read per call, as the model can be swapped."""
         if self._thresholds is not None:
             return self._thresholds
         return ConfidenceThresholds.from_metadata(getattr(self.backend, "model_metadata", None))

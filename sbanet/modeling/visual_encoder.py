@@ -38,7 +38,7 @@ class SwinEncoder(nn.Module):
         super().__init__()
         from timm.models.swin_transformer import SwinTransformer
 
-        from ..swin_weights import pretrained_swin
+        from sbanet.modeling.swin_weights import pretrained_swin
 
         kwargs = dict(
             img_size=config.image_size,

@@ -5,14 +5,14 @@ state; the shared mutable objects, the Rust tokenizer and the text-feature cache
 under locks.
 
 By default the predictor runs the inference fast path (``fast=True``): the model composed by
-:func:`sbanet.fast.optimize_for_inference` (same weights, less work) and a bounded LRU cache of
+:func:`sbanet.inference.fast.optimize_for_inference` (same weights, less work) and a bounded LRU cache of
 text-encoder outputs per expression. ``fast=False`` runs the model exactly as given.
 
-``precision`` (:mod:`sbanet.precision`) says what it computes in: ``"fp32"``, ``"bf16"``,
+``precision`` (:mod:`sbanet.inference.precision`) says what it computes in: ``"fp32"``, ``"bf16"``,
 ``"fp16"`` (CUDA) or ``"auto"``, the preset's measured policy for the device, whatever CPU it
 runs on; :attr:`Predictor.precision` says what was chosen and why, :meth:`Predictor.label`
 shows it. Several expressions on one image share the text-independent prefix, then run in
-chunks of :func:`sbanet.runtime.expression_chunk` (Swin-B one at a time on CPUs, else one batch).
+chunks of :func:`sbanet.inference.runtime.expression_chunk` (Swin-B one at a time on CPUs, else one batch).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .confidence import ConfidenceThresholds, Verdict, judge
-from .fast import optimize_for_inference
-from .image import invalid_pixels, read_image, to_rgb8
-from .lexicon import Lexicon, taught_classes
-from .modeling.sbanet import SBANet
-from .modeling.text_encoder import load_tokenizer, tokenize
-from .precision import Precision, resolve_precision, runtime_label
-from .runtime import TextFeatureCache, expression_chunk, weights_signature
-from .text import check_text
+from sbanet.image import invalid_pixels, read_image, to_rgb8
+from sbanet.inference.confidence import ConfidenceThresholds, Verdict, judge
+from sbanet.inference.fast import optimize_for_inference
+from sbanet.inference.lexicon import Lexicon, taught_classes
+from sbanet.inference.precision import Precision, resolve_precision, runtime_label
+from sbanet.inference.runtime import TextFeatureCache, expression_chunk, weights_signature
+from sbanet.modeling.sbanet import SBANet
+from sbanet.modeling.text_encoder import load_tokenizer, tokenize
+from sbanet.text_rules import check_text
 
 MAX_EXPRESSION_CHARS = 1000
 
@@ -102,17 +102,17 @@ class Predictor:
     optimised composition, which shares ``model``'s parameters (and state-dict keys).
     ``text_cache_size``: how many expressions' text features the fast path keeps (0: none).
     ``precision``: ``"auto"`` (the preset's measured policy), ``"fp32"``, ``"bf16"`` or
-    ``"fp16"`` (CUDA only); see :mod:`sbanet.precision`. Under bf16 / fp16 the text encoder
+    ``"fp16"`` (CUDA only); see :mod:`sbanet.inference.precision`. Under bf16 / fp16 the text encoder
     stays in fp32, and on the fast path so do the Swin attention softmax and the classifier.
     ``quantize``: also run the Swin encoder's linear layers in int8 (CPU only; about 2x faster
     matrix products, outputs within quantization error: check the masks on your own
     checkpoint, e.g. with ``python -m benchmarks.bench --parts agreement``). With ``bf16`` the int8
     stages compute in fp32 and the rest in bf16.
     ``expression_chunk``: expressions per forward pass after the shared prefix (None: the
-    device's rule, :func:`sbanet.runtime.expression_chunk`).
+    device's rule, :func:`sbanet.inference.runtime.expression_chunk`).
     ``thresholds``: the cut-offs of :meth:`judge` (``from_pretrained``: the checkpoint's own).
     ``lexicon``: the words the model reads (None: the tokenizer's vocabulary,
-    :meth:`sbanet.lexicon.Lexicon.for_model`; ``from_pretrained`` adds the checkpoint's taught
+    :meth:`sbanet.inference.lexicon.Lexicon.for_model`; ``from_pretrained`` adds the checkpoint's taught
     classes).
     """
 
@@ -138,7 +138,7 @@ class Predictor:
         self.precision: Precision = resolve_precision(precision, self.device, model.config.name)
         self.expression_chunk = expression_chunk
         # what judge() calls "nothing found" / "low confidence": from_pretrained reads the thresholds
-        # calibrated for the checkpoint (its metadata), else sbanet.confidence's defaults
+        # calibrated for the checkpoint (its metadata), else sbanet.inference.confidence's defaults
         self.thresholds = thresholds or ConfidenceThresholds()
         model = model.to(self.device).eval()
         self.fast = fast
@@ -147,7 +147,7 @@ class Predictor:
         self.config = model.config
         self.text_cache = TextFeatureCache(text_cache_size if fast else 0)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.config.text_model)
-        # expressions with no word the model can read are refused, not answered (sbanet.lexicon)
+        # expressions with no word the model can read are refused, not answered (sbanet.inference.lexicon)
         self.lexicon = lexicon if lexicon is not None else Lexicon.for_model(self.tokenizer)
         self._tokenizer_lock = threading.Lock()
         mean = torch.tensor(self.config.pixel_mean).view(1, 3, 1, 1)
@@ -168,20 +168,20 @@ class Predictor:
         ``revision``) and wrap it; ``options`` are the constructor's (``fast``, ``precision``,
         ``quantize``, ``text_cache_size``, ``expression_chunk``, ``thresholds``: by default those
         calibrated for a local checkpoint, in its metadata)."""
-        from .checkpoint import checkpoint_metadata, load_pretrained
+        from sbanet.checkpoint import checkpoint_metadata, load_pretrained
 
         model, tokenizer = load_pretrained(source, device=device, allow_pickle=allow_pickle, revision=revision)
         metadata = checkpoint_metadata(source)
         if "thresholds" not in options:
             options["thresholds"] = ConfidenceThresholds.from_metadata(metadata)
-        # the "not understood" refusal suggests what this checkpoint was taught (sbanet.lexicon)
+        # the "not understood" refusal suggests what this checkpoint was taught (sbanet.inference.lexicon)
         if "lexicon" not in options:
             options["lexicon"] = Lexicon.for_model(tokenizer, taught_classes(metadata))
         return cls(model, tokenizer, device, **options)
 
     def judge(self, prediction: Prediction) -> Verdict:
         """What to tell the user about ``prediction``: "found", "low confidence" or "nothing found"
-        (with the reason), by :func:`sbanet.confidence.judge` with this predictor's thresholds; a
+        (with the reason), by :func:`sbanet.inference.confidence.judge` with this predictor's thresholds; a
         "nothing found" mask is better not used (the app does not queue it)."""
         return judge(prediction, self.thresholds)
 
@@ -195,7 +195,7 @@ class Predictor:
         return (x - self._mean) / self._std, rgb.shape[:2]
 
     def check_expression(self, expression: Any) -> str:
-        """:func:`check_expression`, and :class:`~sbanet.lexicon.NotUnderstoodError` when the
+        """:func:`check_expression`, and :class:`~sbanet.inference.lexicon.NotUnderstoodError` when the
         model knows no word of it (another language, emoji only)."""
         text = check_expression(expression)
         return self.lexicon.check(text) if self.lexicon is not None else text

@@ -3,7 +3,7 @@
 * :func:`cpu_supports_bf16`: whether the CPU computes bf16 natively. CPUs without it (no
   ``avx512_bf16`` / AMX, e.g. AMD Zen 3 or any AVX2-only CPU) run bf16 matrix products through
   slow emulation (measured here: 0.17 GFLOP/s for a 2048x2048 bf16 matmul against 70 GFLOP/s in
-  fp32). It is reported, never used to pick a precision silently (see :mod:`sbanet.precision`).
+  fp32). It is reported, never used to pick a precision silently (see :mod:`sbanet.inference.precision`).
 * :func:`expression_chunk`: how many expressions of one image run in one forward pass.
 * :func:`weights_signature`: detects in-place weight updates (an optimizer step, a
   ``load_state_dict``) so caches derived from weights are rebuilt instead of going stale.

@@ -1,6 +1,6 @@
 """How a model does on whole real images as a user uploads them, and at which scale.
 
-    python -m benchmarks.default_model_scale --model sbanet/assets/sbanet-lite-dubai \\
+    python -m recipes.default_model.scale --model sbanet/assets/sbanet-lite-dubai \\
         --json benchmarks/results/default_model_scale.json
 
 Cases, read from ``../shared/data`` (never copied): the nine dubai-aerial tile-6 images (the
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from sbanet.default_model import default_model_source
-    from sbanet.predictor import Predictor
+    from sbanet.inference.predictor import Predictor
+    from sbanet.inference.shipped import default_model_source
     from sbanet.training.metrics import mask_iou
 
     torch.set_num_threads(args.threads)

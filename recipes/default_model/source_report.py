@@ -1,17 +1,17 @@
 """A checkpoint on other sources' val splits, class by class, beside the all-foreground mask.
 
-    python -m train.source_report --model sbanet/assets/sbanet-lite-dubai \\
+    python -m recipes.default_model.source_report --model sbanet/assets/sbanet-lite-dubai \\
         --data runs/data/gid-referring-whole/gid5 runs/data/gid-referring-whole/gid15 --json gid_v4.json
 
 For each converted folder (e.g. :mod:`sbanet.data.gid`'s ``gid5`` and ``gid15`` whole-image
 conversions with absent classes), its val split, whole images at the model's input size:
 
-* class-level mIoU (the reference protocol, :func:`train.model_report.evaluate_by_rule`) in all
+* class-level mIoU (the reference protocol, :func:`recipes.default_model.report.evaluate_by_rule`) in all
   and per class, and the same for answering every expression with the whole image (``chance``:
   the all-foreground mask, IoU = the target's share of the image);
 * absent classes: every absent-class sample asked in its own wording: how many masks are empty or
   below 1 % of the image and how many the checkpoint's thresholds call "nothing found"
-  (:func:`train.model_report.absent_summary`), and present class-level cases refused;
+  (:func:`recipes.default_model.report.absent_summary`), and present class-level cases refused;
 * ``combined``: the folders' class-level rows pooled (mIoU weighted by their counts).
 
 A model never trained on a source scored on its val split is the leave-one-source-out row of the
@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recipes.default_model.report import absent_summary, asked_cases, chance, evaluate_by_rule, verdict_counts
 from sbanet.checkpoint import checkpoint_metadata, load_pretrained
-from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds
-from sbanet.predictor import Predictor
-
-from .model_report import absent_summary, asked_cases, chance, evaluate_by_rule, verdict_counts
+from sbanet.inference.confidence import NOTHING_FOUND, ConfidenceThresholds
+from sbanet.inference.predictor import Predictor
 
 
 def source_rows(
@@ -98,7 +97,9 @@ def markdown(results: list[dict[str, Any]], pooled: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.source_report", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m recipes.default_model.source_report", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--model", required=True, help="a checkpoint directory")
     p.add_argument("--data", type=Path, nargs="+", required=True, help="converted folders (their val split)")
     p.add_argument("--split", default="val")

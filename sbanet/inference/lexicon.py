@@ -36,8 +36,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .data.expressions import EXTREMES, HALVES, POSITION_VARIANTS
-from .data.wording import DUBAI_PARAPHRASES, GID_PARAPHRASES
+from sbanet.data.expressions import EXTREMES, HALVES, POSITION_VARIANTS
+from sbanet.data.wording import DUBAI_PARAPHRASES, GID_PARAPHRASES
 
 # frequent function words of German, French, Spanish, Italian, Portuguese and Dutch that are whole
 # words in the (English) vocabulary but not English words
@@ -82,7 +82,7 @@ def words_of(text: str) -> list[str]:
 
 def taught_classes(metadata: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
     """``{class: wordings}`` a checkpoint was trained on, canonical wording first: its metadata's
-    ``taught`` (written by ``train.default_model``), else the categories of its training data
+    ``taught`` (written by ``recipes.default_model.train``), else the categories of its training data
     (``data.categories`` and those of ``data.conversions``) in :data:`DUBAI_PARAPHRASES` /
     :data:`GID_PARAPHRASES`; ``{}`` when the metadata does not say (nothing is then "untaught")."""
     metadata = metadata or {}

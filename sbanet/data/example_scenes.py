@@ -74,7 +74,7 @@ def example_scenes(
 ) -> list[tuple[int, np.ndarray, list[str]]]:
     """``[(seed, image uint8 [S, S, 3], [expression, ...]), ...]`` of ``examples`` (default: the
     app's), rendered on each call (~50 ms per scene at 448 px)."""
-    from .data.synthetic import render_scene
+    from sbanet.data.synthetic import render_scene
 
     if size < 64:
         raise ValueError(f"example scenes need size >= 64, got {size}")
@@ -86,8 +86,8 @@ def score_scene(
 ) -> dict[str, float]:
     """``{expression: IoU}`` of ``predictor``'s masks against synthetic scene ``seed``'s ground
     truth, for ``expressions`` (default: every expression the scene has)."""
-    from .data.synthetic import make_scene
-    from .training.metrics import mask_iou
+    from sbanet.data.synthetic import make_scene
+    from sbanet.training.metrics import mask_iou
 
     image, referrings = make_scene(seed, size)
     truth = {r.expression: r.mask for r in referrings}
@@ -106,9 +106,9 @@ def score_aerial_example(predictor: Any, example: AerialExample, dubai_root: str
     in ``dubai_root`` (``../shared/data/dubai-aerial``), resized to the example's size."""
     from PIL import Image
 
-    from .data.semantic import DUBAI_CLASSES, decode_label_mask
-    from .image import read_image, to_rgb8
-    from .training.metrics import mask_iou
+    from sbanet.data.semantic import DUBAI_CLASSES, decode_label_mask
+    from sbanet.image import read_image, to_rgb8
+    from sbanet.training.metrics import mask_iou
 
     image = to_rgb8(read_image(example.path))
     truth_path = Path(dubai_root) / f"{example.source}_mask.png"

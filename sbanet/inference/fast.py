@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modeling.decoder import SimpleDecoder
-from .modeling.sbanet import SBANet
-from .modeling.visual_encoder import EfficientNetLiteEncoder, SwinEncoder
-from .runtime import DerivedCache
+from sbanet.inference.runtime import DerivedCache
+from sbanet.modeling.decoder import SimpleDecoder
+from sbanet.modeling.sbanet import SBANet
+from sbanet.modeling.visual_encoder import EfficientNetLiteEncoder, SwinEncoder
 
 # NNPACK pays off on large maps; below this many pixels oneDNN's direct convolution wins.
 NNPACK_MIN_PIXELS = 56 * 56

@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 import torch
 
-from . import runtime
+from sbanet.inference import runtime
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_ENV = "SBANET_PRECISION"

@@ -44,9 +44,16 @@ from typing import Any
 
 import numpy as np
 
-from ..store import runs
-from ..store.database import Store
-from .finetune_data import FinetuneConfig, model_dataset, plan_run, planned_replay, select_masks, store_samples
+from annotate.jobs.finetune_data import (
+    FinetuneConfig,
+    model_dataset,
+    plan_run,
+    planned_replay,
+    select_masks,
+    store_samples,
+)
+from annotate.store import runs
+from annotate.store.database import Store
 
 PERSIST_EVERY_S = 2.0  # progress rows written at most this often (and at every stage change)
 CANCEL_POLL_S = 1.0  # how often the run's cancel flag is read from the database
@@ -246,7 +253,7 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
     # --- data: accepted masks from the store (+ replay), held-out set; the budget -------------
     train_ids, eval_ids = _choose_masks(store, claimed)
     if config.mode == "quick":
-        from .finetune_quick import quick_attempt
+        from annotate.jobs.finetune_quick import quick_attempt
 
         return quick_attempt(store, claimed, reporter, train_ids, eval_ids, *_plan(store, claimed, len(train_ids)))
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)

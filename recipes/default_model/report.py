@@ -1,7 +1,7 @@
 """What a default-model checkpoint does on tile 6 as users ask: wordings, absent classes, verdicts.
 
-    python -m train.model_report --model sbanet/assets/sbanet-lite-dubai --json report.json
-    python -m train.model_report --model runs/default_model/best --calibrate   # thresholds too
+    python -m recipes.default_model.report --model sbanet/assets/sbanet-lite-dubai --json report.json
+    python -m recipes.default_model.report --model runs/default_model/best --calibrate   # thresholds too
 
 Tile 6 of dubai-aerial (never trained on), whole images, as the app runs them:
 
@@ -13,14 +13,14 @@ Tile 6 of dubai-aerial (never trained on), whole images, as the app runs them:
   spread = the largest gap between a wording's mIoU and the canonical wording's;
 * **absent classes**: every class with no pixel in an image, asked in each wording: the share
   of the image the mask covers (the goal: empty or < 1 %) and the verdict
-  (:func:`sbanet.confidence.judge`); and things no Dubai image holds (:data:`ELSEWHERE`: "a
+  (:func:`sbanet.inference.confidence.judge`); and things no Dubai image holds (:data:`ELSEWHERE`: "a
   purple elephant", "the ships"), reported apart (``elsewhere``);
 * **calibration** (``--calibrate``): the "nothing found" / "low confidence" thresholds that
   separate those absent cases from the present class-level ones (see :func:`calibrate`; without
   both kinds of case the checkpoint's own thresholds are kept and ``calibrated`` is False).
 
 The whole-image conversion with absent classes (``runs/data/dubai-referring-whole-asked``) is what
-``python -m train.default_model --config configs/default_model_v4.yaml`` writes (or
+``python -m recipes.default_model.train --config configs/default_model_v4.yaml`` writes (or
 ``python -m sbanet.data.semantic --crop 0 --negatives 5``); the report reads its val split.
 """
 
@@ -41,17 +41,16 @@ import numpy as np
 import torch
 
 from sbanet.checkpoint import checkpoint_metadata, load_pretrained
-from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, judge, mask_statistics
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.refsegrs import metadata_file, read_metadata
 from sbanet.data.wording import DUBAI_PARAPHRASES
-from sbanet.predictor import Predictor
+from sbanet.inference.confidence import NOTHING_FOUND, ConfidenceThresholds, judge, mask_statistics
+from sbanet.inference.predictor import Predictor
 from sbanet.training.evaluation import evaluate
 from sbanet.training.metrics import mask_iou
+from train.data import blind
 
-from .data import blind
-
-# the whole-image conversion with absent classes asked for (train.default_model.CONVERSIONS)
+# the whole-image conversion with absent classes asked for (recipes.default_model.train.CONVERSIONS)
 DEFAULT_DATA = Path("runs/data/dubai-referring-whole-asked")
 GROUPS = ("all", "class-level", "instance-level")
 # things no dubai-aerial image holds, asked of every image as people try the app (absent too)
@@ -277,7 +276,7 @@ def chance(root: Path, split: str = "val", per_class: bool = False) -> dict[str,
 def report(model_dir: str | Path, root: Path = DEFAULT_DATA, do_calibrate: bool = False) -> dict[str, Any]:
     """Everything in the module docstring for the checkpoint at ``model_dir``."""
     if not (root / "samples_val.jsonl").is_file():
-        raise ValueError(f"{root} has no val split: run python -m train.default_model (it converts the data)")
+        raise ValueError(f"{root} has no val split: run python -m recipes.default_model.train (it converts the data)")
     model, tokenizer = load_pretrained(model_dir)
     model.eval()
     headline = evaluate_by_rule(model, tokenizer, root, "val")
@@ -343,7 +342,7 @@ def latency(models: dict[str, str | Path], image: np.ndarray, expression: str = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.model_report", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m recipes.default_model.report", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="a checkpoint directory")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the whole-image conversion")
     p.add_argument("--calibrate", action="store_true", help="fit the verdict thresholds to tile 6")

@@ -1,6 +1,6 @@
 """The model card (``README.md``) of the shipped default model, written from its metadata.
 
-Every number in the card comes from the export's measurements (:mod:`train.default_model`); the
+Every number in the card comes from the export's measurements (:mod:`recipes.default_model.train`); the
 prose around them is fixed here.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sbanet.lexicon import taught_classes
+from sbanet.inference.lexicon import taught_classes
 
 COLUMNS = ("Pr@0.5", "Pr@0.7", "Pr@0.9", "oIoU", "mIoU")
 GROUP_LABELS = {
@@ -17,7 +17,7 @@ GROUP_LABELS = {
     "instance-level": 'instance-level ("the largest building", "the road on the left")',
     "all": "all expressions",
 }
-COMMAND = "python -m train.default_model"
+COMMAND = "python -m recipes.default_model.train"
 # how tile 6 was used, for runs whose metadata does not say (``selection``)
 SELECTION = (
     "The last weights are shipped: tile 6 was used to choose the recipe (size, lr, steps, data mix, loss) in "
@@ -35,7 +35,7 @@ LIMITATIONS = """\
   weakly; attributes such as colours not at all (dubai-aerial's masks carry none).
 {absent}
 - Expressions with no English word it can read ("das Wasser", emoji) are refused with "the model
-  understands English descriptions" (`sbanet.lexicon`), not answered.
+  understands English descriptions" (`sbanet.inference.lexicon`), not answered.
 - Its weakest classes, by class-level mIoU on tile 6 ({view}): {weakest}. Tile 6 is a coastal
   tile with few buildings and roads, so those numbers rest on few expressions (their n above).
 - It was trained on {trained_on} of one city's satellite tiles (Dubai: desert, dense blocks,
@@ -152,7 +152,7 @@ def validation_tables(metadata: dict[str, Any]) -> list[str]:
 
 
 def usage_lines(metadata: dict[str, Any]) -> list[str]:
-    """Tile 6 as users ask (``metadata["tile6_usage"]``, :mod:`train.model_report`): chance, the
+    """Tile 6 as users ask (``metadata["tile6_usage"]``, :mod:`recipes.default_model.report`): chance, the
     wordings of each class, absent classes, the verdict thresholds; and the out-of-domain rows."""
     usage = metadata.get("tile6_usage")
     lines: list[str] = []
@@ -195,8 +195,8 @@ def usage_lines(metadata: dict[str, Any]) -> list[str]:
             "",
             absent_line,
             "",
-            "**Verdicts** (`sbanet.confidence`, thresholds in `config.json` metadata `confidence`, "
-            f'{fitted} `python -m train.model_report --calibrate`): "nothing found" below '
+            "**Verdicts** (`sbanet.inference.confidence`, thresholds in `config.json` metadata `confidence`, "
+            f'{fitted} `python -m recipes.default_model.report --calibrate`): "nothing found" below '
             f"{100 * t['min_area_fraction']:.1f} % of the image or a mean probability inside the mask below "
             f'{t["min_mean_probability"]:.3f}; "low confidence" below {t["confident_mean_probability"]:.3f}. '
             f"Present class-level cases: {_counts(verdicts.get('present', {}))}; absent: "
@@ -207,7 +207,7 @@ def usage_lines(metadata: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "**Out of domain** (SpaceNet sample, a US suburb, panchromatic 16-bit; "
-            "`python -m benchmarks.default_model_scale --scales resize`): "
+            "`python -m recipes.default_model.scale --scales resize`): "
             + "; ".join(
                 f'"{k.split(": ", 1)[1]}" IoU {v["mean_iou"]["resize"]:.3f} (chance {v["chance"]:.3f})'
                 for k, v in ood.items()
@@ -238,7 +238,7 @@ def stage_phrase(recipe: dict[str, Any], steps: int) -> str:
 
 
 def recipe_lines(metadata: dict[str, Any]) -> list[str]:
-    """What ``configs/default_model.yaml`` trains, stage by stage when it starts from an earlier
+    """What ``recipes/default_model/config.yaml`` trains, stage by stage when it starts from an earlier
     recipe's run (``model.init_recipe``)."""
     recipe, training = metadata["recipe"], metadata["training"]
     model, train = recipe["model"], recipe["train"]
@@ -247,7 +247,7 @@ def recipe_lines(metadata: dict[str, Any]) -> list[str]:
         metadata.get("selection") or SELECTION
     )
     stages = metadata.get("stages") or []
-    head = f"`configs/default_model.yaml`: {model['preset']} at {image_size} x {image_size}"
+    head = f"`recipes/default_model/config.yaml`: {model['preset']} at {image_size} x {image_size}"
     if not stages:
         return [f"{head}, {stage_phrase(recipe, training['steps'])}, {common}"]
     lines = [
@@ -260,7 +260,7 @@ def recipe_lines(metadata: dict[str, Any]) -> list[str]:
         phrase = stage_phrase(stage["recipe"], stage["training"]["steps"])
         lines.append(f"{n}. `{stage['recipe_file']}`: {phrase}, {start};")
     phrase = stage_phrase(recipe, training["steps"])
-    lines += [f"{len(stages) + 1}. `configs/default_model.yaml`: {phrase} more, from the stage before.", ""]
+    lines += [f"{len(stages) + 1}. `recipes/default_model/config.yaml`: {phrase} more, from the stage before.", ""]
     return [*lines, f"All stages: {common}"]
 
 
@@ -285,7 +285,7 @@ def training_time_lines(metadata: dict[str, Any]) -> list[str]:
 
 def ask_lines(metadata: dict[str, Any]) -> list[str]:
     """What can I ask? The classes the model was taught and the wordings it learned for each
-    (:func:`sbanet.lexicon.taught_classes`; the app offers the first of each as a chip)."""
+    (:func:`sbanet.inference.lexicon.taught_classes`; the app offers the first of each as a chip)."""
     taught = taught_classes(metadata)
     if not taught:
         return []
@@ -307,7 +307,7 @@ def ask_lines(metadata: dict[str, Any]) -> list[str]:
 
 
 def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
-    """The card's markdown from the export ``metadata`` (see :func:`train.default_model.export`)."""
+    """The card's markdown from the export ``metadata`` (see :func:`recipes.default_model.train.export`)."""
     recipe, data = metadata["recipe"], metadata["data"]
     image_size = recipe["model"]["overrides"].get("image_size", 448)
     lines = [
@@ -319,8 +319,8 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         "is given.",
         "",
         "```python",
-        "from sbanet.default_model import default_model_source",
-        "from sbanet.predictor import Predictor",
+        "from sbanet.inference.shipped import default_model_source",
+        "from sbanet.inference.predictor import Predictor",
         "",
         "predictor = Predictor.from_pretrained(default_model_source())  # offline",
         'masks = predictor.predict_batch("aerial.jpg", ["the water", "all buildings", "the roads"])',

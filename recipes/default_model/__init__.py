@@ -1,0 +1,3 @@
+"""The shipped default model (sbanet/assets/sbanet-lite-dubai): its recipe (config.yaml; v3.yaml,
+the one it replaced; v5*.yaml in progress), training (train), report, model card (card), the source
+report and the scale benchmark (scale)."""
