@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CLASS_EXPRESSIONS = {
     "the water": "water",
     "all buildings": "building",

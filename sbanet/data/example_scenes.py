@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 EXAMPLE_SIZE = 448
-EXAMPLE_FOLDER = Path(__file__).resolve().parent / "assets" / "examples"
+EXAMPLE_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
 @dataclass(frozen=True)
