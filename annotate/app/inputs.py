@@ -26,7 +26,7 @@ import numpy as np
 from sbanet.geo.raster import GeoInfo, geo_metadata, read_geoimage
 from sbanet.geo.raster import parse_bands as geo_parse_bands
 from sbanet.image import MAX_DECODED_BYTES, check_decoded_bytes, check_valid_pixels, read_image
-from sbanet.inference.predictor import check_expression
+from sbanet.text_rules import check_expression
 
 from .render import BRUSH_ADD, BRUSH_REMOVE, hex_to_rgb
 

@@ -36,9 +36,7 @@ from sbanet.inference.precision import Precision, resolve_precision, runtime_lab
 from sbanet.inference.runtime import TextFeatureCache, expression_chunk, weights_signature
 from sbanet.modeling.sbanet import SBANet
 from sbanet.modeling.text_encoder import load_tokenizer, tokenize
-from sbanet.text_rules import check_text
-
-MAX_EXPRESSION_CHARS = 1000
+from sbanet.text_rules import check_expression
 
 
 @dataclass(frozen=True)
@@ -69,19 +67,6 @@ class Prediction:
     mask: np.ndarray
     probability: np.ndarray
     attention: AttentionMaps | None = None
-
-
-def check_expression(expression: Any) -> str:
-    """A non-empty expression of reasonable length, whitespace-normalised, or ``ValueError``."""
-    if not isinstance(expression, str):
-        raise ValueError(f"an expression must be a string, got {type(expression).__name__}")
-    # its own limit below, on the whitespace-normalised text
-    text = " ".join(check_text(expression, "the expression", None, multiline=True).split())
-    if not text:
-        raise ValueError("the expression is empty: describe the object to segment, e.g. 'the water'")
-    if len(text) > MAX_EXPRESSION_CHARS:
-        raise ValueError(f"the expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_CHARS}")
-    return text
 
 
 def as_rgb8(image: Any, bands: Sequence[int] | None = None) -> np.ndarray:
