@@ -31,6 +31,7 @@ from annotate import make_store
 from annotate.jobs.finetune_job import FinetuneConfig, JobProgress, queue_finetune, recover, run_finetune
 from annotate.store import runs
 from annotate.store.database import Store
+from sbanet.inference.precision import PRECISION_ENV, TRAINING_PRECISIONS, precision_from_env
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-text-encoder", action="store_true", help="fine-tune the text encoder too")
     parser.add_argument("--train-batchnorm", action="store_true", help="update BatchNorm statistics on the batches")
     parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--amp", default=defaults.amp, choices=["none", "bf16", "fp16"])
+    parser.add_argument(
+        "--precision", default=precision_from_env(defaults.precision), choices=TRAINING_PRECISIONS,
+        help=f"fp32, bf16 or fp16 (default: ${PRECISION_ENV} when set, else fp32)",
+    )  # fmt: skip
     parser.add_argument("--eval-splits", nargs="+", default=list(defaults.eval_splits))
     parser.add_argument("--typed-only", action="store_true", help="train on app corrections only, not imports")
     replay = parser.add_mutually_exclusive_group()

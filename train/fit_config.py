@@ -17,11 +17,14 @@ from typing import Any
 import yaml
 
 from sbanet.build import ABLATIONS, PRESETS
+from sbanet.inference.precision import precision_from_env
 from sbanet.training.engine import TrainConfig
 
 DATASET_KINDS = ("rrsisd", "refsegrs", "folder", "synthetic")
 FREE_FORM = {("model", "overrides"), ("data", "options"), ("data", "val_options")}  # dicts checked by their consumers
 MIX_KEYS = ("kind", "root", "split", "options", "limit")  # an entry of data.mix
+# keys older run configs used -> today's: ``train.amp`` (none / bf16 / fp16) is ``train.precision``
+RENAMED_KEYS = {"train.amp": "train.precision"}
 
 
 @dataclass
@@ -131,7 +134,7 @@ def coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
 
 def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
     """Set ``tree[a][b][c] = value`` for ``key = "a.b.c"``, checking the names against the schema."""
-    parts = key.split(".")
+    parts = RENAMED_KEYS.get(key, key).split(".")
     if parts[0] not in SECTIONS:
         raise ValueError(f"unknown config key {key!r}: it must start with one of {sorted(SECTIONS)}")
     if len(parts) < 2:
@@ -170,12 +173,22 @@ def build_config(tree: dict[str, Any]) -> FitConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict[str, Any] | None = None) -> FitConfig:
-    """``base`` (e.g. a resumed run's config), then the YAML file, then ``key=value`` overrides."""
+    """``base`` (e.g. a resumed run's config), then the YAML file, then ``key=value`` overrides.
+
+    ``$SBANET_PRECISION`` (:func:`sbanet.inference.precision.precision_from_env`), when set, is
+    the default of ``train.precision``: ``base``, the file and the overrides decide over it."""
     tree: dict[str, Any] = dataclasses.asdict(build_config(base)) if base else {}
+    env = precision_from_env("")
+    if env:
+        tree.setdefault("train", {}).setdefault("precision", env)
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a fit config must be a YAML mapping")
+        for old, new in RENAMED_KEYS.items():
+            section, _, name = old.partition(".")
+            if isinstance(loaded.get(section), dict) and name in loaded[section]:
+                loaded[section][new.partition(".")[2]] = loaded[section].pop(name)
         for section, values in loaded.items():
             if isinstance(values, dict) and isinstance(tree.get(section), dict):
                 tree[section].update(values)

@@ -59,7 +59,7 @@ class FinetuneConfig:
     recalibrate_bn: int = 0  # batches to re-estimate BatchNorm statistics with after training
     seed: int = 0
     device: str = "auto"
-    amp: str = "none"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (sbanet.inference.precision)
     eval_splits: tuple[str, ...] = ("val", "test")
     max_eval: int | None = None  # evaluate on at most this many held-out samples
     eval_batch_size: int = 8
@@ -139,6 +139,8 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        # runs queued before the one name stored it as "amp" ("none" = fp32)
+        data = {("precision" if key == "amp" else key): value for key, value in data.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

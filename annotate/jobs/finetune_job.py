@@ -394,5 +394,5 @@ def _evaluate(model: Any, dataset: Any, config: FinetuneConfig, reporter: _Repor
         reporter.report(stage, done / max(total, 1), f"{stage}: {done}/{total}")
 
     reporter.report(stage, 0.0, f"{stage} on {len(dataset)} held-out samples", log_line=True)
-    metrics = evaluate(model, dataset, batch_size=config.eval_batch_size, amp=config.amp, progress=progress)
+    metrics = evaluate(model, dataset, batch_size=config.eval_batch_size, precision=config.precision, progress=progress)
     return _jsonable(metrics)

@@ -1,13 +1,20 @@
-"""Which floating-point precision inference runs in, chosen explicitly and shown to the user.
+"""Which floating-point precision a model runs in, for inference and for training alike.
 
-``precision`` is one of :data:`PRECISIONS`:
+One word (``precision``), one table (:data:`DTYPES`), one environment variable
+(:data:`PRECISION_ENV`, ``SBANET_PRECISION``: the default of the app, ``python -m sbanet.predict``,
+the scene runner and the training and evaluation commands). ``precision`` is one of
+:data:`PRECISIONS`:
 
 * ``"fp32"``: everything in float32 (the reference every other precision is compared with);
 * ``"bf16"``: bf16 autocast on CPU or CUDA. Native on CUDA and on CPUs with AVX512-BF16 / AMX;
   elsewhere PyTorch emulates it (correct, but several times slower than fp32: use it there only
   to test);
 * ``"fp16"``: fp16 autocast, CUDA only (CPU kernels for it are missing or emulated);
-* ``"auto"``: what :data:`AUTO_POLICY` says for the model's preset on the device's type.
+* ``"auto"``: what :data:`AUTO_POLICY` says for the model's preset on the device's type
+  (training runs fp32 for it: the policy is measured on inference).
+
+Training takes the same names (:func:`training_precision`; ``"none"``, the name older run
+configs used for fp32, still reads as fp32) and runs under :func:`autocast`.
 
 ``auto`` never depends silently on the CPU it lands on: a preset gets reduced precision on a
 device type only where the benchmark measured it both at least :data:`MIN_SPEEDUP` x faster
@@ -20,6 +27,8 @@ Under reduced precision the fast path keeps the numerically sensitive parts in f
 
 from __future__ import annotations
 
+import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -28,6 +37,8 @@ import torch
 from sbanet.inference import runtime
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
+LEGACY_FP32 = "none"  # what run configs written before the one name called fp32 (``train.amp: none``)
 PRECISION_ENV = "SBANET_PRECISION"
 MIN_SPEEDUP = 1.3  # reduced precision must be at least this much faster than fp32 ...
 MIN_IOU = 0.99  # ... and its masks at least this close to fp32's (min IoU over real image/expression pairs)
@@ -92,6 +103,34 @@ def check_precision(precision: str) -> str:
     if text not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     return text
+
+
+def precision_from_env(default: str = "auto") -> str:
+    """:data:`PRECISION_ENV` when set (checked), else ``default``: every entry point's default."""
+    value = os.environ.get(PRECISION_ENV, "").strip()
+    if not value:
+        return default
+    try:
+        return check_precision(value)
+    except ValueError as exc:
+        raise ValueError(f"${PRECISION_ENV}: {exc}") from exc
+
+
+def training_precision(precision: str) -> str:
+    """The precision training and evaluation run in for ``precision``: fp32, bf16 or fp16
+    (``"auto"`` and the older name ``"none"`` read as fp32), or ``ValueError`` naming the choices."""
+    text = str(precision).strip().lower()
+    if text == LEGACY_FP32:
+        return "fp32"
+    text = check_precision(text)
+    return "fp32" if text == "auto" else text
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context of a training or evaluation step: ``precision``'s dtype
+    (:data:`DTYPES`) on the device's type, or autocast switched off for fp32."""
+    name = training_precision(precision)
+    return torch.autocast(device.type, dtype=DTYPES[name] or torch.bfloat16, enabled=name != "fp32")
 
 
 def resolve_precision(precision: str, device: str | torch.device, preset: str) -> Precision:
