@@ -13,7 +13,9 @@ What it does, in order:
    the new packages get an ``__init__.py`` (:data:`NEW_PACKAGES`) when they have none;
 3. in every tracked text file (code, tests, docs, configs, CI, the README), each old dotted module
    name becomes the new one, ``from package import old_module`` becomes an import from the new
-   package under the same local name, and each old file path becomes the new one;
+   package under the same local name, an import of a name that moved to another module when its
+   module was split (:data:`SYMBOL_MOVES`) imports it from there, and each old file path becomes
+   the new one;
 4. ruff sorts the imports of and formats the Python files it changed.
 
 On a tree where the moves are done it only rewrites references that came in since (for instance
@@ -56,6 +58,13 @@ MOVES = {
     "benchmarks/default_model_scale.py": "recipes/default_model/scale.py",
     "configs/default_model.yaml": "recipes/default_model/config.yaml",
     "configs/default_model_v3.yaml": "recipes/default_model/v3.yaml",
+}
+# names that moved between modules when a module was split: old module -> {name: new module}
+SYMBOL_MOVES: dict[str, dict[str, str]] = {
+    "sbanet.data.semantic": dict.fromkeys(
+        ("IMAGE_SUFFIXES", "LandCoverClass", "class_cases", "decode_label_mask", "find_pairs", "load_palette"),
+        "sbanet.data.land_cover",
+    ),
 }
 # old path pattern -> new path template (re.sub on the path): the v5 recipes in progress
 GLOB_MOVES = {r"configs/default_model_(v5\w*)\.yaml": r"recipes/default_model/\1.yaml"}
@@ -153,12 +162,14 @@ def absolute_imports(path: str, text: str) -> str:
 
 def split_module_imports(text: str, moves: dict[str, str]) -> str:
     """``from package import old_module [as x], other`` -> an import of the moved module from its
-    new package, under the name it had, and the rest as before."""
+    new package, under the name it had, and the rest as before; ``from module import name`` of
+    a name in :data:`SYMBOL_MOVES` -> an import from the name's new module."""
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     nodes = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level and n.module]
     for node in sorted(nodes, key=lambda n: -n.lineno):
-        moved = [a for a in node.names if f"{node.module}.{a.name}" in moves]
+        symbols = SYMBOL_MOVES.get(moves.get(node.module, node.module), {})
+        moved = [a for a in node.names if f"{node.module}.{a.name}" in moves or a.name in symbols]
         if not moved:
             continue
         indent = " " * node.col_offset
@@ -168,8 +179,11 @@ def split_module_imports(text: str, moves: dict[str, str]) -> str:
             names = ", ".join(f"{a.name} as {a.asname}" if a.asname else a.name for a in kept)
             new_lines.append(f"{indent}from {node.module} import {names}\n")
         for alias in moved:
-            parent, _, leaf = moves[f"{node.module}.{alias.name}"].rpartition(".")
             local = alias.asname or alias.name
+            if alias.name in symbols:
+                parent, leaf = symbols[alias.name], alias.name
+            else:
+                parent, _, leaf = moves[f"{node.module}.{alias.name}"].rpartition(".")
             new_lines.append(f"{indent}from {parent} import {leaf}" + (f" as {local}" if local != leaf else "") + "\n")
         lines[node.lineno - 1 : node.end_lineno] = new_lines
     return "".join(lines)
