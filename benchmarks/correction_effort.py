@@ -55,7 +55,8 @@ MILESTONES = (0.7, 0.8, 0.9)
 
 def cases(data: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """``(name, image uint8 [H, W, 3], truth, model mask bool [H, W], probability float [H, W])``."""
-    from sbanet.data.semantic import DUBAI_CLASSES, class_cases
+    from sbanet.data.land_cover import class_cases
+    from sbanet.data.semantic import DUBAI_CLASSES
     from sbanet.inference.predictor import Predictor
     from sbanet.inference.shipped import SHIPPED_MODEL
 

@@ -13,7 +13,8 @@ from training_fixtures import single_thread
 
 from sbanet.checkpoint import checkpoint_metadata
 from sbanet.data.example_scenes import EXAMPLES, example_scenes, score_scene
-from sbanet.data.semantic import DUBAI_CLASSES, class_cases, decode_label_mask, find_pairs
+from sbanet.data.land_cover import class_cases, decode_label_mask, find_pairs
+from sbanet.data.semantic import DUBAI_CLASSES
 from sbanet.image import read_image, to_rgb8
 from sbanet.inference.confidence import NOTHING_FOUND, ConfidenceThresholds
 from sbanet.inference.predictor import Predictor

@@ -9,7 +9,8 @@ import torch
 from conftest import shared_data
 from training_fixtures import single_thread
 
-from sbanet.data.semantic import DUBAI_CLASSES, class_cases
+from sbanet.data.land_cover import class_cases
+from sbanet.data.semantic import DUBAI_CLASSES
 from sbanet.inference import runtime
 from sbanet.inference.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
 from sbanet.inference.predictor import Predictor

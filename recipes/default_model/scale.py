@@ -39,7 +39,8 @@ MIN_FRACTION = 0.05
 
 def cases(data: Path) -> Iterator[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
     """``(source, image uint8 [H, W, 3], {expression: truth bool [H, W]})`` for every case."""
-    from sbanet.data.semantic import DUBAI_CLASSES, class_cases
+    from sbanet.data.land_cover import class_cases
+    from sbanet.data.semantic import DUBAI_CLASSES
     from sbanet.image import to_rgb8
 
     tile6 = class_cases(data / "dubai-aerial" / "tile6", CLASS_EXPRESSIONS, DUBAI_CLASSES, MIN_FRACTION)

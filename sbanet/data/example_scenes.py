@@ -106,7 +106,8 @@ def score_aerial_example(predictor: Any, example: AerialExample, dubai_root: str
     in ``dubai_root`` (``../shared/data/dubai-aerial``), resized to the example's size."""
     from PIL import Image
 
-    from sbanet.data.semantic import DUBAI_CLASSES, decode_label_mask
+    from sbanet.data.land_cover import decode_label_mask
+    from sbanet.data.semantic import DUBAI_CLASSES
     from sbanet.image import read_image, to_rgb8
     from sbanet.training.metrics import mask_iou
 
