@@ -59,8 +59,19 @@ MOVES = {
     "configs/default_model.yaml": "recipes/default_model/config.yaml",
     "configs/default_model_v3.yaml": "recipes/default_model/v3.yaml",
 }
-# names that moved between modules when a module was split: old module -> {name: new module}
+# names that moved between modules when a module was split: old module -> {name: new module, or
+# "new module:new name" where the name changed (importers keep the old name as the local name)
+RECORD = "annotate.jobs.finetune_record"
 SYMBOL_MOVES: dict[str, dict[str, str]] = {
+    "annotate.jobs.finetune_job": {
+        **dict.fromkeys(
+            ("CANCEL_POLL_S", "FinetuneOutcome", "JobProgress", "PERSIST_EVERY_S", "STAGES", "register_result"), RECORD
+        ),
+        "_Reporter": f"{RECORD}:Reporter",
+        "_Claimed": f"{RECORD}:ClaimedRun",
+        "_jsonable": f"{RECORD}:jsonable_metrics",
+        "_save_model": f"{RECORD}:save_model",
+    },
     "sbanet.data.semantic": dict.fromkeys(
         ("IMAGE_SUFFIXES", "LandCoverClass", "class_cases", "decode_label_mask", "find_pairs", "load_palette"),
         "sbanet.data.land_cover",
@@ -181,7 +192,8 @@ def split_module_imports(text: str, moves: dict[str, str]) -> str:
         for alias in moved:
             local = alias.asname or alias.name
             if alias.name in symbols:
-                parent, leaf = symbols[alias.name], alias.name
+                parent, _, leaf = symbols[alias.name].partition(":")
+                leaf = leaf or alias.name
             else:
                 parent, _, leaf = moves[f"{node.module}.{alias.name}"].rpartition(".")
             new_lines.append(f"{indent}from {parent} import {leaf}" + (f" as {local}" if local != leaf else "") + "\n")
