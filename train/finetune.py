@@ -28,9 +28,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from annotate import make_store
-from annotate.jobs.finetune_job import FinetuneConfig, JobProgress, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_record import JobProgress
 from annotate.store import runs
 from annotate.store.database import Store
+from sbanet.checkpoint import checkpoint_metadata, resolve_source
 from sbanet.inference.precision import PRECISION_ENV, TRAINING_PRECISIONS, precision_from_env
 
 
@@ -97,7 +99,6 @@ def resolve_base(store: Store, base: str) -> int:
     if base.isdigit():
         with store.ReadSession() as session:
             return runs.get_model_version(session, int(base)).id
-    from sbanet.checkpoint import checkpoint_metadata, resolve_source
 
     path = resolve_source(base)
     config = json.loads((path / "config.json").read_text()).get("config", {}) if path.is_dir() else {}

@@ -32,17 +32,11 @@ against its base on held-out reviewed samples, and register the result as a new 
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import threading
-import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import fields
 from typing import Any
-
-import numpy as np
 
 from annotate.jobs.finetune_data import (
     FinetuneConfig,
@@ -52,36 +46,22 @@ from annotate.jobs.finetune_data import (
     select_masks,
     store_samples,
 )
+from annotate.jobs.finetune_quick import quick_attempt
+from annotate.jobs.finetune_record import (
+    PLAN_KEY,
+    ClaimedRun,
+    FinetuneOutcome,
+    JobProgress,
+    Reporter,
+    jsonable_metrics,
+    register_result,
+)
 from annotate.store import runs
 from annotate.store.database import Store
-
-PERSIST_EVERY_S = 2.0  # progress rows written at most this often (and at every stage change)
-CANCEL_POLL_S = 1.0  # how often the run's cancel flag is read from the database
-PLAN_KEY = "plan"  # the resolved plan's key in the run row's config
-# overall progress of each stage: (start, end)
-STAGES = {"evaluating base": (0.0, 0.1), "training": (0.1, 0.9), "evaluating": (0.9, 0.98), "saving": (0.98, 1.0)}
-
-
-@dataclass(frozen=True)
-class JobProgress:
-    """What the app shows: overall ``fraction`` (0..1) and the current stage's details."""
-
-    run_id: int
-    stage: str
-    fraction: float
-    message: str
-    step: int | None = None
-    total_steps: int | None = None
-    loss: float | None = None
-
-
-@dataclass(frozen=True)
-class FinetuneOutcome:
-    run_id: int
-    status: str  # succeeded | cancelled | failed
-    metrics_before: dict[str, Any] | None
-    metrics_after: dict[str, Any] | None
-    model_version_id: int | None
+from sbanet.checkpoint import checkpoint_metadata, load_pretrained
+from sbanet.training.engine import Progress, TrainConfig, train
+from sbanet.training.evaluation import evaluate
+from sbanet.training.train_state import load_training_checkpoint
 
 
 def queue_finetune(store: Store, base_model_id: int, config: FinetuneConfig, *, author: str) -> int:
@@ -94,85 +74,6 @@ def recover(store: Store, *, resume: bool = True) -> list[int]:
     """Requeue (``resume``) or fail the runs whose worker died; returns their ids."""
     with store.Session.begin() as session:
         return [run.id for run in runs.recover_stale_runs(session, resume=resume)]
-
-
-class _Reporter:
-    """Turns engine progress into :class:`JobProgress` for the app and throttled run-row updates,
-    and answers the engine's cancel question from the in-process event and the run row."""
-
-    def __init__(self, store: Store, run_id: int, callback: Callable[[JobProgress], None] | None, cancel: Any) -> None:
-        self.store, self.run_id, self.callback, self.cancel = store, run_id, callback, cancel
-        self.stage, self.persisted_at, self.polled_at, self.cancelled = "", 0.0, 0.0, False
-        self.stages = STAGES
-
-    def report(self, stage: str, within: float, message: str, log_line: bool = False, **extra: Any) -> None:
-        start, end = self.stages.get(stage, (within, within))
-        fraction = start + (end - start) * min(max(within, 0.0), 1.0)
-        if self.callback is not None:
-            self.callback(JobProgress(self.run_id, stage, fraction, message, **extra))
-        now = time.monotonic()
-        if stage != self.stage or log_line or now - self.persisted_at >= PERSIST_EVERY_S:
-            with self.store.Session.begin() as session:
-                logged = message if (stage != self.stage or log_line) else None
-                runs.record_progress(session, self.run_id, fraction, stage, logged)
-            self.stage, self.persisted_at = stage, now
-
-    def should_stop(self) -> bool:
-        if self.cancelled:
-            return True
-        event = self.cancel
-        if event is not None and (event.is_set() if isinstance(event, threading.Event) else event()):
-            self.cancelled = True
-        elif time.monotonic() - self.polled_at >= CANCEL_POLL_S:
-            self.polled_at = time.monotonic()
-            with self.store.ReadSession() as session:
-                self.cancelled = runs.cancel_requested(session, self.run_id)
-        return self.cancelled
-
-
-def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The evaluation's summary as plain JSON values (per-sample IoUs left out)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, np.generic):
-            return value.item()
-        return value
-
-    return plain({k: v for k, v in metrics.items() if k != "per_sample"})
-
-
-def _save_model(model: Any, tokenizer: Any, directory: Path, metadata: dict[str, Any]) -> Path:
-    """``save_pretrained`` into a temporary folder renamed into place: a registered model version
-    never points at a half-written checkpoint."""
-    from sbanet.checkpoint import save_pretrained
-
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp, tokenizer=tokenizer, metadata=metadata)
-    if directory.exists():  # left by an attempt that died before registering it: unreferenced
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
-
-
-@dataclass(frozen=True)
-class _Claimed:
-    """What a claimed run carries into its attempt (read in the claiming transaction)."""
-
-    run_id: int
-    config: FinetuneConfig
-    base_id: int
-    base_name: str
-    base_source: str
-    preset: str
-    train_ids: list[int]
-    eval_ids: list[int]
-    metrics_before: dict[str, Any] | None
-    plan: dict[str, Any] | None  # resolved by the first attempt (plan_run), reused by a resumed one
 
 
 def run_finetune(
@@ -188,7 +89,7 @@ def run_finetune(
     """
     with store.Session.begin() as session:
         run = runs.claim_run(session, run_id)
-        claimed = _Claimed(
+        claimed = ClaimedRun(
             run_id=run.id,
             config=FinetuneConfig.from_dict({k: v for k, v in run.config.items() if k != PLAN_KEY}),
             base_id=run.base_model.id,
@@ -201,7 +102,7 @@ def run_finetune(
             plan=run.config.get(PLAN_KEY),
         )
     try:
-        return _attempt(store, claimed, _Reporter(store, run_id, callback, cancel))
+        return _attempt(store, claimed, Reporter(store, run_id, callback, cancel))
     except Exception as exc:
         message = "".join(traceback.format_exception_only(exc)).strip()
         with store.Session.begin() as session:
@@ -209,7 +110,7 @@ def run_finetune(
         raise
 
 
-def _choose_masks(store: Store, claimed: _Claimed) -> tuple[list[int], list[int]]:
+def _choose_masks(store: Store, claimed: ClaimedRun) -> tuple[list[int], list[int]]:
     """The first attempt chooses and records the masks; a resumed one reuses the record."""
     if claimed.train_ids or claimed.eval_ids:
         return claimed.train_ids, claimed.eval_ids
@@ -226,10 +127,9 @@ def _choose_masks(store: Store, claimed: _Claimed) -> tuple[list[int], list[int]
     return train_ids, eval_ids
 
 
-def _plan(store: Store, claimed: _Claimed, corrections: int) -> tuple[dict[str, Any], list[Any]]:
+def _plan(store: Store, claimed: ClaimedRun, corrections: int) -> tuple[dict[str, Any], list[Any]]:
     """The first attempt resolves the plan (budget, replay) and records it on the run's config;
     a resumed one reads it back and draws the same replay samples."""
-    from sbanet.checkpoint import checkpoint_metadata
 
     if claimed.plan is not None:
         return claimed.plan, planned_replay(claimed.config, claimed.plan)
@@ -240,12 +140,8 @@ def _plan(store: Store, claimed: _Claimed, corrections: int) -> tuple[dict[str, 
     return plan, replay
 
 
-def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOutcome:
+def _attempt(store: Store, claimed: ClaimedRun, reporter: Reporter) -> FinetuneOutcome:
     from torch.utils.data import ConcatDataset
-
-    from sbanet.checkpoint import load_pretrained
-    from sbanet.training.engine import Progress, TrainConfig, train
-    from sbanet.training.train_state import load_training_checkpoint
 
     config, run_id = claimed.config, claimed.run_id
     run_dir = store.files.root / "finetune" / f"run-{run_id}"
@@ -253,8 +149,6 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
     # --- data: accepted masks from the store (+ replay), held-out set; the budget -------------
     train_ids, eval_ids = _choose_masks(store, claimed)
     if config.mode == "quick":
-        from annotate.jobs.finetune_quick import quick_attempt
-
         return quick_attempt(store, claimed, reporter, train_ids, eval_ids, *_plan(store, claimed, len(train_ids)))
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
     plan, replay = _plan(store, claimed, len(train_ids))
@@ -331,51 +225,6 @@ def _attempt(store: Store, claimed: _Claimed, reporter: _Reporter) -> FinetuneOu
     )
 
 
-def register_result(
-    store: Store,
-    claimed: _Claimed,
-    reporter: _Reporter,
-    model: Any,
-    tokenizer: Any,
-    record: dict[str, Any],
-    metrics: tuple[dict[str, Any], dict[str, Any]],
-    kept: str,
-    label: str,
-) -> FinetuneOutcome:
-    """Save a finished run's model, register it as a version (``"<base> + <label> <run>"``),
-    activate it only when its held-out mIoU beats the base's, and close the run (both modes).
-
-    ``record``: the checkpoint's ``metadata.finetune`` (its ``"plan"`` also goes to the run row);
-    ``metrics``: held-out metrics (before, after); ``kept``: which step's weights were kept, said.
-    """
-    metrics_before, metrics_after = metrics
-    run_id = claimed.run_id
-    reporter.report("saving", 0.0, "saving the new model", log_line=True)
-    metadata = {"finetune_run": run_id, "parent": claimed.base_source, "finetune": record, **metrics_after}
-    directory = _save_model(model, tokenizer, store.files.models / f"finetune-run-{run_id}", metadata)
-    with store.Session.begin() as session:
-        new = runs.add_model_version(
-            session,
-            name=f"{claimed.base_name} + {label} {run_id}",
-            checkpoint=runs.stored_checkpoint(store.files, directory),
-            preset=claimed.preset,
-            parent_id=claimed.base_id,
-            metrics=metrics_after,
-        )
-        if claimed.config.activate and metrics_after["mIoU"] > metrics_before["mIoU"]:
-            runs.activate_model(session, new.id)
-        run = runs.get_run(session, run_id)
-        run.config = {**run.config, PLAN_KEY: record["plan"]}
-        change = f"held-out mIoU {metrics_before['mIoU']:.4f} -> {metrics_after['mIoU']:.4f}{kept}"
-        runs.finish_run(
-            session, run_id, "succeeded", metrics_after=metrics_after, result_model_id=new.id, message=change
-        )
-    shutil.rmtree(store.files.root / "finetune" / f"run-{run_id}", ignore_errors=True)  # resume state
-    if reporter.callback is not None:
-        reporter.callback(JobProgress(run_id, "done", 1.0, f"registered model version {new.id}; {change}"))
-    return FinetuneOutcome(run_id, "succeeded", metrics_before, metrics_after, new.id)
-
-
 class _EarlyStop:
     """Stop after ``patience`` held-out checks in a row without a new best (None: never)."""
 
@@ -387,12 +236,11 @@ class _EarlyStop:
         self.stopped = self.patience is not None and self.since_best >= self.patience
 
 
-def _evaluate(model: Any, dataset: Any, config: FinetuneConfig, reporter: _Reporter, stage: str) -> dict[str, Any]:
-    from sbanet.training.evaluation import evaluate
+def _evaluate(model: Any, dataset: Any, config: FinetuneConfig, reporter: Reporter, stage: str) -> dict[str, Any]:
 
     def progress(done: int, total: int) -> None:
         reporter.report(stage, done / max(total, 1), f"{stage}: {done}/{total}")
 
     reporter.report(stage, 0.0, f"{stage} on {len(dataset)} held-out samples", log_line=True)
     metrics = evaluate(model, dataset, batch_size=config.eval_batch_size, precision=config.precision, progress=progress)
-    return _jsonable(metrics)
+    return jsonable_metrics(metrics)

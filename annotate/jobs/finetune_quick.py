@@ -13,14 +13,15 @@ that dies is rerun from the start: it costs seconds).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from annotate.jobs.finetune_record import ClaimedRun, FinetuneOutcome, Reporter, jsonable_metrics, register_result
+from sbanet.checkpoint import load_pretrained
+from sbanet.training.adapt import AdaptConfig, adapt_decoder, cache_features, evaluate_cached
 
 from ..store import runs
 from ..store.database import Store
 from .finetune_data import FinetuneConfig, model_dataset, store_samples
-
-if TYPE_CHECKING:
-    from annotate.jobs.finetune_job import FinetuneOutcome, _Claimed, _Reporter
 
 # corrections before the app offers a quick run (docs/results.md, "Quick adaptation")
 DEFAULT_ADAPT_AFTER = 5
@@ -35,7 +36,6 @@ QUICK_STAGES = {
 
 def adapt_config(config: FinetuneConfig) -> Any:
     """The :class:`sbanet.training.adapt.AdaptConfig` a quick run uses."""
-    from sbanet.training.adapt import AdaptConfig
 
     return AdaptConfig(
         train=config.quick_train,
@@ -53,15 +53,11 @@ def adapt_config(config: FinetuneConfig) -> Any:
 
 
 def quick_attempt(
-    store: Store, claimed: _Claimed, reporter: _Reporter, train_ids: list[int], eval_ids: list[int],
+    store: Store, claimed: ClaimedRun, reporter: Reporter, train_ids: list[int], eval_ids: list[int],
     plan: dict[str, Any], replay: list[Any],
 ) -> FinetuneOutcome:  # fmt: skip
     """One quick run from the chosen masks and the resolved plan to the registered model."""
     import torch
-
-    from annotate.jobs.finetune_job import _jsonable, register_result
-    from sbanet.checkpoint import load_pretrained
-    from sbanet.training.adapt import adapt_decoder, cache_features, evaluate_cached
 
     config, run_id = claimed.config, claimed.run_id
     reporter.stages = QUICK_STAGES
@@ -97,7 +93,7 @@ def quick_attempt(
     if cached is None or held is None or (replay_set is not None and replayed is None):
         return _cancelled(store, run_id, "cancelled while computing features")
 
-    metrics_before = claimed.metrics_before or _jsonable(evaluate_cached(model, held))
+    metrics_before = claimed.metrics_before or jsonable_metrics(evaluate_cached(model, held))
     reporter.report("evaluating base", 1.0, f"base held-out mIoU {metrics_before['mIoU']:.4f}", log_line=True)
     with store.Session.begin() as session:
         runs.record_metrics(session, run_id, before=metrics_before)
@@ -114,7 +110,7 @@ def quick_attempt(
     result = adapt_decoder(model, cached, settings, replay=replayed, held_out=held, callback=on_step, cancel=stop)
     if result.cancelled:
         return _cancelled(store, run_id, f"cancelled at step {result.steps}")
-    metrics_after = _jsonable(evaluate_cached(model, held))
+    metrics_after = jsonable_metrics(evaluate_cached(model, held))
     plan = {**plan, "steps_run": result.steps, "kept_step": result.kept_step, "checks": result.history}
 
     # --- save and register; activate only when better on the held-out masks -------------------
@@ -126,7 +122,6 @@ def quick_attempt(
 
 
 def _cancelled(store: Store, run_id: int, message: str) -> FinetuneOutcome:
-    from annotate.jobs.finetune_job import FinetuneOutcome
 
     with store.Session.begin() as session:
         runs.finish_run(session, run_id, "cancelled", message=message)

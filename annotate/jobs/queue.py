@@ -13,7 +13,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from annotate.jobs.finetune_job import FinetuneConfig, JobProgress, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_record import JobProgress
 
 from ..store import runs
 from ..store.database import Store
