@@ -14,6 +14,8 @@ from typing import Any
 
 import gradio as gr
 
+from annotate.app.ui_adapt import adapt_panel, refresh_after
+
 from .adapt import AdaptHandlers
 from .handlers import on_page
 from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, MASK_OPACITY, editor_background
@@ -95,7 +97,6 @@ def review_tabs(
 ) -> CorrectTab:
     """Add the Correct and Review queue tabs and wire them (named API endpoints included); with
     ``adapt``, the Correct tab's "Adapt to my corrections" panel too."""
-    from .ui_adapt import adapt_panel, refresh_after
 
     private = {"api_visibility": "private"}
     with gr.Tab("Correct", id="correct"):

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sbanet.data import ReferringSample, load_samples
+from sbanet.data import ReferringDataset, ReferringSample, load_samples
 from sbanet.image import read_image
+from sbanet.training.adapt import AdaptConfig
 
 from ..store import repository as repo
 from ..store.database import Store
@@ -121,8 +122,6 @@ class FinetuneConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.mode == "quick":
-            from sbanet.training.adapt import AdaptConfig
-
             AdaptConfig(  # the quick settings are checked where they are defined
                 train=self.quick_train, steps=self.quick_steps, lr=self.quick_lr, transforms=self.quick_transforms,
                 crop=self.quick_crop, replay_weight=self.quick_replay_weight, anchor=self.quick_anchor,
@@ -291,7 +290,6 @@ def model_dataset(
 ) -> ReferringDataset:
     """Samples prepared as a model with ``config`` expects them (input size, tokens, normalisation);
     ``augment``: with the expressions' words for every flip / quarter turn."""
-    from sbanet.data import ReferringDataset
 
     return ReferringDataset(
         samples, config.image_size, tokenizer, config.max_tokens, config.pixel_mean, config.pixel_std, augment=augment

@@ -27,6 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sbanet.data.land_cover import class_cases
+from sbanet.data.semantic import DUBAI_CLASSES
+from sbanet.geo.tiling import predict_scene
+from sbanet.image import read_image, to_rgb8
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.shipped import default_model_source
+from sbanet.training.metrics import mask_iou
+
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CLASS_EXPRESSIONS = {
     "the water": "water",
@@ -39,9 +47,6 @@ MIN_FRACTION = 0.05
 
 def cases(data: Path) -> Iterator[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
     """``(source, image uint8 [H, W, 3], {expression: truth bool [H, W]})`` for every case."""
-    from sbanet.data.land_cover import class_cases
-    from sbanet.data.semantic import DUBAI_CLASSES
-    from sbanet.image import to_rgb8
 
     tile6 = class_cases(data / "dubai-aerial" / "tile6", CLASS_EXPRESSIONS, DUBAI_CLASSES, MIN_FRACTION)
     for _, image, present in tile6:
@@ -58,8 +63,6 @@ def spacenet_scenes(spacenet: Path) -> Iterator[tuple[np.ndarray, dict[str, np.n
     import rasterio
     from rasterio.features import rasterize
 
-    from sbanet.image import read_image
-
     roads = np.asarray(read_image(spacenet / "sample_road_raster_mask.tif")).squeeze() > 0
     yield read_image(spacenet / "road_mask_input.tif"), {"the roads": roads}
     with rasterio.open(spacenet / "sample_geotiff.tif") as src:
@@ -71,7 +74,6 @@ def spacenet_scenes(spacenet: Path) -> Iterator[tuple[np.ndarray, dict[str, np.n
 
 def segment(predictor, image: np.ndarray, texts: list[str], scale: float | None) -> dict[str, np.ndarray]:
     """``{expression: bool [H, W]}``: plain resize (``scale`` None) or tiles at ``scale``."""
-    from sbanet.geo.tiling import predict_scene
 
     if scale is None:
         return {p.expression: p.mask for p in predictor.predict_batch(image, texts, return_attention=False)}
@@ -93,10 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data} lacks dubai-aerial/ or spacenet-sample/ (../shared/data/README.md)", file=sys.stderr)
         return 2
     import torch
-
-    from sbanet.inference.predictor import Predictor
-    from sbanet.inference.shipped import default_model_source
-    from sbanet.training.metrics import mask_iou
 
     torch.set_num_threads(args.threads)
     model = args.model or default_model_source()

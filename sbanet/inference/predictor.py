@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sbanet.checkpoint import checkpoint_metadata, load_pretrained
 from sbanet.image import invalid_pixels, read_image, to_rgb8
 from sbanet.inference.confidence import ConfidenceThresholds, Verdict, judge
 from sbanet.inference.fast import optimize_for_inference
@@ -153,7 +154,6 @@ class Predictor:
         ``revision``) and wrap it; ``options`` are the constructor's (``fast``, ``precision``,
         ``quantize``, ``text_cache_size``, ``expression_chunk``, ``thresholds``: by default those
         calibrated for a local checkpoint, in its metadata)."""
-        from sbanet.checkpoint import checkpoint_metadata, load_pretrained
 
         model, tokenizer = load_pretrained(source, device=device, allow_pickle=allow_pickle, revision=revision)
         metadata = checkpoint_metadata(source)
