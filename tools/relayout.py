@@ -72,6 +72,16 @@ SYMBOL_MOVES: dict[str, dict[str, str]] = {
         "_jsonable": f"{RECORD}:jsonable_metrics",
         "_save_model": f"{RECORD}:save_model",
     },
+    "annotate.app.handlers": {
+        **dict.fromkeys(
+            ("ANONYMOUS", "REFUSED_TITLE", "SERVER_PATH", "annotator", "on_page", "readable", "refusal"),
+            "annotate.app.guards",
+        ),
+        **dict.fromkeys(("uploaded_path", "user_errors"), "annotate.app.guards"),
+        **dict.fromkeys(
+            ("SegmentSession", "VERDICT_MARKS", "result_details", "summary_markdown"), "annotate.app.results"
+        ),
+    },
     "sbanet.data.semantic": dict.fromkeys(
         ("IMAGE_SUFFIXES", "LandCoverClass", "class_cases", "decode_label_mask", "find_pairs", "load_palette"),
         "sbanet.data.land_cover",
@@ -171,16 +181,22 @@ def absolute_imports(path: str, text: str) -> str:
     return "".join(lines)
 
 
-def split_module_imports(text: str, moves: dict[str, str]) -> str:
+def split_module_imports(text: str, moves: dict[str, str], path: str = "") -> str:
     """``from package import old_module [as x], other`` -> an import of the moved module from its
     new package, under the name it had, and the rest as before; ``from module import name`` of
-    a name in :data:`SYMBOL_MOVES` -> an import from the name's new module."""
+    a name in :data:`SYMBOL_MOVES` -> an import from the name's new module (relative imports of
+    such a module, in the file at ``path``, too)."""
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
-    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level and n.module]
+    module = module_of(path) if path.endswith(".py") else ""
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or not n.level)]
     for node in sorted(nodes, key=lambda n: -n.lineno):
-        symbols = SYMBOL_MOVES.get(moves.get(node.module, node.module), {})
-        moved = [a for a in node.names if f"{node.module}.{a.name}" in moves or a.name in symbols]
+        source = resolve(package, node.level, node.module) if node.level else node.module
+        symbols = SYMBOL_MOVES.get(moves.get(source, source), {})
+        if node.level and not symbols:
+            continue  # a relative import of a module that was not split: step 1 handles moves
+        moved = [a for a in node.names if f"{source}.{a.name}" in moves or a.name in symbols]
         if not moved:
             continue
         indent = " " * node.col_offset
@@ -188,14 +204,15 @@ def split_module_imports(text: str, moves: dict[str, str]) -> str:
         kept = [a for a in node.names if a not in moved]
         if kept:
             names = ", ".join(f"{a.name} as {a.asname}" if a.asname else a.name for a in kept)
-            new_lines.append(f"{indent}from {node.module} import {names}\n")
+            written = "." * node.level + (node.module or "")
+            new_lines.append(f"{indent}from {written} import {names}\n")
         for alias in moved:
             local = alias.asname or alias.name
             if alias.name in symbols:
                 parent, _, leaf = symbols[alias.name].partition(":")
                 leaf = leaf or alias.name
             else:
-                parent, _, leaf = moves[f"{node.module}.{alias.name}"].rpartition(".")
+                parent, _, leaf = moves[f"{source}.{alias.name}"].rpartition(".")
             new_lines.append(f"{indent}from {parent} import {leaf}" + (f" as {local}" if local != leaf else "") + "\n")
         lines[node.lineno - 1 : node.end_lineno] = new_lines
     return "".join(lines)
@@ -264,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if not is_text(path):
             continue
         text = (ROOT / path).read_text(encoding="utf-8")
-        new = split_module_imports(text, moves) if path.endswith(".py") else text
+        new = split_module_imports(text, moves, path) if path.endswith(".py") else text
         new = rewrite_references(new, moves, paths)
         if new != text:
             changed.append(path)
