@@ -241,7 +241,7 @@ def test_cli_refuses_with_one_line_and_writes_nothing(checkpoint, tmp_path, caps
 def test_a_refusal_is_logged_as_one_line_without_traceback(caplog):
     import gradio as gr
 
-    from annotate.app.handlers import user_errors
+    from annotate.app.guards import user_errors
 
     @user_errors
     def segment(path: str) -> None:
