@@ -82,6 +82,34 @@ SYMBOL_MOVES: dict[str, dict[str, str]] = {
             ("SegmentSession", "VERDICT_MARKS", "result_details", "summary_markdown"), "annotate.app.results"
         ),
     },
+    "recipes.default_model.card": dict.fromkeys(
+        (
+            "SELECTION",
+            "conversion_records",
+            "data_lines",
+            "loss_phrase",
+            "recipe_lines",
+            "stage_phrase",
+            "training_folders",
+            "training_time_lines",
+        ),
+        "recipes.default_model.provenance",
+    ),
+    "recipes.default_model.train": dict.fromkeys(
+        (
+            "CONVERSIONS",
+            "DUBAI_INPUT",
+            "GID_CONVERSIONS",
+            "GID_INPUT",
+            "WHOLE_IMAGES",
+            "WHOLE_OF",
+            "conversion_roots",
+            "data_summary",
+            "prepare_data",
+            "whole_image_folders",
+        ),
+        "recipes.default_model.data",
+    ),
     "sbanet.data.semantic": dict.fromkeys(
         ("IMAGE_SUFFIXES", "LandCoverClass", "class_cases", "decode_label_mask", "find_pairs", "load_palette"),
         "sbanet.data.land_cover",
