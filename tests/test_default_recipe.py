@@ -12,6 +12,8 @@ import torch
 from training_fixtures import single_thread
 
 from recipes.default_model import card as model_card
+from recipes.default_model import data as recipe_data
+from recipes.default_model import provenance
 from recipes.default_model import report as model_report
 from recipes.default_model import train as recipe
 from sbanet.build import sbanet_tiny, sbanet_tiny_config
@@ -111,7 +113,7 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     summary = {
         "run": str(run), "recipe": config.to_dict(), "val": val, "val_whole": val_whole, "commit": "0123abc",
         "training": {"wall_s": 60.0, "cpu_s": 50.0, "steps": 3, "threads": 1, "load_average": [1.0, 1.0, 1.0]},
-        "data": recipe.data_summary(report, conversions),
+        "data": recipe_data.data_summary(report, conversions),
     }  # fmt: skip
     assert recipe.whole_image_root(summary) == str(whole)
     out = tmp_path / "shipped"
@@ -133,7 +135,7 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     assert metadata["text_blind_baseline_whole"] == val_whole and metadata["val_tile6_whole_float32"] == val_whole
     assert "whole images (" in card and "2 crops of ~512 px" in card
     assert "loss LAVT's weighted cross-entropy, text encoder frozen" in card  # no dice_weight: the paper's loss
-    assert model_card.loss_phrase({"dice_weight": 0.5}).startswith("LAVT's weighted cross-entropy + 0.5 x soft Dice")
+    assert provenance.loss_phrase({"dice_weight": 0.5}).startswith("LAVT's weighted cross-entropy + 0.5 x soft Dice")
     assert not recipe.text_encoder_unchanged(model)
 
 
@@ -146,27 +148,27 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     configs = Path(__file__).resolve().parents[1] / "recipes" / "default_model"
     crops, whole = Path("runs/data/dubai-referring"), Path("runs/data/dubai-referring-whole")
     v3 = load_config(configs / "v3.yaml", [])  # shipped until v4
-    assert recipe.conversion_roots(v3) == [crops, whole]  # trained on both
+    assert recipe_data.conversion_roots(v3) == [crops, whole]  # trained on both
     assert v3.model.overrides["dice_weight"] > 0
     shipped = load_config(configs / "config.yaml", [])  # v4: asked wordings, capped negatives, flips
     cap10 = [Path("runs/data/dubai-referring-asked-cap10"), Path("runs/data/dubai-referring-whole-asked-cap10")]
-    assert recipe.conversion_roots(shipped) == cap10 and shipped.data.augment and shipped.model.init_recipe is None
+    assert recipe_data.conversion_roots(shipped) == cap10 and shipped.data.augment and shipped.model.init_recipe is None
     assert shipped.train.eval_every > shipped.train.max_steps  # tile 6 is scored after the last step only
     assert shipped.model.overrides == v3.model.overrides and shipped.output.dir == "runs/default_model"
-    assert recipe.CONVERSIONS[cap10[0].name]["paraphrases"] and recipe.CONVERSIONS[cap10[1].name]["negatives"]
+    assert recipe_data.CONVERSIONS[cap10[0].name]["paraphrases"] and recipe_data.CONVERSIONS[cap10[1].name]["negatives"]
     # the conversions of the variants measured and not shipped (docs/history.md), still converted on request
     asked_roots = [Path("runs/data/dubai-referring-asked"), Path("runs/data/dubai-referring-whole-asked")]
-    assert recipe.whole_image_folders(asked_roots, asked_roots[0]) == asked_roots[1:]
-    assert recipe.CONVERSIONS["dubai-referring-asked"] == {"crop": 512, "paraphrases": True, "negatives": 2}
-    assert all(recipe.CONVERSIONS[whole]["crop"] == 0 for whole in recipe.WHOLE_OF.values())
+    assert recipe_data.whole_image_folders(asked_roots, asked_roots[0]) == asked_roots[1:]
+    assert recipe_data.CONVERSIONS["dubai-referring-asked"] == {"crop": 512, "paraphrases": True, "negatives": 2}
+    assert all(recipe_data.CONVERSIONS[whole]["crop"] == 0 for whole in recipe_data.WHOLE_OF.values())
     n1 = [Path("runs/data/dubai-referring-asked-n1"), Path("runs/data/dubai-referring-whole-asked-n1")]
-    assert [recipe.CONVERSIONS[root.name]["negatives"] for root in n1] == [1, 1]
-    assert not v3.data.augment and "negatives" not in recipe.CONVERSIONS["dubai-referring"]
+    assert [recipe_data.CONVERSIONS[root.name]["negatives"] for root in n1] == [1, 1]
+    assert not v3.data.augment and "negatives" not in recipe_data.CONVERSIONS["dubai-referring"]
     for share in (10, 20):
         cap = [f"dubai-referring-asked-cap{share}", f"dubai-referring-whole-asked-cap{share}"]
-        assert {recipe.CONVERSIONS[name]["negative_share"] for name in cap} == {share / 100}
+        assert {recipe_data.CONVERSIONS[name]["negative_share"] for name in cap} == {share / 100}
     with pytest.raises(ValueError, match="only into folders named"):
-        recipe.prepare_data(tmp_path, tmp_path / "elsewhere")
+        recipe_data.prepare_data(tmp_path, tmp_path / "elsewhere")
 
 
 def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path):
@@ -199,7 +201,7 @@ def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path)
     assert "Training time: 20 min wall-clock (1 thread(s), on one NVIDIA H200 GPU;" in card
     assert "min of CPU time" not in card and "Resumed once from its epoch checkpoint." in card
     chosen = model_card.render_model_card({**metadata, "stages": None, "selection": "Chosen on tile 6 by X."}, 20.0)
-    assert "seed 0. Chosen on tile 6 by X." in chosen and model_card.SELECTION not in chosen
+    assert "seed 0. Chosen on tile 6 by X." in chosen and provenance.SELECTION not in chosen
 
 
 def _row(present: bool, area: float, inside: float | None, iou: float | None = None) -> dict:
