@@ -88,7 +88,7 @@ def spacenet_crops(data: Path) -> dict[str, list[Any]]:
 
 def tile6_samples(root: Path) -> list[Any]:
     """The class-level ("the water", "all buildings") samples of the whole-image tile-6 split."""
-    from recipes.default_model.report import sample_rules
+    from recipes.default_model.model_report import sample_rules
     from sbanet.data import load_samples
 
     rules = sample_rules(root, "val")

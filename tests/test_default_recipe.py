@@ -12,9 +12,8 @@ import torch
 from training_fixtures import single_thread
 
 from recipes.default_model import card as model_card
-from recipes.default_model import data as recipe_data
-from recipes.default_model import provenance
-from recipes.default_model import report as model_report
+from recipes.default_model import conversions as recipe_data
+from recipes.default_model import model_report, provenance
 from recipes.default_model import train as recipe
 from sbanet.build import sbanet_tiny, sbanet_tiny_config
 from sbanet.checkpoint import load_pretrained, save_pretrained

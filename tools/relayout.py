@@ -52,7 +52,7 @@ MOVES = {
     "annotate/jobs/finetune.py": "annotate/jobs/finetune_job.py",
     # the release pipeline of the shipped default model: recipes/default_model/
     "train/default_model.py": "recipes/default_model/train.py",
-    "train/model_report.py": "recipes/default_model/report.py",
+    "train/model_report.py": "recipes/default_model/model_report.py",
     "train/model_card.py": "recipes/default_model/card.py",
     "train/source_report.py": "recipes/default_model/source_report.py",
     "benchmarks/default_model_scale.py": "recipes/default_model/scale.py",
@@ -108,7 +108,7 @@ SYMBOL_MOVES: dict[str, dict[str, str]] = {
             "prepare_data",
             "whole_image_folders",
         ),
-        "recipes.default_model.data",
+        "recipes.default_model.conversions",
     ),
     "sbanet.data.semantic": dict.fromkeys(
         ("IMAGE_SUFFIXES", "LandCoverClass", "class_cases", "decode_label_mask", "find_pairs", "load_palette"),

@@ -107,7 +107,7 @@ def validation_tables(metadata: dict[str, Any]) -> list[str]:
 
 
 def usage_lines(metadata: dict[str, Any]) -> list[str]:
-    """Tile 6 as users ask (``metadata["tile6_usage"]``, :mod:`recipes.default_model.report`): chance, the
+    """Tile 6 as users ask (``metadata["tile6_usage"]``, :mod:`recipes.default_model.model_report`): chance, the
     wordings of each class, absent classes, the verdict thresholds; and the out-of-domain rows."""
     usage = metadata.get("tile6_usage")
     lines: list[str] = []
@@ -151,7 +151,7 @@ def usage_lines(metadata: dict[str, Any]) -> list[str]:
             absent_line,
             "",
             "**Verdicts** (`sbanet.inference.confidence`, thresholds in `config.json` metadata `confidence`, "
-            f'{fitted} `python -m recipes.default_model.report --calibrate`): "nothing found" below '
+            f'{fitted} `python -m recipes.default_model.model_report --calibrate`): "nothing found" below '
             f"{100 * t['min_area_fraction']:.1f} % of the image or a mean probability inside the mask below "
             f'{t["min_mean_probability"]:.3f}; "low confidence" below {t["confident_mean_probability"]:.3f}. '
             f"Present class-level cases: {counts_phrase(verdicts.get('present', {}))}; absent: "

@@ -6,12 +6,12 @@
 For each converted folder (e.g. :mod:`sbanet.data.gid`'s ``gid5`` and ``gid15`` whole-image
 conversions with absent classes), its val split, whole images at the model's input size:
 
-* class-level mIoU (the reference protocol, :func:`recipes.default_model.report.evaluate_by_rule`) in all
+* class-level mIoU (the reference protocol, :func:`recipes.default_model.model_report.evaluate_by_rule`) in all
   and per class, and the same for answering every expression with the whole image (``chance``:
   the all-foreground mask, IoU = the target's share of the image);
 * absent classes: every absent-class sample asked in its own wording: how many masks are empty or
   below 1 % of the image and how many the checkpoint's thresholds call "nothing found"
-  (:func:`recipes.default_model.report.absent_summary`), and present class-level cases refused;
+  (:func:`recipes.default_model.model_report.absent_summary`), and present class-level cases refused;
 * ``combined``: the folders' class-level rows pooled (mIoU weighted by their counts).
 
 A model never trained on a source scored on its val split is the leave-one-source-out row of the
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recipes.default_model.report import absent_summary, asked_cases, chance, evaluate_by_rule, verdict_counts
+from recipes.default_model.model_report import absent_summary, asked_cases, chance, evaluate_by_rule, verdict_counts
 from sbanet.checkpoint import checkpoint_metadata, load_pretrained
 from sbanet.inference.confidence import NOTHING_FOUND, ConfidenceThresholds
 from sbanet.inference.predictor import Predictor

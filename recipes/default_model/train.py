@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from recipes.default_model.card import write_model_card
-from recipes.default_model.data import (
+from recipes.default_model.conversions import (
     DUBAI_INPUT,
     GID_INPUT,
     conversion_roots,
@@ -41,7 +41,7 @@ from recipes.default_model.data import (
     prepare_data,
     whole_image_folders,
 )
-from recipes.default_model.report import evaluate_by_rule, report
+from recipes.default_model.model_report import evaluate_by_rule, report
 from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pretrained, save_pretrained
 from sbanet.inference.lexicon import taught_classes
 from sbanet.inference.shipped import SHIPPED_MODEL
@@ -196,7 +196,7 @@ def export(
 ) -> dict[str, Any]:
     """Write the run's best weights to ``output`` (without the text encoder when it is the
     unchanged pretrained one; float16 if that changes no metric, on crops or whole images, beyond
-    :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` (with :mod:`recipes.default_model.report`'s
+    :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` (with :mod:`recipes.default_model.model_report`'s
     tile-6 usage report and the verdict thresholds it fits; ``out_of_domain``: SpaceNet rows) and
     the model card."""
     run_dir, root = Path(summary["run"]), summary["recipe"]["data"]["root"]

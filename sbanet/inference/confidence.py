@@ -10,7 +10,7 @@ nothing" well enough to warn a user:
 
 :class:`ConfidenceThresholds` holds the cut-offs. A checkpoint may carry calibrated ones in its
 ``config.json`` metadata under ``"confidence"`` (:meth:`ConfidenceThresholds.from_metadata`): the
-shipped default model carries those ``python -m recipes.default_model.report --calibrate`` fitted on
+shipped default model carries those ``python -m recipes.default_model.model_report --calibrate`` fitted on
 dubai-aerial tile 6, which it was not trained on (classes present in an image vs classes absent
 from it and things no Dubai image holds). Without them the defaults below apply: cut-offs
 measured the same way on an earlier default model that had never been trained to answer

@@ -1,7 +1,7 @@
 """What a default-model checkpoint does on tile 6 as users ask: wordings, absent classes, verdicts.
 
-    python -m recipes.default_model.report --model sbanet/assets/sbanet-lite-dubai --json report.json
-    python -m recipes.default_model.report --model runs/default_model/best --calibrate   # thresholds too
+    python -m recipes.default_model.model_report --model sbanet/assets/sbanet-lite-dubai --json report.json
+    python -m recipes.default_model.model_report --model runs/default_model/best --calibrate   # thresholds too
 
 Tile 6 of dubai-aerial (never trained on), whole images, as the app runs them:
 
@@ -342,7 +342,7 @@ def latency(models: dict[str, str | Path], image: np.ndarray, expression: str = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recipes.default_model.report", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m recipes.default_model.model_report", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="a checkpoint directory")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the whole-image conversion")
     p.add_argument("--calibrate", action="store_true", help="fit the verdict thresholds to tile 6")
