@@ -189,20 +189,17 @@ def test_folder_run_summary_and_resume(archive, checkpoint, tmp_path, capsys):
 
 
 def test_a_failed_scene_leaves_no_file(archive, checkpoint, tmp_path, monkeypatch):
-    import sbanet.geo.tiling
-
-    predict_scene = sbanet.geo.tiling.predict_scene
+    import sbanet.geo.scene_run
 
     def dies_half_way(predictor, source, texts, *, writer, **kwargs):
         writer.write(0, np.zeros((len(texts), 10, source.width), np.float32), np.ones((10, source.width), bool))
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(sbanet.geo.tiling, "predict_scene", dies_half_way)
+    monkeypatch.setattr(sbanet.geo.scene_run, "predict_scene", dies_half_way)  # what the runner calls
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="killed"):
         _run(str(archive / "a.tif"), "-e", "the water", "--model", str(checkpoint), "-d", str(out))
     assert list(out.iterdir()) == []
-    monkeypatch.setattr(sbanet.geo.tiling, "predict_scene", predict_scene)
 
 
 def _assert_cog(path: Path) -> None:
