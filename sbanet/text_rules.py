@@ -43,18 +43,8 @@ def check_text(value: Any, what: str, max_chars: int | None, *, multiline: bool 
     return text
 
 
-class CheckedExpression(str):
-    """An expression that passed :func:`check_expression`: checking it again returns it as it is, so
-    the text of one click is checked once on its way through the app, the predictor and the store."""
-
-    __slots__ = ()
-
-
 def check_expression(expression: Any) -> str:
-    """A non-empty expression of reasonable length, whitespace-normalised (a
-    :class:`CheckedExpression`), or ``ValueError``."""
-    if isinstance(expression, CheckedExpression):
-        return expression
+    """A non-empty expression of reasonable length, whitespace-normalised, or ``ValueError``."""
     if not isinstance(expression, str):
         raise ValueError(f"an expression must be a string, got {type(expression).__name__}")
     # its own limit below, on the whitespace-normalised text
@@ -63,4 +53,4 @@ def check_expression(expression: Any) -> str:
         raise ValueError("the expression is empty: describe the object to segment, e.g. 'the water'")
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ValueError(f"the expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_CHARS}")
-    return CheckedExpression(text)
+    return text

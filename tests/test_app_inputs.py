@@ -260,20 +260,3 @@ def test_display_png_is_encoded_once_into_a_file_of_its_own(tmp_path, monkeypatc
     assert uploads.display_png(image, 16) == (path, size)  # cached: not encoded again
     assert inputs.DecodedUploads().display_png(image, 16) == (path, size)  # another cache: the file is kept
     assert Path(path).stat().st_mtime_ns == stamp and not list(Path(path).parent.glob(".display-*"))
-
-
-def test_one_click_checks_its_text_once(monkeypatch, tiny_model, tokenizer):
-    """The app parses the expressions (checked there), the predictor and the store take them on:
-    the text rule runs once per expression, and checking again gives the same text."""
-    from sbanet import text_rules
-    from sbanet.inference.predictor import Predictor
-
-    calls = []
-    original = text_rules.check_text
-    monkeypatch.setattr(text_rules, "check_text", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
-    texts = inputs.parse_expressions("the  water\nthe roads\n")
-    assert texts == ["the water", "the roads"] and len(calls) == 2
-    predictions = Predictor(tiny_model, tokenizer).predict_batch(np.zeros((32, 32, 3), np.uint8), texts)
-    stored = [text_rules.check_expression(p.expression) for p in predictions]  # what the store runs
-    assert stored == texts and len(calls) == 2
-    assert text_rules.check_expression("  the   water ") == "the water" and len(calls) == 3
