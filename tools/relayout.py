@@ -110,6 +110,18 @@ SYMBOL_MOVES: dict[str, dict[str, str]] = {
         ),
         "recipes.default_model.conversions",
     ),
+    "sbanet.inference.predictor": dict.fromkeys(("MAX_EXPRESSION_CHARS", "check_expression"), "sbanet.text_rules"),
+    "sbanet.predict": {"output_paths": "sbanet.geo.scenes"},
+    "sbanet.training.evaluation": {"autocast": "sbanet.inference.precision"},  # (device, precision name)
+    "benchmarks.speed.measure": {
+        "MEASURES": "benchmarks.speed.run",
+        "run_case": "benchmarks.speed.run",
+        "DTYPES": "sbanet.inference.precision",
+        "_build": "benchmarks.speed.measure:build_model",
+        "_iou": "benchmarks.speed.measure:mask_iou_of",
+        "_predictor": "benchmarks.speed.measure:make_predictor",
+        "_setup": "benchmarks.speed.measure:setup_case",
+    },
     "sbanet.data.semantic": dict.fromkeys(
         ("IMAGE_SUFFIXES", "LandCoverClass", "class_cases", "decode_label_mask", "find_pairs", "load_palette"),
         "sbanet.data.land_cover",
