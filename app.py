@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the app's modules are imported when used, not at import tim
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:
     from annotate.app.launch import AUTH_ENV, DEFAULT_ADAPT_AFTER, DEFAULT_MAX_FILE_SIZE, AppSettings, parse_auth
-    from sbanet.precision import PRECISION_ENV, PRECISIONS, check_precision
+    from sbanet.inference.precision import PRECISION_ENV, PRECISIONS, check_precision
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(

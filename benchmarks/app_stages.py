@@ -8,7 +8,7 @@ seconds, the clock the page's ``performance.timeOrigin + performance.now()`` als
   Gradio's queue and its parsing of the inputs);
 * ``image decode``: :func:`annotate.app.inputs.load_image` (checks, decode, hash), or the look-up
   of :class:`annotate.app.inputs.DecodedUploads` where the app has it (the preview decoded it);
-* ``preprocessing``: :meth:`sbanet.predictor.Predictor.preprocess` (resize, normalise);
+* ``preprocessing``: :meth:`sbanet.inference.predictor.Predictor.preprocess` (resize, normalise);
 * ``model``: the backend's model run without the preprocessing (text, forward, masks);
 * ``handler, other``: the rest of the handler (verdicts, summary);
 * ``overlay render``: :func:`annotate.app.handlers.overlay_value`;
@@ -49,7 +49,7 @@ class StageProbe:
         import gradio as gr
 
         from annotate.app import handlers
-        from sbanet.predictor import Predictor
+        from sbanet.inference.predictor import Predictor
 
         self._lock = threading.Lock()
         self.events: dict[str, tuple[float, float]] = {}

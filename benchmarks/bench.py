@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.speed import PARTS, Settings, markdown_report, run_suite
 from benchmarks.speed.report import evaluate_targets
-from sbanet.runtime import machine_description
+from sbanet.inference.runtime import machine_description
 
 QUICK = dict(parts=("speed", "small", "agreement"), repeats=2, warmup=1, images=2, texts=("the water", "the buildings"))
 

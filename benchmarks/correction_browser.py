@@ -152,10 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     from annotate.app.browser import chromium_page, chromium_path
     from annotate.app.launch import AppSettings, build_app, launch_kwargs
-    from sbanet.data.semantic import DUBAI_CLASSES, class_cases
-    from sbanet.default_model import SHIPPED_MODEL
-
-    from .default_model_scale import CLASS_EXPRESSIONS, MIN_FRACTION
+    from recipes.default_model.scale import CLASS_EXPRESSIONS, MIN_FRACTION
+    from sbanet.data.land_cover import class_cases
+    from sbanet.data.semantic import DUBAI_CLASSES
+    from sbanet.inference.shipped import SHIPPED_MODEL
 
     if chromium_path() is None:
         raise SystemExit("no Chromium: install Debian's chromium or set $SBANET_CHROMIUM")

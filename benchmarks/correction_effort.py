@@ -49,8 +49,7 @@ import cv2
 import numpy as np
 
 from annotate.edit import regions, shapes
-
-from .default_model_scale import CLASS_EXPRESSIONS, DATA, MIN_FRACTION
+from recipes.default_model.scale import CLASS_EXPRESSIONS, DATA, MIN_FRACTION
 
 TOOLSETS = ("brush", "brush+colour", "brush+region", "brush+region+polygon")
 STROKE_LENGTH = 120  # pixels of skeleton one brush stroke follows (a drag of about a fifth of the image)
@@ -66,9 +65,10 @@ MILESTONES = (0.7, 0.8, 0.9)
 
 def cases(data: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """``(name, image uint8 [H, W, 3], truth, model mask bool [H, W], probability float [H, W])``."""
-    from sbanet.data.semantic import DUBAI_CLASSES, class_cases
-    from sbanet.default_model import SHIPPED_MODEL
-    from sbanet.predictor import Predictor
+    from sbanet.data.land_cover import class_cases
+    from sbanet.data.semantic import DUBAI_CLASSES
+    from sbanet.inference.predictor import Predictor
+    from sbanet.inference.shipped import SHIPPED_MODEL
 
     predictor = Predictor.from_pretrained(SHIPPED_MODEL)
     root = data / "dubai-aerial" / "tile6"

@@ -16,13 +16,13 @@ accepted corrections, one fine-tune job, held-out IoU before and after, and what
   review queue's "most uncertain first": :func:`annotate.store.masks.mean_uncertainty`), ``random`` a
   seeded draw; both nested in N. With every crop (``all``) the two are the same run.
 * **The loop**: a fresh store gets the N crops as accepted masks (``train``) and the held-out
-  ones (``val``); :func:`annotate.jobs.finetune.run_finetune` runs with :class:`FinetuneConfig`'s
+  ones (``val``); :func:`annotate.jobs.finetune_job.run_finetune` runs with :class:`FinetuneConfig`'s
   defaults (``--set key=value`` overrides any field), i.e. the budget, replay of the base's own
   training data (its recipe's folders, from ``--replay-root``) and early stopping.
 * **Scores** of the base and of every new model: the test crops' IoU per class (mean over crops,
   the reference protocol at the input size) and the class-level expressions of dubai-aerial
   tile 6 whole images (the shipped model's validation tile, ``runs/data/dubai-referring-whole``
-  as converted by ``train.default_model``; ``--tile6``): forgetting is the drop of its mIoU.
+  as converted by ``recipes.default_model.train``; ``--tile6``): forgetting is the drop of its mIoU.
 
 Runs go to ``--workers`` processes of ``--threads`` torch threads each, longest first. Prints a
 table per run and the means over seeds; writes JSON (``--json``).
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.default_model_scale import DATA, spacenet_scenes
+from recipes.default_model.scale import DATA, spacenet_scenes
 
 CATEGORIES = {"all buildings": "building", "the roads": "road"}
 MIN_COVERAGE = 0.005  # crops where the class covers less are left out (an IoU of a few pixels is noise)
@@ -88,8 +88,8 @@ def spacenet_crops(data: Path) -> dict[str, list[Any]]:
 
 def tile6_samples(root: Path) -> list[Any]:
     """The class-level ("the water", "all buildings") samples of the whole-image tile-6 split."""
+    from recipes.default_model.model_report import sample_rules
     from sbanet.data import load_samples
-    from train.model_report import sample_rules
 
     rules = sample_rules(root, "val")
     return [s for s in load_samples("folder", root, "val") if rules.get(s.ref_id) == "class"]
@@ -117,7 +117,7 @@ def score(source: str, test: list[Any], tile6: list[Any]) -> dict[str, Any]:
 def uncertainties(source: str, pool: list[Any]) -> list[float]:
     """The base model's mean pixel uncertainty on each pool crop (the review queue's order key)."""
     from annotate.store.masks import mean_uncertainty
-    from sbanet.predictor import Predictor
+    from sbanet.inference.predictor import Predictor
 
     predictor = Predictor.from_pretrained(source)
     return [mean_uncertainty(predictor.predict(s.load_image(), s.expression).probability) for s in pool]
@@ -146,7 +146,7 @@ def run_one(task: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from annotate import make_store
-    from annotate.jobs.finetune import FinetuneConfig, queue_finetune, run_finetune
+    from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, run_finetune
     from annotate.store import runs
     from annotate.store.transfer import import_samples
 
@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from annotate.jobs.finetune import FinetuneConfig
-    from sbanet.default_model import default_model_source
+    from annotate.jobs.finetune_job import FinetuneConfig
+    from sbanet.inference.shipped import default_model_source
 
     torch.set_num_threads(args.threads * args.workers)
     model = str(args.model or default_model_source())

@@ -108,7 +108,7 @@ def model_options(args: argparse.Namespace) -> tuple[list[str], str, int]:
         return ["--preset", args.preset], f"{args.preset} (random weights)", PRESET_CONFIGS[args.preset]().image_size
     from sbanet.checkpoint import checkpoint_metadata
     from sbanet.config import SBANetConfig
-    from sbanet.default_model import default_model_source
+    from sbanet.inference.shipped import default_model_source
 
     source = default_model_source(args.model)
     config = SBANetConfig(**json.loads((Path(source) / "config.json").read_text())["config"])

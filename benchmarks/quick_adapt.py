@@ -12,7 +12,7 @@ after, and what it forgot on dubai tile 6.
   each scene; the correction pool is the same left half of the scene cut at quarter-crop strides
   (51 building crops, 43 road crops) so that N = 30 corrections exist per domain. Replay: a
   seeded draw of the base recipe's first training folder (``runs/data/dubai-referring-asked-cap10``
-  as ``train.default_model`` converts it); forgetting: the class-level expressions of tile 6 whole
+  as ``recipes.default_model.train`` converts it); forgetting: the class-level expressions of tile 6 whole
   images (``runs/data/dubai-referring-whole``), base mIoU minus adapted mIoU.
 * **Cache**: what does not change between runs (the frozen part's output for every pool crop
   under its 8 flips / turns, and for the held-out, test, tile-6 and replay samples) is computed
@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.default_model_scale import DATA, spacenet_scenes
 from benchmarks.finetune_loop import CATEGORIES, MIN_COVERAGE, TILE6, _crop, _setting, spacenet_crops, tile6_samples
+from recipes.default_model.scale import DATA, spacenet_scenes
 
 REPLAY_ROOT = Path("runs/data/dubai-referring-asked-cap10")
 REPLAY_POOL = 64  # replay samples cached; a run draws quick_replay of them (seeded)
@@ -214,14 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data} lacks spacenet-sample/ (../shared/data/README.md)", file=sys.stderr)
         return 2
     if not REPLAY_ROOT.is_dir():
-        print(f"error: no {REPLAY_ROOT}: run train.default_model's conversion first", file=sys.stderr)
+        print(f"error: no {REPLAY_ROOT}: run recipes.default_model.train's conversion first", file=sys.stderr)
         return 2
     import torch
 
     from annotate.jobs.finetune_data import FinetuneConfig, quick_size
     from annotate.jobs.finetune_quick import adapt_config
     from sbanet.checkpoint import load_pretrained
-    from sbanet.default_model import default_model_source
+    from sbanet.inference.shipped import default_model_source
     from sbanet.training.adapt import UPSTREAM, decoder_level, evaluate_cached
 
     torch.set_num_threads(1)

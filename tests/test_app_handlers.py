@@ -15,7 +15,7 @@ from annotate.app.downloads import Downloads
 from annotate.app.handlers import SegmentHandlers
 from annotate.app.render import BRUSH_ADD, hex_to_rgb
 from annotate.app.review import ReviewHandlers
-from sbanet.predictor import AttentionMaps, Prediction
+from sbanet.inference.predictor import AttentionMaps, Prediction
 
 
 def fake_attention(expression: str) -> AttentionMaps:

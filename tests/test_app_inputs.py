@@ -22,7 +22,7 @@ from annotate.app.render import (
     mask_outline,
     overlay_mask,
 )
-from sbanet.predictor import AttentionMaps
+from sbanet.inference.predictor import AttentionMaps
 
 
 # --- uploads ----------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ def test_app_stages_split_a_click_and_restore_what_they_wrapped():
 
     from annotate.app import inputs
     from benchmarks.app_stages import STAGES, StageProbe, stage_table
-    from sbanet.predictor import Predictor
+    from sbanet.inference.predictor import Predictor
 
     class Backend:
         def predict(self, *args):

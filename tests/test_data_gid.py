@@ -24,7 +24,7 @@ from sbanet.data.gid import (
 from sbanet.data.photometric import photometric
 from sbanet.data.semantic import ConversionConfig, convert
 from sbanet.data.wording import GID_PARAPHRASES, absent_referrings
-from sbanet.lexicon import Lexicon, converter_phrases
+from sbanet.inference.lexicon import Lexicon, converter_phrases
 
 # what the issue asks people to be able to say
 ASKED = (

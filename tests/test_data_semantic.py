@@ -12,18 +12,8 @@ from conftest import shared_data
 from PIL import Image
 
 from sbanet.data import load_samples
-from sbanet.data.semantic import (
-    REPORT_FILE,
-    ConversionConfig,
-    LandCoverClass,
-    class_cases,
-    convert,
-    crop_boxes,
-    decode_label_mask,
-    fill_ratio,
-    load_palette,
-    main,
-)
+from sbanet.data.land_cover import LandCoverClass, class_cases, decode_label_mask, load_palette
+from sbanet.data.semantic import REPORT_FILE, ConversionConfig, convert, crop_boxes, fill_ratio, main
 from sbanet.data.writer import FolderWriter
 
 RED, BLUE, GREY, NEAR_RED, BLACK = (255, 0, 0), (0, 0, 255), (128, 128, 128), (250, 6, 4), (0, 0, 0)

@@ -135,7 +135,7 @@ def test_bad_arguments(tokenizer):
 
 def test_dataset_images_match_the_predictor(tiny_model, tokenizer):
     """Training sees exactly what inference sees (same resize and normalisation)."""
-    from sbanet.predictor import Predictor
+    from sbanet.inference.predictor import Predictor
 
     predictor = Predictor(tiny_model, tokenizer)
     config = predictor.config

@@ -12,12 +12,13 @@ from conftest import shared_data
 from training_fixtures import single_thread
 
 from sbanet.checkpoint import checkpoint_metadata
-from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds
-from sbanet.data.semantic import DUBAI_CLASSES, class_cases, decode_label_mask, find_pairs
-from sbanet.default_model import SHIPPED_MODEL, default_model_source
-from sbanet.examples import EXAMPLES, example_scenes, score_scene
+from sbanet.data.example_scenes import EXAMPLES, example_scenes, score_scene
+from sbanet.data.land_cover import class_cases, decode_label_mask, find_pairs
+from sbanet.data.semantic import DUBAI_CLASSES
 from sbanet.image import read_image, to_rgb8
-from sbanet.predictor import Predictor
+from sbanet.inference.confidence import NOTHING_FOUND, ConfidenceThresholds
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.shipped import SHIPPED_MODEL, default_model_source
 from sbanet.training.metrics import mask_iou
 
 # the shipped model's scores on real images: what users see, rerun under emulated CPUs
@@ -56,7 +57,7 @@ def test_the_shipped_checkpoint_is_small_and_complete():
     assert sum(files.values()) < 30 * 2**20
     metadata = json.loads((SHIPPED_MODEL / "config.json").read_text()).get("metadata", {})
     card = (SHIPPED_MODEL / "README.md").read_text()
-    for needle in ("oIoU", "mIoU", "Pr@0.5", "text-blind", "Limitations", "python -m train.default_model"):
+    for needle in ("oIoU", "mIoU", "Pr@0.5", "text-blind", "Limitations", "python -m recipes.default_model.train"):
         assert needle in card
     assert metadata.get("val_tile6"), "the checkpoint records its validation metrics"
 

@@ -11,16 +11,18 @@ import pytest
 import torch
 from training_fixtures import single_thread
 
+from recipes.default_model import card as model_card
+from recipes.default_model import conversions as recipe_data
+from recipes.default_model import model_report, provenance
+from recipes.default_model import train as recipe
 from sbanet.build import sbanet_tiny, sbanet_tiny_config
 from sbanet.checkpoint import load_pretrained, save_pretrained
 from sbanet.data import ReferringDataset, load_samples
 from sbanet.data.synthetic import main as write_synthetic
-from sbanet.default_model import SHIPPED_MODEL
+from sbanet.inference.shipped import SHIPPED_MODEL
 from sbanet.training.evaluation import evaluate
-from train import default_model as recipe
-from train import model_card, model_report
-from train.config import load_config
 from train.data import make_dataset
+from train.fit_config import load_config
 
 TINY = {"image_size": 64, "max_tokens": 12}
 
@@ -110,7 +112,7 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     summary = {
         "run": str(run), "recipe": config.to_dict(), "val": val, "val_whole": val_whole, "commit": "0123abc",
         "training": {"wall_s": 60.0, "cpu_s": 50.0, "steps": 3, "threads": 1, "load_average": [1.0, 1.0, 1.0]},
-        "data": recipe.data_summary(report, conversions),
+        "data": recipe_data.data_summary(report, conversions),
     }  # fmt: skip
     assert recipe.whole_image_root(summary) == str(whole)
     out = tmp_path / "shipped"
@@ -126,13 +128,13 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     shipped, _ = load_pretrained(out)
     assert recipe.max_metric_change(val, model_report.evaluate_by_rule(shipped, tokenizer, folder, "val")) < 0.01
     card = (out / "README.md").read_text()
-    assert "text-blind baseline" in card and "0123abc" in card and "python -m train.default_model" in card
+    assert "text-blind baseline" in card and "0123abc" in card and "python -m recipes.default_model.train" in card
     assert f"{100 * val['class-level']['oIoU']:.2f}" in card
     assert "Whole images, as a user uploads them" in card and card.count("text-blind baseline, class-level") == 2
     assert metadata["text_blind_baseline_whole"] == val_whole and metadata["val_tile6_whole_float32"] == val_whole
     assert "whole images (" in card and "2 crops of ~512 px" in card
     assert "loss LAVT's weighted cross-entropy, text encoder frozen" in card  # no dice_weight: the paper's loss
-    assert model_card.loss_phrase({"dice_weight": 0.5}).startswith("LAVT's weighted cross-entropy + 0.5 x soft Dice")
+    assert provenance.loss_phrase({"dice_weight": 0.5}).startswith("LAVT's weighted cross-entropy + 0.5 x soft Dice")
     assert not recipe.text_encoder_unchanged(model)
 
 
@@ -142,57 +144,40 @@ def test_export_only_needs_a_trained_run(tmp_path, capsys):
 
 
 def test_the_recipe_scores_whole_images_too(tmp_path):
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = Path(__file__).resolve().parents[1] / "recipes" / "default_model"
     crops, whole = Path("runs/data/dubai-referring"), Path("runs/data/dubai-referring-whole")
-    v3 = load_config(configs / "default_model_v3.yaml", [])  # shipped until v4
-    assert recipe.conversion_roots(v3) == [crops, whole]  # trained on both
+    v3 = load_config(configs / "v3.yaml", [])  # shipped until v4
+    assert recipe_data.conversion_roots(v3) == [crops, whole]  # trained on both
     assert v3.model.overrides["dice_weight"] > 0
-    shipped = load_config(configs / "default_model.yaml", [])  # v4: asked wordings, capped negatives, flips
+    shipped = load_config(configs / "config.yaml", [])  # v4: asked wordings, capped negatives, flips
     cap10 = [Path("runs/data/dubai-referring-asked-cap10"), Path("runs/data/dubai-referring-whole-asked-cap10")]
-    assert recipe.conversion_roots(shipped) == cap10 and shipped.data.augment and shipped.model.init_recipe is None
+    assert recipe_data.conversion_roots(shipped) == cap10 and shipped.data.augment and shipped.model.init_recipe is None
     assert shipped.train.eval_every > shipped.train.max_steps  # tile 6 is scored after the last step only
     assert shipped.model.overrides == v3.model.overrides and shipped.output.dir == "runs/default_model"
-    assert recipe.CONVERSIONS[cap10[0].name]["paraphrases"] and recipe.CONVERSIONS[cap10[1].name]["negatives"]
-    first = load_config(configs / "default_model_v1.yaml", [])
-    assert not first.data.mix and recipe.conversion_roots(first) == [crops, whole]  # whole images: scored only
-    mixed = load_config(configs / "default_model_mix.yaml", [])
-    assert recipe.conversion_roots(mixed) == [crops, whole]  # trained on both, each converted once
-    asked = load_config(configs / "default_model_v4.yaml", [])
+    assert recipe_data.CONVERSIONS[cap10[0].name]["paraphrases"] and recipe_data.CONVERSIONS[cap10[1].name]["negatives"]
+    # the conversions of the variants measured and not shipped (docs/history.md), still converted on request
     asked_roots = [Path("runs/data/dubai-referring-asked"), Path("runs/data/dubai-referring-whole-asked")]
-    assert recipe.conversion_roots(asked) == asked_roots and asked.data.augment
-    assert recipe.whole_image_folders(asked_roots, asked.data.root) == asked_roots[1:]
-    assert recipe.CONVERSIONS["dubai-referring-asked"] == {"crop": 512, "paraphrases": True, "negatives": 2}
-    assert all(recipe.CONVERSIONS[whole]["crop"] == 0 for whole in recipe.WHOLE_OF.values())
-    fewer = load_config(configs / "default_model_v4n1.yaml", [])  # one absent class per crop, no flips
+    assert recipe_data.whole_image_folders(asked_roots, asked_roots[0]) == asked_roots[1:]
+    assert recipe_data.CONVERSIONS["dubai-referring-asked"] == {"crop": 512, "paraphrases": True, "negatives": 2}
+    assert all(recipe_data.CONVERSIONS[whole]["crop"] == 0 for whole in recipe_data.WHOLE_OF.values())
     n1 = [Path("runs/data/dubai-referring-asked-n1"), Path("runs/data/dubai-referring-whole-asked-n1")]
-    assert recipe.conversion_roots(fewer) == n1 and not fewer.data.augment
-    assert [recipe.CONVERSIONS[root.name]["negatives"] for root in n1] == [1, 1]
-    assert not v3.data.augment and "negatives" not in recipe.CONVERSIONS["dubai-referring"]
-    for share in (10, 20):  # staged on the v4 attempt: its folders are converted too
-        capped = load_config(configs / f"default_model_v4cap{share}.yaml", [])
-        cap = [
-            Path(f"runs/data/dubai-referring-asked-cap{share}"),
-            Path(f"runs/data/dubai-referring-whole-asked-cap{share}"),
-        ]
-        assert capped.model.init_recipe == "configs/default_model_v4.yaml" and capped.data.augment
-        assert recipe.conversion_roots(capped) == cap + asked_roots
-        assert {recipe.CONVERSIONS[root.name]["negative_share"] for root in cap} == {share / 100}
-    neg = load_config(configs / "default_model_v4neg10.yaml", [])  # v3's recipe + capped negatives
-    neg_roots = [Path("runs/data/dubai-referring-neg10"), Path("runs/data/dubai-referring-whole-neg10")]
-    assert recipe.conversion_roots(neg) == neg_roots and not neg.data.augment and neg.model.init_recipe is None
-    assert neg.train == v3.train and neg.model.overrides == v3.model.overrides
+    assert [recipe_data.CONVERSIONS[root.name]["negatives"] for root in n1] == [1, 1]
+    assert not v3.data.augment and "negatives" not in recipe_data.CONVERSIONS["dubai-referring"]
+    for share in (10, 20):
+        cap = [f"dubai-referring-asked-cap{share}", f"dubai-referring-whole-asked-cap{share}"]
+        assert {recipe_data.CONVERSIONS[name]["negative_share"] for name in cap} == {share / 100}
     with pytest.raises(ValueError, match="only into folders named"):
-        recipe.prepare_data(tmp_path, tmp_path / "elsewhere")
+        recipe_data.prepare_data(tmp_path, tmp_path / "elsewhere")
 
 
 def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path):
     """``model.init_recipe``: the recipe's earlier stages, first first (a loop is refused), and a
     card that gives each stage's steps and the time of all of them."""
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = Path(__file__).resolve().parents[1] / "recipes" / "default_model"
     one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
     one.write_text(f"model: {{preset: sbanet_lite}}\noutput: {{dir: {tmp_path / 'one'}}}\n")
     two.write_text(f"model: {{preset: sbanet_lite, init_recipe: {one}}}\noutput: {{dir: {tmp_path / 'two'}}}\n")
-    three = load_config(configs / "default_model_v4.yaml", [f"model.init_recipe={two}"])
+    three = load_config(configs / "config.yaml", [f"model.init_recipe={two}"])
     assert [path for path, _ in recipe.earlier_stages(three)] == [str(one), str(two)]
     one.write_text(f"model: {{preset: sbanet_lite, init_recipe: {two}}}\n")
     with pytest.raises(ValueError, match="leads back to itself"):
@@ -206,7 +191,7 @@ def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path)
     card = model_card.render_model_card(staged, 20.0)
     assert "in 2 stages run by the one command" in card
     assert "1. `configs/first.yaml`: 600 AdamW steps of batch 8" in card and "from ImageNet EfficientNet-Lite0" in card
-    assert "2. `configs/default_model.yaml`: 400 AdamW steps of batch 8" in card
+    assert "2. `recipes/default_model/config.yaml`: 400 AdamW steps of batch 8" in card
     assert "Training time: 30 min wall-clock (10 + 20 min by stage), 29 min of CPU time" in card
     single = model_card.render_model_card({**metadata, "stages": None}, 20.0)
     assert "stages" not in single and f"{metadata['training']['steps']} AdamW steps" in single
@@ -215,7 +200,7 @@ def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path)
     assert "Training time: 20 min wall-clock (1 thread(s), on one NVIDIA H200 GPU;" in card
     assert "min of CPU time" not in card and "Resumed once from its epoch checkpoint." in card
     chosen = model_card.render_model_card({**metadata, "stages": None, "selection": "Chosen on tile 6 by X."}, 20.0)
-    assert "seed 0. Chosen on tile 6 by X." in chosen and model_card.SELECTION not in chosen
+    assert "seed 0. Chosen on tile 6 by X." in chosen and provenance.SELECTION not in chosen
 
 
 def _row(present: bool, area: float, inside: float | None, iou: float | None = None) -> dict:

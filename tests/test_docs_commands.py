@@ -1,4 +1,4 @@
-"""Every ``python -m ...`` command written in README.md, DEVELOPERS.md and docs/*.md exists: each
+"""Every ``python -m ...`` command written in README.md, CONTRIBUTING.md and docs/*.md exists: each
 documented module of this repository answers ``--help``, and every ``--flag`` the docs give it is
 one its ``--help`` lists, so the docs cannot go stale. Tools from elsewhere (``venv``, ``pytest``)
 must be importable. All modules run ``--help`` in one subprocess (torch is imported once)."""
@@ -14,7 +14,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "DEVELOPERS.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND = re.compile(r"(?:\bpython3?|\btorchrun\b[^\n`]*?)\s+-m\s+([A-Za-z_][\w.]*)([^\n`|;&]*)")
 FLAG = re.compile(r"(?<![\w.-])(--[a-z][a-z0-9-]*)(?![\w.])")
 

@@ -13,7 +13,7 @@ from training_fixtures import single_thread, toy_dataset
 
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import load_pretrained
-from sbanet.predictor import Predictor
+from sbanet.inference.predictor import Predictor
 from sbanet.training.engine import TrainConfig, train
 from sbanet.training.optim import PolySchedule, build_optimizer, build_scheduler, param_groups
 from sbanet.training.train_state import CHECKPOINT_KEYS, load_training_checkpoint
@@ -188,18 +188,18 @@ def test_gradient_clipping_and_progress(data):
     assert all(e.samples_per_s > 0 and e.total_steps == 2 for e in steps)
 
 
-@pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_autocast_steps(data, amp, tmp_path):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_steps(data, precision, tmp_path):
     model = tiny()
     before = [p.detach().clone() for p in model.parameters()]
     events = []
-    config = TrainConfig(batch_size=2, max_steps=2, amp=amp)
+    config = TrainConfig(batch_size=2, max_steps=2, precision=precision)
     train(model, data[0], config=config, callback=events.append, output_dir=tmp_path)
     assert all(np.isfinite(e.loss) for e in events if e.event == "step")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     scaler = load_training_checkpoint(tmp_path / "last.pt")["scaler"]
-    if amp == "bf16":
+    if precision == "bf16":
         assert changed and not scaler  # no loss scaling needed
     else:  # GradScaler: steps with inf/NaN gradients are skipped and the scale backs off
         assert changed or scaler["scale"] < 2.0**16
@@ -297,8 +297,9 @@ def test_cancel_event_before_start_saves_position(data, tmp_path):
 
 
 def test_bad_configs_are_clear_errors(data):
-    with pytest.raises(ValueError, match="amp"):
-        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+    assert TrainConfig(precision="none").precision == "fp32"  # what older run configs called fp32
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="no optimiser step"):

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from numerics import assert_within_drift
 
-from sbanet import build_preset, runtime
-from sbanet import fast as fast_module
-from sbanet.fast import (
+from sbanet import build_preset
+from sbanet.inference import fast as fast_module
+from sbanet.inference import runtime
+from sbanet.inference.fast import (
     FastEfficientNetEncoder,
     FastSwinEncoder,
     FoldedDecoder,
@@ -20,9 +21,9 @@ from sbanet.fast import (
     nnpack_ready,
     optimize_for_inference,
 )
-from sbanet.precision import resolve_precision
-from sbanet.predictor import Predictor
-from sbanet.runtime import DerivedCache, TextFeatureCache
+from sbanet.inference.precision import resolve_precision
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.runtime import DerivedCache, TextFeatureCache
 
 
 def _randomise_batchnorms(model: torch.nn.Module) -> None:

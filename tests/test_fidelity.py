@@ -12,7 +12,7 @@ from numerics import assert_within_drift
 
 from sbanet import build_preset
 from sbanet.build import ABLATION_TABLES, ABLATIONS, PRESET_CONFIGS, build_model
-from sbanet.fast import optimize_for_inference
+from sbanet.inference.fast import optimize_for_inference
 from sbanet.modeling.tcsa import TextConditionedAggregator
 from sbanet.modeling.visual_encoder import SwinEncoder
 
@@ -236,7 +236,7 @@ def test_self_attention_tokens_are_the_words():
 
 
 def test_480_config_gives_the_papers_15x15_last_stage():
-    from train.config import load_config
+    from train.fit_config import load_config
 
     config = load_config("configs/rrsisd_swin_b_480.yaml")
     assert config.model.overrides == {"image_size": 480, "tcsa_grid": 15}

@@ -18,15 +18,15 @@ from sqlalchemy import func, select
 from training_fixtures import toy_samples, toy_store
 
 from annotate import make_store
-from annotate.jobs import finetune
-from annotate.jobs.finetune import FinetuneConfig, queue_finetune, recover, run_finetune
+from annotate.jobs import finetune_record
+from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, recover, run_finetune
 from annotate.store import repository as repo
 from annotate.store import runs
 from annotate.store.models import MaskVersion, StatusEvent
 from annotate.store.transfer import import_samples
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import checkpoint_metadata, save_pretrained
-from sbanet.predictor import Predictor
+from sbanet.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_cancel_from_the_app_and_from_another_process(store, monkeypatch):
     outcome = run_finetune(store, run_id, cancel=stop, callback=lambda p: p.step == 2 and stop.set())
     assert outcome.status == "cancelled" and outcome.model_version_id is None
 
-    monkeypatch.setattr(finetune, "CANCEL_POLL_S", 0.0)
+    monkeypatch.setattr(finetune_record, "CANCEL_POLL_S", 0.0)
 
     def cancel_in_database(progress):
         if progress.step == 1:

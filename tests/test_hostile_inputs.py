@@ -20,8 +20,8 @@ from annotate.store.text import check_note, check_request_id, code_text, markdow
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
 from sbanet.image import read_image, to_rgb8
+from sbanet.inference.predictor import Predictor
 from sbanet.predict import main
-from sbanet.predictor import Predictor
 
 H, W = 40, 56
 
@@ -241,7 +241,7 @@ def test_cli_refuses_with_one_line_and_writes_nothing(checkpoint, tmp_path, caps
 def test_a_refusal_is_logged_as_one_line_without_traceback(caplog):
     import gradio as gr
 
-    from annotate.app.handlers import user_errors
+    from annotate.app.guards import user_errors
 
     @user_errors
     def segment(path: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbanet.default_model import SHIPPED_MODEL
+from sbanet.inference.shipped import SHIPPED_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "gradio", "transformers", "timm", "matplotlib", "shapely", "pyproj", "sqlalchemy")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from sbanet import sbanet_tiny
-from sbanet.lexicon import FOREIGN_FUNCTION_WORDS, Lexicon, NotUnderstoodError, converter_phrases
+from sbanet.inference.lexicon import FOREIGN_FUNCTION_WORDS, Lexicon, NotUnderstoodError, converter_phrases
+from sbanet.inference.predictor import Predictor
 from sbanet.modeling.text_encoder import load_tokenizer
-from sbanet.predictor import Predictor
 
 UNDERSTOOD = [
     "the water",

@@ -10,7 +10,7 @@ from numerics import assert_within_drift
 
 from sbanet.build import sbanet_lite_config
 from sbanet.checkpoint import load_pretrained, save_pretrained
-from sbanet.default_model import SHIPPED_MODEL
+from sbanet.inference.shipped import SHIPPED_MODEL
 from sbanet.modeling.plain_bert import PlainBertModel, plain_bert_supported
 from sbanet.modeling.plain_tokenizer import PlainTokenizer
 from sbanet.modeling.text_encoder import MINILM, TextEncoder, load_tokenizer, tokenize

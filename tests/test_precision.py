@@ -9,11 +9,12 @@ import torch
 from conftest import shared_data
 from training_fixtures import single_thread
 
-from sbanet import runtime
-from sbanet.data.semantic import DUBAI_CLASSES, class_cases
-from sbanet.default_model import SHIPPED_MODEL
-from sbanet.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
-from sbanet.predictor import Predictor
+from sbanet.data.land_cover import class_cases
+from sbanet.data.semantic import DUBAI_CLASSES
+from sbanet.inference import runtime
+from sbanet.inference.precision import AUTO_POLICY, MIN_IOU, PRECISION_ENV, resolve_precision
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.shipped import SHIPPED_MODEL
 from sbanet.training.metrics import mask_iou
 
 # class-level expressions of tile 6; the first one present per image keeps the test fast
@@ -92,3 +93,39 @@ def test_cli_passes_precision_through(tmp_path):
     with pytest.raises(SystemExit) as stop:
         main([*command, "--precision", "fp16"])
     assert stop.value.code == 2
+
+
+def test_one_precision_for_training_and_inference(monkeypatch, tmp_path):
+    """One name, one table, one environment variable: ``$SBANET_PRECISION`` is the default of the
+    scene runner, ``train.fit``'s config, ``train.evaluate`` and ``train.finetune``; older run
+    configs' ``train.amp`` (``none`` = fp32) still read."""
+    from sbanet.geo.scene_run import SceneOptions, load_predictor
+    from sbanet.inference.precision import DTYPES, autocast, training_precision
+    from sbanet.predict import build_parser, scene_options
+    from train.evaluate import parse_args as evaluate_args
+    from train.finetune import _parser as finetune_parser
+    from train.fit_config import load_config
+
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.get_autocast_dtype("cpu") == DTYPES["bf16"] and torch.is_autocast_enabled("cpu")
+    with autocast(torch.device("cpu"), "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert [training_precision(p) for p in ("none", "auto", "FP16")] == ["fp32", "fp32", "fp16"]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        training_precision("int8")
+
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    options = scene_options(build_parser().parse_args(["a.png", "the water", "--preset", "sbanet_tiny"]))
+    predictor = load_predictor(options, "cpu")[0]
+    assert options.precision is None and predictor.precision.requested == "bf16"
+    explicit = load_predictor(SceneOptions(["a.png"], ["the water"], preset="sbanet_tiny", precision="fp32"), "cpu")
+    assert explicit[0].precision.name == "fp32"
+    assert load_config(None).train.precision == "bf16"
+    assert load_config(None, ["train.precision=fp32"]).train.precision == "fp32"
+    evaluate = evaluate_args(["--checkpoint", "x", "--dataset", "synthetic"])
+    assert evaluate.precision == "bf16" and finetune_parser().parse_args(["--list"]).precision == "bf16"
+    monkeypatch.delenv(PRECISION_ENV)
+    legacy = tmp_path / "old.yaml"
+    legacy.write_text("train: {amp: none, batch_size: 2}\n")
+    assert load_config(legacy).train.precision == "fp32" and load_config(None).train.precision == "fp32"
+    assert load_config(legacy, ["train.amp=bf16"]).train.precision == "bf16"

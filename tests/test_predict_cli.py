@@ -21,8 +21,9 @@ from shapely.geometry import shape
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
 from sbanet.geo.raster import geo_metadata
-from sbanet.predict import main, output_paths, slug
-from sbanet.predictor import Predictor
+from sbanet.geo.scenes import output_paths
+from sbanet.inference.predictor import Predictor
+from sbanet.predict import main, slug
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["all buildings", "the road"]

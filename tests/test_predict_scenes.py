@@ -23,8 +23,8 @@ from sbanet import sbanet_tiny
 from sbanet.checkpoint import save_pretrained
 from sbanet.geo.scenes import SceneJob, check_plan, find_inputs, plan_folder, shard, unique_slugs
 from sbanet.geo.vector import mask_to_polygons
+from sbanet.inference.predictor import Predictor
 from sbanet.predict import main
-from sbanet.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["all buildings", "All buildings!"]  # one slug: the second becomes all-buildings-2
@@ -189,20 +189,17 @@ def test_folder_run_summary_and_resume(archive, checkpoint, tmp_path, capsys):
 
 
 def test_a_failed_scene_leaves_no_file(archive, checkpoint, tmp_path, monkeypatch):
-    import sbanet.geo.tiling
-
-    predict_scene = sbanet.geo.tiling.predict_scene
+    import sbanet.geo.scene_run
 
     def dies_half_way(predictor, source, texts, *, writer, **kwargs):
         writer.write(0, np.zeros((len(texts), 10, source.width), np.float32), np.ones((10, source.width), bool))
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(sbanet.geo.tiling, "predict_scene", dies_half_way)
+    monkeypatch.setattr(sbanet.geo.scene_run, "predict_scene", dies_half_way)  # what the runner calls
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="killed"):
         _run(str(archive / "a.tif"), "-e", "the water", "--model", str(checkpoint), "-d", str(out))
     assert list(out.iterdir()) == []
-    monkeypatch.setattr(sbanet.geo.tiling, "predict_scene", predict_scene)
 
 
 def _assert_cog(path: Path) -> None:

@@ -13,9 +13,9 @@ from PIL import Image
 
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import load_pretrained, save_pretrained
-from sbanet.confidence import FOUND, NOTHING_FOUND, ConfidenceThresholds, judge
 from sbanet.image import to_rgb8
-from sbanet.predictor import Prediction, Predictor
+from sbanet.inference.confidence import FOUND, NOTHING_FOUND, ConfidenceThresholds, judge
+from sbanet.inference.predictor import Prediction, Predictor
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from training_fixtures import single_thread, toy_samples, toy_store
 
-from annotate.jobs.finetune import FinetuneConfig, queue_finetune, run_finetune
+from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, run_finetune
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import load_pretrained, save_pretrained
 from sbanet.data import ReferringDataset
 from sbanet.data.augment import TRANSFORMS, turn_tensor
-from sbanet.predictor import Predictor
+from sbanet.inference.predictor import Predictor
 from sbanet.training.adapt import (
     AdaptConfig,
     adapt_decoder,

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from timm.models.swin_transformer import SwinTransformer
 
 from sbanet.build import sbanet_tiny_config
+from sbanet.modeling.swin_weights import is_local_weights, read_state_dict
 from sbanet.modeling.visual_encoder import SwinEncoder
-from sbanet.swin_weights import is_local_weights, read_state_dict
 
 
 def source_swin(config, num_classes: int = 5) -> SwinTransformer:

@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter
 from sbanet import sbanet_tiny
 from sbanet.geo.tiling import blend_ramp, predict_scene, tile_grid, tile_starts, tile_weight
 from sbanet.geo.writers import ArrayWriter, TeeWriter
-from sbanet.predictor import Predictor
+from sbanet.inference.predictor import Predictor
 
 SIZE = 96  # a tiny model at a small input size keeps these tests fast
 OVERLAP = 32

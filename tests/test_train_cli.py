@@ -9,12 +9,12 @@ import pytest
 import yaml
 from training_fixtures import single_thread
 
-from sbanet.predictor import Predictor
+from sbanet.inference.predictor import Predictor
 from sbanet.training.train_state import load_training_checkpoint
 from train import evaluate as evaluate_cli
 from train import fit as fit_cli
-from train.config import load_config, split_cli_overrides
 from train.data import make_dataset
+from train.fit_config import load_config, split_cli_overrides
 
 SYNTHETIC = [
     "model.preset=sbanet_tiny",

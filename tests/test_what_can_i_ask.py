@@ -1,5 +1,5 @@
 """What can I ask? The classes a checkpoint was taught: the app's chips, "not trained on" notes,
-and the "not understood" refusal's examples (sbanet.lexicon; handlers against a fake backend)."""
+and the "not understood" refusal's examples (sbanet.inference.lexicon; handlers against a fake backend)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from test_app_handlers import FakeBackend
 from annotate.app.handlers import SegmentHandlers, add_expression
 from annotate.app.ui import build_ui
 from sbanet.data.wording import DUBAI_PARAPHRASES, GID_PARAPHRASES
-from sbanet.lexicon import (
+from sbanet.inference.lexicon import (
     Lexicon,
     NotUnderstoodError,
     converter_phrases,
@@ -25,7 +25,7 @@ from sbanet.lexicon import (
 )
 
 SHIPPED = Path("sbanet/assets/sbanet-lite-dubai/config.json")
-# the metadata blocks train.default_model writes: categories of the main conversion and of the others
+# the metadata blocks recipes.default_model.train writes: categories of the main conversion and of the others
 DUBAI_ONLY = {"data": {"categories": {c: 1 for c in DUBAI_PARAPHRASES}}}
 WITH_GID = {
     "data": {

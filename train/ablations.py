@@ -23,8 +23,8 @@ from typing import Any
 
 from sbanet.build import ABLATION_TABLES, ABLATIONS, PRESET_CONFIGS, build_model
 from sbanet.summary import component_parameters
-
-from .config import FitConfig, load_config, split_cli_overrides
+from train.fit import run
+from train.fit_config import FitConfig, load_config, split_cli_overrides
 
 SHOWN_PARTS = ("query_tokens", "query_text_alignment", "dfs", "pwam", "tcsa", "total")
 
@@ -81,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         print(format_row(describe(row, config)) + f"\n{'':<24} -> {config.output.dir}", flush=True)
     if args.dry_run:
         return 0
-    from .fit import run  # training pulls in the engine; a dry run does not need it
 
     for row, config in configs.items():
         if (Path(config.output.dir) / "best.pt").is_file() and not args.retrain:

@@ -25,12 +25,13 @@ import torch
 
 from sbanet.checkpoint import load_pretrained
 from sbanet.image import to_rgb8
+from sbanet.inference.precision import PRECISION_ENV, PRECISIONS, precision_from_env
 from sbanet.training import distributed
 from sbanet.training.engine import recalibrate_on
 from sbanet.training.evaluation import evaluate, forward_batch, to_device
 from sbanet.training.metrics import PR_THRESHOLDS, upsample_probability
+from train.fit_config import DATASET_KINDS, parse_value
 
-from .config import DATASET_KINDS, parse_value
 from .data import make_dataset
 
 COLUMNS = ("Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9", "oIoU", "mIoU")
@@ -117,7 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recalibrate-split", default="train")
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument(
+        "--precision", default=precision_from_env("fp32"), choices=PRECISIONS,
+        help=f"fp32, bf16 or fp16; auto runs fp32 (default: ${PRECISION_ENV} when set, else fp32)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="output JSON (default: eval-<dataset>-<split>.json)")
     p.add_argument("--save-overlays", type=Path, metavar="DIR", help="write overlays of the worst and best cases")
@@ -143,9 +147,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             source = make_dataset(
                 args.dataset, args.root, args.recalibrate_split, model.config, tokenizer, options, args.blind_text
             )
-            recalibrate_on(model, source, args.recalibrate_bn, args.batch_size, amp=args.amp)
+            recalibrate_on(model, source, args.recalibrate_bn, args.batch_size, precision=args.precision)
         result = evaluate(
-            model, dataset, batch_size=args.batch_size, amp=args.amp, num_workers=args.num_workers,
+            model, dataset, batch_size=args.batch_size, precision=args.precision, num_workers=args.num_workers,
             original_resolution=args.original_resolution,
         )  # fmt: skip
     finally:

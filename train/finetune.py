@@ -15,7 +15,7 @@ Examples::
     python -m train.finetune --resume 7             # run a requeued run (after a crash)
 
 At start, runs whose worker died are requeued (``--no-resume-stale``: marked failed instead).
-The job itself is :mod:`annotate.jobs.finetune`; this is only its command line.
+The job itself is :mod:`annotate.jobs.finetune_job`; this is only its command line.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from annotate import make_store
-from annotate.jobs.finetune import FinetuneConfig, JobProgress, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_record import JobProgress
 from annotate.store import runs
 from annotate.store.database import Store
+from sbanet.checkpoint import checkpoint_metadata, resolve_source
+from sbanet.inference.precision import PRECISION_ENV, TRAINING_PRECISIONS, precision_from_env
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-text-encoder", action="store_true", help="fine-tune the text encoder too")
     parser.add_argument("--train-batchnorm", action="store_true", help="update BatchNorm statistics on the batches")
     parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--amp", default=defaults.amp, choices=["none", "bf16", "fp16"])
+    parser.add_argument(
+        "--precision", default=precision_from_env(defaults.precision), choices=TRAINING_PRECISIONS,
+        help=f"fp32, bf16 or fp16 (default: ${PRECISION_ENV} when set, else fp32)",
+    )  # fmt: skip
     parser.add_argument("--eval-splits", nargs="+", default=list(defaults.eval_splits))
     parser.add_argument("--typed-only", action="store_true", help="train on app corrections only, not imports")
     replay = parser.add_mutually_exclusive_group()
@@ -93,7 +99,6 @@ def resolve_base(store: Store, base: str) -> int:
     if base.isdigit():
         with store.ReadSession() as session:
             return runs.get_model_version(session, int(base)).id
-    from sbanet.checkpoint import checkpoint_metadata, resolve_source
 
     path = resolve_source(base)
     config = json.loads((path / "config.json").read_text()).get("config", {}) if path.is_dir() else {}

@@ -38,8 +38,8 @@ from sbanet.modeling.text_encoder import load_tokenizer
 from sbanet.training import distributed
 from sbanet.training.engine import TrainResult, train
 from sbanet.training.train_state import load_training_checkpoint, seed_everything
+from train.fit_config import FitConfig, load_config, split_cli_overrides
 
-from .config import FitConfig, load_config, split_cli_overrides
 from .data import make_dataset
 from .logger import RunLogger
 

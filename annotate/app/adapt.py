@@ -14,10 +14,11 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from annotate.app.guards import annotator, user_errors
+
 from ..jobs.finetune_data import FinetuneConfig
 from ..jobs.finetune_quick import DEFAULT_ADAPT_AFTER
 from ..store.text import markdown_text
-from .handlers import annotator, user_errors
 from .inputs import load_image
 from .manage import comparison, progress_markdown, whole_number
 from .render import fit_within, overlay_mask, palette_colour

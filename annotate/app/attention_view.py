@@ -1,4 +1,4 @@
-"""Readable pictures of what SBANet looked at (:class:`sbanet.predictor.AttentionMaps`).
+"""Readable pictures of what SBANet looked at (:class:`sbanet.inference.predictor.AttentionMaps`).
 
 * where the learnable query tokens look at each stage (BAM, Eq. 1), in units of "times uniform"
   so that stages of different resolution share one scale;
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbanet.predictor import AttentionMaps
+from sbanet.inference.predictor import AttentionMaps
 
 from .render import fit_within
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from sbanet.checkpoint import checkpoint_metadata
 from sbanet.geo.raster import geo_metadata
-from sbanet.predictor import Predictor
+from sbanet.inference.predictor import Predictor
 
 from ..jobs.finetune_data import FinetuneConfig, select_masks
 from ..jobs.hub import backup_to_hub
@@ -128,7 +128,7 @@ class Backend:
     def predict(
         self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5
     ) -> tuple[list[Any], ModelRef]:
-        """``uint8 [H, W, 3]`` image + expressions -> one :class:`~sbanet.predictor.Prediction`
+        """``uint8 [H, W, 3]`` image + expressions -> one :class:`~sbanet.inference.predictor.Prediction`
         each, and the model version that made them."""
         predictor, model = self.model.current()
         return predictor.predict_batch(image, list(expressions), threshold=threshold), model

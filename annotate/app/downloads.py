@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from sbanet.geo.raster import GeoInfo
+from sbanet.geo.vector import mask_to_polygons, write_geojson, write_geopackage
+from sbanet.geo.writers import write_mask_geotiff, write_mask_png
 from sbanet.predict import slug
 
 
@@ -50,8 +52,6 @@ class Downloads:
         """Each ``(expression, bool [H, W])`` as ``<stem>-<n>-<expression>.png`` (0/255) and, for a
         georeferenced image, also as a mask GeoTIFF on its grid, polygons in a GeoPackage (its
         CRS) and GeoJSON (WGS 84), with the expression and model as attributes."""
-        from sbanet.geo.vector import mask_to_polygons, write_geojson, write_geopackage
-        from sbanet.geo.writers import write_mask_geotiff, write_mask_png
 
         folder = self.new_dir()
         paths: list[Path] = []

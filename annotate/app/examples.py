@@ -1,5 +1,5 @@
 """The Segment tab's examples: small real aerial images shipped with the package
-(:data:`sbanet.examples.AERIAL_EXAMPLES`, dubai-aerial tile 6, public domain), shown as
+(:data:`sbanet.data.example_scenes.AERIAL_EXAMPLES`, dubai-aerial tile 6, public domain), shown as
 thumbnails with their expressions; a click loads one and runs it.
 
 ``tests/test_app_examples.py`` checks the shipped model still segments each of them well.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sbanet.examples import AERIAL_EXAMPLES, AerialExample
+from sbanet.data.example_scenes import AERIAL_EXAMPLES, AerialExample
 
 THUMBNAIL_SIDE = 160
 

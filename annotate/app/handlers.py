@@ -1,132 +1,41 @@
 """Handlers of the Segment and Attention tabs: short functions over a backend.
 
 Each handler checks its input; a ``ValueError`` (bad input, explained) becomes a readable
-refusal via :func:`user_errors`: one log line, no traceback, no server path in the text. API
-clients get it as an error; the page gets it through :func:`on_page` as a warning toast, and every
-output keeps what it showed (a refused click never wipes the previous result). Per-user data
-lives in the :class:`SegmentSession` kept in a ``gr.State``, never in module globals.
+refusal via :func:`annotate.app.guards.user_errors`: one log line, no traceback, no server path in
+the text. API clients get it as an error; the page gets it through
+:func:`annotate.app.guards.on_page` as a warning toast, and every output keeps what it showed (a
+refused click never wipes the previous result). Per-user data lives in the
+:class:`annotate.app.results.SegmentSession` kept in a ``gr.State``, never in module globals; the
+result's details and summary are written by :mod:`annotate.app.results`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import logging
-import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
-from sbanet.confidence import NOTHING_FOUND, ConfidenceThresholds, Verdict, judge
-from sbanet.lexicon import not_taught_message, taught_classes, untaught_subject
+from annotate.app.guards import (
+    annotator,
+    refusal,
+    uploaded_path,
+    user_errors,
+)
+from annotate.app.results import SegmentSession, result_details, summary_markdown
+from sbanet.inference.confidence import NOTHING_FOUND, ConfidenceThresholds, judge
+from sbanet.inference.lexicon import not_taught_message, taught_classes, untaught_subject
 
-from ..store.text import check_name, code_text, markdown_text
+from ..store.text import code_text, markdown_text
 from . import attention_view as views
 from .inputs import DecodedUploads, LoadedImage, parse_bands, parse_expressions, resize_mask
 from .render import fit_within, palette_colour, probability_image
 
 DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
-ANONYMOUS = "anonymous"
 OVERLAY_ALPHA = 0.6
-REFUSED_TITLE = "Cannot do that"
-LOG = logging.getLogger(__name__)
-# an absolute path (POSIX or Windows) of at least two parts: only its last part is shown
-SERVER_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]([^\s\\/'\"`]+)")
-
-
-def readable(message: str) -> str:
-    """A refusal as users see it: server paths (Gradio's upload folder, the data folder)
-    reduced to the file name."""
-    return SERVER_PATH.sub(r"\1", message)
-
-
-def refusal(exc: ValueError, action: str) -> str:
-    """The readable text of a refused ``action``, logged as one line (no traceback)."""
-    message = readable(str(exc))
-    LOG.info("refused %s: %s", action, message)
-    return message
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ``ValueError`` (bad input, explained) into a ``gr.Error``, logged as one line."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as exc:
-            raise gr.Error(refusal(exc, fn.__name__), title=REFUSED_TITLE, print_exception=False) from None
-
-    return wrapper
-
-
-def on_page(fn: Callable[..., Any], outputs: int) -> Callable[..., Any]:
-    """The page's event for a handler with ``outputs`` outputs: a refusal is shown as a warning
-    and every output is left as it was (``gr.skip()``), instead of an error over each of them."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error as exc:
-            gr.Warning(exc.message, title=exc.title)
-            return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
-
-    wrapper.__name__ = f"{fn.__name__}_on_page"  # the API endpoint keeps the handler's own name
-    return wrapper
-
-
-def annotator(request: gr.Request | None, typed: str | None, required: bool = False) -> str:
-    """Who is acting: the signed-in user (with ``--auth``), else the typed name."""
-    user = getattr(request, "username", None) if request is not None else None
-    if user:
-        return str(user)
-    name = check_name(typed)
-    if name:
-        return name
-    if required:
-        raise ValueError("type your name in the Annotator box at the top: corrections and reviews record who made them")
-    return ANONYMOUS
-
-
-def uploaded_path(file: Any) -> str:
-    """The server-side path of a ``gr.File`` value (a path string or a FileData-like object)."""
-    if file is None:
-        raise ValueError("upload an image first (PNG, JPEG or TIFF/GeoTIFF), or pick an example")
-    return str(getattr(file, "path", None) or getattr(file, "name", None) or file)
-
-
-@dataclass
-class SegmentSession:
-    """One user's latest segmentation (kept in ``gr.State``).
-
-    ``mask_version_ids`` follows ``predictions``: the draft each was saved as, None where it was
-    not saved (nothing found, unless the user asked to keep such results) or not yet saved."""
-
-    image: LoadedImage
-    bands: tuple[int, ...] | None
-    predictions: list[Any]
-    mask_version_ids: list[int | None] = field(default_factory=list)
-    run: int = 1  # the how-manieth segmentation of this session
-    verdicts: list[Verdict] = field(default_factory=list)
-    model: Any = None  # the ModelRef that made the predictions
-    seconds: dict[str, float] = field(default_factory=dict)  # "model", "overlay", "total"
-    saved: bool = False  # the store write and the downloads are done
-    expression_ids: list[int | None] = field(default_factory=list)  # follows predictions, like the ids
-    # follows predictions: "this model was not trained on ships; ..." where the model was never
-    # taught any word of the expression (sbanet.lexicon.untaught_subject), else None
-    untaught: list[str | None] = field(default_factory=list)
-
-    def prediction(self, expression: str | None) -> Any:
-        for prediction in self.predictions:
-            if prediction.expression == expression:
-                return prediction
-        return self.predictions[0]
 
 
 class SegmentHandlers:
@@ -149,7 +58,7 @@ class SegmentHandlers:
     @property
     def thresholds(self) -> ConfidenceThresholds:
         """The given thresholds, else those of the model in use (its checkpoint's metadata, else
-        :mod:`sbanet.confidence`'s defaults): read per call, as the model can be swapped."""
+        :mod:`sbanet.inference.confidence`'s defaults): read per call, as the model can be swapped."""
         if self._thresholds is not None:
             return self._thresholds
         return ConfidenceThresholds.from_metadata(getattr(self.backend, "model_metadata", None))
@@ -379,91 +288,10 @@ def overlay_value(predictions: list[Any], display: tuple[str, tuple[int, int]]) 
     return gr.AnnotatedImage(value=(path, labels), color_map=colours)
 
 
-def result_details(session: SegmentSession, image_id: int | None = None) -> dict[str, Any]:
-    """What a segmentation found, as the JSON the app shows and the API returns."""
-    image = session.image
-    height, width = size_of(image)
-    seconds = {key: round(value, 3) for key, value in session.seconds.items()}
-    return {
-        "image": {
-            "name": image.name,
-            "sha256": image.sha256,
-            "height": height,
-            "width": width,
-            "bands": image.band_count,
-            "dtype": image.dtype,
-            "image_id": image_id,
-        },
-        "model": session.model.name,
-        "run": session.run,
-        "seconds": seconds,
-        "saved": session.saved,
-        "results": [
-            {
-                "expression": p.expression,
-                "colour": palette_colour(i),
-                "area_fraction": round(v.area_fraction, 5),
-                "mean_probability_inside": None if v.mean_probability is None else round(v.mean_probability, 4),
-                "verdict": v.label,
-                "verdict_reason": v.reason,
-                "expression_id": expression_id,
-                "mask_version": version_id,
-                "untaught": untaught,
-            }
-            for i, (p, v, version_id, expression_id, untaught) in enumerate(
-                zip(
-                    session.predictions,
-                    session.verdicts,
-                    session.mask_version_ids,
-                    session.expression_ids,
-                    session.untaught or [None] * len(session.predictions),
-                )
-            )
-        ],
-    }
-
-
-VERDICT_MARKS = {"found": "found", "low confidence": "⚠ low confidence", "nothing found": "✖ nothing found"}
-
-
 def add_expression(current: str | None, wording: str) -> str:
     """The expression box after a click on a "What can I ask?" chip: ``wording`` on a line of its
     own after what is there (not twice)."""
     lines = [line for line in (current or "").splitlines() if line.strip()]
     if wording not in (line.strip() for line in lines):
         lines.append(wording)
-    return "\n".join(lines)
-
-
-def summary_markdown(details: dict[str, Any]) -> str:
-    """The Segment tab's result text: timing and one line per expression with its colour and
-    verdict; while the store write is still running, "saving…" stands for the mask version."""
-    info = details["image"]
-    seconds = details["seconds"]
-    total = seconds.get("total", seconds.get("overlay", 0.0))
-    lines = [
-        f"Result {details['run']}: **{len(details['results'])} expression(s)** on {code_text(info['name'])} "
-        f"({info['width']}×{info['height']}) · "
-        f"model {code_text(details['model'])} · **{seconds['model']:.2f} s** model, {total:.2f} s in all",
-        "",
-    ]
-    headings = {"nothing found": "Nothing found for", "low confidence": "Low confidence for"}
-    for result in details["results"]:
-        expression = markdown_text(result["expression"])
-        if result.get("untaught"):  # said first: it explains the verdict
-            lines.append(f"- **'{expression}'**: {markdown_text(result['untaught'])}.")
-        elif result["verdict"] in headings:
-            lines.append(f"- **{headings[result['verdict']]} '{expression}'**: {result['verdict_reason']}.")
-    lines += ["", "| | expression | verdict | area | mean P inside | saved as |", "|---|---|---|---|---|---|"]
-    for result in details["results"]:
-        inside = "–" if result["mean_probability_inside"] is None else f"{result['mean_probability_inside']:.2f}"
-        swatch = f"<span style='color:{result['colour']}'>■</span>"
-        if result["mask_version"] is not None:
-            saved = f"mask version {result['mask_version']}"
-        else:
-            saved = "not saved (tick *Save untrusted results*)" if details.get("saved") else "saving…"
-        lines.append(
-            f"| {swatch} | {markdown_text(result['expression'])} | {VERDICT_MARKS[result['verdict']]} | "
-            f"{100 * result['area_fraction']:.1f} % | {inside} | {saved} |"
-        )
     return "\n".join(lines)

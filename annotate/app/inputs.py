@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from annotate.app.render import fit_within
 from sbanet.geo.raster import GeoInfo, geo_metadata, read_geoimage
 from sbanet.geo.raster import parse_bands as geo_parse_bands
 from sbanet.image import MAX_DECODED_BYTES, check_decoded_bytes, check_valid_pixels, read_image
-from sbanet.predictor import check_expression
+from sbanet.text_rules import check_expression
 
 from .render import BRUSH_ADD, BRUSH_REMOVE, hex_to_rgb
 
@@ -158,8 +159,6 @@ class DecodedUploads:
         from gradio import processing_utils
         from gradio.utils import get_upload_folder
         from PIL import Image
-
-        from .render import fit_within
 
         key = (image.sha256, image.rgb.shape, max_side)
         with self._lock:

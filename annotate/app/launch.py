@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from annotate.app.backend import Backend, SharedModel
+from annotate.app.downloads import Downloads
+from annotate.app.examples import example_inputs
+from annotate.app.ui import build_ui, launch_options
+from annotate.store.database import make_store
+from annotate.store.runs import active_model
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.shipped import ENV_VAR, default_model_source
+
 from ..jobs.finetune_quick import DEFAULT_ADAPT_AFTER
 
 AUTH_ENV = "SBANET_AUTH"
@@ -32,7 +41,7 @@ class AppSettings:
     share: bool = False
     concurrency: int = 1  # model runs at once (a 2-core CPU gains nothing from more)
     device: str | None = None  # torch device of the model; None: cuda when available, else cpu
-    precision: str = "auto"  # sbanet.precision: auto | fp32 | bf16 | fp16 (CUDA)
+    precision: str = "auto"  # sbanet.inference.precision: auto | fp32 | bf16 | fp16 (CUDA)
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     examples: bool = True  # the shipped real aerial examples in the Segment tab
     adapt_after: int = DEFAULT_ADAPT_AFTER  # saved corrections before "Adapt to my corrections" is offered
@@ -53,10 +62,7 @@ def parse_auth(text: str | None) -> list[tuple[str, str]]:
 
 def model_source(settings: AppSettings, store: Any) -> str | None:
     """``--model`` or ``$SBANET_MODEL``; else None when the store has an active model (a fine-tuned
-    version someone activated); else the shipped default (:func:`sbanet.default_model.default_model_source`)."""
-    from sbanet.default_model import ENV_VAR, default_model_source
-
-    from ..store.runs import active_model
+    version someone activated); else the shipped default (:func:`sbanet.inference.shipped.default_model_source`)."""
 
     explicit = settings.model or os.environ.get(ENV_VAR, "").strip() or None
     if explicit:
@@ -70,14 +76,6 @@ def model_source(settings: AppSettings, store: Any) -> str | None:
 def build_app(settings: AppSettings) -> tuple[Any, Any]:
     """Open the store, load the model, build the UI: ``(demo, backend)`` ready to launch."""
     import torch
-
-    from sbanet.predictor import Predictor
-
-    from ..store.database import make_store
-    from .backend import Backend, SharedModel
-    from .downloads import Downloads
-    from .examples import example_inputs
-    from .ui import build_ui
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     store = make_store(settings.store_url, settings.data_dir)
@@ -109,7 +107,6 @@ def blocked_paths(backend: Any) -> list[str]:
 
 def launch_kwargs(settings: AppSettings, backend: Any) -> dict[str, Any]:
     """The arguments for ``demo.launch`` that make it safe (see the module and README)."""
-    from .ui import launch_options
 
     return {
         "server_name": settings.host,

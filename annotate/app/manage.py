@@ -8,10 +8,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from annotate.app.guards import annotator, user_errors
+
 from ..jobs.finetune_data import FinetuneConfig
 from ..store.export import FORMATS
 from ..store.text import markdown_text
-from .handlers import annotator, user_errors
 from .review import HISTORY_COLUMNS, table, version_id
 
 MODEL_COLUMNS = ("model_version", "name", "preset", "parent", "active", "mIoU", "oIoU", "created")

@@ -15,9 +15,10 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from annotate.app.guards import annotator, user_errors
+
 from ..store.repository import MAX_ID
 from ..store.text import check_request_id, code_text, markdown_text
-from .handlers import annotator, user_errors
 from .inputs import DecodedUploads, editor_mask, mask_from_file, resize_mask
 from .render import editor_background, fit_within
 

@@ -26,8 +26,9 @@ import cv2
 import gradio as gr
 import numpy as np
 
+from annotate.app.guards import user_errors
+
 from ..edit import regions, shapes
-from .handlers import user_errors
 from .inputs import editor_mask, resize_mask
 from .render import BRUSH_REMOVE, MASK_OPACITY, editor_background, hex_to_rgb
 from .review import Editing, ReviewHandlers

@@ -13,10 +13,12 @@ from typing import Any
 
 import gradio as gr
 
+from annotate.app.guards import on_page
+
 from ..jobs.finetune_quick import DEFAULT_ADAPT_AFTER
 from .adapt import AdaptHandlers
 from .examples import AppExample
-from .handlers import SegmentHandlers, add_expression, on_page
+from .handlers import SegmentHandlers, add_expression
 from .inputs import IMAGE_SUFFIXES, MAX_EXPRESSIONS
 from .review import ReviewHandlers
 from .ui_manage import manage_tabs

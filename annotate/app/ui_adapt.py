@@ -8,8 +8,9 @@ from typing import Any
 
 import gradio as gr
 
+from annotate.app.guards import on_page
+
 from .adapt import AdaptHandlers
-from .handlers import on_page
 
 POLL_SECONDS = 1.0
 

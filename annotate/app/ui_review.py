@@ -14,8 +14,10 @@ from typing import Any
 
 import gradio as gr
 
+from annotate.app.guards import on_page
+from annotate.app.ui_adapt import adapt_panel, refresh_after
+
 from .adapt import AdaptHandlers
-from .handlers import on_page
 from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, MASK_OPACITY, editor_background
 from .review import (
     HISTORY_COLUMNS,
@@ -97,7 +99,6 @@ def review_tabs(
 ) -> CorrectTab:
     """Add the Correct and Review queue tabs and wire them (named API endpoints included); with
     ``adapt``, the Correct tab's "Adapt to my corrections" panel too."""
-    from .ui_adapt import adapt_panel, refresh_after
 
     private = {"api_visibility": "private"}
     with gr.Tab("Correct", id="correct"):

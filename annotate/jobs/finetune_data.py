@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sbanet.data import ReferringSample, load_samples
+from sbanet.data import ReferringDataset, ReferringSample, load_samples
 from sbanet.image import read_image
+from sbanet.training.adapt import AdaptConfig
 
 from ..store import repository as repo
 from ..store.database import Store
@@ -59,7 +60,7 @@ class FinetuneConfig:
     recalibrate_bn: int = 0  # batches to re-estimate BatchNorm statistics with after training
     seed: int = 0
     device: str = "auto"
-    amp: str = "none"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (sbanet.inference.precision)
     eval_splits: tuple[str, ...] = ("val", "test")
     max_eval: int | None = None  # evaluate on at most this many held-out samples
     eval_batch_size: int = 8
@@ -125,8 +126,6 @@ class FinetuneConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.mode == "quick":
-            from sbanet.training.adapt import AdaptConfig
-
             AdaptConfig(  # the quick settings are checked where they are defined
                 train=self.quick_train, steps=self.quick_steps, lr=self.quick_lr, transforms=self.quick_transforms,
                 crop=self.quick_crop, replay_weight=self.quick_replay_weight, anchor=self.quick_anchor,
@@ -145,6 +144,8 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        # runs queued before the one name stored it as "amp" ("none" = fp32)
+        data = {("precision" if key == "amp" else key): value for key, value in data.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -302,7 +303,6 @@ def model_dataset(
 ) -> ReferringDataset:
     """Samples prepared as a model with ``config`` expects them (input size, tokens, normalisation);
     ``augment``: with the expressions' words for every flip / quarter turn."""
-    from sbanet.data import ReferringDataset
 
     return ReferringDataset(
         samples, config.image_size, tokenizer, config.max_tokens, config.pixel_mean, config.pixel_std, augment=augment

@@ -1,7 +1,7 @@
 """The quick fine-tune mode (``FinetuneConfig.mode == "quick"``): adapt the base's decoder to a
 few corrections in seconds (:mod:`sbanet.training.adapt`).
 
-Same data, same run rows, same outcome as the full mode (:mod:`annotate.jobs.finetune`): the
+Same data, same run rows, same outcome as the full mode (:mod:`annotate.jobs.finetune_job`): the
 accepted train-split masks are the corrections, the held-out masks measure the base and every
 check, a replay draw of the base's own training data is mixed in, the best check's weights are
 kept, the result is registered as a new model version and, with ``activate``, made active only
@@ -13,14 +13,16 @@ that dies is rerun from the start: it costs seconds).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from annotate.jobs.finetune_record import ClaimedRun, FinetuneOutcome, Reporter, jsonable_metrics, register_result
+from sbanet.checkpoint import load_pretrained
+from sbanet.training.adapt import UPSTREAM, AdaptConfig, adapt_decoder, cache_features, evaluate_cached
+from sbanet.training.evaluation import evaluate
 
 from ..store import runs
 from ..store.database import Store
 from .finetune_data import FinetuneConfig, model_dataset, quick_size, store_samples
-
-if TYPE_CHECKING:
-    from .finetune import FinetuneOutcome, _Claimed, _Reporter
 
 # corrections before the app offers a quick run (docs/results.md, "Quick adaptation")
 DEFAULT_ADAPT_AFTER = 5
@@ -35,7 +37,6 @@ QUICK_STAGES = {
 
 def adapt_config(config: FinetuneConfig) -> Any:
     """The :class:`sbanet.training.adapt.AdaptConfig` a quick run uses."""
-    from sbanet.training.adapt import AdaptConfig
 
     return AdaptConfig(
         train=config.quick_train,
@@ -53,16 +54,11 @@ def adapt_config(config: FinetuneConfig) -> Any:
 
 
 def quick_attempt(
-    store: Store, claimed: _Claimed, reporter: _Reporter, train_ids: list[int], eval_ids: list[int],
+    store: Store, claimed: ClaimedRun, reporter: Reporter, train_ids: list[int], eval_ids: list[int],
     plan: dict[str, Any], replay: list[Any],
 ) -> FinetuneOutcome:  # fmt: skip
     """One quick run from the chosen masks and the resolved plan to the registered model."""
     import torch
-
-    from sbanet.checkpoint import load_pretrained
-    from sbanet.training.adapt import UPSTREAM, adapt_decoder, cache_features, evaluate_cached
-
-    from .finetune import _jsonable, register_result
 
     config, run_id = claimed.config, claimed.run_id
     reporter.stages = QUICK_STAGES
@@ -73,9 +69,7 @@ def quick_attempt(
     size = quick_size(config, model.config.image_size)
     if size != model.config.image_size:
         if metrics_before is None:  # the base as it is, at its own input size
-            from sbanet.training.evaluation import evaluate
-
-            metrics_before = _jsonable(
+            metrics_before = jsonable_metrics(
                 evaluate(model, model_dataset(store_samples(store, eval_ids), model.config, tokenizer))
             )
         model.config.image_size = size  # the new version predicts at this size
@@ -111,7 +105,7 @@ def quick_attempt(
     if cached is None or held is None or (replay_set is not None and replayed is None):
         return _cancelled(store, run_id, "cancelled while computing features")
 
-    metrics_before = metrics_before or _jsonable(evaluate_cached(model, held))
+    metrics_before = metrics_before or jsonable_metrics(evaluate_cached(model, held))
     reporter.report("evaluating base", 1.0, f"base held-out mIoU {metrics_before['mIoU']:.4f}", log_line=True)
     with store.Session.begin() as session:
         runs.record_metrics(session, run_id, before=metrics_before)
@@ -128,7 +122,7 @@ def quick_attempt(
     result = adapt_decoder(model, cached, settings, replay=replayed, held_out=held, callback=on_step, cancel=stop)
     if result.cancelled:
         return _cancelled(store, run_id, f"cancelled at step {result.steps}")
-    metrics_after = _jsonable(evaluate_cached(model, held))
+    metrics_after = jsonable_metrics(evaluate_cached(model, held))
     plan = {**plan, "steps_run": result.steps, "kept_step": result.kept_step, "checks": result.history}
 
     # --- save and register; activate only when better on the held-out masks -------------------
@@ -140,7 +134,6 @@ def quick_attempt(
 
 
 def _cancelled(store: Store, run_id: int, message: str) -> FinetuneOutcome:
-    from .finetune import FinetuneOutcome
 
     with store.Session.begin() as session:
         runs.finish_run(session, run_id, "cancelled", message=message)

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sbanet.checkpoint import HUB_ID
+
 from ..store.database import SQLITE_FILE, Store
 
 TOKEN_ENV = "HF_TOKEN"
@@ -85,7 +87,6 @@ def stage_backup(store: Store, folder: Path, repo_id: str) -> dict[str, int]:
 def backup_to_hub(store: Store, repo_id: str, *, token: str | None = None, api: Any | None = None) -> dict[str, Any]:
     """Push a consistent copy of the store to the private dataset repo ``repo_id`` (created if
     needed). Returns the commit URL and what was uploaded."""
-    from sbanet.checkpoint import HUB_ID
 
     repo_id = (repo_id or "").strip()
     if not HUB_ID.match(repo_id):

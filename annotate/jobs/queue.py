@@ -1,7 +1,7 @@
 """Background fine-tune runs for the app: start one, watch it, cancel it.
 
-The job itself is :func:`annotate.jobs.finetune.run_finetune` (the store branch's): this module only
-runs it in a daemon thread, keeps the latest :class:`~annotate.jobs.finetune.JobProgress` it reported,
+The job itself is :func:`annotate.jobs.finetune_job.run_finetune` (the store branch's): this module only
+runs it in a daemon thread, keeps the latest :class:`~annotate.jobs.finetune_job.JobProgress` it reported,
 and reads the run row for everything else, so progress, logs and metrics survive a page reload
 and are the same for every user. One run at a time: the app shares the CPU with inference.
 """
@@ -13,9 +13,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, recover, run_finetune
+from annotate.jobs.finetune_record import JobProgress
+
 from ..store import runs
 from ..store.database import Store
-from .finetune import FinetuneConfig, JobProgress, queue_finetune, recover, run_finetune
 
 FINISHED = ("succeeded", "failed", "cancelled")
 LOG = logging.getLogger(__name__)

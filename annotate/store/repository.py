@@ -28,8 +28,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sbanet.predictor import check_expression
-from sbanet.text import check_text
+from sbanet.text_rules import check_expression, check_text
 
 from .files import IMAGE_SUFFIXES, FileStore, file_sha256, probe_image
 from .masks import check_mask, decode_mask, encode_mask

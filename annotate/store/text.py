@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sbanet.text import check_text
+from sbanet.text_rules import check_text
 
 MAX_NOTE_CHARS = 2_000
 MAX_NAME_CHARS = 100  # annotator names, as typed or signed in

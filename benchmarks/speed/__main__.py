@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .measure import Case, run_case
+from .measure import Case
+from .run import run_case
 from .suite import RESULT_MARKER
 
 

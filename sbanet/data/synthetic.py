@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sbanet.data.writer import FolderWriter
+
 from .expressions import ExpressionConfig, Noun, Referring, Region, describe
 from .rrsisd import decode_segmentation
 from .sample import ReferringSample
@@ -330,8 +332,6 @@ def benchmark(n_scenes: int, size: int = 448) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
-
-    from .writer import FolderWriter
 
     parser = argparse.ArgumentParser(description="Write synthetic scenes as a folder dataset, or time them.")
     parser.add_argument("--output", help="folder to write (RefSegRS layout, read by load_samples('folder', ...))")

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .expressions import Referring
-
-if TYPE_CHECKING:
-    from .semantic import LandCoverClass
+from .land_cover import LandCoverClass
 
 # Ways people ask for a whole class (at least five each); the first is the canonical wording.
 DUBAI_PARAPHRASES = {

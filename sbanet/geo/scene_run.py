@@ -1,6 +1,13 @@
-"""What ``python -m sbanet.predict`` does once its arguments are parsed: plan, shard, predict, report.
+"""Segment scenes of any size, one or thousands: plan, shard, predict, report.
 
-:func:`plan_run` turns the arguments into :class:`~sbanet.geo.scenes.SceneJob` s (one image with
+What ``python -m sbanet.predict`` runs once its arguments are parsed, and what a program calls
+with a :class:`SceneOptions`::
+
+    options = SceneOptions(inputs=["archive/"], expressions=["all buildings"], out_dir=Path("results"))
+    plan = plan_run(options)
+    records = run_jobs(plan, options)
+
+:func:`plan_run` turns the options into :class:`~sbanet.geo.scenes.SceneJob` s (one image with
 named outputs, or many with an output folder) and refuses, before any work, every output that
 would be an input, collide with another, or replace a file without ``--overwrite``.
 :func:`run_jobs` joins the ``torchrun`` process group when there is one, takes this rank's
@@ -11,17 +18,36 @@ the summary.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from sbanet import __version__
+from sbanet.build import build_preset
+from sbanet.checkpoint import checkpoint_metadata
+from sbanet.inference.precision import precision_from_env
+from sbanet.inference.predictor import Predictor
+from sbanet.inference.shipped import default_model_source
+from sbanet.text_rules import check_expression
+from sbanet.training.distributed import barrier, cleanup, gather_objects, init_from_env
+
 from .raster import GeoInfo, geo_metadata, open_raster
 from .scene_summary import SceneRecord, write_summary
-from .scenes import KINDS, SceneJob, check_plan, find_inputs, make_folders, plan_folder, shard, unique_slugs
+from .scenes import (
+    KINDS,
+    SceneJob,
+    check_plan,
+    find_inputs,
+    make_folders,
+    output_paths,
+    plan_folder,
+    shard,
+    unique_slugs,
+)
+from .tiling import default_overlap, predict_scene, tile_count
 from .writers import (
     ArrayWriter,
     CountWriter,
@@ -46,6 +72,41 @@ GEOTIFF_SUFFIXES = {".tif", ".tiff"}
 SUMMARY_NAMES = ("summary.csv", "summary.gpkg")
 
 
+@dataclass(frozen=True)
+class SceneOptions:
+    """Everything a scene run is asked to do (``python -m sbanet.predict``'s options, by name).
+
+    ``inputs``: image files, folders and glob patterns; ``expressions``: what to segment. One
+    image writes the outputs named by ``out`` (mask), ``probability``, ``vector`` (GeoPackage)
+    and ``geojson``; many write ``formats`` into ``out_dir``. ``precision`` None: ``$SBANET_PRECISION``
+    when set, else ``"auto"`` (:mod:`sbanet.inference.precision`).
+    """
+
+    inputs: Sequence[str]
+    expressions: Sequence[str]
+    out: Path | None = None
+    probability: Path | None = None
+    vector: Path | None = None
+    geojson: Path | None = None
+    out_dir: Path | None = None
+    formats: tuple[str, ...] = ("mask", "polygons")
+    probability_dtype: str = "float32"
+    cog: bool = False
+    simplify: float = 0.0
+    min_area: float = 0.0
+    overwrite: bool = False
+    resume: bool = False
+    model: str | None = None
+    preset: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    bands: tuple[int, ...] | None = None
+    threshold: float = 0.5
+    tile_overlap: int | None = None
+    batch_size: int = 4
+    quiet: bool = False
+
+
 @dataclass
 class ScenePlan:
     """The checked work of a run: expressions, every scene's job, where the summary goes."""
@@ -61,9 +122,7 @@ class ScenePlan:
         return [] if self.out_dir is None else [self.out_dir / name for name in SUMMARY_NAMES]
 
 
-def _single_job(args: argparse.Namespace, image: Path, texts: list[str]) -> SceneJob:
-    from ..predict import output_paths
-
+def _single_job(args: SceneOptions, image: Path, texts: list[str]) -> SceneJob:
     outputs: dict[str, list[Path | None]] = {}
     for option, kind in SINGLE_OPTIONS.items():
         path = getattr(args, option)
@@ -77,16 +136,14 @@ def _single_job(args: argparse.Namespace, image: Path, texts: list[str]) -> Scen
     return SceneJob(image, image.stem, outputs)
 
 
-def plan_run(args: argparse.Namespace) -> ScenePlan:
-    """Check the arguments and the file system; create the output folders. ``ValueError`` for
+def plan_run(args: SceneOptions) -> ScenePlan:
+    """Check the options and the file system; create the output folders. ``ValueError`` for
     anything wrong, before any model is loaded or file written."""
-    from ..predictor import check_expression
-
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    inputs, expressions = (args.items, args.expression) if args.expression else (args.items[:1], args.items[1:])
+    inputs, expressions = list(args.inputs), list(args.expressions)
     if not expressions:
         raise ValueError("no expression given: name what to segment, e.g. 'all buildings' (or -e)")
     texts = [check_expression(e) for e in expressions]
@@ -111,26 +168,20 @@ def plan_run(args: argparse.Namespace) -> ScenePlan:
     return plan
 
 
-def load_predictor(args: argparse.Namespace, device: Any) -> tuple[Any, str, str]:
+def load_predictor(args: SceneOptions, device: Any) -> tuple[Predictor, str, str]:
     """The predictor, a label for the model and its version (polygon attributes)."""
-    from .. import __version__
-    from ..build import build_preset
-    from ..predictor import Predictor
-
+    precision = args.precision or precision_from_env("auto")
     if args.preset:
         model = build_preset(args.preset, pretrained=False).eval()
         return (
-            Predictor(model, device=device, precision=args.precision),
+            Predictor(model, device=device, precision=precision),
             f"{args.preset} (random weights)",
             f"sbanet {__version__}",
         )
-    from ..checkpoint import checkpoint_metadata
-    from ..default_model import default_model_source
-
     source = default_model_source(args.model)
     version = checkpoint_metadata(source).get("version", f"sbanet {__version__}")
     label = source if not Path(source).exists() else Path(source).resolve().name
-    return Predictor.from_pretrained(source, device=device, precision=args.precision), label, str(version)
+    return Predictor.from_pretrained(source, device=device, precision=precision), label, str(version)
 
 
 def _header(path: Path) -> GeoInfo | None:
@@ -141,15 +192,13 @@ def _header(path: Path) -> GeoInfo | None:
 
 
 def predict_job(
-    model: tuple[Any, str, str],
+    model: tuple[Predictor, str, str],
     job: SceneJob,
     texts: list[str],
-    args: argparse.Namespace,
+    args: SceneOptions,
     callback: Callable[[int, int], Any] | None = None,
 ) -> SceneRecord:
     """Predict one scene and publish its pending outputs (a finished one is read back)."""
-    from .tiling import predict_scene
-
     count = len(texts)
     masks = job.outputs.get("mask", [None] * count)
     if job.finished:
@@ -219,11 +268,8 @@ def predict_job(
     return SceneRecord(job.name, str(job.image), info, counts.valid, targets, tuple(polygon_counts))
 
 
-def run_jobs(plan: ScenePlan, args: argparse.Namespace) -> list[SceneRecord] | None:
+def run_jobs(plan: ScenePlan, args: SceneOptions) -> list[SceneRecord] | None:
     """This rank's scenes; on rank 0 every rank's records in the plan's order (None elsewhere)."""
-    from ..training.distributed import barrier, cleanup, gather_objects, init_from_env
-    from .tiling import default_overlap, tile_count
-
     dist = init_from_env(args.device or "auto")
     try:
         headers = [_header(job.image) for job in plan.jobs]

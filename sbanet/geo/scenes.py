@@ -196,3 +196,12 @@ def shard(jobs: Sequence[SceneJob], sizes: Sequence[int], rank: int, world_size:
         owner[i] = min(range(world_size), key=lambda r: (load[r], r))
         load[owner[i]] += sizes[i]
     return [job for i, job in enumerate(jobs) if owner[i] == rank]
+
+
+def output_paths(path: Path | None, expressions: Sequence[str]) -> list[Path | None]:
+    """One path per expression: ``path`` itself for one, ``stem_<slug>.ext`` for several."""
+    if path is None:
+        return [None] * len(expressions)
+    if len(expressions) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{s}{path.suffix}") for s in unique_slugs(expressions)]

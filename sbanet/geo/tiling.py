@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from ..predictor import Predictor
+from sbanet.inference.predictor import Predictor
+
 from .raster import RasterSource, open_raster
 from .writers import ArrayWriter, SceneWriter
 

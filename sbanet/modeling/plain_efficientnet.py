@@ -49,7 +49,7 @@ def conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> 
 
 class BatchNormAct2d(nn.BatchNorm2d):
     """BatchNorm, then ``drop`` (identity) and ``act`` (ReLU6 or identity): timm's module of that
-    name, whose two attributes :func:`sbanet.fast.folded_efficientnet` keeps after folding."""
+    name, whose two attributes :func:`sbanet.inference.fast.folded_efficientnet` keeps after folding."""
 
     def __init__(self, channels: int, act: bool) -> None:
         super().__init__(channels, eps=BN_EPS)

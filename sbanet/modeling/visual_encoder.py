@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sbanet.modeling.swin_weights import pretrained_swin
+
 from ..config import SBANetConfig
 
 # tf_efficientnet_lite0's 7 block groups cut at strides 4 / 8 / 16 / 32.
@@ -37,8 +39,6 @@ class SwinEncoder(nn.Module):
     def __init__(self, config: SBANetConfig, pretrained: bool = False) -> None:
         super().__init__()
         from timm.models.swin_transformer import SwinTransformer
-
-        from ..swin_weights import pretrained_swin
 
         kwargs = dict(
             img_size=config.image_size,

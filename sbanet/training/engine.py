@@ -32,9 +32,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from sbanet.inference.precision import autocast, training_precision
+
 from ..checkpoint import load_state_dict_checked, save_pretrained
 from . import distributed
-from .evaluation import autocast, evaluate, forward_batch, to_device
+from .evaluation import evaluate, forward_batch, to_device
 from .optim import OPTIMIZER_SCOPES, build_optimizer, build_scheduler
 from .precise_bn import recalibrate_batchnorm as recalibrate_batchnorm  # re-exported for callers
 from .precise_bn import recalibrate_on
@@ -49,7 +51,6 @@ from .train_state import (
 
 logger = logging.getLogger(__name__)
 
-AMP_MODES = ("none", "bf16", "fp16")
 SELECT_METRICS = ("oIoU", "mIoU")
 
 
@@ -68,7 +69,7 @@ class TrainConfig:
     warmup_steps: int = 0
     max_steps: int | None = None  # the schedule's length in optimiser steps (else epochs x epoch)
     grad_clip: float | None = None  # max global gradient L2 norm
-    amp: str = "none"  # "none" | "bf16" | "fp16" (fp16 with a GradScaler)
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (fp16 with a GradScaler); sbanet.inference.precision
     freeze_text_encoder: bool = False  # no gradients, dropout off
     freeze_batchnorm: bool = False  # BatchNorm keeps its running statistics (fine-tuning on small batches)
     seed: int = 0
@@ -84,8 +85,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        self.precision = training_precision(self.precision)
         if self.optimizer_scope not in OPTIMIZER_SCOPES:
             raise ValueError(f"optimizer_scope must be one of {OPTIMIZER_SCOPES}, got {self.optimizer_scope!r}")
         if self.select_metric not in SELECT_METRICS:
@@ -212,7 +212,7 @@ def train(
     )
     # the lr reported is config.lr's (not the encoders' multiplied one)
     head = next((i for i, g in enumerate(optimizer.param_groups) if not g["name"].startswith("encoder_")), 0)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=config.amp == "fp16")
+    scaler = torch.amp.GradScaler(info.device.type, enabled=config.precision == "fp16")
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None)
@@ -319,7 +319,7 @@ def train(
             for micro in range(config.accumulate):
                 batch = to_device(next(batches), info.device)
                 sync = micro == config.accumulate - 1 or not info.distributed
-                with net.no_sync() if not sync else nullcontext(), autocast(info.device, config.amp):
+                with net.no_sync() if not sync else nullcontext(), autocast(info.device, config.precision):
                     loss = model.loss(forward_batch(net, batch), batch["mask"]) / config.accumulate
                     scaler.scale(loss).backward()
                 loss_sum += loss.item()
@@ -360,10 +360,12 @@ def train(
         validate = val_set is not None and (epoch % config.eval_every == 0 or step >= total_steps)
         if config.recalibrate_bn and (validate or step >= total_steps):
             seed = config.seed + 1000 + finished_epoch
-            recalibrate_on(model, train_set, config.recalibrate_bn, config.batch_size, seed, config.amp)
+            recalibrate_on(model, train_set, config.recalibrate_bn, config.batch_size, seed, config.precision)
         if validate:
             eval_size = config.eval_batch_size or config.batch_size
-            metrics = evaluate(model, val_set, batch_size=eval_size, amp=config.amp, num_workers=config.num_workers)
+            metrics = evaluate(
+                model, val_set, batch_size=eval_size, precision=config.precision, num_workers=config.num_workers
+            )
             metrics.pop("per_sample")
             score = float(metrics[config.select_metric])
             is_best = best is None or score > best  # strictly: of tied epochs the earliest stays best

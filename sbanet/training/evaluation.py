@@ -13,14 +13,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from sbanet.inference.precision import autocast
+
 from . import distributed
 from .metrics import SegmentationMetrics, intersection_union, original_resolution_counts
-
-
-def autocast(device: torch.device, amp: str) -> torch.autocast:
-    """bf16/fp16 autocast on the device's type, or a disabled context for ``"none"``."""
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=amp != "none")
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -39,7 +35,7 @@ def evaluate(
     dataset: Dataset,
     *,
     batch_size: int = 12,
-    amp: str = "none",
+    precision: str = "fp32",
     num_workers: int = 0,
     original_resolution: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -76,7 +72,7 @@ def evaluate(
     per_sample: list[tuple[int, float]] = []
     for batch in loader:
         batch = to_device(batch, device)
-        with autocast(device, amp):
+        with autocast(device, precision):
             logits = forward_batch(model, batch)
         indices = [int(i) for i in batch["index"]]
         names = [samples[i].category for i in indices] if samples is not None else None

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from sbanet.inference.precision import autocast
+
 from . import distributed
-from .evaluation import autocast, forward_batch, to_device
+from .evaluation import forward_batch, to_device
 
 
 @torch.no_grad()
@@ -49,7 +51,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Cal
 
 
 def recalibrate_on(
-    model: nn.Module, dataset: Dataset, batches: int, batch_size: int, seed: int = 0, amp: str = "none"
+    model: nn.Module, dataset: Dataset, batches: int, batch_size: int, seed: int = 0, precision: str = "fp32"
 ) -> int:
     """:func:`recalibrate_batchnorm` on ``batches`` random batches of ``dataset`` per rank, drawn
     with ``seed`` (their statistics then averaged over ranks). The global RNG is left untouched,
@@ -60,7 +62,7 @@ def recalibrate_on(
     shard = order[: batches * batch_size * info.world_size][info.rank :: info.world_size].tolist()
     loader = DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=batch_size)
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), autocast(device, amp):
+    with torch.random.fork_rng(devices=devices), autocast(device, precision):
         seen = recalibrate_batchnorm(model, loader, lambda m, b: forward_batch(m, to_device(b, device)))
     distributed.average_batchnorm_buffers(model)
     return seen
