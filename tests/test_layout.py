@@ -41,6 +41,8 @@ NESTED_ALLOWED = {
     "sbanet.predict": "the scene runner (torch) loads once the arguments are parsed: --help answers at once",
     "annotate.store": "images and rasters are decoded (PIL, rasterio) only when a file is read: the store starts light",
     "benchmarks": "a benchmark loads what it measures once its arguments are parsed",
+    "sbanet.geo.scene_run": "polygons (shapely, pyproj) load only for --vector: a mask command starts light",
+    "sbanet.geo.scene_summary": "polygons (sbanet.geo.vector: shapely, pyproj) load only when a scene has them",
 }
 PUBLIC_API = {
     "Predictor": "sbanet.inference.predictor",

