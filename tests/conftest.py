@@ -47,6 +47,15 @@ def tiny_model():
     return sbanet_tiny().eval()
 
 
+@pytest.fixture(scope="module")
+def tiny32():
+    """The tiny model at 32 px and 8 tokens (the quick-adaptation tests), one per test module."""
+    from sbanet import sbanet_tiny
+
+    torch.manual_seed(0)
+    return sbanet_tiny(image_size=32, max_tokens=8).eval()
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from sbanet.modeling.text_encoder import MINILM, load_tokenizer

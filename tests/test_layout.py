@@ -62,22 +62,39 @@ def module_name(path: Path) -> str:
 def imported_modules(path: Path) -> set[str]:
     """Every module ``path`` imports, absolute (relative imports resolved against its package),
     at any depth of the file (imports inside functions count too)."""
-    module = module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    package = package_of(path)
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)  # "from annotate import app"
+        if isinstance(node, ast.ImportFrom):
+            found.add(import_source(node, package))
+        found.update(import_targets(node, package))
     return found
+
+
+def package_of(path: Path) -> str:
+    """The package that relative imports in ``path`` are resolved against."""
+    module = module_name(path)
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def import_source(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` statement reads from."""
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    base = ".".join(parts[: len(parts) - node.level + 1])
+    return f"{base}.{node.module}" if node.module else base
+
+
+def import_targets(node: ast.AST, package: str) -> list[str]:
+    """What an import statement names, absolute: modules, or ``source.name`` for ``from source
+    import name`` (a submodule, or a name in source: "from annotate import app"); [] for other nodes."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        source = import_source(node, package)
+        return [f"{source}.{alias.name}" for alias in node.names]
+    return []
 
 
 def modules() -> list[Path]:
@@ -126,8 +143,7 @@ def own_module(target: str, names: set[str]) -> str | None:
 
 def own_imports(path: Path, names: set[str]) -> list[tuple[int, str, bool]]:
     """``(line, module, inside a function)`` for every import of a project module in ``path``."""
-    module = module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    module, package = module_name(path), package_of(path)
     tree = ast.parse(path.read_text(), str(path))
     inside = {
         id(node)
@@ -137,18 +153,7 @@ def own_imports(path: Path, names: set[str]) -> list[tuple[int, str, bool]]:
     }
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                source = f"{base}.{node.module}" if node.module else base
-            else:
-                source = node.module or ""
-            targets = [f"{source}.{alias.name}" for alias in node.names]  # a submodule, or a name in source
-        else:
-            continue
+        targets = import_targets(node, package)
         for target in {own_module(t, names) for t in targets} - {None, module}:
             found.append((node.lineno, target, id(node) in inside))
     return found

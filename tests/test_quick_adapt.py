@@ -9,51 +9,40 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from training_fixtures import single_thread, toy_samples, toy_store
+from training_fixtures import single_thread, tiny32_dataset, toy_samples, toy_store
 
 from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, run_finetune
 from annotate.store import runs
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import checkpoint_metadata, save_pretrained
-from sbanet.data import ReferringDataset
 from sbanet.data.augment import TRANSFORMS, turn_tensor
 from sbanet.inference.predictor import Predictor
 from sbanet.training.adapt import AdaptConfig, adapt_decoder, cache_features, evaluate_cached
 from sbanet.training.evaluation import evaluate
 
 
-@pytest.fixture(scope="module")
-def tiny(tokenizer):
-    torch.manual_seed(0)
-    return sbanet_tiny(image_size=32, max_tokens=8).eval()
-
-
-def _dataset(tokenizer, samples, augment=False):
-    return ReferringDataset(samples, 32, tokenizer, max_tokens=8, augment=augment)
-
-
-def test_cached_features_give_the_model_s_own_logits_under_every_flip_and_turn(tiny, tokenizer):
-    dataset = _dataset(tokenizer, toy_samples(2, seed=3), augment=True)
+def test_cached_features_give_the_model_s_own_logits_under_every_flip_and_turn(tiny32, tokenizer):
+    dataset = tiny32_dataset(tokenizer, toy_samples(2, seed=3), augment=True)
     with single_thread():
-        cache = cache_features(tiny, dataset, transforms=8, batch_size=5)
+        cache = cache_features(tiny32, dataset, transforms=8, batch_size=5)
         assert len(cache) == len(dataset) * 8 and cache.masks.shape == (len(dataset) * 8, 32, 32)
         for row in (0, 7, 13):  # sample row // 8 under transform row % 8
             i, t = divmod(row, 8)
             item = dataset.base_item(i)
             image = turn_tensor(item["image"], *TRANSFORMS[t])[None]
             with torch.no_grad():
-                logits = tiny(image, dataset.turned_ids[t, i][None], dataset.turned_attention[t, i][None])
-                cached = tiny.decoder([f[row : row + 1] for f in cache.features])
+                logits = tiny32(image, dataset.turned_ids[t, i][None], dataset.turned_attention[t, i][None])
+                cached = tiny32.decoder([f[row : row + 1] for f in cache.features])
             cached = torch.nn.functional.interpolate(cached, size=(32, 32), mode="bilinear", align_corners=True)
             torch.testing.assert_close(cached, logits, atol=1e-4, rtol=1e-4)
             assert torch.equal(cache.masks[row].long(), turn_tensor(item["mask"], *TRANSFORMS[t]))
 
 
-def test_cached_evaluation_matches_the_evaluator(tiny, tokenizer):
-    dataset = _dataset(tokenizer, toy_samples(3, seed=4))
+def test_cached_evaluation_matches_the_evaluator(tiny32, tokenizer):
+    dataset = tiny32_dataset(tokenizer, toy_samples(3, seed=4))
     with single_thread():
-        cached = evaluate_cached(tiny, cache_features(tiny, dataset))
-        direct = evaluate(tiny, dataset, batch_size=4)
+        cached = evaluate_cached(tiny32, cache_features(tiny32, dataset))
+        direct = evaluate(tiny32, dataset, batch_size=4)
     assert cached["count"] == direct["count"] == 6
     assert cached["mIoU"] == pytest.approx(direct["mIoU"], abs=1e-3)
 
@@ -62,7 +51,7 @@ def test_decoder_training_fits_the_corrections_and_leaves_the_encoders_alone(tok
     torch.manual_seed(1)
     model = sbanet_tiny(image_size=32, max_tokens=8).eval()
     encoders = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("decoder.")}
-    data = _dataset(tokenizer, toy_samples(4, seed=5), augment=True)
+    data = tiny32_dataset(tokenizer, toy_samples(4, seed=5), augment=True)
     with single_thread():
         corrections = cache_features(model, data, transforms=4)
         # a target the decoder can reach from these features (a random encoder's features do not
@@ -86,10 +75,10 @@ def test_decoder_training_fits_the_corrections_and_leaves_the_encoders_alone(tok
     assert all(p.requires_grad for p in model.parameters())  # handed back trainable
 
 
-def test_bias_mode_trains_only_the_classifier_bias_and_a_cancel_keeps_the_base(tiny, tokenizer):
+def test_bias_mode_trains_only_the_classifier_bias_and_a_cancel_keeps_the_base(tiny32, tokenizer):
     model = sbanet_tiny(image_size=32, max_tokens=8).eval()
-    model.load_state_dict(tiny.state_dict())
-    data = _dataset(tokenizer, toy_samples(2, seed=6))
+    model.load_state_dict(tiny32.state_dict())
+    data = tiny32_dataset(tokenizer, toy_samples(2, seed=6))
     base = {k: v.clone() for k, v in model.state_dict().items()}
     with single_thread():
         cache = cache_features(model, data)
@@ -114,8 +103,8 @@ def test_bad_adapt_settings_are_refused_with_the_reason(field, value):
 
 
 @pytest.fixture
-def store(tmp_path, tiny, tokenizer):
-    base = save_pretrained(tiny, tmp_path / "base", tokenizer=tokenizer)
+def store(tmp_path, tiny32, tokenizer):
+    base = save_pretrained(tiny32, tmp_path / "base", tokenizer=tokenizer)
     with toy_store(tmp_path, base, train_images=3) as store:
         yield store
 

@@ -55,6 +55,11 @@ def toy_dataset(tokenizer, n_images: int, size: int = 32, seed: int = 0, image_s
     return ReferringDataset(toy_samples(n_images, size, seed), image_size, tokenizer, max_tokens=8)
 
 
+def tiny32_dataset(tokenizer, samples: list[ReferringSample], augment: bool = False) -> ReferringDataset:
+    """``samples`` at the ``tiny32`` fixture's input size (32 px) and token length (8)."""
+    return ReferringDataset(samples, 32, tokenizer, max_tokens=8, augment=augment)
+
+
 @contextmanager
 def single_thread():
     """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make small
