@@ -16,12 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sbanet.modeling.text_encoder import build_text_encoder
-
 from .build import build_model
 from .config import CONFIG_VERSION, SBANetConfig
 from .modeling.sbanet import SBANet
-from .modeling.text_encoder import load_tokenizer
+from .modeling.text_encoder import build_text_encoder, load_tokenizer
 
 FORMAT = "sbanet"
 # 2: the config holds every architecture field explicitly (see sbanet.config.LEGACY_VALUES for

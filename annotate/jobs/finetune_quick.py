@@ -35,9 +35,8 @@ QUICK_STAGES = {
 }
 
 
-def adapt_config(config: FinetuneConfig) -> Any:
+def adapt_config(config: FinetuneConfig) -> AdaptConfig:
     """The :class:`sbanet.training.adapt.AdaptConfig` a quick run uses."""
-
     return AdaptConfig(
         train=config.quick_train,
         steps=config.quick_steps,
@@ -66,15 +65,14 @@ def quick_attempt(
     model, tokenizer = load_pretrained(claimed.base_source, allow_pickle=config.allow_pickle)
     model.eval()
     metrics_before = claimed.metrics_before
+    held_out_samples = store_samples(store, eval_ids)  # read once: scored at both sizes below
     size = quick_size(config, model.config.image_size)
     if size != model.config.image_size:
         if metrics_before is None:  # the base as it is, at its own input size
-            metrics_before = jsonable_metrics(
-                evaluate(model, model_dataset(store_samples(store, eval_ids), model.config, tokenizer))
-            )
+            metrics_before = jsonable_metrics(evaluate(model, model_dataset(held_out_samples, model.config, tokenizer)))
         model.config.image_size = size  # the new version predicts at this size
     corrections = model_dataset(store_samples(store, train_ids), model.config, tokenizer, augment=True)
-    held_out = model_dataset(store_samples(store, eval_ids), model.config, tokenizer)
+    held_out = model_dataset(held_out_samples, model.config, tokenizer)
     replay_set = model_dataset(replay, model.config, tokenizer) if replay else None
     summary = f"quick: {len(train_ids)} accepted masks x {settings.transforms} flips/turns"
     replay_note = f" + {len(replay)} replay samples" if replay else f"\n{plan['replay']}"

@@ -40,15 +40,6 @@ class PlainTokenizer:
             raise ValueError(f"the tokenizer's pad token {pad!r} is not in its vocabulary")
         self.pad_token, self.pad_token_id = pad, pad_id
 
-    @classmethod
-    def from_directory(cls, directory: str | Path) -> PlainTokenizer:
-        """The tokenizer of ``directory/tokenizer.json`` with its ``tokenizer_config.json``."""
-        from tokenizers import Tokenizer
-
-        directory = Path(directory)
-        config = json.loads((directory / TOKENIZER_CONFIG_FILE).read_text())
-        return cls(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), config)
-
     def encode(self, texts: list[str], max_tokens: int, pad_to_max: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> ``input_ids [B, L]``, ``attention_mask [B, L]`` (int64) with [CLS] ... [SEP],
         truncated to ``max_tokens``; ``L`` is ``max_tokens`` (``pad_to_max``) or the longest text's."""
@@ -100,4 +91,6 @@ def load_plain_tokenizer(directory: str | Path) -> PlainTokenizer | None:
     config = json.loads((directory / TOKENIZER_CONFIG_FILE).read_text())
     if config.get("tokenizer_class") not in BERT_CLASSES:
         return None
-    return PlainTokenizer.from_directory(directory)
+    from tokenizers import Tokenizer
+
+    return PlainTokenizer(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), config)

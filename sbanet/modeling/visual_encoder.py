@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sbanet.modeling.swin_weights import pretrained_swin
-
 from ..config import SBANetConfig
 from .plain_efficientnet import EfficientNetLite0Features
+from .swin_weights import pretrained_swin
 
 # tf_efficientnet_lite0's 7 block groups cut at strides 4 / 8 / 16 / 32.
 EFFICIENTNET_STAGE_BLOCKS = ((0, 1), (2,), (3, 4), (5, 6))
