@@ -150,6 +150,7 @@ def run_one(model: Any, base: dict, cache: dict, domain: str, task: dict, config
     """One quick adaptation from the base decoder; its test IoU, tile-6 mIoU, kept step, time."""
     from sbanet.training.adapt import adapt_decoder, evaluate_cached
 
+    model.correction, model.config = None, model.config.replace(correction_keys=())  # a head run's heads go
     model.load_state_dict(base)
     pool = cache[domain]["pool"]
     rows = [8 * i + t for i in task["chosen"] for t in range(config.transforms)]
@@ -202,8 +203,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cache", type=Path, default=None, help="the feature cache (default: runs/quick-adapt-cache-LEVEL[-SIZE].pt)"
     )
     parser.add_argument(
-        "--level", choices=["decoder", "late"], default=None, help="cache level (default: what quick_train needs)"
-    )
+        "--level", choices=["decoder", "late", "head"], default=None,
+        help="cache level (default: what quick_train needs)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/quick_adapt.json"))
     return parser.parse_args(argv)
 
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from annotate.jobs.finetune_quick import adapt_config
     from sbanet.checkpoint import load_pretrained
     from sbanet.inference.shipped import default_model_source
-    from sbanet.training.adapt import UPSTREAM, decoder_level, evaluate_cached
+    from sbanet.training.adapt import UPSTREAM, cache_level, decoder_level, evaluate_cached
 
     torch.set_num_threads(1)
     finetune = FinetuneConfig(mode="quick", **dict(args.set))
@@ -230,14 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     source = str(args.model or default_model_source())
     model, tokenizer = load_pretrained(source)
     model.eval()
-    level = args.level or ("late" if config.train in UPSTREAM else "decoder")
+    level = args.level or cache_level(config.train)
     size = quick_size(finetune, model.config.image_size)
     suffix = "" if size == model.config.image_size else f"-{size}"
     path = args.cache or Path(f"runs/quick-adapt-cache-{level}{suffix}.pt")
     cache = torch.load(path, weights_only=False) if path.is_file() else None
     if cache is None or any(d not in cache for d in args.domains):
         cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, path, level, size)
-    if config.train not in UPSTREAM:  # a late cache serves the decoder modes once TCSA has run over it
+    if config.train not in (*UPSTREAM, "head"):  # a late cache serves the decoder modes once TCSA has run over it
         cache = {k: _map_caches(v, partial(decoder_level, model)) for k, v in cache.items()}
     base_state = copy.deepcopy(model.state_dict())
     base = {d: float(evaluate_cached(model, cache[d]["test"])["mIoU"]) for d in args.domains}

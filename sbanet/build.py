@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .config import BERT_BASE_TEXT_CONFIG, SBANetConfig
+from .modeling.correction_head import CorrectionHeads
 from .modeling.decoder import SimpleDecoder
 from .modeling.plain_bert import MetaInitSkipped
 from .modeling.sbanet import SBANet, build_fusions
@@ -72,6 +73,11 @@ def build_model(
         fusions = build_fusions(config)
         tcsa = TextConditionedAggregator(config) if config.tcsa else None
         decoder = SimpleDecoder(config.stage_dims, config.decoder_dim)
+        correction = (
+            CorrectionHeads(config.stage_dims, config.text_dim, config.correction_keys)
+            if config.correction_keys
+            else None
+        )
         if text_encoder is None and plain and not pretrained:  # no non-persistent buffers: meta is safe
             text_encoder = build_text_encoder(config, pretrained, plain=True)
     return SBANet(
@@ -81,6 +87,7 @@ def build_model(
         fusions=fusions,
         tcsa=tcsa,
         decoder=decoder,
+        correction=correction,
     )
 
 

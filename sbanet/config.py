@@ -169,6 +169,10 @@ class SBANetConfig:
     # each mask's overlap as a whole, so it pulls recall back up.
     dice_weight: float = 0.0
 
+    # --- quick adaptation (not in the paper; sbanet.modeling.correction_head) ----------------
+    # taught expressions of each correction head a project's quick adaptation added; () = none
+    correction_keys: tuple[int, ...] = ()
+
     # --- preprocessing (not architecture) -------------------------------------------------
     image_size: int = 448
     max_tokens: int = 20
@@ -229,6 +233,8 @@ class SBANetConfig:
             raise ValueError(f"dice_weight must be >= 0, got {self.dice_weight}")
         if self.image_size < 32 or self.max_tokens < 3:
             raise ValueError("image_size must be >= 32 and max_tokens >= 3 ([CLS] word [SEP])")
+        if any(k < 1 for k in self.correction_keys):
+            raise ValueError(f"correction_keys must be positive counts, got {self.correction_keys!r}")
         if "hidden_size" not in self.text_config:
             raise ValueError("text_config must give the text encoder's hidden_size")
 

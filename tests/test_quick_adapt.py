@@ -111,7 +111,9 @@ def store(tmp_path, tiny32, tokenizer):
 
 def test_quick_mode_caches_trains_the_decoder_checks_and_registers(store):
     events = []
-    config = FinetuneConfig(mode="quick", quick_steps=12, quick_lr=1e-2, checkpoint_every=4, activate=True)
+    config = FinetuneConfig(
+        mode="quick", quick_train="decoder", quick_steps=12, quick_lr=1e-2, checkpoint_every=4, activate=True
+    )
     outcome = run_finetune(store, queue_finetune(store, 1, config, author="ana"), callback=events.append)
     assert outcome.status == "succeeded" and outcome.metrics_before["count"] == 4
     stages = [e.stage for e in events]

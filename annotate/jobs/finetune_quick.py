@@ -17,7 +17,7 @@ from typing import Any
 
 from annotate.jobs.finetune_record import ClaimedRun, FinetuneOutcome, Reporter, jsonable_metrics, register_result
 from sbanet.checkpoint import load_pretrained
-from sbanet.training.adapt import UPSTREAM, AdaptConfig, adapt_decoder, cache_features, evaluate_cached
+from sbanet.training.adapt import AdaptConfig, adapt_decoder, cache_features, cache_level, evaluate_cached
 from sbanet.training.evaluation import evaluate
 
 from ..store import runs
@@ -89,7 +89,7 @@ def quick_attempt(
         return report
 
     stop = reporter.should_stop
-    level = "late" if settings.train in UPSTREAM else "decoder"
+    level = cache_level(settings.train)
     with torch.no_grad():
         cached = cache_features(model, corrections, settings.transforms, progress=progress(0), cancel=stop, level=level)
         offset = len(corrections) * settings.transforms

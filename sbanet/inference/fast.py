@@ -302,6 +302,6 @@ def optimize_for_inference(model: SBANet, quantize: bool = False) -> SBANet:
     decoder = model.decoder
     if type(decoder) is SimpleDecoder:
         decoder = FoldedDecoder(decoder)
-    fast = SBANet(model.config, visual, model.text_encoder, model.fusions, model.tcsa, decoder)
+    fast = SBANet(model.config, visual, model.text_encoder, model.fusions, model.tcsa, decoder, model.correction)
     fast.stage_norms = model.stage_norms  # share, not the fresh ones SBANet.__init__ made
     return fast

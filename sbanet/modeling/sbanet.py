@@ -28,6 +28,7 @@ class SBANet(nn.Module):
         fusions: nn.ModuleList,
         tcsa: nn.Module | None,
         decoder: nn.Module,
+        correction: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -38,6 +39,8 @@ class SBANet(nn.Module):
         self.stage_norms = nn.ModuleList(nn.LayerNorm(c) for c in config.stage_dims)
         self.tcsa = tcsa
         self.decoder = decoder
+        # a project's quick adaptation (sbanet.modeling.correction_head), None in trained models
+        self.correction = correction
         self.register_buffer("class_weights", torch.tensor(config.class_weights), persistent=False)
 
     # --- the three phases, separable so several expressions can share the image work ------
@@ -61,8 +64,19 @@ class SBANet(nn.Module):
         ``[B, 2, *output_size]`` and, if asked, the attention maps (see :meth:`forward`)."""
         features, attention = self.decoder_inputs(prefix, text, text_mask, need_attention)
         logits = self.decoder(features)
+        if self.correction is not None:
+            logits = self.correction(logits, self.visual_pyramid(prefix), text, text_mask)
         logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=True)
         return logits, attention
+
+    def visual_pyramid(self, prefix: torch.Tensor) -> list[torch.Tensor]:
+        """The image encoder's own stages, without the language: prefix ``[B, H/4, W/4, C_1]`` ->
+        ``[B, C_i, H/2^(i+2), W/2^(i+2)]`` (strides 4..32), what correction heads read."""
+        x, pyramid = prefix, [prefix]
+        for i in range(1, len(self.fusions)):
+            x = self.visual_encoder.stage(i, x)
+            pyramid.append(x)
+        return [p.permute(0, 3, 1, 2) for p in pyramid]
 
     def decoder_inputs(
         self, prefix: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, need_attention: bool = False

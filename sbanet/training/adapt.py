@@ -15,7 +15,10 @@ What trains is named by ``AdaptConfig.train``:
 * ``"decoder"``: the whole decoder;
 * ``"tcsa"``: TCSA and the whole decoder;
 * ``"late"``: the image encoder's last stage (stride 32), its fusion and LayerNorm, TCSA and the
-  decoder.
+  decoder;
+* ``"head"``: nothing of the network: new correction heads (:mod:`sbanet.modeling.correction_head`,
+  one per group of corrected expressions) learn to correct the model's foreground logit from the
+  image encoder's language-free pyramid (a cache of ``level="head"``).
 
 The last two need the maps *before* what they train (:mod:`sbanet.training.adapt_cache`):
 :func:`cache_features` with ``level="late"`` keeps the four fused maps before TCSA, the
@@ -44,14 +47,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import TRANSFORMS
+from ..modeling.correction_head import GATE_FULL, CorrectionHead, CorrectionHeads
 from .adapt_cache import LEVELS, FeatureCache, cache_features, cached_logits, decoder_level
 from .metrics import SegmentationMetrics, intersection_union
 
 __all__ = [  # the cache's names stay importable from here
     "LEVELS", "TRAINABLE", "UPSTREAM", "AdaptConfig", "AdaptResult", "FeatureCache", "adapt_decoder",
-    "cache_features", "cached_logits", "decoder_level", "evaluate_cached", "trainable_parameters", "trained_modules",
+    "add_correction_heads", "cache_features", "cache_level", "cached_logits", "decoder_level", "evaluate_cached",
+    "trainable_parameters", "trained_modules",
 ]  # fmt: skip
-TRAINABLE = ("bias", "classifier", "last", "decoder", "tcsa", "late")
+TRAINABLE = ("bias", "classifier", "last", "decoder", "tcsa", "late", "head")
 # the modes that train something before the decoder: they need a cache of ``level="late"``
 UPSTREAM = ("tcsa", "late")
 
@@ -95,10 +100,51 @@ class AdaptConfig:
         return asdict(self)
 
 
+def cache_level(train: str) -> str:
+    """The :func:`cache_features` level that ``train`` (one of :data:`TRAINABLE`) trains on."""
+    if train not in TRAINABLE:
+        raise ValueError(f"train must be one of {TRAINABLE}, got {train!r}")
+    return "late" if train in UPSTREAM else "head" if train == "head" else "decoder"
+
+
+def add_correction_heads(model: nn.Module, corrections: FeatureCache) -> list[nn.Module]:
+    """New correction heads on ``model`` (its ``correction`` and ``config.correction_keys``
+    extended), one per group of the corrections' expressions: an expression joins the first group
+    whose first expression it matches at :data:`GATE_FULL` similarity or more. Each head's keys
+    are its group's sentence embeddings, its feature statistics those of the corrections'
+    pyramid. Returns the new heads (untrained: they correct nothing yet)."""
+    if corrections.pyramid is None or corrections.sentences is None:
+        raise ValueError("correction heads train on features cached with level='head'")
+    groups: list[list[torch.Tensor]] = []
+    for sentence in torch.unique(corrections.sentences, dim=0):
+        for group in groups:
+            if float(group[0] @ sentence) >= GATE_FULL:
+                group.append(sentence)
+                break
+        else:
+            groups.append([sentence])
+    flat = [f.float().transpose(0, 1).flatten(1) for f in corrections.pyramid]  # [C_i, N * h_i * w_i]
+    mean = torch.cat([f.mean(1) for f in flat])
+    std = torch.cat([f.std(1) for f in flat]).clamp(min=1e-3)
+    config = model.config
+    heads = [CorrectionHead(config.stage_dims, config.text_dim, len(group)) for group in groups]
+    for head, group in zip(heads, groups):
+        head.keys.copy_(torch.stack(group))
+        head.feature_mean.copy_(mean)
+        head.feature_std.copy_(std)
+    if model.correction is None:
+        model.correction = CorrectionHeads(config.stage_dims, config.text_dim, ())
+    model.correction.heads.extend(heads)
+    model.config = config.replace(correction_keys=(*config.correction_keys, *(len(g) for g in groups)))
+    return heads
+
+
 def trained_modules(model: nn.Module, train: str) -> dict[str, nn.Module]:
     """The modules whose weights ``train`` changes (their state is what a check keeps)."""
     if train not in TRAINABLE:
         raise ValueError(f"train must be one of {TRAINABLE}, got {train!r}")
+    if train == "head":
+        return {"correction": model.correction}
     modules = {"decoder": model.decoder}
     if train in UPSTREAM and model.tcsa is not None:
         modules["tcsa"] = model.tcsa
@@ -118,6 +164,8 @@ def trainable_parameters(decoder: nn.Module, train: str, model: nn.Module | None
         if model is None:
             raise ValueError(f"train={train!r} needs the model")
         return [p for module in trained_modules(model, train).values() for p in module.parameters()]
+    if train == "head":
+        raise ValueError("train='head' trains the heads add_correction_heads returns")
     if train == "bias":
         return [decoder.classifier.bias]
     if train == "classifier":
@@ -204,15 +252,20 @@ def adapt_decoder(
     """Train ``model``'s decoder (in place) on cached ``corrections`` (+ ``replay``); with
     ``held_out``, measure every ``check_every`` steps and keep the best check's weights (the base's
     when no check beats it). ``callback(step, steps, loss, metrics_or_None)`` after every step."""
-    if config.train in UPSTREAM and corrections.level != "late":
-        raise ValueError(f"train={config.train!r} needs features cached with level='late'")
+    needed = cache_level(config.train)  # decoder modes also run on a late cache (TCSA runs first)
+    if corrections.level != needed and not (needed == "decoder" and corrections.level == "late"):
+        raise ValueError(f"train={config.train!r} needs features cached with level={needed!r}")
     generator = torch.Generator().manual_seed(config.seed)
+    heads = add_correction_heads(model, corrections) if config.train == "head" else []
     modules = trained_modules(model, config.train)
     trainable_before = [p.requires_grad for p in model.parameters()]
     was_training = model.training
     for p in model.parameters():
         p.requires_grad_(False)
-    params = trainable_parameters(model.decoder, config.train, model)
+    if heads:
+        params = [p for head in heads for p in head.parameters()]
+    else:
+        params = trainable_parameters(model.decoder, config.train, model)
     for p in params:
         p.requires_grad_(True)
     base = [p.detach().clone() for p in params]

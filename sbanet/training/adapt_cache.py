@@ -4,7 +4,10 @@ SBANet gives for each correction, computed once per run.
 ``level="decoder"`` keeps the decoder's inputs (everything before the decoder is frozen);
 ``level="late"`` keeps the fused maps before TCSA, the language entering TCSA, and the input of the
 last image stage with the language entering its fusion, so that the last stage, its fusion, TCSA
-and the decoder can train on them (:func:`cached_logits` runs what follows the cache).
+and the decoder can train on them (:func:`cached_logits` runs what follows the cache);
+``level="head"`` keeps the decoder's inputs, the image encoder's language-free pyramid and the
+expressions' sentence embeddings, what correction heads (:mod:`sbanet.modeling.correction_head`)
+train on.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import torch
 from torch import nn
 
 from ..data.augment import TRANSFORMS, turn_tensor
+from ..modeling.correction_head import sentence_embedding
 
-LEVELS = ("decoder", "late")
+LEVELS = ("decoder", "late", "head")
 
 
 @dataclass
@@ -30,7 +34,8 @@ class FeatureCache:
     ``level="late"``: ``features`` are the fused, normalised maps before TCSA, ``text`` ``[N, L,
     D]`` the language entering TCSA, ``text_mask`` ``[N, L]``, ``stage_input`` ``[N, C, S/16,
     S/16]`` the input of the last image stage and ``stage_text`` ``[N, L, D]`` the language
-    entering the last fusion."""
+    entering the last fusion. Of ``level="head"``: ``features`` as of ``"decoder"``, ``pyramid``
+    the language-free image stages ``[N, C_i, H_i, W_i]`` and ``sentences`` ``[N, D]``."""
 
     features: list[torch.Tensor]
     masks: torch.Tensor
@@ -39,12 +44,16 @@ class FeatureCache:
     text_mask: torch.Tensor | None = None
     stage_input: torch.Tensor | None = None
     stage_text: torch.Tensor | None = None
+    pyramid: list[torch.Tensor] | None = None
+    sentences: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
 
     @property
     def level(self) -> str:
+        if self.pyramid is not None:
+            return "head"
         return "decoder" if self.text is None else "late"
 
     def select(self, rows: torch.Tensor | list[int] | slice) -> FeatureCache:
@@ -58,6 +67,7 @@ class FeatureCache:
         return FeatureCache(
             [f[rows] for f in self.features], self.masks[rows], categories,
             pick(self.text), pick(self.text_mask), pick(self.stage_input), pick(self.stage_text),
+            None if self.pyramid is None else [f[rows] for f in self.pyramid], pick(self.sentences),
         )  # fmt: skip
 
 
@@ -104,7 +114,10 @@ def cached_logits(model: nn.Module, cache: FeatureCache, train: str = "decoder")
     """The decoder's logits ``[B, 2, h, w]`` (stride 4) on the cached rows ``cache``; of a
     ``late`` cache, TCSA (and with ``train == "late"`` the last image stage and fusion) run first."""
     if cache.text is None:
-        return model.decoder(cache.features)
+        logits = model.decoder(cache.features)
+        if cache.pyramid is not None and model.correction is not None:
+            logits = model.correction.correct(logits, [f.float() for f in cache.pyramid], cache.sentences)
+        return logits
     maps, text = [f.permute(0, 2, 3, 1) for f in cache.features], cache.text
     if train == "late":
         last = len(model.fusions) - 1
@@ -142,6 +155,8 @@ def cache_features(
     jobs = [(i, t) for i in range(len(dataset)) for t in range(transforms)]
     features: list[list[torch.Tensor]] = [[], [], [], []]
     extra: dict[str, list[torch.Tensor]] = {"text": [], "text_mask": [], "stage_input": [], "stage_text": []}
+    pyramid: list[list[torch.Tensor]] = [[] for _ in features]
+    sentences: list[torch.Tensor] = []
     masks, categories = [], []
     for start in range(0, len(jobs), batch_size):
         if cancel is not None and cancel():
@@ -164,6 +179,10 @@ def cache_features(
                 extra[key].append(value.contiguous())
         else:
             maps, _ = model.decoder_inputs(prefix, text, attention_t)
+        if level == "head":  # kept in half precision: the pyramid is most of the cache
+            for index, f in enumerate(model.visual_pyramid(prefix)):
+                pyramid[index].append(f.half().contiguous())
+            sentences.append(sentence_embedding(text, attention_t))
         for index, m in enumerate(maps):
             features[index].append(m.contiguous())
         masks.extend(targets)
@@ -172,5 +191,7 @@ def cache_features(
     model.train(was_training)
     if not masks:
         raise ValueError("no samples to cache")
-    joined = {key: torch.cat(value) for key, value in extra.items()} if level == "late" else {}
+    joined: dict[str, Any] = {key: torch.cat(value) for key, value in extra.items()} if level == "late" else {}
+    if level == "head":
+        joined = {"pyramid": [torch.cat(f) for f in pyramid], "sentences": torch.cat(sentences)}
     return FeatureCache([torch.cat(f) for f in features], torch.stack(masks), categories, **joined)

@@ -1,0 +1,108 @@
+"""Correction heads (``quick_train="head"``): a pixel classifier on the language-free image
+pyramid that corrects the model's foreground logit where the corrected expressions are asked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from training_fixtures import single_thread, tiny32_dataset, toy_samples, toy_store
+
+from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, run_finetune
+from sbanet import sbanet_tiny
+from sbanet.checkpoint import load_pretrained, save_pretrained
+from sbanet.config import SBANetConfig
+from sbanet.data.augment import TRANSFORMS, turn_tensor
+from sbanet.inference.predictor import Predictor
+from sbanet.modeling.correction_head import GATE_FULL, GATE_OFF, CorrectionHead
+from sbanet.training.adapt import AdaptConfig, adapt_decoder, add_correction_heads, cache_features, cached_logits
+
+
+def _copy(tiny32: torch.nn.Module) -> torch.nn.Module:
+    model = sbanet_tiny(image_size=32, max_tokens=8).eval()
+    model.load_state_dict(tiny32.state_dict())
+    return model
+
+
+def test_gate_opens_with_the_similarity_to_a_taught_expression():
+    head = CorrectionHead((4, 4, 4, 4), text_dim=3, keys=1)
+    head.keys.copy_(torch.tensor([[1.0, 0.0, 0.0]]))
+    middle = (GATE_OFF + GATE_FULL) / 2
+    on_circle = [[1.0, 0.0], [0.0, 1.0], [middle, (1 - middle**2) ** 0.5], [GATE_OFF, (1 - GATE_OFF**2) ** 0.5]]
+    queries = torch.tensor([[a, b, 0.0] for a, b in on_circle])
+    torch.testing.assert_close(head.gate(queries), torch.tensor([1.0, 0.0, 0.5, 0.0]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="at least one"):
+        CorrectionHead((4, 4, 4, 4), text_dim=3, keys=0)
+    with pytest.raises(ValueError, match="correction_keys"):
+        SBANetConfig(correction_keys=(2, 0))
+
+
+def test_cached_head_logits_are_the_model_s_own_and_a_new_head_changes_nothing(tiny32, tokenizer):
+    model = _copy(tiny32)
+    assert model.correction is None
+    dataset = tiny32_dataset(tokenizer, toy_samples(2, seed=3), augment=True)
+    with single_thread():
+        cache = cache_features(model, dataset, transforms=8, batch_size=5, level="head")
+    assert cache.level == "head" and len(cache.pyramid) == 4
+    assert cache.sentences.shape == (len(dataset) * 8, model.config.text_dim)
+    with torch.no_grad():
+        before = cached_logits(model, cache)
+        heads = add_correction_heads(model, cache)
+        assert len(heads) >= 1 and model.config.correction_keys == tuple(len(h.keys) for h in heads)
+        torch.testing.assert_close(cached_logits(model, cache), before)  # zero-initialised: the base's answer
+        for p in model.correction.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        changed = cached_logits(model, cache)
+    assert not torch.allclose(changed, before)
+    for row in (0, 7, 13):  # the cache's path and the model's forward agree, heads included
+        i, t = divmod(row, 8)
+        image = turn_tensor(dataset.base_item(i)["image"], *TRANSFORMS[t])[None]
+        with torch.no_grad():
+            logits = model(image, dataset.turned_ids[t, i][None], dataset.turned_attention[t, i][None])
+        cached = F.interpolate(changed[row : row + 1], size=(32, 32), mode="bilinear", align_corners=True)
+        torch.testing.assert_close(cached, logits, atol=2e-3, rtol=2e-3)  # the pyramid is cached in fp16
+
+
+def test_head_training_changes_only_the_heads_and_needs_a_head_cache(tiny32, tokenizer):
+    model = _copy(tiny32)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    data = tiny32_dataset(tokenizer, toy_samples(3, seed=5), augment=True)
+    with single_thread():
+        cache = cache_features(model, data, transforms=4, level="head")
+        config = AdaptConfig(train="head", steps=6, lr=1e-2, batch_size=4, crop=0.5, check_every=2)
+        result = adapt_decoder(model, cache, config, replay=cache, held_out=cache)
+        with pytest.raises(ValueError, match="level='head'"):
+            adapt_decoder(model, cache_features(model, data), config)
+    state = model.state_dict()
+    assert {k for k in state if k not in base} == {k for k in state if k.startswith("correction.")}
+    assert all(torch.equal(state[k], v) for k, v in base.items())  # nothing of the network moved
+    assert result.history[0]["step"] == 0 and all(p.requires_grad for p in model.parameters())
+
+
+def test_quick_head_job_registers_a_model_that_loads_and_predicts(tmp_path, tiny32, tokenizer):
+    base = save_pretrained(tiny32, tmp_path / "base", tokenizer=tokenizer)
+    with toy_store(tmp_path, base, train_images=3) as store:
+        config = FinetuneConfig(mode="quick", quick_train="head", quick_steps=8, quick_lr=1e-2, checkpoint_every=2)
+        outcome = run_finetune(store, queue_finetune(store, 1, config, author="ana"))
+        assert outcome.status == "succeeded"
+        from annotate.store import runs
+
+        with store.ReadSession() as session:
+            source = runs.checkpoint_source(store.files, runs.get_model_version(session, outcome.model_version_id))
+    model, _ = load_pretrained(source)
+    assert model.config.correction_keys and model.correction is not None
+    own = tiny32.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items() if not k.startswith("correction."))
+    image = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    predictor = Predictor.from_pretrained(source)
+    with torch.no_grad():
+        assert predictor.predict(image, "the red square").mask.shape == (40, 40)
+    # the shipped runtime (folded encoders) and the plain model give the same probabilities
+    plain = Predictor(model.eval(), predictor.tokenizer, fast=False)
+    torch.testing.assert_close(
+        torch.from_numpy(plain.predict(image, "the red square").probability),
+        torch.from_numpy(predictor.predict(image, "the red square").probability),
+        atol=1e-4,
+        rtol=1e-4,
+    )
