@@ -33,6 +33,7 @@ import torch
 import yaml
 
 from recipes.default_model.card import write_model_card
+from recipes.default_model.gsd_sources import recipe_gsd
 from recipes.default_model.conversions import (
     DUBAI_INPUT,
     GID_INPUT,
@@ -235,6 +236,10 @@ def export(
         # which recipe the baseline ran, when it is not this one (the card says so)
         "text_blind_baseline_recipe": baseline.get("recipe_note") if baseline else None,
     }
+    # the scale it learned: predictors resample images of a known GSD to it (sbanet.inference.gsd)
+    gsd = recipe_gsd(summary["recipe"])
+    if gsd is not None:
+        metadata["gsd"] = gsd
     # the classes and wordings it was taught: the card's "What can I ask?", the app's chips
     metadata["taught"] = taught_classes({"data": summary["data"]})
     if out_of_domain:
