@@ -107,7 +107,7 @@ class SegmentHandlers:
         bands_text: str,
         threshold: float,
         previous: SegmentSession | None = None,
-        gsd_text: str = "",
+        gsd_text: str | None = None,
     ) -> tuple[Any, str, SegmentSession]:
         """Image + expressions -> the overlay, a first summary (with each mask's verdict) and the
         session :meth:`finish` completes. ``previous``: this user's last segmentation (numbers runs);
@@ -184,7 +184,7 @@ class SegmentHandlers:
         annotator_name: str,
         previous: SegmentSession | None = None,
         keep_untrusted: bool = False,
-        gsd_text: str = "",
+        gsd_text: str | None = None,
         request: gr.Request = None,
     ) -> tuple[Any, list[tuple[np.ndarray, str]], list[str], str, dict[str, Any], SegmentSession]:
         """Both steps in one call: overlay, probability maps, full-size mask PNGs, summary, details."""
