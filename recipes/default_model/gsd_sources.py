@@ -84,13 +84,18 @@ def training_gsd(image_size: int, crops: tuple[int, ...] = (512, 0), data: Path 
 
 def recipe_gsd(recipe: dict[str, Any]) -> dict[str, Any] | None:
     """The ``metadata["gsd"]`` block for a recipe trained on dubai-aerial conversions only (its
-    data roots all name it), else None: a mix of sources needs each one's crops counted."""
+    data roots all name it), else None: a mix of sources needs each one's crops counted, and
+    without ``../shared/data/dubai-aerial`` the crops cannot be measured."""
     data = recipe["data"]
     roots = [data["root"], *(m["root"] for m in data.get("mix") or [])]
     if not all("dubai" in Path(root).name for root in roots):
         return None
     crops = (512, 0) if any("whole" in Path(root).name for root in roots) else (512,)
-    return training_gsd(int(recipe["model"]["overrides"].get("image_size", 320)), crops).to_metadata()
+    image_size = int((recipe["model"].get("overrides") or {}).get("image_size", 320))
+    try:
+        return training_gsd(image_size, crops).to_metadata()
+    except ValueError:  # the source images are not beside the project: the crops cannot be measured
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,6 @@ import torch
 import yaml
 
 from recipes.default_model.card import write_model_card
-from recipes.default_model.gsd_sources import recipe_gsd
 from recipes.default_model.conversions import (
     DUBAI_INPUT,
     GID_INPUT,
@@ -42,6 +41,7 @@ from recipes.default_model.conversions import (
     prepare_data,
     whole_image_folders,
 )
+from recipes.default_model.gsd_sources import recipe_gsd
 from recipes.default_model.model_report import evaluate_by_rule, report
 from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pretrained, save_pretrained
 from sbanet.inference.lexicon import taught_classes
