@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .geo.raster import parse_bands
 from .geo.scenes import KINDS, output_paths, remove_empty_folders, slug
 from .geo.writers import PROBABILITY_DTYPES
+from .inference.gsd import check_gsd
 
 if TYPE_CHECKING:
     from .geo.scene_run import SceneOptions, ScenePlan
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is the target")
     run.add_argument("--tile-overlap", type=int, default=None, help="pixels shared by tiles (default: tile size / 8)")
     run.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    scale = run.add_mutually_exclusive_group()
+    scale.add_argument("--gsd", type=_gsd, metavar="M",
+                       help="the images' metres per pixel (plain images; overrides a GeoTIFF's own): "
+                       "resampled to the model's training GSD")  # fmt: skip
+    scale.add_argument("--no-gsd", action="store_true",
+                       help="do not resample GeoTIFFs that state a GSD to the model's training GSD")  # fmt: skip
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -98,6 +105,13 @@ def _bands(text: str) -> tuple[int, ...]:
     try:
         return parse_bands(text)
     except ValueError as exc:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _gsd(text: str) -> float:
+    try:
+        return check_gsd(text, "--gsd")
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -121,7 +135,7 @@ def _describe(plan: ScenePlan, results: list[Any]) -> list[str]:
                 fraction = record.target_pixels[k] / max(record.valid_pixels, 1)
                 details = f" ({fraction:.2%} of the image, {record.polygons[k]} polygons)"
             lines.append(f"{text!r}: {written}{details}")
-        return lines
+        return [*lines, record.scale] if record.scale else lines
     counts = {s: sum(r.status.startswith(s) for r in results) for s in ("predicted", "resumed", "failed")}
     summary = ", ".join(str(p) for p in plan.summary_written)
     return [f"{len(results)} scenes: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; summary: {summary}"]

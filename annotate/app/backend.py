@@ -17,6 +17,7 @@ import numpy as np
 
 from sbanet.checkpoint import checkpoint_metadata
 from sbanet.geo.raster import geo_metadata
+from sbanet.inference.gsd import TrainingGSD
 from sbanet.inference.predictor import Predictor
 
 from ..jobs.finetune_data import FinetuneConfig, select_masks
@@ -125,13 +126,19 @@ class Backend:
         """The active checkpoint's metadata (``"confidence"``: its calibrated thresholds)."""
         return self.model.metadata
 
+    @property
+    def training_gsd(self) -> TrainingGSD | None:
+        """The active model's training GSD (None: it records none; :mod:`sbanet.inference.gsd`)."""
+        return self.model.current()[0].training_gsd
+
     def predict(
-        self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5
+        self, image: np.ndarray, expressions: Sequence[str], threshold: float = 0.5, gsd: Any = None
     ) -> tuple[list[Any], ModelRef]:
         """``uint8 [H, W, 3]`` image + expressions -> one :class:`~sbanet.inference.predictor.Prediction`
-        each, and the model version that made them."""
+        each, and the model version that made them (``gsd``: the image's metres per pixel,
+        resampled to the model's training GSD)."""
         predictor, model = self.model.current()
-        return predictor.predict_batch(image, list(expressions), threshold=threshold), model
+        return predictor.predict_batch(image, list(expressions), threshold=threshold, gsd=gsd), model
 
     def load_model(self, source: str | None) -> int:
         """Load ``source`` (a checkpoint directory or hub id; None: the store's active model),

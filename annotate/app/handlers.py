@@ -33,6 +33,7 @@ from ..store.text import code_text, markdown_text
 from . import attention_view as views
 from .inputs import DecodedUploads, LoadedImage, parse_bands, parse_expressions, resize_mask
 from .render import fit_within, palette_colour, probability_image
+from .scale import choose_scale
 
 DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
 OVERLAY_ALPHA = 0.6
@@ -76,10 +77,15 @@ class SegmentHandlers:
         subjects = [untaught_subject(e, taught) for e in expressions]
         return [None if s is None else not_taught_message(s, taught) for s in subjects]
 
-    def predict(self, image: np.ndarray, expressions: list[str], threshold: float = 0.5) -> tuple[list[Any], Any]:
-        """The backend's model run, one of ``model_slots`` at a time."""
+    def predict(
+        self, image: np.ndarray, expressions: list[str], threshold: float = 0.5, gsd: tuple[float, float] | None = None
+    ) -> tuple[list[Any], Any]:
+        """The backend's model run, one of ``model_slots`` at a time (``gsd``: resampled to the
+        model's training GSD, :mod:`annotate.app.scale`)."""
         with self._model_slots:
-            return self.backend.predict(image, expressions, threshold)
+            if gsd is None:
+                return self.backend.predict(image, expressions, threshold)
+            return self.backend.predict(image, expressions, threshold, gsd=gsd)
 
     def preview(self, file: Any, bands_text: str) -> tuple[np.ndarray | None, str]:
         """Show an upload as the model will see it (TIFFs stretched per band), with its facts; a
@@ -101,15 +107,18 @@ class SegmentHandlers:
         bands_text: str,
         threshold: float,
         previous: SegmentSession | None = None,
+        gsd_text: str | None = None,
     ) -> tuple[Any, str, SegmentSession]:
         """Image + expressions -> the overlay, a first summary (with each mask's verdict) and the
-        session :meth:`finish` completes. ``previous``: this user's last segmentation (numbers runs)."""
+        session :meth:`finish` completes. ``previous``: this user's last segmentation (numbers runs);
+        ``gsd_text``: the ground sampling distance field (:func:`annotate.app.scale.choose_scale`)."""
         started = time.perf_counter()
         bands = parse_bands(bands_text)
         image = self.uploads.load(uploaded_path(file), bands)
         expressions = parse_expressions(expressions_text)
+        scale = choose_scale(image, gsd_text, getattr(self.backend, "training_gsd", None))
         model_started = time.perf_counter()
-        predictions, model = self.predict(image.rgb, expressions, float(threshold))
+        predictions, model = self.predict(image.rgb, expressions, float(threshold), scale.gsd)
         predictions = [without_nodata(p, image.valid) for p in predictions]
         model_seconds = time.perf_counter() - model_started
         run = previous.run + 1 if previous is not None else 1
@@ -118,6 +127,7 @@ class SegmentHandlers:
         session = SegmentSession(
             image, bands, predictions, unsaved, run, verdicts, model,
             expression_ids=list(unsaved), untaught=self.untaught_notes([p.expression for p in predictions]),
+            scale=_scale_note(scale.note, predictions),
         )  # fmt: skip
         overlay = overlay_value(predictions, self.uploads.display_png(image, DISPLAY_SIDE))
         session.seconds = {"model": model_seconds, "overlay": time.perf_counter() - started}
@@ -174,11 +184,12 @@ class SegmentHandlers:
         annotator_name: str,
         previous: SegmentSession | None = None,
         keep_untrusted: bool = False,
+        gsd_text: str | None = None,
         request: gr.Request = None,
     ) -> tuple[Any, list[tuple[np.ndarray, str]], list[str], str, dict[str, Any], SegmentSession]:
         """Both steps in one call: overlay, probability maps, full-size mask PNGs, summary, details."""
         annotator(request, annotator_name)  # every input is checked before the model runs
-        overlay, _, session = self.run_model(file, expressions_text, bands_text, threshold, previous)
+        overlay, _, session = self.run_model(file, expressions_text, bands_text, threshold, previous, gsd_text)
         gallery, files, summary, details, session = self.finish(session, annotator_name, keep_untrusted, request)
         return overlay, gallery, files, summary, details, session
 
@@ -247,6 +258,12 @@ def _content_word(words: list[str]) -> str | None:
         if word.split(" (")[0].lower() not in STOP_WORDS:
             return word
     return words[0] if words else None
+
+
+def _scale_note(note: str, predictions: list[Any]) -> str:
+    """The field's choice, and how the predictor resampled (its predictions' ``scale``) if it did."""
+    done = getattr(predictions[0], "scale", None) if predictions else None
+    return note if done is None else f"{note}; {done}"
 
 
 def without_nodata(prediction: Any, valid: np.ndarray | None) -> Any:

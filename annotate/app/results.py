@@ -34,6 +34,7 @@ class SegmentSession:
     # follows predictions: "this model was not trained on ships; ..." where the model was never
     # taught any word of the expression (sbanet.inference.lexicon.untaught_subject), else None
     untaught: list[str | None] = field(default_factory=list)
+    scale: str = ""  # at which scale the image was segmented, and why (annotate.app.scale)
 
     def prediction(self, expression: str | None) -> Any:
         for prediction in self.predictions:
@@ -58,6 +59,7 @@ def result_details(session: SegmentSession, image_id: int | None = None) -> dict
             "image_id": image_id,
         },
         "model": session.model.name,
+        "scale": session.scale,
         "run": session.run,
         "seconds": seconds,
         "saved": session.saved,
@@ -101,6 +103,8 @@ def summary_markdown(details: dict[str, Any]) -> str:
         f"model {code_text(details['model'])} · **{seconds['model']:.2f} s** model, {total:.2f} s in all",
         "",
     ]
+    if details.get("scale"):
+        lines[1:1] = ["", markdown_text(details["scale"])]
     headings = {"nothing found": "Nothing found for", "low confidence": "Low confidence for"}
     for result in details["results"]:
         expression = markdown_text(result["expression"])

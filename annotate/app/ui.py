@@ -108,6 +108,12 @@ def build_ui(
                             label="Bands shown as R,G,B (counted from 1; blank: 1,2,3)", placeholder="e.g. 4,3,2"
                         )
                         threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask threshold")
+                        gsd = gr.Textbox(
+                            label="Ground sampling distance, m/px: resample to the model's scale "
+                            "('auto': a GeoTIFF's own; blank or 'off': resize as usual)",
+                            placeholder="e.g. 0.5, or auto",
+                            elem_id="gsd",
+                        )
                         keep_untrusted = gr.Checkbox(
                             value=False,
                             label="Save 'nothing found' results as drafts too (normally they are not queued)",
@@ -188,7 +194,7 @@ def build_ui(
             """Overlay first (one model run), then the store write, maps and files, then attention."""
             shown = trigger(
                 on_page(seg.run_model, 3),
-                [upload, expressions, bands, threshold, session],
+                [upload, expressions, bands, threshold, session, gsd],
                 [overlay, summary, session],
                 **private,
             )
@@ -212,7 +218,7 @@ def build_ui(
         run_segmentation(example_picked.then)
         api_segment_button.click(
             seg.segment,
-            [upload, expressions, bands, threshold, annotator_box, session, keep_untrusted],
+            [upload, expressions, bands, threshold, annotator_box, session, keep_untrusted, gsd],
             [overlay, probabilities, mask_files, summary, details, session],
             api_name="segment",
         )

@@ -195,6 +195,28 @@ def ask_lines(metadata: dict[str, Any]) -> list[str]:
     return lines
 
 
+def scale_lines(metadata: dict[str, Any]) -> list[str]:
+    """The scale it learned: the checkpoint's training GSD per source (:mod:`sbanet.inference.gsd`)."""
+    gsd = metadata.get("gsd")
+    if not gsd:
+        return []
+    lines = [
+        "## Scale (ground sampling distance)",
+        f"One model-input pixel covered about **{gsd['input_m_per_px']:.2f} m** in training ({gsd['how']}).",
+    ]
+    for name, source in gsd.get("sources", {}).items():
+        low, high = source["range"]
+        lines.append(f"- {name}: {source['m_per_px']:g} m per pixel (plausibly {low:g}-{high:g}): {source['how']}")
+    lines += [
+        "",
+        "`python -m sbanet.predict` resamples a GeoTIFF that states its GSD to this scale (its tiles cover "
+        "the training extent; `--gsd M` for plain images, `--no-gsd` to turn it off); the app does so when "
+        "its GSD field is given a number or `auto`, and otherwise resizes the whole image as before "
+        '(docs/results.md, "Ground sampling distance", has the numbers behind both defaults).',
+    ]
+    return lines
+
+
 def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
     """The card's markdown from the export ``metadata`` (see :func:`recipes.default_model.train.export`)."""
     recipe, data = metadata["recipe"], metadata["data"]
@@ -241,6 +263,8 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         *recipe_lines(metadata),
         "",
         *training_time_lines(metadata),
+        "",
+        *scale_lines(metadata),
         "",
         "## Validation (tile 6, never trained on)",
         "The reference protocol (`sbanet.training.metrics`): IoU per expression on the "

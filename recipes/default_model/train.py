@@ -41,6 +41,7 @@ from recipes.default_model.conversions import (
     prepare_data,
     whole_image_folders,
 )
+from recipes.default_model.gsd_sources import recipe_gsd
 from recipes.default_model.model_report import evaluate_by_rule, report
 from sbanet.checkpoint import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_pretrained, save_pretrained
 from sbanet.inference.lexicon import taught_classes
@@ -235,6 +236,10 @@ def export(
         # which recipe the baseline ran, when it is not this one (the card says so)
         "text_blind_baseline_recipe": baseline.get("recipe_note") if baseline else None,
     }
+    # the scale it learned: predictors resample images of a known GSD to it (sbanet.inference.gsd)
+    gsd = recipe_gsd(summary["recipe"])
+    if gsd is not None:
+        metadata["gsd"] = gsd
     # the classes and wordings it was taught: the card's "What can I ask?", the app's chips
     metadata["taught"] = taught_classes({"data": summary["data"]})
     if out_of_domain:

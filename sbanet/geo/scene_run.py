@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from sbanet import __version__
 from sbanet.build import build_preset
 from sbanet.checkpoint import checkpoint_metadata
+from sbanet.inference.gsd import check_gsd, no_scale_note
 from sbanet.inference.precision import precision_from_env
 from sbanet.inference.predictor import Predictor
 from sbanet.inference.shipped import default_model_source
@@ -35,6 +36,7 @@ from sbanet.text_rules import check_expression
 from sbanet.training.distributed import barrier, cleanup, gather_objects, init_from_env
 
 from .raster import GeoInfo, geo_metadata, open_raster
+from .resolution import raster_gsd
 from .scene_summary import SceneRecord, write_summary
 from .scenes import (
     KINDS,
@@ -47,7 +49,7 @@ from .scenes import (
     shard,
     unique_slugs,
 )
-from .tiling import default_overlap, predict_scene, tile_count
+from .tiling import default_overlap, predict_scene, scaled_tile, tile_count
 from .writers import (
     ArrayWriter,
     CountWriter,
@@ -79,7 +81,10 @@ class SceneOptions:
     ``inputs``: image files, folders and glob patterns; ``expressions``: what to segment. One
     image writes the outputs named by ``out`` (mask), ``probability``, ``vector`` (GeoPackage)
     and ``geojson``; many write ``formats`` into ``out_dir``. ``precision`` None: ``$SBANET_PRECISION``
-    when set, else ``"auto"`` (:mod:`sbanet.inference.precision`).
+    when set, else ``"auto"`` (:mod:`sbanet.inference.precision`). ``gsd``: the images' metres
+    per pixel (for images that state none; it overrides what a GeoTIFF states); without it a
+    GeoTIFF's own GSD is used; either way each scene is resampled to the model's training GSD
+    (:func:`scene_tile`) unless ``no_gsd``.
     """
 
     inputs: Sequence[str]
@@ -105,6 +110,8 @@ class SceneOptions:
     tile_overlap: int | None = None
     batch_size: int = 4
     quiet: bool = False
+    gsd: float | None = None
+    no_gsd: bool = False
 
 
 @dataclass
@@ -143,6 +150,10 @@ def plan_run(args: SceneOptions) -> ScenePlan:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.gsd is not None:
+        if args.no_gsd:
+            raise ValueError("--gsd and --no-gsd contradict each other: give one")
+        check_gsd(args.gsd, "--gsd")
     inputs, expressions = list(args.inputs), list(args.expressions)
     if not expressions:
         raise ValueError("no expression given: name what to segment, e.g. 'all buildings' (or -e)")
@@ -182,6 +193,23 @@ def load_predictor(args: SceneOptions, device: Any) -> tuple[Predictor, str, str
     version = checkpoint_metadata(source).get("version", f"sbanet {__version__}")
     label = source if not Path(source).exists() else Path(source).resolve().name
     return Predictor.from_pretrained(source, device=device, precision=precision), label, str(version)
+
+
+def scene_tile(predictor: Predictor, info: GeoInfo, args: SceneOptions) -> tuple[tuple[int, int] | None, str]:
+    """``(tile, note)``: the source pixels per model tile at the model's training GSD (None: tiles
+    of the input size) and, for people, the scale used or why none. The GSD is ``args.gsd``, else
+    the one the raster states (:func:`sbanet.geo.resolution.raster_gsd`); ``ValueError`` when
+    ``--gsd`` is given to a model that records no training GSD."""
+    if args.no_gsd:
+        return None, no_scale_note(predictor.training_gsd, None, off=True)
+    if args.gsd is not None:
+        return scaled_tile(predictor, info.height, info.width, args.gsd)
+    reading = raster_gsd(info)
+    if predictor.training_gsd is None or reading.gsd is None:
+        note = no_scale_note(predictor.training_gsd, reading.gsd)
+        return None, note if reading.gsd is not None or predictor.training_gsd is None else f"{note} ({reading.reason})"
+    tile, note = scaled_tile(predictor, info.height, info.width, reading.gsd)
+    return tile, f"{note} ({reading.reason})"
 
 
 def _header(path: Path) -> GeoInfo | None:
@@ -227,6 +255,7 @@ def predict_job(
             if any(tif) or any(pending["probability"]):
                 partials = [[partial_path(p) if p else None for p in pending[kind]] for kind in ("mask", "probability")]
                 writers.append(GeoTiffWriter(info, *partials, args.threshold, args.probability_dtype))
+            tile, scale = scene_tile(predictor, info, args)
             in_memory = None
             if any((shapes[k] or png[k]) and files[k] is None for k in range(count)):
                 in_memory = ArrayWriter(count, info.height, info.width, args.threshold, keep_probability=False)
@@ -240,6 +269,7 @@ def predict_job(
                 threshold=args.threshold,
                 writer=TeeWriter(*writers),
                 callback=callback,
+                tile=tile,
             )
         polygon_counts: list[int | None] = [None] * count
         for k, text in enumerate(texts):
@@ -265,7 +295,7 @@ def predict_job(
             discard(path)
         raise
     targets = tuple(int(t) for t in counts.target)
-    return SceneRecord(job.name, str(job.image), info, counts.valid, targets, tuple(polygon_counts))
+    return SceneRecord(job.name, str(job.image), info, counts.valid, targets, tuple(polygon_counts), scale=scale)
 
 
 def run_jobs(plan: ScenePlan, args: SceneOptions) -> list[SceneRecord] | None:
@@ -282,11 +312,12 @@ def run_jobs(plan: ScenePlan, args: SceneOptions) -> list[SceneRecord] | None:
         barrier()  # every rank has checked the plan before any rank writes
         total = 0
         if model is not None:
-            size = model[0].config.image_size
-            overlap = default_overlap(size) if args.tile_overlap is None else args.tile_overlap
             header = {job.image: h for job, h in zip(plan.jobs, headers)}
             known = [header[job.image] for job in todo if header[job.image] is not None]
-            total = sum(tile_count(h.height, h.width, size, overlap) for h in known)
+            for h in known:
+                tile = scene_tile(model[0], h, args)[0] or (model[0].config.image_size,) * 2
+                overlap = [default_overlap(n) for n in tile] if args.tile_overlap is None else args.tile_overlap
+                total += tile_count(h.height, h.width, tile, overlap)
         records = []
         with tqdm(total=total, unit="tile", disable=args.quiet or not dist.is_main) as bar:
             for n, job in enumerate(mine, 1):

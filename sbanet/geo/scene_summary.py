@@ -41,7 +41,8 @@ FOOTPRINT_POINTS_PER_SIDE = 16  # densified edges: a footprint stays close to it
 @dataclass(frozen=True)
 class SceneRecord:
     """What the run did with one scene (picklable: ranks send these to rank 0). Per expression:
-    ``target_pixels`` and ``polygons`` (None where none were made this run)."""
+    ``target_pixels`` and ``polygons`` (None where none were made this run); ``scale``: how the
+    scene was resampled to the model's training GSD, or why not."""
 
     scene: str
     image: str
@@ -50,6 +51,7 @@ class SceneRecord:
     target_pixels: tuple[int, ...] = ()
     polygons: tuple[int | None, ...] = ()
     status: str = "predicted"
+    scale: str = ""
 
 
 def footprint(info: GeoInfo) -> shapely.Polygon:

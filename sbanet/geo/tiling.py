@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from sbanet.inference.gsd import plan_scale
 from sbanet.inference.predictor import Predictor
 
 from .raster import RasterSource, open_raster
@@ -69,9 +70,10 @@ def default_overlap(size: int) -> int:
     return size // 8
 
 
-def tile_count(height: int, width: int, size: int, overlap: int) -> int:
+def tile_count(height: int, width: int, size: int | tuple[int, int], overlap: int | tuple[int, int]) -> int:
     """How many tiles :func:`tile_grid` cuts ``height x width`` into."""
-    return len(tile_starts(height, size, overlap)) * len(tile_starts(width, size, overlap))
+    (size_h, size_w), (over_h, over_w) = _pair(size), _pair(overlap)
+    return len(tile_starts(height, size_h, over_h)) * len(tile_starts(width, size_w, over_w))
 
 
 def _axis(length: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -81,17 +83,36 @@ def _axis(length: int, size: int, overlap: int) -> list[tuple[int, int, int, int
     return [(start, extent, before[i], before[i + 1] if i + 1 < len(starts) else 0) for i, start in enumerate(starts)]
 
 
-def tile_grid(height: int, width: int, size: int, overlap: int) -> list[list[Tile]]:
-    """Rows of :class:`Tile` covering ``height x width``; tiles are ``size`` square, clipped to
-    the scene where it is smaller than a tile."""
-    if size < 1:
-        raise ValueError(f"the tile size must be positive, got {size}")
-    if not 0 <= overlap < size:
-        raise ValueError(f"the tile overlap must be in [0, {size}) pixels for {size}-pixel tiles, got {overlap}")
+def tile_grid(height: int, width: int, size: int | tuple[int, int], overlap: int | tuple[int, int]) -> list[list[Tile]]:
+    """Rows of :class:`Tile` covering ``height x width``; tiles are ``size`` square (or ``(rows,
+    columns)``, overlapping by ``overlap`` or ``(rows, columns)``), clipped to the scene where it
+    is smaller than a tile."""
+    (size_h, size_w), (over_h, over_w) = _pair(size), _pair(overlap)
+    for n, o in ((size_h, over_h), (size_w, over_w)):
+        if n < 1:
+            raise ValueError(f"the tile size must be positive, got {size}")
+        if not 0 <= o < n:
+            raise ValueError(f"the tile overlap must be in [0, {n}) pixels for {n}-pixel tiles, got {o}")
     return [
-        [Tile(r, c, h, w, (top, bottom, left, right)) for c, w, left, right in _axis(width, size, overlap)]
-        for r, h, top, bottom in _axis(height, size, overlap)
+        [Tile(r, c, h, w, (top, bottom, left, right)) for c, w, left, right in _axis(width, size_w, over_w)]
+        for r, h, top, bottom in _axis(height, size_h, over_h)
     ]
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
+def scaled_tile(predictor: Predictor, height: int, width: int, gsd: Any) -> tuple[tuple[int, int], str]:
+    """``((rows, columns), note)``: the source pixels one model tile covers when a scene of
+    ``height x width`` at ``gsd`` metres per pixel is resampled to the model's training GSD
+    (:meth:`~sbanet.inference.predictor.Predictor.scale_plan` checks both), and what was done, for
+    people."""
+    if predictor.training_gsd is None:
+        raise ValueError("this model records no training GSD, so it cannot resample to it: leave the GSD out")
+    plan = plan_scale((height, width), gsd, predictor.training_gsd)
+    tile = plan.tile(predictor.config.image_size)
+    return tile, f"{plan.describe()}; tiles of {tile[0]}x{tile[1]} source pixels"
 
 
 def blend_ramp(length: int, rise: int, fall: int) -> np.ndarray:
@@ -155,15 +176,20 @@ def _predict_tiles(
     tiles: Sequence[Tile],
     text: torch.Tensor,
     text_mask: torch.Tensor,
+    scaled: tuple[int, int] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per tile: probability ``float32 [K, h, w]`` for the K encoded expressions, and ``valid``."""
+    """Per tile: probability ``float32 [K, h, w]`` for the K encoded expressions, and ``valid``.
+
+    ``scaled``: the tile's full extent in source pixels at the training GSD; a tile clipped to a
+    smaller scene is then edge-padded to it, so it is not stretched to the input size."""
     model, size, count = predictor.model, predictor.config.image_size, text.shape[0]
     reads = [source.read(tile.window) for tile in tiles]
     work = [i for i, (_, valid) in enumerate(reads) if valid.any()]  # all-nodata tiles: 0
     results = [(np.zeros((count, *valid.shape), np.float32), valid) for _, valid in reads]
     if not work:
         return results
-    images = torch.cat([predictor.preprocess(reads[i][0])[0] for i in work])  # [B, 3, S, S]
+    extents = {i: _extent(reads[i][1].shape, scaled) for i in work}
+    images = torch.cat([predictor.preprocess(_pad(reads[i][0], extents[i]))[0] for i in work])  # [B, 3, S, S]
     batch = len(work)
     with predictor.autocast():  # the predictor's precision, as for a single image
         prefix = model.encode_image_prefix(images).repeat_interleave(count, dim=0)  # [B * K, ...]
@@ -173,10 +199,22 @@ def _predict_tiles(
     probability = model.probability(logits.float()).view(batch, count, size, size)
     for j, i in enumerate(work):
         p = probability[j]
-        if p.shape[-2:] != reads[i][1].shape:  # a tile clipped to a small scene: back to its size
-            p = F.interpolate(p[None], size=reads[i][1].shape, mode="bilinear", align_corners=False)[0]
+        if p.shape[-2:] != extents[i]:  # back to the tile's source pixels (clipped or scaled)
+            p = F.interpolate(p[None], size=extents[i], mode="bilinear", align_corners=False)[0]
+        p = p[:, : reads[i][1].shape[0], : reads[i][1].shape[1]]  # a padded tile's padding off
         results[i] = (p.clamp_(0, 1).cpu().numpy().astype(np.float32), reads[i][1])
     return results
+
+
+def _extent(shape: tuple[int, int], scaled: tuple[int, int] | None) -> tuple[int, int]:
+    """The source pixels a read of ``shape`` stands for: itself, or at least the scaled tile."""
+    return tuple(shape) if scaled is None else (max(shape[0], scaled[0]), max(shape[1], scaled[1]))  # type: ignore[return-value]
+
+
+def _pad(rgb: np.ndarray, extent: tuple[int, int]) -> np.ndarray:
+    """``rgb [h, w, 3]`` edge-padded on the bottom and right to ``extent``."""
+    pad_h, pad_w = extent[0] - rgb.shape[0], extent[1] - rgb.shape[1]
+    return rgb if pad_h <= 0 and pad_w <= 0 else np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
 @torch.inference_mode()
@@ -192,6 +230,7 @@ def predict_scene(
     writer: SceneWriter | None = None,
     progress: bool = False,
     callback: ProgressCallback | None = None,
+    tile: tuple[int, int] | None = None,
 ) -> SceneWriter:
     """Segment every expression over a whole scene by overlapping tiles.
 
@@ -200,6 +239,8 @@ def predict_scene(
     goes to ``writer`` (default an in-memory :class:`~sbanet.geo.writers.ArrayWriter` with ``mask``
     ``bool [K, H, W]`` and ``probability`` ``uint8 [K, H, W]`` (x255)), which is returned.
     ``callback(done, total)`` is called after each batch of tiles; ``progress`` shows a bar.
+    ``tile``: (rows, columns) of source pixels per model tile (:func:`scaled_tile`: the scene at
+    the training GSD), overlapping by an eighth unless told; None: tiles of the input size.
     """
     if isinstance(expressions, str):
         raise ValueError("expressions must be a list of strings")
@@ -208,8 +249,8 @@ def predict_scene(
         raise ValueError("no expressions given")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    size = predictor.config.image_size
-    overlap = default_overlap(size) if overlap is None else overlap
+    size = predictor.config.image_size if tile is None else (int(tile[0]), int(tile[1]))
+    overlap = tuple(default_overlap(n) for n in _pair(size)) if overlap is None else overlap
     source = image if isinstance(image, RasterSource) else open_raster(image, bands)
     try:
         height, width = source.height, source.width
@@ -224,8 +265,10 @@ def predict_scene(
                 blender.extend_to(row[0].row + row[0].height)
                 for start in range(0, len(row), batch_size):
                     tiles = row[start : start + batch_size]
-                    for tile, (p, valid) in zip(tiles, _predict_tiles(predictor, source, tiles, text, text_mask)):
-                        blender.add(tile, p, valid, tile_weight(tile))
+                    scaled = None if tile is None else size
+                    results = _predict_tiles(predictor, source, tiles, text, text_mask, scaled)
+                    for cell, (p, valid) in zip(tiles, results):
+                        blender.add(cell, p, valid, tile_weight(cell))
                     done += len(tiles)
                     bar.update(len(tiles))
                     if callback is not None:

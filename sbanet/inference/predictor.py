@@ -32,12 +32,18 @@ from sbanet.checkpoint import checkpoint_metadata, load_pretrained
 from sbanet.image import invalid_pixels, read_image, to_rgb8
 from sbanet.inference.confidence import ConfidenceThresholds, Verdict, judge
 from sbanet.inference.fast import optimize_for_inference
+from sbanet.inference.gsd import ScalePlan, TrainingGSD, plan_scale
 from sbanet.inference.lexicon import Lexicon, taught_classes
 from sbanet.inference.precision import Precision, resolve_precision, runtime_label
 from sbanet.inference.runtime import TextFeatureCache, expression_chunk, weights_signature
 from sbanet.modeling.sbanet import SBANet
 from sbanet.modeling.text_encoder import load_tokenizer, tokenize
 from sbanet.text_rules import check_expression
+
+# the scaled path runs the model at the image's size at the training GSD: padded to a multiple of
+# the encoder's stride, and refused beyond this side (a scene: sbanet.geo.tiling tiles it)
+SCALED_MULTIPLE = 32
+MAX_SCALED_SIDE = 2048
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,15 @@ class AttentionMaps:
 
 @dataclass(frozen=True)
 class Prediction:
-    """mask: ``bool [H, W]``; probability: ``float32 [H, W]`` at the image's original size."""
+    """mask: ``bool [H, W]``; probability: ``float32 [H, W]`` at the image's original size;
+    scale: how the image was resampled to the model's training GSD (None: resized to the input
+    size, as without a GSD)."""
 
     expression: str
     mask: np.ndarray
     probability: np.ndarray
     attention: AttentionMaps | None = None
+    scale: str | None = None
 
 
 def as_rgb8(image: Any, bands: Sequence[int] | None = None) -> np.ndarray:
@@ -100,6 +109,9 @@ class Predictor:
     ``lexicon``: the words the model reads (None: the tokenizer's vocabulary,
     :meth:`sbanet.inference.lexicon.Lexicon.for_model`; ``from_pretrained`` adds the checkpoint's taught
     classes).
+    ``training_gsd``: the scale the model learned (:mod:`sbanet.inference.gsd`; ``from_pretrained``:
+    the checkpoint's metadata, None for checkpoints that record none); with it, ``predict(...,
+    gsd=m)`` resamples the image to that scale.
     """
 
     def __init__(
@@ -115,7 +127,9 @@ class Predictor:
         expression_chunk: int | None = None,
         thresholds: ConfidenceThresholds | None = None,
         lexicon: Lexicon | None = None,
+        training_gsd: TrainingGSD | None = None,
     ) -> None:
+        self.training_gsd = training_gsd
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if quantize and (not fast or self.device.type != "cpu"):
             raise ValueError("quantize=True needs the fast path (fast=True) on a CPU device")
@@ -165,6 +179,8 @@ class Predictor:
         # the "not understood" refusal suggests what this checkpoint was taught (sbanet.inference.lexicon)
         if "lexicon" not in options:
             options["lexicon"] = Lexicon.for_model(tokenizer, taught_classes(metadata))
+        if "training_gsd" not in options:  # None for checkpoints without a "gsd" block: no resampling
+            options["training_gsd"] = TrainingGSD.from_metadata(metadata)
         return cls(model, tokenizer, device, **options)
 
     def judge(self, prediction: Prediction) -> Verdict:
@@ -181,6 +197,34 @@ class Predictor:
         x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self._mean) / self._std, rgb.shape[:2]
+
+    def scale_plan(self, size: tuple[int, int], gsd: Any) -> ScalePlan:
+        """How an image of ``size`` (H, W) at ``gsd`` metres per pixel (one number or (rows,
+        columns)) is resampled to the training scale; ``ValueError`` for a bad GSD or a model that
+        records none, or when the image would exceed :data:`MAX_SCALED_SIDE` pixels."""
+        if self.training_gsd is None:
+            raise ValueError("this model records no training GSD, so it cannot resample to it: leave the GSD out")
+        plan = plan_scale(size, gsd, self.training_gsd)
+        if max(plan.resampled) > MAX_SCALED_SIDE:
+            raise ValueError(
+                f"at the model's scale this image is {plan.resampled[0]}x{plan.resampled[1]} pixels (over "
+                f"{MAX_SCALED_SIDE}): segment it as a scene (python -m sbanet.predict tiles it)"
+            )
+        return plan
+
+    def preprocess_scaled(
+        self, image: Any, plan: ScalePlan, bands: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image -> normalised ``[1, 3, H', W']`` at the plan's scale (antialiased bilinear), edge-padded
+        on the bottom and right to multiples of 32; returns the unpadded ``(H', W')``."""
+        rgb = as_rgb8(image, bands)
+        height, width = plan.resampled
+        x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        pad_h, pad_w = -height % SCALED_MULTIPLE, -width % SCALED_MULTIPLE
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return (x - self._mean) / self._std, (height, width)
 
     def check_expression(self, expression: Any) -> str:
         """:func:`check_expression`, and :class:`~sbanet.inference.lexicon.NotUnderstoodError` when the
@@ -247,10 +291,16 @@ class Predictor:
         return_attention: bool = True,
         threshold: float = 0.5,
         bands: Sequence[int] | None = None,
+        gsd: Any = None,
     ) -> list[Prediction]:
         """One image, several expressions. The text-independent part of the image encoder
         (stem + stage 1) runs once and is shared by all expressions; the rest runs in chunks of
-        ``expression_chunk`` expressions (see the class)."""
+        ``expression_chunk`` expressions (see the class).
+
+        ``gsd``: the image's metres per pixel (one number or (rows, columns)): the image is
+        resampled so that a model pixel covers the training GSD (:meth:`scale_plan`) and run at
+        that size instead of the square input size; masks come back at the original size. None:
+        the square resize, as always."""
         if isinstance(expressions, str):
             raise ValueError("expressions must be a list of strings; use predict() for a single one")
         texts = [self.check_expression(e) for e in expressions]
@@ -258,7 +308,15 @@ class Predictor:
             raise ValueError("no expressions given")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        images, (height, width) = self.preprocess(image, bands)
+        plan = None
+        if gsd is not None:
+            rgb = as_rgb8(image, bands)
+            plan = self.scale_plan(rgb.shape[:2], gsd)
+            images, valid_size = self.preprocess_scaled(rgb, plan)
+            height, width = plan.size
+        else:
+            images, (height, width) = self.preprocess(image, bands)
+            valid_size = images.shape[-2:]
         ids, mask, text = self.encode_texts(texts)
         chunk = self.expression_chunk or expression_chunk(self.device, self.config.name, len(texts))
         probabilities, attentions = [], []
@@ -275,7 +333,8 @@ class Predictor:
                     images.shape[-2:],
                     need_attention=return_attention,
                 )
-            probability = self.model.probability(logits).unsqueeze(1)  # [k, 1, S, S]
+            probability = self.model.probability(logits).unsqueeze(1)  # [k, 1, S, S] (or the scaled size)
+            probability = probability[..., : valid_size[0], : valid_size[1]]  # the scaled path's padding off
             probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
             probabilities.append(probability[:, 0].clamp_(0, 1).cpu().numpy().astype(np.float32))
             attentions += [(attention, k) for k in range(mask[rows].shape[0])]
@@ -286,7 +345,8 @@ class Predictor:
         predictions = []
         for k, expression in enumerate(texts):
             maps = self._attention_maps(*attentions[k], ids[k], mask[k]) if return_attention else None
-            predictions.append(Prediction(expression, probability[k] > threshold, probability[k], maps))
+            scale = plan.describe() if plan is not None else None
+            predictions.append(Prediction(expression, probability[k] > threshold, probability[k], maps, scale))
         return predictions
 
     def _attention_maps(
