@@ -1,5 +1,6 @@
-"""The quick fine-tune mode (``FinetuneConfig.mode == "quick"``): adapt the base's decoder to a
-few corrections in seconds (:mod:`sbanet.training.adapt`).
+"""The quick fine-tune mode (``FinetuneConfig.mode == "quick"``): adapt the base to a few
+corrections in seconds (:mod:`sbanet.training.adapt`; by default new correction heads,
+:mod:`sbanet.modeling.correction_head`, with the network unchanged).
 
 Same data, same run rows, same outcome as the full mode (:mod:`annotate.jobs.finetune_job`): the
 accepted train-split masks are the corrections, the held-out masks measure the base and every
@@ -7,7 +8,7 @@ check, a replay draw of the base's own training data is mixed in, the best check
 kept, the result is registered as a new model version and, with ``activate``, made active only
 when it beats the base on the held-out mIoU. What differs is the work: the frozen part of the
 network runs once per correction and flip / quarter turn (and once per replay and held-out
-sample) and only decoder weights train on those cached maps; there is nothing to resume (a run
+sample) and only what ``quick_train`` names trains on those cached maps; there is nothing to resume (a run
 that dies is rerun from the start: it costs seconds).
 """
 

@@ -1,10 +1,11 @@
-"""Quick adaptation: fit the decoder of a trained SBANet to a few corrected masks in seconds.
+"""Quick adaptation: fit a trained SBANet to a few corrected masks in seconds (its decoder, later
+layers, or new correction heads beside the network).
 
-Everything before the decoder (both encoders, the fusions, TCSA) stays as it is, so its output
+Everything before what trains (both encoders, the fusions, TCSA) stays as it is, so its output
 for a correction never changes during a run: :func:`cache_features` computes it once per
 correction and per flip / quarter turn of the square (the expression's directions turned to
-match, :mod:`sbanet.data.augment`), and :func:`adapt_decoder` trains only decoder parameters on
-those cached maps. One optimiser step then costs a decoder forward and backward (~1 % of the
+match, :mod:`sbanet.data.augment`), and :func:`adapt_decoder` trains only what follows on those
+cached maps. One optimiser step then costs, e.g., a decoder forward and backward (~1 % of the
 model's FLOPs at 320 px) instead of the whole network's.
 
 What trains is named by ``AdaptConfig.train``:
