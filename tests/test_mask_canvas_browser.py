@@ -1,0 +1,295 @@
+"""The mask canvas (``annotate/app/mask_canvas.py``) in a real browser (Debian's Chromium,
+Playwright) on a laptop (1280x900) and a phone (390x844) viewport.
+
+A small Blocks page holds the canvas, a *Load* button (the scene and a starting mask), the
+``region`` event wired to :mod:`annotate.edit.regions` and a *Save* button that keeps the mask
+Python receives. Each tool is driven with the mouse and the keyboard shortcuts: brush, eraser,
+size keys, opacity (the mask unchanged, its drawing changed), wheel zoom about the pointer,
+pan, a polygon closed by snapping to its first vertex, a polygon cut out with Enter, region add
+and remove, undo and redo. After each step the mask the canvas shows (its layer's pixels, read
+back) is compared with the same edit computed here in numpy from the points the canvas used;
+the saved mask must equal the shown one byte for byte.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import gradio as gr
+import numpy as np
+import pytest
+from app_server import free_port, scene_png
+from PIL import Image
+
+from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, chromium_page, chromium_path
+from annotate.app.mask_canvas import CanvasMask, CanvasPicture, MaskCanvas
+from annotate.edit import regions
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
+    ),
+]
+HEIGHT, WIDTH = 240, 320
+VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}
+
+
+def capsules(mask: np.ndarray, points: list, size: float, value: int) -> np.ndarray:
+    """What the canvas's brush does: pixels whose centre is within ``size / 2`` of the path."""
+    out = mask.copy()
+    ys, xs = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    radius2 = (size / 2) * (size / 2)
+    pairs = [(points[0], points[0]), *itertools.pairwise(points)]
+    for (ax, ay), (bx, by) in pairs:
+        dx, dy = bx - ax, by - ay
+        px, py = xs + 0.5 - ax, ys + 0.5 - ay
+        len2 = dx * dx + dy * dy
+        t = np.clip((px * dx + py * dy) / len2, 0, 1) if len2 else np.zeros_like(px)
+        ex, ey = px - t * dx, py - t * dy
+        out[ex * ex + ey * ey <= radius2] = bool(value)
+    return out
+
+
+def polygon(mask: np.ndarray, points: list, value: int) -> np.ndarray:
+    """What the canvas's polygon does: even-odd at pixel centres, half-open spans."""
+    out = mask.copy()
+    for y in range(mask.shape[0]):
+        yc, crossings = y + 0.5, []
+        for i, (ax, ay) in enumerate(points):
+            bx, by = points[(i + 1) % len(points)]
+            if (ay <= yc) != (by <= yc):
+                crossings.append(ax + ((yc - ay) * (bx - ax)) / (by - ay))
+        crossings.sort()
+        for left, right in zip(crossings[::2], crossings[1::2]):
+            start, stop = max(0, int(np.ceil(left - 0.5))), min(mask.shape[1], int(np.ceil(right - 0.5)))
+            out[y, start:stop] = bool(value)
+    return out
+
+
+class CanvasPage:
+    """The test page's canvas, driven as a user would."""
+
+    def __init__(self, page, saved: list) -> None:
+        self.page, self.saved = page, saved
+        self.root = page.locator("#canvas .mc-root")
+
+    def state(self) -> dict:
+        return self.root.evaluate("r => r.maskCanvas.state()")
+
+    def shown(self) -> np.ndarray:
+        bits = self.root.evaluate("r => r.maskCanvas.shown()")
+        return np.frombuffer(bits.encode(), np.uint8).reshape(HEIGHT, WIDTH) == ord("1")
+
+    def log(self) -> list:
+        return self.root.evaluate("r => r.maskCanvas.log()")
+
+    def screen(self, x: float, y: float) -> tuple[float, float]:
+        """Page coordinates of image point (x, y) at the canvas's zoom and pan."""
+        box = self.page.locator("#canvas .mc-stage").bounding_box()
+        s = self.state()
+        return box["x"] + s["panX"] + x * s["scale"], box["y"] + s["panY"] + y * s["scale"]
+
+    def key(self, key: str) -> None:
+        self.hover(WIDTH / 2, HEIGHT / 2)
+        self.page.keyboard.press(key)
+
+    def hover(self, x: float, y: float) -> None:
+        self.page.mouse.move(*self.screen(x, y))
+
+    def revision(self) -> int:
+        return self.state()["revision"]
+
+    def stroke(self, points: list) -> None:
+        before = self.revision()
+        self.page.mouse.move(*self.screen(*points[0]))
+        self.page.mouse.down()
+        for x, y in points[1:]:
+            self.page.mouse.move(*self.screen(x, y), steps=4)
+        self.page.mouse.up()
+        self.page.wait_for_function(f"() => +document.querySelector('#canvas .mc-root').dataset.revision > {before}")
+
+    def click(self, x: float, y: float) -> None:
+        self.page.mouse.click(*self.screen(x, y))
+
+    def region(self, x: int, y: int) -> None:
+        loaded = int(self.root.get_attribute("data-loaded"))
+        self.click(x + 0.5, y + 0.5)
+        self.page.wait_for_function(
+            f"() => {{ const r = document.querySelector('#canvas .mc-root');"
+            f" return +r.dataset.loaded > {loaded} && r.dataset.busy === '0'; }}"
+        )
+
+    def save(self) -> np.ndarray:
+        count = len(self.saved)
+        self.page.click("#save")
+        self.page.wait_for_function(f"() => document.querySelector('#info').innerText.includes('saved {count + 1}')")
+        return self.saved[-1]
+
+
+def canvas_demo(scene: np.ndarray, start: np.ndarray, saved: list) -> gr.Blocks:
+    """The canvas, *Load*, the region event on :mod:`annotate.edit.regions` and *Save*."""
+    with gr.Blocks() as demo:
+        canvas = MaskCanvas(elem_id="canvas", height=420)
+        with gr.Row():
+            load = gr.Button("Load", elem_id="load")
+            save = gr.Button("Save", elem_id="save")
+        info = gr.Markdown(elem_id="info")
+
+        def region(value: CanvasMask, event: gr.EventData) -> CanvasPicture:
+            data = event._data
+            edit = regions.add_region if data["mode"] == "add" else regions.remove_region
+            mask = edit(value.mask, scene, (int(data["x"]), int(data["y"])))
+            return CanvasPicture(mask, key=value.key, message=f"region {data['mode']}")
+
+        def keep(value: CanvasMask) -> str:
+            saved.append(value.mask.copy())
+            return f"saved {len(saved)}"
+
+        load.click(lambda: CanvasPicture(start, scene, key="scene", message="loaded"), None, canvas)
+        canvas.region(region, canvas, canvas, show_progress="hidden")
+        save.click(keep, canvas, info)
+    return demo
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("canvas")
+    scene = np.asarray(Image.open(scene_png(folder / "scene.png", HEIGHT, WIDTH)).convert("RGB"))
+    start = np.zeros((HEIGHT, WIDTH), bool)
+    start[20:70, 30:110] = True  # the pond
+    saved: list = []
+    demo = canvas_demo(scene, start, saved)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", scene, start, saved
+    finally:
+        demo.close()
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_every_canvas_tool_in_a_real_browser(served, viewport):
+    url, scene, start, saved = served
+    with chromium_page(*VIEWPORTS[viewport]) as page:
+        page.goto(url)
+        page.click("#load")
+        page.wait_for_function("() => document.querySelector('#canvas .mc-root')?.dataset.loaded === '1'")
+        ui = CanvasPage(page, saved)
+        assert np.array_equal(ui.shown(), start), "the canvas shows the mask it was given"
+        assert np.array_equal(ui.save(), start)
+
+        # brush and eraser (shortcuts B, E, ]), each compared with the path the canvas used
+        ui.key("b")
+        ui.stroke([(40, 150), (120, 160), (200, 150)])
+        step = ui.log()[-1]
+        mask = capsules(start, step["points"], step["size"], 1)
+        assert step["tool"] == "brush" and np.array_equal(ui.shown(), mask)
+        assert mask[155, 60:180].all() and mask.sum() > start.sum()
+        ui.key("e")
+        for _ in range(3):
+            ui.key("]")
+        assert ui.state()["size"] == 18 and ui.state()["tool"] == "eraser"
+        ui.stroke([(60, 20), (60, 100)])
+        step = ui.log()[-1]
+        before, mask = mask, capsules(mask, step["points"], 18, 0)
+        assert step["tool"] == "eraser" and np.array_equal(ui.shown(), mask) and not mask[25:65, 55:65].any()
+        assert np.array_equal(ui.save(), mask), "saved = shown after brush and eraser"
+
+        # opacity: the mask stays, only its drawing changes
+        def pixel() -> list:  # the screen's colour over a mask pixel
+            x, y = ui.screen(90.5, 40.5)
+            box = page.locator("#canvas .mc-stage").bounding_box()
+            return page.locator("#canvas .mc-screen").evaluate(
+                "(c, p) => { const r = window.devicePixelRatio || 1, g = c.getContext('2d');"
+                " return Array.from(g.getImageData(Math.floor(p[0] * r), Math.floor(p[1] * r), 1, 1).data); }",
+                [x - box["x"], y - box["y"]],
+            )
+
+        low = pixel()
+        for _ in range(6):
+            ui.key(".")
+        assert ui.state()["opacity"] == pytest.approx(0.75)
+        high = pixel()
+        assert high != low and np.array_equal(ui.shown(), mask), f"opacity {low} -> {high}, the mask unchanged"
+
+        # wheel zoom about the pointer, then pan with H + drag; a stroke still lands where aimed
+        ui.hover(160, 120)
+        anchor = ui.screen(160, 120)
+        scale = ui.state()["scale"]
+        page.mouse.wheel(0, -300)
+        page.wait_for_function(f"() => +document.querySelector('#canvas .mc-root').dataset.scale > {scale * 1.3}")
+        after = ui.screen(160, 120)
+        assert abs(after[0] - anchor[0]) < 1 and abs(after[1] - anchor[1]) < 1, "the point under the pointer stays"
+        ui.key("h")
+        pan = ui.state()
+        page.mouse.move(*anchor)
+        page.mouse.down()
+        page.mouse.move(anchor[0] - 30, anchor[1] - 20, steps=3)
+        page.mouse.up()
+        moved = ui.state()
+        assert moved["panX"] == pytest.approx(pan["panX"] - 30, abs=1)
+        assert moved["panY"] == pytest.approx(pan["panY"] - 20, abs=1)
+        assert np.array_equal(ui.shown(), mask), "panning draws nothing"
+        ui.key("b")
+        ui.stroke([(150, 110), (170, 110)])
+        step = ui.log()[-1]
+        assert abs(step["points"][0][0] - 150) < 0.5 / moved["scale"] + 0.01, "a zoomed stroke lands where aimed"
+        mask = capsules(mask, step["points"], 18, 1)
+        assert np.array_equal(ui.shown(), mask)
+        ui.key("0")
+        assert ui.state()["scale"] == pytest.approx(scale)
+
+        # polygon (P), closed by a click 4 screen pixels from its first vertex
+        ui.key("p")
+        corners = [(200.5, 30.5), (290.5, 30.5), (290.5, 90.5), (200.5, 90.5)]
+        for x, y in corners:
+            ui.click(x, y)
+        assert ui.state()["points"] == 4 and np.array_equal(ui.shown(), mask), "vertices draw nothing yet"
+        first = ui.screen(*corners[0])
+        before = ui.revision()
+        page.mouse.click(first[0] + 3, first[1] + 2.5)
+        page.wait_for_function(f"() => +document.querySelector('#canvas .mc-root').dataset.revision > {before}")
+        step = ui.log()[-1]
+        mask = polygon(mask, step["points"], 1)
+        assert step["tool"] == "polygon" and len(step["points"]) == 4 and np.array_equal(ui.shown(), mask)
+        assert mask[35:85, 205:285].all()
+        # X: remove mode; a polygon cut out with Enter
+        ui.key("x")
+        for x, y in [(220, 50), (260, 50), (260, 70), (220, 70)]:
+            ui.click(x, y)
+        before = ui.revision()
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => +document.querySelector('#canvas .mc-root').dataset.revision > {before}")
+        step = ui.log()[-1]
+        cut = polygon(mask, step["points"], 0)
+        assert step["value"] == 0 and np.array_equal(ui.shown(), cut) and not cut[52:68, 222:258].any()
+        mask = cut
+
+        # region (R): remove mode first (the pond), then add (the road), each = the library's edit
+        ui.key("r")
+        ui.region(70, 45)
+        expected = regions.remove_region(mask, scene, (70, 45))
+        assert np.array_equal(ui.shown(), expected) and not np.array_equal(expected, mask)
+        mask = expected
+        ui.key("x")
+        ui.region(160, 200)
+        expected = regions.add_region(mask, scene, (160, 200))
+        assert np.array_equal(ui.shown(), expected) and expected[180:220, 153:167].mean() > 0.9
+        mask = expected
+
+        # undo / redo over the region edit (made in Python) and the polygon cut
+        ui.key("Control+z")
+        ui.key("Control+z")
+        assert np.array_equal(ui.shown(), cut), "two undos take back both region edits"
+        ui.key("Control+Shift+z")
+        assert np.array_equal(ui.shown(), regions.remove_region(cut, scene, (70, 45)))
+        ui.key("Control+y")
+        assert np.array_equal(ui.shown(), mask)
+
+        shown = ui.shown()
+        saved_mask = ui.save()
+        assert np.packbits(saved_mask).tobytes() == np.packbits(shown).tobytes(), "saved = what the canvas shows"
+        width = VIEWPORTS[viewport][0]
+        overflow = page.evaluate("() => document.documentElement.scrollWidth")
+        assert overflow <= width, "the canvas pushes the page sideways"
