@@ -21,8 +21,8 @@ import pytest
 from app_server import free_port, scene_png
 from PIL import Image
 
-from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, chromium_page, chromium_path
-from annotate.app.mask_canvas import CanvasMask, CanvasPicture, MaskCanvas
+from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, Canvas, chromium_page, chromium_path
+from annotate.app.mask_canvas import canvas_value, mask_canvas, read_canvas
 from annotate.edit import regions
 
 pytestmark = [
@@ -67,58 +67,17 @@ def polygon(mask: np.ndarray, points: list, value: int) -> np.ndarray:
     return out
 
 
-class CanvasPage:
-    """The test page's canvas, driven as a user would."""
+class CanvasPage(Canvas):
+    """The test page's canvas, and its *Save* button."""
 
     def __init__(self, page, saved: list) -> None:
-        self.page, self.saved = page, saved
-        self.root = page.locator("#canvas .mc-root")
+        super().__init__(page, "#canvas")
+        self.saved = saved
 
-    def state(self) -> dict:
-        return self.root.evaluate("r => r.maskCanvas.state()")
-
-    def shown(self) -> np.ndarray:
-        bits = self.root.evaluate("r => r.maskCanvas.shown()")
-        return np.frombuffer(bits.encode(), np.uint8).reshape(HEIGHT, WIDTH) == ord("1")
-
-    def log(self) -> list:
-        return self.root.evaluate("r => r.maskCanvas.log()")
-
-    def screen(self, x: float, y: float) -> tuple[float, float]:
-        """Page coordinates of image point (x, y) at the canvas's zoom and pan."""
-        box = self.page.locator("#canvas .mc-stage").bounding_box()
-        s = self.state()
-        return box["x"] + s["panX"] + x * s["scale"], box["y"] + s["panY"] + y * s["scale"]
-
-    def key(self, key: str) -> None:
-        self.hover(WIDTH / 2, HEIGHT / 2)
-        self.page.keyboard.press(key)
-
-    def hover(self, x: float, y: float) -> None:
-        self.page.mouse.move(*self.screen(x, y))
-
-    def revision(self) -> int:
-        return self.state()["revision"]
-
-    def stroke(self, points: list) -> None:
-        before = self.revision()
-        self.page.mouse.move(*self.screen(*points[0]))
-        self.page.mouse.down()
-        for x, y in points[1:]:
-            self.page.mouse.move(*self.screen(x, y), steps=4)
-        self.page.mouse.up()
-        self.page.wait_for_function(f"() => +document.querySelector('#canvas .mc-root').dataset.revision > {before}")
-
-    def click(self, x: float, y: float) -> None:
-        self.page.mouse.click(*self.screen(x, y))
-
-    def region(self, x: int, y: int) -> None:
-        loaded = int(self.root.get_attribute("data-loaded"))
+    def region(self, x: int, y: int) -> None:  # in the mode picked with the keys
+        loaded = self.loaded()
         self.click(x + 0.5, y + 0.5)
-        self.page.wait_for_function(
-            f"() => {{ const r = document.querySelector('#canvas .mc-root');"
-            f" return +r.dataset.loaded > {loaded} && r.dataset.busy === '0'; }}"
-        )
+        self.wait_loaded(loaded)
 
     def save(self) -> np.ndarray:
         count = len(self.saved)
@@ -130,23 +89,23 @@ class CanvasPage:
 def canvas_demo(scene: np.ndarray, start: np.ndarray, saved: list) -> gr.Blocks:
     """The canvas, *Load*, the region event on :mod:`annotate.edit.regions` and *Save*."""
     with gr.Blocks() as demo:
-        canvas = MaskCanvas(elem_id="canvas", height=420)
+        canvas = mask_canvas(elem_id="canvas", height=420)
         with gr.Row():
             load = gr.Button("Load", elem_id="load")
             save = gr.Button("Save", elem_id="save")
         info = gr.Markdown(elem_id="info")
 
-        def region(value: CanvasMask, event: gr.EventData) -> CanvasPicture:
-            data = event._data
+        def region(value: dict, event: gr.EventData) -> dict:
+            data, shown = event._data, read_canvas(value)
             edit = regions.add_region if data["mode"] == "add" else regions.remove_region
-            mask = edit(value.mask, scene, (int(data["x"]), int(data["y"])))
-            return CanvasPicture(mask, key=value.key, message=f"region {data['mode']}")
+            mask = edit(shown.mask, scene, (int(data["x"]), int(data["y"])))
+            return canvas_value(mask, key=shown.key, message=f"region {data['mode']}")
 
-        def keep(value: CanvasMask) -> str:
-            saved.append(value.mask.copy())
+        def keep(value: dict) -> str:
+            saved.append(read_canvas(value).mask.copy())
             return f"saved {len(saved)}"
 
-        load.click(lambda: CanvasPicture(start, scene, key="scene", message="loaded"), None, canvas)
+        load.click(lambda: canvas_value(start, scene, key="scene", message="loaded"), None, canvas)
         canvas.region(region, canvas, canvas, show_progress="hidden")
         save.click(keep, canvas, info)
     return demo

@@ -11,12 +11,13 @@ const opacityInput = root.querySelector('.mc-opacity');
 const ctx = screen.getContext('2d');
 const SNAP = 8; // screen pixels: a polygon click this close to the first vertex closes it
 const MAX_UNDO = 20;
+const BUSY_MS = 180000; // the longest a region click may take (the first model-map click runs the model)
 const TOOLS = { b: 'brush', e: 'eraser', p: 'polygon', r: 'region', h: 'pan' };
 const st = {
   key: null, width: 0, height: 0, mask: null, picture: null, layer: null, layerData: null,
   scale: 1, panX: 0, panY: 0, tool: 'brush', mode: 'add', size: +sizeInput.value,
   opacity: +opacityInput.value, points: [], undo: [], redo: [], busy: false, drag: null,
-  pointer: null, over: false, space: false, revision: 0, log: [],
+  pointer: null, over: false, space: false, revision: 0, log: [], fitted: false,
 };
 const colour = (props.mask_colour || '#ff2e88').replace('#', '');
 const rgb = [0, 2, 4].map((i) => parseInt(colour.slice(i, i + 2), 16));
@@ -36,7 +37,8 @@ function setMode(mode) {
 }
 function fit() {
   const w = stage.clientWidth, h = stage.clientHeight;
-  if (!st.width || !w || !h) return;
+  if (!st.width || !w || !h) { st.fitted = false; return; }
+  st.fitted = true;
   st.scale = Math.min(w / st.width, h / st.height);
   st.panX = (w - st.width * st.scale) / 2;
   st.panY = (h - st.height * st.scale) / 2;
@@ -247,8 +249,12 @@ stage.addEventListener('pointerdown', (event) => {
     const x = Math.floor(p.x), y = Math.floor(p.y);
     if (x < 0 || y < 0 || x >= st.width || y >= st.height) return;
     st.busy = true; root.dataset.busy = '1';
+    const asked = (st.asks = (st.asks || 0) + 1);
     say(`${st.mode === 'add' ? 'adding' : 'removing'} the region at (${x}, ${y})…`);
     trigger('region', { x, y, mode: st.mode });
+    setTimeout(() => { // no answer at all (the server gone): let the annotator go on drawing
+      if (st.busy && st.asks === asked) { st.busy = false; root.dataset.busy = '0'; say('no answer from the server'); }
+    }, BUSY_MS);
   }
   stage.setPointerCapture(event.pointerId);
   event.preventDefault();
@@ -344,7 +350,7 @@ document.addEventListener('keydown', (event) => {
   if (done && !st.busy) event.preventDefault();
 });
 document.addEventListener('keyup', (event) => { if (event.key === ' ') st.space = false; });
-new ResizeObserver(() => (st.mask && st.scale ? draw() : fit())).observe(stage);
+new ResizeObserver(() => (st.fitted ? draw() : fit())).observe(stage); // a hidden tab shown: fit then
 
 // what the browser tests read: the mask shown, the view, what each edit did
 root.maskCanvas = {

@@ -13,9 +13,9 @@ focused, no text box focused): B brush, E eraser, P polygon, R region, H pan, X 
 [ ] size, , . opacity, Enter close polygon, Esc drop it, Backspace last vertex, 0 fit,
 + - zoom, Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y redo.
 
-Values: Python sends a :class:`CanvasPicture` (the picture, only when it changes, and the mask,
-as PNG data URLs); the browser sends back the mask as a 0/255 PNG, which :meth:`MaskCanvas.preprocess`
-turns into a :class:`CanvasMask`. Everything runs offline: the script and styles ship with the
+Values: Python sends :func:`canvas_value` (the picture, only when it changes, and the mask, as
+PNG data URLs); the browser sends back the mask as a 0/255 PNG, which :func:`read_canvas` turns
+into a :class:`CanvasMask`. Everything runs offline: the script and styles ship with the
 package and Gradio's own ``gr.HTML`` runs them.
 """
 
@@ -55,17 +55,6 @@ CSS = """
 
 
 @dataclass(frozen=True)
-class CanvasPicture:
-    """What Python shows on the canvas: ``mask`` ``bool [h, w]`` and, when the picture changes,
-    ``picture`` ``uint8 [h, w, 3]`` (``None``: the browser keeps the picture it shows, and its undo)."""
-
-    mask: np.ndarray
-    picture: np.ndarray | None = None
-    key: str = ""
-    message: str = ""
-
-
-@dataclass(frozen=True)
 class CanvasMask:
     """What the browser sends: the mask it shows (``bool [h, w]``, the picture's size) and the
     key of the picture it was drawn on."""
@@ -99,65 +88,55 @@ def mask_from_url(url: Any, size: tuple[int, int]) -> np.ndarray:
     return array == 255
 
 
-class MaskCanvas(gr.HTML):
-    """The canvas component (see the module docstring). ``height``: the drawing area's height in
-    CSS pixels; ``mask_colour``: the layer's colour (``"#rrggbb"``)."""
+def mask_canvas(*, height: int = 620, mask_colour: str = "#ff2e88", **kwargs: Any) -> gr.HTML:
+    """The canvas component (see the module docstring): a ``gr.HTML`` whose value is a dict
+    (:func:`canvas_value` makes it, :func:`read_canvas` reads it). ``height``: the drawing area's
+    height in CSS pixels; ``mask_colour``: the layer's colour (``"#rrggbb"``); ``kwargs`` go to
+    ``gr.HTML`` (``elem_id``, ...). A factory, not a subclass: Gradio writes a ``.pyi`` stub next
+    to the module of every component class, which a read-only install cannot take."""
+    files = resources.files("annotate.app")
+    return gr.HTML(
+        value=None,
+        html_template=files.joinpath("mask_canvas.html").read_text(encoding="utf-8"),
+        css_template=CSS.replace("HEIGHT", str(int(height))),
+        js_on_load=files.joinpath("mask_canvas.js").read_text(encoding="utf-8"),
+        apply_default_css=False,
+        mask_colour=mask_colour,
+        **kwargs,
+    )
 
-    def __init__(self, *, height: int = 620, mask_colour: str = "#ff2e88", **kwargs: Any) -> None:
-        files = resources.files("annotate.app")
-        script = files.joinpath("mask_canvas.js").read_text(encoding="utf-8")
-        super().__init__(
-            value=None,
-            html_template=files.joinpath("mask_canvas.html").read_text(encoding="utf-8"),
-            css_template=CSS.replace("HEIGHT", str(int(height))),
-            js_on_load=script,
-            apply_default_css=False,
-            mask_colour=mask_colour,
-            **kwargs,
-        )
 
-    def preprocess(self, payload: Any) -> CanvasMask | None:  # type: ignore[override]
-        """The browser's value -> :class:`CanvasMask` (``None`` before anything is shown)."""
-        if not isinstance(payload, dict) or payload.get("mask") is None:
-            return None
-        try:
-            size = (int(payload["height"]), int(payload["width"]))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError("the canvas sent a mask without its size: reopen the item") from None
-        if not (0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE):
-            raise ValueError(f"the canvas's size {size} is out of range")
-        return CanvasMask(str(payload.get("key") or ""), mask_from_url(payload["mask"], size))
+def canvas_value(mask: np.ndarray, picture: np.ndarray | None = None, key: str = "", message: str = "") -> dict:
+    """What Python shows on the canvas: ``mask`` ``bool [h, w]`` and, when the picture changes,
+    ``picture`` ``uint8 [h, w, 3]`` (``None``: the browser keeps the picture it shows, and its
+    undo history, and takes the mask as an edit it can undo). ``key`` names the picture
+    (:func:`annotate.app.review.canvas_key`); ``message`` is shown under the canvas."""
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2:
+        raise ValueError(f"the canvas shows a 2-D mask, got shape {mask.shape}")
+    out: dict[str, Any] = {
+        "key": key,
+        "width": int(mask.shape[1]),
+        "height": int(mask.shape[0]),
+        "mask": png_url(mask.astype(np.uint8) * 255),
+        "message": message,
+        "revision": uuid.uuid4().hex,  # a new value even when the mask is the same (unblocks the page)
+    }
+    if picture is not None:
+        if picture.shape[:2] != mask.shape:
+            raise ValueError(f"the picture is {picture.shape[:2]}, its mask {mask.shape}")
+        out["image"] = png_url(np.asarray(picture, np.uint8)[..., :3])
+    return out
 
-    def postprocess(self, value: Any) -> dict[str, Any] | None:  # type: ignore[override]
-        """A :class:`CanvasPicture` -> the browser's value (``None`` clears nothing: it is kept)."""
-        if value is None or isinstance(value, dict):
-            return value
-        if not isinstance(value, CanvasPicture):
-            raise ValueError(f"the mask canvas shows a CanvasPicture, got {type(value).__name__}")
-        mask = np.asarray(value.mask, bool)
-        out: dict[str, Any] = {
-            "key": value.key,
-            "width": int(mask.shape[1]),
-            "height": int(mask.shape[0]),
-            "mask": png_url(mask.astype(np.uint8) * 255),
-            "message": value.message,
-            "revision": uuid.uuid4().hex,  # a new value even when the mask is the same (unblocks the page)
-        }
-        if value.picture is not None:
-            if value.picture.shape[:2] != mask.shape:
-                raise ValueError(f"the picture is {value.picture.shape[:2]}, its mask {mask.shape}")
-            out["image"] = png_url(np.asarray(value.picture, np.uint8)[..., :3])
-        return out
 
-    def api_info(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "properties": {"key": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"}},
-            "description": "the mask as a 0/255 PNG data URL under 'mask'",
-        }
-
-    def example_payload(self) -> Any:
+def read_canvas(payload: Any) -> CanvasMask | None:
+    """The browser's value -> :class:`CanvasMask` (``None`` before anything is shown)."""
+    if not isinstance(payload, dict) or payload.get("mask") is None:
         return None
-
-    def example_value(self) -> Any:
-        return None
+    try:
+        size = (int(payload["height"]), int(payload["width"]))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("the canvas sent a mask without its size: reopen the item") from None
+    if not (0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE):
+        raise ValueError(f"the canvas's size {size} is out of range")
+    return CanvasMask(str(payload.get("key") or ""), mask_from_url(payload["mask"], size))
