@@ -8,7 +8,8 @@ size keys, opacity (the mask unchanged, its drawing changed), wheel zoom about t
 pan, a polygon closed by snapping to its first vertex, a polygon cut out with Enter, region add
 and remove, undo and redo. After each step the mask the canvas shows (its layer's pixels, read
 back) is compared with the same edit computed here in numpy from the points the canvas used;
-the saved mask must equal the shown one byte for byte.
+the saved mask must equal the shown one byte for byte. Every request off the page's own server
+is refused and none may be made: the canvas runs offline.
 """
 
 from __future__ import annotations
@@ -131,6 +132,11 @@ def served(tmp_path_factory):
 def test_every_canvas_tool_in_a_real_browser(served, viewport):
     url, scene, start, saved = served
     with chromium_page(*VIEWPORTS[viewport]) as page:
+        outside: list[str] = []  # offline: every request off the app's own server is refused
+        page.route(
+            "**/*",
+            lambda r: r.continue_() if r.request.url.startswith(url) else outside.append(r.request.url) or r.abort(),
+        )
         page.goto(url)
         page.click("#load")
         page.wait_for_function("() => document.querySelector('#canvas .mc-root')?.dataset.loaded === '1'")
@@ -250,5 +256,6 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         saved_mask = ui.save()
         assert np.packbits(saved_mask).tobytes() == np.packbits(shown).tobytes(), "saved = what the canvas shows"
         width = VIEWPORTS[viewport][0]
+        assert not outside, f"the page asked for {outside}"
         overflow = page.evaluate("() => document.documentElement.scrollWidth")
         assert overflow <= width, "the canvas pushes the page sideways"
