@@ -149,3 +149,18 @@ def test_a_refused_region_click_gives_the_canvas_its_own_mask_back(opened, sourc
     assert says in message and answer["message"] == message
     assert np.array_equal(read_canvas(answer).mask, read_canvas(value).mask) and answer["key"] == value["key"]
     assert isinstance(tools, type(gr.skip()))
+
+
+def test_save_and_open_next_stores_the_canvas_mask_and_opens_the_next_picture(opened, tmp_path):
+    backend, review, _, value, editing = opened
+    shown = read_canvas(value).mask.copy()
+    shown[0:3, 0:5] = True  # an edit in the browser
+    *_, session = SegmentHandlers(backend).segment(str(tmp_path / "scene.png"), "the sand", "", 0.5, "ana")
+    message, now, _, nxt, info, next_id = review.save_and_next(
+        editing, canvas_reply(value, shown), "", "ana", "draft", "newest first"
+    )
+    saved_id = int(message.split("mask version ")[1].split("*")[0])
+    assert np.packbits(backend.versions[saved_id]["mask"]).tobytes() == np.packbits(shown).tobytes()
+    assert next_id == now.mask_version_id == session.mask_version_ids[0] and f"version **{next_id}**" in info
+    assert nxt["image"].startswith("data:image/png;base64,"), "the canvas gets the next picture"
+    assert np.array_equal(read_canvas(nxt).mask, backend.versions[next_id]["mask"])
