@@ -137,6 +137,7 @@ def test_refusals_before_anything_is_open_and_for_another_picture(opened):
         ("Huge", click(10, 38), "where a region comes from"),
         (SMALL, click(70, 1), "outside the 64×48 image"),
         (SMALL, click(10, 38, "lasso"), "adds or removes"),
+        (SMALL, click(None, 38), "needs its x and y"),
     ],
 )
 def test_a_refused_region_click_gives_the_canvas_its_own_mask_back(opened, source, event, says):

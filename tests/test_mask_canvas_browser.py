@@ -1,29 +1,28 @@
 """The mask canvas (``annotate/app/mask_canvas.py``) in a real browser (Debian's Chromium,
 Playwright) on a laptop (1280x900) and a phone (390x844) viewport.
 
-A small Blocks page holds the canvas, a *Load* button (the scene and a starting mask), the
-``region`` event wired to :mod:`annotate.edit.regions` and a *Save* button that keeps the mask
-Python receives. Each tool is driven with the mouse and the keyboard shortcuts: brush, eraser,
-size keys, opacity (the mask unchanged, its drawing changed), wheel zoom about the pointer,
-pan, a polygon closed by snapping to its first vertex, a polygon cut out with Enter, region add
-and remove, undo and redo. After each step the mask the canvas shows (its layer's pixels, read
-back) is compared with the same edit computed here in numpy from the points the canvas used;
-the saved mask must equal the shown one byte for byte. Every request off the page's own server
-is refused and none may be made: the canvas runs offline.
+The canvas alone on a page (:func:`annotate.app.mask_canvas_demo.canvas_page`): a *Load* button
+(the scene and a starting mask), the ``region`` event wired to :mod:`annotate.edit.regions` and
+a *Save* button that keeps the mask Python receives. Each tool is driven with the mouse and the
+keyboard shortcuts: brush, eraser, size keys, opacity (the mask unchanged, its drawing changed),
+wheel zoom about the pointer, pan, a polygon closed by snapping to its first vertex, a polygon
+cut out with Enter, region add and remove, undo and redo. After each step the mask the canvas
+shows (its layer's pixels, read back) is compared with the same edit computed here in numpy from
+the points the canvas used; the saved mask must equal the shown one byte for byte. Every request
+off the page's own server is refused and none may be made: the canvas runs offline.
 """
 
 from __future__ import annotations
 
 import itertools
 
-import gradio as gr
 import numpy as np
 import pytest
 from app_server import free_port, scene_png
 from PIL import Image
 
 from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, Canvas, chromium_page, chromium_path
-from annotate.app.mask_canvas import canvas_value, mask_canvas, read_canvas
+from annotate.app.mask_canvas_demo import canvas_page
 from annotate.edit import regions
 
 pytestmark = [
@@ -87,31 +86,6 @@ class CanvasPage(Canvas):
         return self.saved[-1]
 
 
-def canvas_demo(scene: np.ndarray, start: np.ndarray, saved: list) -> gr.Blocks:
-    """The canvas, *Load*, the region event on :mod:`annotate.edit.regions` and *Save*."""
-    with gr.Blocks() as demo:
-        canvas = mask_canvas(elem_id="canvas", height=420)
-        with gr.Row():
-            load = gr.Button("Load", elem_id="load")
-            save = gr.Button("Save", elem_id="save")
-        info = gr.Markdown(elem_id="info")
-
-        def region(value: dict, event: gr.EventData) -> dict:
-            data, shown = event._data, read_canvas(value)
-            edit = regions.add_region if data["mode"] == "add" else regions.remove_region
-            mask = edit(shown.mask, scene, (int(data["x"]), int(data["y"])))
-            return canvas_value(mask, key=shown.key, message=f"region {data['mode']}")
-
-        def keep(value: dict) -> str:
-            saved.append(read_canvas(value).mask.copy())
-            return f"saved {len(saved)}"
-
-        load.click(lambda: canvas_value(start, scene, key="scene", message="loaded"), None, canvas)
-        canvas.region(region, canvas, canvas, show_progress="hidden")
-        save.click(keep, canvas, info)
-    return demo
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("canvas")
@@ -119,7 +93,7 @@ def served(tmp_path_factory):
     start = np.zeros((HEIGHT, WIDTH), bool)
     start[20:70, 30:110] = True  # the pond
     saved: list = []
-    demo = canvas_demo(scene, start, saved)
+    demo = canvas_page(scene, start, saved)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

@@ -193,6 +193,8 @@ async function receive() { // a value from Python: a new picture, or a new mask 
       st.layer = document.createElement('canvas'); st.layer.width = v.width; st.layer.height = v.height;
       st.layerData = new ImageData(v.width, v.height);
       st.undo = []; st.redo = []; st.points = []; st.log = [];
+    } else if (v.key !== st.key) { // an answer about a picture no longer shown (another one opened since)
+      return;
     } else if (v.width !== st.width || v.height !== st.height) {
       throw new Error('the mask does not fit the picture shown: reopen the item');
     }

@@ -140,8 +140,12 @@ class ToolHandlers:
     ) -> tuple[dict, Tools, str]:
         if data.get("mode") not in ("add", "remove"):
             raise ValueError(f"a region click adds or removes, got {data.get('mode')!r}")
+        try:
+            where = (float(data["x"]), float(data["y"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"a region click needs its x and y, got {data!r}") from None
         canvas, tools, key = self._baked(editing, tools, value)
-        point = regions.check_click((data.get("x"), data.get("y")), canvas.shape[:2])
+        point = regions.check_click(where, canvas.shape[:2])
         tools, options = self._region_options(editing, canvas, tools, source)
         edit = regions.add_region if data["mode"] == "add" else regions.remove_region
         small = resize_mask(tools.mask, canvas.shape[:2])
