@@ -4,7 +4,7 @@ stroke (the drag and the new 0/255 PNG value), a save (the value read back in Py
     python -m benchmarks.canvas_latency --sides 640 1024 2048 --repeats 3 \\
         --json benchmarks/results/canvas_latency.json
 
-The canvas alone on a page (:func:`annotate.app.mask_canvas_demo.canvas_page`) serves on loopback;
+The canvas alone on a page (:func:`annotate.app.mask_canvas.canvas_page`) serves on loopback;
 Debian's Chromium (Playwright, 1280x900) loads the first shipped aerial example resized to each
 side (square), with a quarter of it in the mask, then draws one diagonal stroke across it and
 clicks *Save*. Each time counts in the page: open, from the click on *Load* until the canvas has
@@ -31,7 +31,7 @@ def measure(side: int, repeats: int) -> dict:
     from PIL import Image
 
     from annotate.app.browser import Canvas, chromium_page
-    from annotate.app.mask_canvas_demo import canvas_page
+    from annotate.app.mask_canvas import canvas_page
     from sbanet.data.example_scenes import AERIAL_EXAMPLES
 
     with Image.open(AERIAL_EXAMPLES[0].path) as image:

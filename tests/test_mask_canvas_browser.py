@@ -1,7 +1,7 @@
 """The mask canvas (``annotate/app/mask_canvas.py``) in a real browser (Debian's Chromium,
 Playwright) on a laptop (1280x900) and a phone (390x844) viewport.
 
-The canvas alone on a page (:func:`annotate.app.mask_canvas_demo.canvas_page`): a *Load* button
+The canvas alone on a page (:func:`annotate.app.mask_canvas.canvas_page`): a *Load* button
 (the scene and a starting mask), the ``region`` event wired to :mod:`annotate.edit.regions` and
 a *Save* button that keeps the mask Python receives. Each tool is driven with the mouse and the
 keyboard shortcuts: brush, eraser, size keys, opacity (the mask unchanged, its drawing changed),
@@ -22,7 +22,7 @@ from app_server import free_port, scene_png
 from PIL import Image
 
 from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, Canvas, chromium_page, chromium_path
-from annotate.app.mask_canvas_demo import canvas_page
+from annotate.app.mask_canvas import canvas_page
 from annotate.edit import regions
 
 pytestmark = [

@@ -16,7 +16,9 @@ focused, no text box focused): B brush, E eraser, P polygon, R region, H pan, X 
 Values: Python sends :func:`canvas_value` (the picture, only when it changes, and the mask, as
 PNG data URLs); the browser sends back the mask as a 0/255 PNG, which :func:`read_canvas` turns
 into a :class:`CanvasMask`. Everything runs offline: the script and styles ship with the
-package and Gradio's own ``gr.HTML`` runs them.
+package and Gradio's own ``gr.HTML`` runs them. :func:`canvas_page` puts the canvas alone on a
+page (its browser test and ``benchmarks/canvas_latency.py`` drive it; a way to try the canvas
+without a model or a store).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 from PIL import Image
+
+from ..edit import regions
 
 PNG_PREFIX = "data:image/png;base64,"
 MAX_SIDE = 8192  # a mask the browser sends back may not be larger than this a side
@@ -140,3 +144,38 @@ def read_canvas(payload: Any) -> CanvasMask | None:
     if not (0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE):
         raise ValueError(f"the canvas's size {size} is out of range")
     return CanvasMask(str(payload.get("key") or ""), mask_from_url(payload["mask"], size))
+
+
+def canvas_page(scene: np.ndarray, start: np.ndarray, saved: list[np.ndarray]) -> gr.Blocks:
+    """A page with the canvas (``#canvas``), *Load* (``#load``: ``scene`` ``uint8 [h, w, 3]`` and
+    the mask ``start`` ``bool [h, w]``), the canvas's ``region`` event on
+    :mod:`annotate.edit.regions` (small superpixels) and *Save* (``#save``: appends the mask the
+    canvas sent, ``bool [h, w]``, to ``saved`` and says "saved N" in ``#info``)."""
+    if scene.shape[:2] != start.shape:
+        raise ValueError(f"the scene is {scene.shape[:2]}, the mask {start.shape}")
+    with gr.Blocks() as demo:
+        canvas = mask_canvas(elem_id="canvas", height=420)
+        with gr.Row():
+            load = gr.Button("Load", elem_id="load")
+            save = gr.Button("Save", elem_id="save")
+        info = gr.Markdown(elem_id="info")
+
+        def region(value: dict, event: gr.EventData) -> dict:
+            data, shown = event._data, read_canvas(value)
+            if shown is None:
+                raise gr.Error("load the picture first")
+            edit = regions.add_region if data["mode"] == "add" else regions.remove_region
+            mask = edit(shown.mask, scene, (int(data["x"]), int(data["y"])))
+            return canvas_value(mask, key=shown.key, message=f"region {data['mode']}")
+
+        def keep(value: dict) -> str:
+            shown = read_canvas(value)
+            if shown is None:
+                raise gr.Error("load the picture first")
+            saved.append(shown.mask.copy())
+            return f"saved {len(saved)}"
+
+        load.click(lambda: canvas_value(start, scene, key="scene", message="loaded"), None, canvas)
+        canvas.region(region, canvas, canvas, show_progress="hidden")
+        save.click(keep, canvas, info)
+    return demo
