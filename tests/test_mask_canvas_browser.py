@@ -233,3 +233,52 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         assert not outside, f"the page asked for {outside}"
         overflow = page.evaluate("() => document.documentElement.scrollWidth")
         assert overflow <= width, "the canvas pushes the page sideways"
+
+
+def test_touch_one_finger_draws_two_fingers_pinch(served):
+    """On a touch screen (390x844): a one-finger stroke paints, a tap puts a polygon vertex, two
+    fingers spread apart zoom about their midpoint and take back nothing drawn before."""
+    url, _, start, saved = served
+    with chromium_page(*VIEWPORTS["phone"], touch=True) as page:
+        page.goto(url)
+        page.click("#load")
+        page.wait_for_function("() => document.querySelector('#canvas .mc-root')?.dataset.loaded >= 1")
+        ui = CanvasPage(page, saved)
+        ui.into_view()
+        touch = page.context.new_cdp_session(page)
+
+        def fingers(kind: str, *points) -> None:
+            spots = [{"x": x, "y": y, "id": i} for i, (x, y) in enumerate(points)]
+            touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": spots})
+
+        before = ui.revision()
+        a, b = ui.screen(40, 150), ui.screen(200, 150)
+        fingers("touchStart", a)
+        for t in np.linspace(0, 1, 6)[1:]:
+            fingers("touchMove", (a[0] + t * (b[0] - a[0]), a[1]))
+        fingers("touchEnd")
+        ui.wait_revision(before)
+        step = ui.log()[-1]
+        mask = capsules(start, step["points"], step["size"], 1)
+        assert step["tool"] == "brush" and np.array_equal(ui.shown(), mask) and mask[150, 60:180].all()
+
+        # two fingers: zoom x2 about their midpoint; the image point there stays under it
+        state = ui.state()
+        middle = ui.screen(160, 120)
+        left, right = (middle[0] - 40, middle[1]), (middle[0] + 40, middle[1])
+        fingers("touchStart", left, right)
+        for t in np.linspace(0, 1, 6)[1:]:
+            fingers("touchMove", (left[0] - 40 * t, left[1]), (right[0] + 40 * t, right[1]))
+        fingers("touchEnd")
+        zoomed = ui.state()
+        assert zoomed["scale"] == pytest.approx(2 * state["scale"], rel=0.02)
+        after = ui.screen(160, 120)
+        assert abs(after[0] - middle[0]) < 1.5 and abs(after[1] - middle[1]) < 1.5
+        assert np.array_equal(ui.shown(), mask) and zoomed["revision"] == state["revision"], "the pinch draws nothing"
+
+        # a tap with the polygon tool puts a vertex (on lifting the finger)
+        page.locator("#canvas button[data-tool=polygon]").tap()
+        spot = ui.screen(150, 100)
+        fingers("touchStart", spot)
+        fingers("touchEnd")
+        assert ui.state()["points"] == 1

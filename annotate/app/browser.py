@@ -36,8 +36,9 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
-    """A fresh headless Chromium page (closed, with its browser, afterwards)."""
+def chromium_page(width: int = 1400, height: int = 1000, touch: bool = False) -> Iterator[Any]:
+    """A fresh headless Chromium page (closed, with its browser, afterwards); ``touch``: a touch
+    screen (touch events and ``pointerType`` "touch")."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
@@ -46,7 +47,7 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=list(CHROMIUM_ARGS))
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height}, has_touch=touch)
             page.set_default_timeout(TIMEOUT_MS)
             yield page
         finally:

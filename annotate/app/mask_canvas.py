@@ -1,17 +1,18 @@
 """The mask canvas: one Gradio component (a ``gr.HTML`` custom component, no build step) that shows
 the picture with the mask over it and edits the mask in the browser.
 
-In the browser (``mask_canvas.js``): the mask is a layer drawn over the picture at an opacity
-that only changes how it is drawn (the mask itself is never touched, so no stroke can be lost);
-the wheel zooms around the pointer, the pan tool, the middle button or Space + drag pan;
-brush and eraser paint the mask directly (pixels whose centre lies within half the size of the
-stroke's path); the polygon puts a vertex per click and fills on a click within 8 screen
-pixels of its first vertex (or Enter), even-odd at pixel centres; a region click is sent to
-Python as the ``region`` event (``{"x", "y", "mode"}`` in canvas pixels); undo / redo cover
-every edit, those made in Python included. Shortcuts (pointer over the canvas or the canvas
-focused, no text box focused): B brush, E eraser, P polygon, R region, H pan, X add/remove,
-[ ] size, , . opacity, Enter close polygon, Esc drop it, Backspace last vertex, 0 fit,
-+ - zoom, Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y redo.
+In the browser (``mask_canvas.js``, then ``mask_canvas_input.js``): the mask is a layer drawn
+over the picture at an opacity that only changes how it is drawn (the mask itself is never
+touched, so no stroke can be lost); the wheel zooms around the pointer, the pan tool, the middle
+button or Space + drag pan; brush and eraser paint the mask directly (pixels whose centre lies
+within half the size of the stroke's path); the polygon puts a vertex per click and fills on a
+click within 8 screen pixels of its first vertex (or Enter), even-odd at pixel centres; a region
+click is sent to Python as the ``region`` event (``{"x", "y", "mode"}`` in canvas pixels); undo /
+redo cover every edit, those made in Python included. On a touch screen one finger draws
+(polygon and region act on a tap) and two fingers pinch to zoom and pan. Shortcuts (pointer over
+the canvas or the canvas focused, no text box focused): B brush, E eraser, P polygon, R region,
+H pan, X add/remove, [ ] size, , . opacity, Enter close polygon, Esc drop it, Backspace last
+vertex, 0 fit, + - zoom, Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y redo.
 
 Values: Python sends :func:`canvas_value` (the picture, only when it changes, and the mask, as
 PNG data URLs); the browser sends back the mask as a 0/255 PNG, which :func:`read_canvas` turns
@@ -37,6 +38,7 @@ from PIL import Image
 from ..edit import regions
 
 PNG_PREFIX = "data:image/png;base64,"
+SCRIPTS = ("mask_canvas.js", "mask_canvas_input.js")  # run as one function, in this order
 MAX_SIDE = 8192  # a mask the browser sends back may not be larger than this a side
 
 
@@ -103,7 +105,7 @@ def mask_canvas(*, height: int = 620, mask_colour: str = "#ff2e88", **kwargs: An
         value=None,
         html_template=files.joinpath("mask_canvas.html").read_text(encoding="utf-8"),
         css_template=CSS.replace("HEIGHT", str(int(height))),
-        js_on_load=files.joinpath("mask_canvas.js").read_text(encoding="utf-8"),
+        js_on_load="\n".join(files.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS),
         apply_default_css=False,
         mask_colour=mask_colour,
         **kwargs,
