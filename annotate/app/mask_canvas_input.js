@@ -97,6 +97,7 @@ function release(event) {
   st.drag = null;
   if (drag && drag.kind === 'stroke') {
     st.log.push({ tool: drag.value ? 'brush' : 'eraser', value: drag.value, size: st.size, points: drag.points });
+    say(`${drag.value ? 'brush' : 'eraser'} stroke (Ctrl+Z takes it back)`);
     commit();
   } else if (drag && drag.kind === 'tap' && event.type === 'pointerup') {
     clickAt(drag.p);
