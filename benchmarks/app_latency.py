@@ -243,14 +243,11 @@ def screenshots(ui: Any, out: Path, folder: Path, example: int, image: Path) -> 
     ui.wait_attention()
     ui.page.wait_for_timeout(1500)
     small_png(ui.screenshot(raw / "attention.png", full_page=True), out / "attention.png")
-    ui.open_editor()
-    ui.page.locator("#mask-editor").scroll_into_view_if_needed()
-    from PIL import Image
-
-    with Image.open(image) as picture:
-        width, height = picture.size
+    canvas = ui.open_editor()
+    state = canvas.state()
+    width, height = state["width"], state["height"]
     ys = np.linspace(0.3, 0.7, 2) * height
-    ui.stroke([(0.3 * width, float(ys[0])), (0.6 * width, float(ys[1]))], (height, width))
+    canvas.stroke([(0.3 * width, float(ys[0])), (0.6 * width, float(ys[1]))])
     small_png(ui.screenshot(raw / "correct.png"), out / "correct.png")
 
 

@@ -6,16 +6,16 @@
 For each case (the tile-6 images and class-level expressions of
 :mod:`benchmarks.correction_effort`, in its order): the real app (the shipped model, a fresh store
 in a temporary folder) serves on loopback; Debian's Chromium (Playwright) uploads the image,
-segments it with the expression and opens the draft in the Correct tab. Then the scripted
-annotator of :mod:`benchmarks.correction_effort` corrects the mask the page shows, with the
-actions a click performs exactly: region clicks at each size and from the model's map, fill
-holes, remove specks (its toolset ``"region"``). Each step it reads the mask back from the tools'
-picture, chooses as the Python annotator does, performs the action on the page (the tool and
-region radio buttons where they change, then the click or button) and compares the mask the
-page then shows with the library's result for the same action.
+segments it with the expression and opens the draft in the Correct tab's mask canvas. Then the
+scripted annotator of :mod:`benchmarks.correction_effort` corrects the mask the canvas shows,
+with the actions a click performs exactly: region clicks at each size and from the model's map,
+fill holes, remove specks (its toolset ``"region"``). Each step it reads the mask back from the
+canvas, chooses as the Python annotator does, performs the action on the page (the region radio
+button where it changes, the canvas's add/remove mode, then the click on the canvas or the
+button) and compares the mask the canvas then shows with the library's result for the same action.
 
 Brush strokes are not driven: the scripted brush paints a piece's skeleton with a disc as wide as
-the piece, which a mouse drag with the editor's round brush does not reproduce pixel for pixel
+the piece, which a mouse drag with the canvas's round brush does not reproduce pixel for pixel
 (``tests/test_app_browser_tools.py`` drives a stroke and the opacity). Reported per case: the
 actions and setting changes, the IoU reached, the pixels where page and library differ after
 each action, and the seconds from each action's first click to the new picture on the page.
@@ -61,22 +61,20 @@ def perform(tools: Any, choice: Choice, settings: dict[str, object]) -> np.ndarr
 
     if choice.tool == "fill holes":
         tools.page.fill("#hole-area input", str(HOLES))
-        return tools.button("#fill-holes", "fill holes")
+        return tools.button("#fill-holes")
     if choice.tool == "remove specks":
         tools.page.fill("#speck-area input", str(SPECKS))
-        return tools.button("#remove-specks", "remove specks")
-    tool = "Add region" if choice.add else "Remove region"
-    if settings.get("tool") != choice.needs["tool"]:
-        tools.pick(tool)
+        return tools.button("#remove-specks")
     if settings.get("region") != choice.needs["region"]:
         tools.pick(labels()[str(choice.needs["region"])], "#region-source")
-    return tools.click(*choice.point, tool)
+    x, y = choice.point
+    return tools.region(int(x), int(y), add=choice.add)
 
 
 def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture: Picture) -> int:
     """Pixels where the page's mask differs from the library's for ``choice``: for a region
-    click, the fewest over the click and its 8 neighbours (the picture on the page is scaled, so
-    Gradio maps a click to the nearest pixel, which may be one off the one aimed at)."""
+    click, the fewest over the click and its 8 neighbours (the canvas clicks a pixel's centre, so
+    the click itself should match; the neighbours are kept as a guard against a one-pixel offset)."""
     if not choice.tool.startswith("region "):
         return int(np.count_nonzero(shown != choice.after))
     scale = choice.tool.removeprefix("region ")
@@ -99,7 +97,7 @@ def drive(
     app: Any, page: Any, name: str, image_path: Path, expression: str, truth: np.ndarray, actions: int, target: float
 ) -> dict:
     """One case in the page (see the module docstring)."""
-    from annotate.app.browser import AppPage, MaskTools
+    from annotate.app.browser import AppPage
     from annotate.app.inputs import load_image
     from annotate.store import repository as repo
 
@@ -109,10 +107,9 @@ def drive(
     ui.segment(image_path, [expression])
     with app.backend.store.ReadSession() as session:
         draft = repo.review_queue(session, "draft", "recent", 1)[0].id  # the segmentation's draft
-    ui.open_editor(draft)
+    tools = ui.open_editor(draft)
     scene = load_image(image_path).rgb  # what the app decodes: the canvas (the image is under EDITOR_SIDE)
-    tools = MaskTools(ui, scene)
-    mask = tools.ready()
+    mask = tools.shown()
     probability = app.backend.predict(scene, [expression])[0][0].probability  # as the tool's first model click
     picture = Picture.of(scene, probability)
     settings = dict(START_SETTINGS)  # the page opens on Add region, small (roofs)

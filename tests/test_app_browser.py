@@ -2,14 +2,16 @@
 
 Covers a user's whole loop on the real app (tiny model, real store): upload an image, type an
 expression, click Segment and see the overlay, open the Attention tab and see its pictures,
-open the predicted mask in the editor, paint an added stroke and a removing stroke with the
-mouse, save, and then find in the store the exact mask those strokes make, at the image's full
-resolution. Screenshots of each step go to ``$SBANET_TEST_ARTIFACTS/browser`` (default
+open the predicted mask in the mask canvas, paint a brush stroke and an eraser stroke with the
+mouse, save, and then find in the store the exact mask those strokes make (computed here from the
+points the canvas used), at the image's full resolution, equal to the one the canvas shows.
+Screenshots of each step go to ``$SBANET_TEST_ARTIFACTS/browser`` (default
 ``test-artifacts/browser``), with the measured Segment click latency in ``timings.json``.
 
 Also: the first screen on a phone (390×844: the title is not squeezed, the upload is on the first
 screen, every tab is reachable, *Use via API* stays) and on a laptop (1440×900: Segment and the
-examples above the fold), the editor's keyboard shortcuts, and the toast and header after a save.
+examples above the fold), the canvas's keyboard shortcuts and the page's Ctrl+S, and the toast
+and header after a save.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from app_server import running_app, scene_png
+from test_mask_canvas_browser import capsules
 
 from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
 from annotate.store import repository as repo
@@ -34,23 +37,12 @@ pytestmark = [
 ]
 ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 360, 480
-RADIUS = 12  # the editor's brush size (image pixels)
-MARGIN = 3  # anti-aliased stroke edges: pixels this close to a stroke's border are not judged
 
 
 def artifacts() -> Path:
     folder = Path(os.environ.get("SBANET_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "browser"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def capsule(start: tuple[float, float], end: tuple[float, float], radius: float) -> np.ndarray:
-    """``bool [H, W]``: pixel centres within ``radius`` of the segment ``start``-``end`` (x, y)."""
-    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH] + 0.5
-    (x0, y0), (x1, y1) = start, end
-    length = max((x1 - x0) ** 2 + (y1 - y0) ** 2, 1e-9)
-    t = np.clip(((xs - x0) * (x1 - x0) + (ys - y0) * (y1 - y0)) / length, 0, 1)
-    return (xs - x0 - t * (x1 - x0)) ** 2 + (ys - y0 - t * (y1 - y0)) ** 2 <= radius**2
 
 
 def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
@@ -84,13 +76,19 @@ def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
         with app.backend.store.ReadSession() as session:
             predicted = repo.review_queue(session, "draft", "recent", 10)[0]
             parent_id, expression_id, base = predicted.id, predicted.expression_id, repo.mask_array(predicted)
-        ui.open_editor()
+        canvas = ui.open_editor()
         done("open editor")
         assert f"mask version {parent_id}" in page.inner_text("#item-info")
-        add = ((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT))
-        remove = ((0.3 * WIDTH, 0.8 * HEIGHT), (0.4 * WIDTH, 0.8 * HEIGHT))
-        ui.stroke(add, (HEIGHT, WIDTH))
-        ui.stroke(remove, (HEIGHT, WIDTH), remove=True)
+        assert np.array_equal(canvas.shown(), base), "the canvas shows the stored mask"
+        canvas.tool("brush")
+        canvas.stroke(((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT)))
+        canvas.tool("eraser")
+        canvas.stroke(((0.3 * WIDTH, 0.8 * HEIGHT), (0.4 * WIDTH, 0.8 * HEIGHT)))
+        expected = base
+        for step in canvas.log():
+            expected = capsules(expected, step["points"], step["size"], step["value"])
+        shown = canvas.shown()
+        assert np.array_equal(shown, expected), "the canvas shows the two strokes"
         done("paint two strokes")
         ui.screenshot(out / "3-editor.png")
         message = ui.save_correction()
@@ -114,12 +112,8 @@ def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
         mask = repo.mask_array(saved)
     assert f"mask version {saved.id}" in message
     assert mask.shape == (HEIGHT, WIDTH)  # the image's full resolution
-    added_core = capsule(*add, RADIUS - MARGIN) & ~capsule(*remove, RADIUS + MARGIN)
-    removed_core = capsule(*remove, RADIUS - MARGIN)
-    untouched = ~(capsule(*add, RADIUS + MARGIN) | capsule(*remove, RADIUS + MARGIN))
-    assert mask[added_core].all(), "pixels under the add stroke are in the saved mask"
-    assert not mask[removed_core].any(), "pixels under the remove stroke are out of it"
-    np.testing.assert_array_equal(mask[untouched], base[untouched])  # the rest is the prediction
+    assert np.packbits(mask).tobytes() == np.packbits(shown).tobytes(), "saved = what the canvas showed"
+    assert mask[int(0.8 * HEIGHT), int(0.2 * WIDTH)] and not mask[int(0.8 * HEIGHT), int(0.35 * WIDTH)]
     timings = {"segment_click_to_overlay_s": round(seconds, 3), "model": app.backend.model_name, "steps_s": steps}
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
 
@@ -158,36 +152,39 @@ def test_first_screen_on_a_phone_and_on_a_laptop(tmp_path):
             page.screenshot(path=str(out / "laptop-first-screen.png"))
 
 
-def test_editor_keyboard_shortcuts(tmp_path):
+def test_canvas_keyboard_shortcuts_and_ctrl_s(tmp_path):
     out = artifacts()
     image = scene_png(tmp_path / "scene.png", HEIGHT, WIDTH)
-    stroke = ((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT))
     with running_app(tmp_path) as app, chromium_page(1100, 850) as page:
         ui = AppPage(page, app.url)
         ui.open(annotator="keyboard")
         ui.keep_untrusted()
         ui.segment(image, ["the pond"])
-        ui.open_editor()
-        tool = "b => document.querySelector(`#mask-editor button[aria-label='${b}']`).classList.contains('highlight')"
-        page.keyboard.press("e")
-        page.wait_for_function(tool, arg="Erase")
-        page.keyboard.press("b")
-        page.wait_for_function(tool, arg="Brush")
-        page.keyboard.press("]")
-        page.wait_for_selector("#mask-editor input[type=range]")
-        page.wait_for_function("() => +document.querySelector('#mask-editor input[type=range]').value > 12")
-        page.keyboard.press("[")
-        page.keyboard.press("[")
-        page.wait_for_function("() => +document.querySelector('#mask-editor input[type=range]').value < 12")
-        page.keyboard.press("Escape")
-        page.keyboard.press("]")  # back to the brush size the strokes are judged at
-        page.wait_for_function("() => +document.querySelector('#mask-editor input[type=range]').value === 12")
-        ui.stroke(stroke, (HEIGHT, WIDTH))
-        undo = "() => document.querySelector('#mask-editor button[aria-label=Undo]').disabled"
-        redo = "() => document.querySelector('#mask-editor button[aria-label=Redo]').disabled"
-        page.wait_for_function(f"() => !({undo})()")  # the stroke can be undone
-        page.keyboard.press("Control+z")
-        page.wait_for_function(f"() => !({redo})()")  # something to redo
-        page.keyboard.press("Control+Shift+z")  # redone: nothing left to redo
-        page.wait_for_function(redo)
+        canvas = ui.open_editor()
+        for key, tool in [("e", "eraser"), ("p", "polygon"), ("r", "region"), ("h", "pan"), ("b", "brush")]:
+            canvas.key(key)
+            assert canvas.state()["tool"] == tool, key
+        canvas.key("x")
+        assert canvas.state()["mode"] == "remove"
+        canvas.key("x")
+        canvas.key("]")
+        assert canvas.state()["size"] == 14
+        canvas.key("[")
+        canvas.key("[")
+        assert canvas.state()["size"] == 10
+        canvas.key("]")
+        before = canvas.shown()
+        canvas.stroke(((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT)))
+        after = canvas.shown()
+        assert not np.array_equal(before, after)
+        canvas.key("Control+z")
+        assert np.array_equal(canvas.shown(), before), "Ctrl+Z undoes the stroke"
+        canvas.key("Control+Shift+z")
+        assert np.array_equal(canvas.shown(), after), "Ctrl+Shift+Z redoes it"
+        canvas.key("Control+s")  # the page's shortcut: Save correction
+        page.wait_for_function("() => /Saved/.test(document.querySelector('#save-info').innerText)")
+        new_id = int(page.inner_text("#save-info").split("mask version ")[1].split()[0])
+        with app.backend.store.ReadSession() as session:
+            stored = repo.mask_array(repo.get_mask_version(session, new_id))
+        assert np.array_equal(stored, after), "Ctrl+S saved what the canvas shows"
         ui.screenshot(out / "5-shortcuts.png")

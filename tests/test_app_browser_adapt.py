@@ -47,8 +47,8 @@ def test_correct_save_adapt_see_before_after_and_go_back(tmp_path):
         ui.open(annotator="adapter")
         ui.keep_untrusted()
         ui.segment(image, ["the pond"])
-        ui.open_editor()
-        ui.stroke(((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT)), (HEIGHT, WIDTH))
+        canvas = ui.open_editor()
+        canvas.stroke(((0.15 * WIDTH, 0.8 * HEIGHT), (0.6 * WIDTH, 0.8 * HEIGHT)))
         ui.save_correction()
         info = "() => /corrections to learn from/.test(document.querySelector('#adapt-info').innerText)"
         page.wait_for_function(info)

@@ -13,7 +13,7 @@ from PIL import Image
 from annotate.app.backend import Item, ModelRef, Recorded
 from annotate.app.downloads import Downloads
 from annotate.app.handlers import SegmentHandlers
-from annotate.app.render import BRUSH_ADD, hex_to_rgb
+from annotate.app.mask_canvas import png_url, read_canvas
 from annotate.app.review import ReviewHandlers
 from sbanet.inference.predictor import AttentionMaps, Prediction
 
@@ -225,42 +225,30 @@ def test_attention_views_follow_the_chosen_expression_and_word(backend, scene):
         handlers.render_attention(None, None, None)
 
 
-def test_correction_from_the_editor_is_saved_at_full_size_with_its_author(backend, scene):
+def canvas_reply(value: dict, mask: np.ndarray | None = None) -> dict:
+    """What the mask canvas sends back for ``value`` (from ``open_item`` or a tool): its key and
+    size, and the mask it shows (``mask``, else the one it was given) as a 0/255 PNG."""
+    shown = read_canvas(value).mask if mask is None else mask
+    png = png_url(np.asarray(shown, bool).astype(np.uint8) * 255)
+    return {"key": value["key"], "width": value["width"], "height": value["height"], "mask": png}
+
+
+def test_correction_from_the_canvas_is_saved_with_its_author(backend, scene):
     *_, session = SegmentHandlers(backend).segment(str(scene), "the pond", "", 0.5, "ana")
     review = ReviewHandlers(backend)
     value, editing, info, history = review.open_item(session.mask_version_ids[0])
-    assert value["background"].shape == (48, 64, 3) and value["layers"] == []
+    assert (value["height"], value["width"]) == (48, 64) and value["image"].startswith("data:image/png;base64,")
     assert "mask version" in info and list(history["kind"]) == ["prediction"]
-    layer = np.zeros((24, 32, 4), np.uint8)  # a half-size canvas, as a shrinking editor would send
-    layer[20:24, 0:8] = (*hex_to_rgb(BRUSH_ADD), 153)
-    background = np.asarray(Image.fromarray(value["background"]).resize((32, 24), Image.Resampling.BOX))
-    message, saved, history = review.save_from_editor(editing, {"background": background, "layers": [layer]}, "", "ana")
+    shown = read_canvas(value).mask.copy()
+    assert np.array_equal(shown, backend.versions[editing.mask_version_id]["mask"])
+    shown[40:48, 0:16] = True  # a brush stroke in the browser
+    message, saved, history = review.save_from_editor(editing, canvas_reply(value, shown), "", "ana")
     new = backend.versions[saved.mask_version_id]
     assert new["kind"] == "correction" and new["parent"] == editing.mask_version_id and new["author"] == "ana"
-    assert new["mask"].shape == (48, 64)
-    assert new["mask"][40:48, 0:16].all() and new["mask"][10:30, 20:50].all()
+    assert new["mask"].shape == (48, 64) and np.array_equal(new["mask"], shown)
     assert new["mask"].sum() == 600 + 8 * 16
     assert f"mask version {saved.mask_version_id}" in message
     assert history["mask_version"].iloc[0] == saved.mask_version_id
-
-
-def test_large_images_are_edited_downscaled_and_saved_at_full_size(backend, tmp_path, monkeypatch):
-    import annotate.app.review
-
-    monkeypatch.setattr(annotate.app.review, "EDITOR_SIDE", 32)  # as a 4000 px image on a 2048 canvas
-    image = np.full((48, 64, 3), (170, 150, 60), np.uint8)
-    image[10:30, 20:50] = (20, 40, 230)
-    Image.fromarray(image).save(tmp_path / "big.png")
-    *_, session = SegmentHandlers(backend).segment(str(tmp_path / "big.png"), "the pond", "", 0.5, "ana")
-    review = ReviewHandlers(backend)
-    value, editing, *_ = review.open_item(session.mask_version_ids[0])
-    assert value["background"].shape == (24, 32, 3)
-    layer = np.zeros((24, 32, 4), np.uint8)
-    layer[0:2, 0:4] = (*hex_to_rgb(BRUSH_ADD), 153)
-    _, saved, _ = review.save_from_editor(editing, {"background": value["background"], "layers": [layer]}, "", "ana")
-    mask = backend.versions[saved.mask_version_id]["mask"]
-    assert mask.shape == (48, 64) and mask[0:4, 0:8].all() and mask[10:30, 20:50].all()
-    assert mask.sum() == 600 + 32
 
 
 def test_open_with_an_empty_box_opens_the_proposed_mask(backend, scene):
@@ -280,12 +268,17 @@ def test_bad_corrections_are_refused_and_nothing_is_saved(backend, scene):
     *_, session = SegmentHandlers(backend).segment(str(scene), "the pond", "", 0.5, "ana")
     review = ReviewHandlers(backend)
     value, editing, *_ = review.open_item(session.mask_version_ids[0])
+    value = canvas_reply(value)
     before = dict(backend.versions)
     with pytest.raises(gr.Error, match="type your name"):
         review.save_from_editor(editing, value, "", "  ")
-    other = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     with pytest.raises(gr.Error, match="different image"):
-        review.save_from_editor(editing, {"background": other, "layers": []}, "", "ana")
+        review.save_from_editor(editing, {**value, "key": "another picture"}, "", "ana")
+    smaller = canvas_reply({**value, "width": 32}, np.zeros((48, 32), bool))
+    with pytest.raises(gr.Error, match="different image"):
+        review.save_from_editor(editing, smaller, "", "ana")
+    with pytest.raises(gr.Error, match="not black and white"):
+        review.save_from_editor(editing, {**value, "mask": png_url(np.full((48, 64), 7, np.uint8))}, "", "ana")
     with pytest.raises(gr.Error, match="open a mask version"):
         review.save_from_editor(None, value, "", "ana")
     with pytest.raises(gr.Error, match="unknown mask version"):

@@ -1,4 +1,4 @@
-"""The app's input checks and pictures: uploads, expressions, editor masks, overlays, attention."""
+"""The app's input checks and pictures: uploads, expressions, canvas masks, overlays, attention."""
 
 from __future__ import annotations
 
@@ -13,12 +13,8 @@ from PIL import Image
 from annotate.app import attention_view as views
 from annotate.app import inputs
 from annotate.app.render import (
-    BRUSH_ADD,
-    BRUSH_REMOVE,
     colourise,
-    editor_background,
     fit_within,
-    hex_to_rgb,
     mask_outline,
     overlay_mask,
 )
@@ -133,54 +129,57 @@ def test_bands_and_expressions_parsing():
         inputs.parse_expressions("\n".join(f"object {i}" for i in range(9)))
 
 
-# --- masks from the editor and from files ------------------------------------------------------
-def _layer(shape, boxes):
-    """An RGBA editor layer with (colour, (y0, y1, x0, x1)) strokes at alpha 0.6."""
-    layer = np.zeros((*shape, 4), np.uint8)
-    for colour, (y0, y1, x0, x1) in boxes:
-        layer[y0:y1, x0:x1] = (*hex_to_rgb(colour), 153)
-    return layer
-
-
-def test_editor_mask_adds_and_removes_strokes_at_full_size():
-    image = np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+# --- masks from the canvas and from files ------------------------------------------------------
+def test_canvas_edit_at_the_same_size_is_the_canvas_mask():
     mask = np.zeros((60, 80), bool)
     mask[10:30, 10:30] = True
-    background = editor_background(image, mask)
-    layer = _layer((60, 80), [(BRUSH_ADD, (40, 50, 40, 70)), (BRUSH_REMOVE, (10, 20, 10, 30))])
-    layer[0, 0] = (*hex_to_rgb(BRUSH_ADD), 20)  # a faint anti-aliased fringe is not paint
-    value = {"background": np.dstack([background, np.full((60, 80), 255, np.uint8)]), "layers": [layer]}
-    result = inputs.editor_mask(value, background, mask)
-    expected = mask.copy()
-    expected[40:50, 40:70] = True
-    expected[10:20, 10:30] = False
-    np.testing.assert_array_equal(result, expected)
+    shown = mask.copy()
+    shown[40:50, 40:70] = True
+    shown[10:20, 10:30] = False
+    result = inputs.canvas_edit(mask, shown)
+    np.testing.assert_array_equal(result, shown)
+    assert result is not shown
 
 
-def test_editor_mask_from_a_downscaled_canvas_is_resized_back_with_nearest():
-    """Gradio has shrunk editor output before: a half-size canvas still gives a full-size mask."""
-    image = np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+def test_canvas_edit_from_a_downscaled_canvas_changes_only_what_the_canvas_changed():
+    """A picture larger than the canvas: the canvas's changes are brought back with nearest
+    neighbour; pixels it did not change keep their full-resolution value (a one-pixel line
+    the half-size canvas cannot show survives)."""
     mask = np.zeros((120, 160), bool)
-    background = editor_background(image, mask)
-    small_background = np.asarray(Image.fromarray(background).resize((80, 60), Image.Resampling.BOX))
-    value = {"background": small_background, "layers": [_layer((60, 80), [(BRUSH_ADD, (10, 20, 30, 50))])]}
-    result = inputs.editor_mask(value, background, mask)
+    mask[5, :] = True  # thin: gone on the half-size canvas
+    shown = inputs.resize_mask(mask, (60, 80)).copy()
+    shown[10:20, 30:50] = True
+    result = inputs.canvas_edit(mask, shown)
     assert result.shape == (120, 160) and result.dtype == bool
-    expected = np.zeros((120, 160), bool)
+    expected = mask.copy()
     expected[20:40, 60:100] = True
     np.testing.assert_array_equal(result, expected)
+    with pytest.raises(ValueError, match="reopen the item"):
+        inputs.canvas_edit(mask, np.zeros((60, 60), bool))
 
 
-def test_a_mask_edited_on_another_image_is_refused():
-    rng = np.random.default_rng(4)
-    image, other = (rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(2))
-    mask = np.zeros((60, 80), bool)
-    with pytest.raises(ValueError, match="different image"):
-        inputs.editor_mask({"background": other, "layers": []}, editor_background(image, mask), mask)
-    with pytest.raises(ValueError, match="80×60 image"):
-        inputs.editor_mask({"background": image[:, :40], "layers": []}, editor_background(image, mask), mask)
-    with pytest.raises(ValueError, match="open an item"):
-        inputs.editor_mask(None, image, mask)
+def test_canvas_masks_are_read_from_black_and_white_pngs_of_their_size():
+    from annotate.app.mask_canvas import canvas_value, png_url, read_canvas
+
+    mask = np.zeros((30, 40), bool)
+    mask[5:10, 5:20] = True
+    value = canvas_value(mask, np.zeros((30, 40, 3), np.uint8), "k", "hi")
+    assert value["image"].startswith("data:image/png;base64,") and value["key"] == "k"
+    back = read_canvas(value)
+    assert back.key == "k" and np.array_equal(back.mask, mask)
+    assert read_canvas(None) is None and read_canvas({"key": "k"}) is None
+    for bad, match in [
+        ({**value, "width": 41}, "the picture 41×30"),
+        ({**value, "mask": "data:image/png;base64,!!"}, "could not be read"),
+        ({**value, "mask": png_url(np.full((30, 40), 9, np.uint8))}, "not black and white"),
+        ({**value, "mask": "http://elsewhere/x.png"}, "no mask picture"),
+        ({**value, "height": "tall"}, "without its size"),
+        ({**value, "height": 100_000}, "out of range"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            read_canvas(bad)
+    with pytest.raises(ValueError, match="its mask"):
+        canvas_value(mask, np.zeros((31, 40, 3), np.uint8))
 
 
 def test_mask_files_must_be_binary_and_of_the_image_size(tmp_path):

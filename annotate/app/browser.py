@@ -3,8 +3,8 @@
 
 Playwright is a development dependency and is imported only here, inside functions; Chromium is
 Debian's (``$SBANET_CHROMIUM`` or ``/usr/bin/chromium``) since ``playwright install`` needs a
-download. Coordinates on the editor's canvas are computed from the zoom it shows: the image is
-centred in the canvas at that scale.
+download. Coordinates on the mask canvas are computed from the zoom and pan it reports
+(:class:`Canvas`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from .render import BRUSH_ADD, BRUSH_REMOVE, hex_to_rgb
 
 CHROMIUM_ENV = "SBANET_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
@@ -38,8 +36,9 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
-    """A fresh headless Chromium page (closed, with its browser, afterwards)."""
+def chromium_page(width: int = 1400, height: int = 1000, touch: bool = False) -> Iterator[Any]:
+    """A fresh headless Chromium page (closed, with its browser, afterwards); ``touch``: a touch
+    screen (touch events and ``pointerType`` "touch")."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
@@ -48,7 +47,7 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=list(CHROMIUM_ARGS))
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height}, has_touch=touch)
             page.set_default_timeout(TIMEOUT_MS)
             yield page
         finally:
@@ -118,60 +117,22 @@ class AppPage:
         for selector in ("#query-map img", "#word-bars img"):
             self.page.wait_for_selector(selector)
 
-    def open_editor(self, mask_version: int | None = None) -> float:
-        """Open a mask version (default: the one the Correct tab proposes); returns the zoom."""
+    def open_editor(self, mask_version: int | None = None) -> Canvas:
+        """Open a mask version (default: the one the Correct tab proposes) in the mask canvas;
+        the canvas, once it shows the picture and the mask."""
         page = self.page
         self.tab("Correct")
         if mask_version is not None:
             page.fill("#mask-version input", str(mask_version))
         else:  # the Correct tab proposes the last segmentation's draft once it is saved
             page.wait_for_function("() => document.querySelector('#mask-version input').value !== ''")
+        canvas = Canvas(page, "#mask-editor")
+        loaded = canvas.loaded()
         self.press("#open-button")  # one click: an empty-looking box opens the proposal (review.open_from_session)
         page.wait_for_function("() => /mask version \\d+/.test(document.querySelector('#item-info').innerText)")
-        page.wait_for_selector("#mask-editor canvas")
-        page.wait_for_function("() => /\\d+%/.test(document.querySelector('#mask-editor').innerText)")
-        page.wait_for_timeout(1500)  # the background texture is drawn after the zoom shows
-        # the whole canvas in the viewport: the mouse only paints where the page is shown
-        page.locator("#mask-editor").evaluate("e => e.scrollIntoView({block: 'start'})")
-        page.wait_for_timeout(300)
-        return self.zoom()
-
-    def zoom(self) -> float:
-        match = re.search(r"(\d+)%", self.page.inner_text("#mask-editor"))
-        if match is None:
-            raise ValueError("the editor shows no zoom level")
-        return int(match.group(1)) / 100.0
-
-    def screen_mapping(self, image_size: tuple[int, int]) -> Any:
-        """A function image pixel ``(x, y)`` -> page coordinates (the image is centred in the
-        canvas at the zoom the editor shows); measured once, valid until the view changes."""
-        box = self.page.locator("#mask-editor canvas").first.bounding_box()
-        scale = self.zoom()
-        height, width = image_size
-        centre_x, centre_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-
-        def to_screen(x: float, y: float) -> tuple[float, float]:
-            return centre_x + (x - width / 2) * scale, centre_y + (y - height / 2) * scale
-
-        return to_screen
-
-    def stroke(self, points: Sequence[tuple[float, float]], image_size: tuple[int, int], remove: bool = False) -> None:
-        """Paint through image points with the add (or remove) brush. The brush starts only once
-        it has seen the pointer over the image, and draws a straight segment between pointer
-        events, so one move per point is a straight stroke."""
-        page = self.page
-        self.press("#mask-editor button[aria-label=Brush]")
-        self.press("#mask-editor button[aria-label=Color]")
-        r, g, b = hex_to_rgb(BRUSH_REMOVE if remove else BRUSH_ADD)
-        self.press(f"#mask-editor button.color[style*='rgb({r}, {g}, {b})']")
-        to_screen = self.screen_mapping(image_size)
-        page.mouse.move(*to_screen(*points[0]))
-        page.wait_for_timeout(250)
-        page.mouse.down()
-        for x, y in points[1:]:
-            page.mouse.move(*to_screen(x, y))
-        page.mouse.up()
-        page.wait_for_timeout(250)
+        canvas.wait_loaded(loaded)
+        canvas.into_view()
+        return canvas
 
     def save_correction(self) -> str:
         self.press("#save-button")
@@ -185,68 +146,115 @@ class AppPage:
         return path
 
 
-# page coordinates of a pixel (x, y) of the tools' picture, mapped as Gradio maps a click back
-TOOL_VIEW_TO_SCREEN = """([x, y]) => {
-  const img = document.querySelector('#tool-view img');
-  const r = img.getBoundingClientRect();
-  const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
-  const left = r.left + (r.width - img.naturalWidth * s) / 2, top = r.top + (r.height - img.naturalHeight * s) / 2;
-  return [left + x * s, top + y * s];
-}"""
+class Canvas:
+    """The mask canvas (:func:`annotate.app.mask_canvas.mask_canvas`) under ``selector``, driven
+    with the mouse and keys as a user would; what it shows is read from its layer's pixels."""
 
+    def __init__(self, page: Any, selector: str) -> None:
+        self.page, self.selector = page, selector
+        self.root = page.locator(f"{selector} .mc-root")
 
-class MaskTools:
-    """The Correct tab's mask tools on the page, and the mask the page shows: the tools' picture
-    (a lossless PNG of the editor's background) differs from the scene exactly where the mask is
-    tinted in. ``scene``: the picture without the mask ``uint8 [H, W, 3]``."""
+    def state(self) -> dict:
+        return self.root.evaluate("r => r.maskCanvas.state()")
 
-    def __init__(self, ui: AppPage, scene: Any) -> None:
-        self.ui, self.page, self.scene = ui, ui.page, scene
-        self.seen, self.src = "", ""
+    def loaded(self) -> int:
+        """How many values from Python the canvas has taken so far."""
+        return int(self.root.get_attribute("data-loaded") or 0)
+
+    def wait_loaded(self, before: int) -> None:
+        """Until the canvas has taken a value after the ``before``-th and is not busy."""
+        self.page.wait_for_function(
+            "([s, n]) => { const r = document.querySelector(s + ' .mc-root');"
+            " return +(r.dataset.loaded || 0) > n && r.dataset.busy === '0'; }",
+            arg=[self.selector, before],
+        )
 
     def shown(self) -> Any:
-        """The mask the page shows ``bool [H, W]``."""
-        import io
-
+        """The mask the canvas shows ``bool [h, w]``: its layer's pixels, read back."""
         import numpy as np
-        from PIL import Image
 
-        src = self.src = self.page.locator("#tool-view img").first.get_attribute("src")
-        picture = np.asarray(Image.open(io.BytesIO(self.page.request.get(src).body())).convert("RGB"))
-        if picture.shape != self.scene.shape:
-            raise ValueError(f"the tools' picture is {picture.shape}, the scene {self.scene.shape}")
-        return (picture != self.scene).any(-1)
+        state = self.state()
+        bits = self.root.evaluate("r => r.maskCanvas.shown()")
+        return np.frombuffer(bits.encode(), np.uint8).reshape(state["height"], state["width"]) == ord("1")
 
-    def ready(self) -> Any:
-        """Once the tools' picture has loaded after opening: the mask it shows."""
-        self.page.wait_for_function("() => document.querySelector('#tool-view img')?.naturalWidth > 0")
-        self.seen = self.page.inner_text("#tool-info")
-        return self.shown()
+    def log(self) -> list:
+        """What each edit did: tool, value, size and the points it used (canvas pixels)."""
+        return self.root.evaluate("r => r.maskCanvas.log()")
 
-    def wait(self, expected: str) -> Any:
-        """Until the tool's message has changed and says ``expected`` and a new picture has
-        loaded (every step that changes the mask sends one; an unchanged picture keeps its
-        address); the mask shown then."""
-        self.page.wait_for_function(
-            "([seen, expected, src]) => { const t = document.querySelector('#tool-info').innerText;"
-            " const i = document.querySelector('#tool-view img');"
-            " return t !== seen && t.includes(expected) && i"
-            " && (i.getAttribute('src') !== src || t.includes('nothing changed'))"
-            " && i.complete && i.naturalWidth > 0; }",
-            arg=[self.seen, expected, self.src],
+    def into_view(self) -> None:
+        """Scroll the drawing area into the middle of the window (the mouse acts only where the
+        page is shown), unless it is wholly shown already."""
+        self.page.locator(f"{self.selector} .mc-stage").evaluate(
+            "e => { const r = e.getBoundingClientRect();"
+            " if (r.top < 0 || r.bottom > window.innerHeight) e.scrollIntoView({block: 'center'}); }"
         )
-        self.seen = self.page.inner_text("#tool-info")
+
+    def screen(self, x: float, y: float) -> tuple[float, float]:
+        """Page coordinates of canvas point (x, y) at the zoom and pan the canvas shows."""
+        box = self.page.locator(f"{self.selector} .mc-stage").bounding_box()
+        s = self.state()
+        return box["x"] + s["panX"] + x * s["scale"], box["y"] + s["panY"] + y * s["scale"]
+
+    def hover(self, x: float, y: float) -> None:
+        self.into_view()
+        self.page.mouse.move(*self.screen(x, y))
+
+    def key(self, key: str) -> None:
+        """Press a shortcut with the pointer over the canvas's middle and the focus on it (a
+        number box still focused would take the key, as it should)."""
+        state = self.state()
+        self.hover(state["width"] / 2, state["height"] / 2)
+        self.root.focus()
+        self.page.keyboard.press(key)
+
+    def tool(self, name: str) -> None:
+        """Pick a tool or a mode with its toolbar button (``brush``, ..., ``add``, ``remove``)."""
+        kind = "mode" if name in ("add", "remove") else "tool"
+        self.page.locator(f"{self.selector} button[data-{kind}={name}]").click()
+
+    def revision(self) -> int:
+        return int(self.state()["revision"])
+
+    def wait_revision(self, before: int) -> None:
+        self.page.wait_for_function(
+            "([s, n]) => +document.querySelector(s + ' .mc-root').dataset.revision > n", arg=[self.selector, before]
+        )
+
+    def stroke(self, points: Sequence[tuple[float, float]]) -> None:
+        """Drag through canvas points with the tool picked (brush or eraser)."""
+        before = self.revision()
+        self.into_view()
+        self.page.mouse.move(*self.screen(*points[0]))
+        self.page.mouse.down()
+        for x, y in points[1:]:
+            self.page.mouse.move(*self.screen(x, y), steps=4)
+        self.page.mouse.up()
+        self.wait_revision(before)
+
+    def click(self, x: float, y: float) -> None:
+        self.into_view()
+        self.page.mouse.click(*self.screen(x, y))
+
+    def region(self, x: int, y: int, add: bool = True) -> Any:
+        """A region click at pixel (x, y) (its centre), adding or removing; the mask shown after
+        Python's answer."""
+        if self.state()["tool"] != "region":
+            self.tool("region")
+        if self.state()["mode"] != ("add" if add else "remove"):
+            self.tool("add" if add else "remove")
+        loaded = self.loaded()
+        self.click(x + 0.5, y + 0.5)
+        self.wait_loaded(loaded)
         return self.shown()
 
-    def pick(self, tool: str, group: str = "#click-tool") -> None:
-        """Choose ``tool`` in a radio group (``#click-tool`` or ``#region-source``)."""
-        self.page.locator(f"{group} label", has_text=tool).first.click()
+    def button(self, selector: str) -> Any:
+        """Click a page button whose handler answers the canvas (fill holes, remove specks);
+        the mask shown after."""
+        loaded = self.loaded()
+        self.page.locator(selector).first.dispatch_event("click")
+        self.wait_loaded(loaded)
+        return self.shown()
 
-    def click(self, x: float, y: float, expected: str) -> Any:
-        self.page.locator("#tool-view img").first.scroll_into_view_if_needed()
-        self.page.mouse.click(*self.page.evaluate(TOOL_VIEW_TO_SCREEN, [x, y]))
-        return self.wait(expected)
-
-    def button(self, selector: str, expected: str) -> Any:
-        self.ui.press(selector)
-        return self.wait(expected)
+    def pick(self, label: str, group: str = "#region-source") -> None:
+        """Choose ``label`` in a radio group of the page."""
+        self.page.locator(f"{group} label", has_text=label).first.click()

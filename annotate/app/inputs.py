@@ -5,7 +5,7 @@ a size check on the header alone: pixels (:data:`MAX_PIXELS`) and the decoded by
 actually read (:data:`sbanet.image.MAX_DECODED_BYTES`), so decompression bombs and sparse
 many-band files never reach memory. An image without a valid pixel (all NaN / inf / nodata) is
 refused, and its nodata pixels are kept (``LoadedImage.valid``) so no mask claims them.
-Expressions are split one per line and validated; masks coming back from the editor or the API
+Expressions are split one per line and validated; masks coming back from the mask canvas or the API
 are checked against the image they claim to belong to, then brought to that image's full
 resolution (nearest neighbour: a mask stays binary).
 """
@@ -29,16 +29,9 @@ from sbanet.geo.raster import parse_bands as geo_parse_bands
 from sbanet.image import MAX_DECODED_BYTES, check_decoded_bytes, check_valid_pixels, read_image
 from sbanet.text_rules import check_expression
 
-from .render import BRUSH_ADD, BRUSH_REMOVE, hex_to_rgb
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MAX_PIXELS = 40_000_000  # ~6300 x 6300: larger scenes go through sbanet.predict's sliding window
 MAX_EXPRESSIONS = 8
-# brushes paint with alpha 0.6 * 255; a pixel counts as painted from a quarter of full alpha,
-# so the anti-aliased fringe of a stroke is kept only where it is mostly paint
-MASK_ALPHA_THRESHOLD = 64
-# mean absolute difference (0-255) above which the editor's background is "another image"
-SAME_IMAGE_TOLERANCE = 12.0
 
 
 @dataclass(frozen=True)
@@ -212,57 +205,19 @@ def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return abs(a[0] - b[0] * scale) <= max(1.0, scale) + 0.5
 
 
-def check_same_image(background: np.ndarray, reference: np.ndarray) -> None:
-    """``ValueError`` unless ``background`` (editor, maybe downscaled) shows ``reference``."""
-    from PIL import Image
-
-    size = background.shape[:2]
-    if not _same_aspect(size, reference.shape[:2]):
-        raise ValueError(
-            f"the editor holds a {size[1]}×{size[0]} image but the mask belongs to a "
-            f"{reference.shape[1]}×{reference.shape[0]} image: reopen the item and edit its mask"
-        )
-    scaled = np.asarray(Image.fromarray(reference).resize((size[1], size[0]), Image.Resampling.BOX), np.float32)
-    difference = float(np.abs(scaled - background[..., :3].astype(np.float32)).mean())
-    if difference > SAME_IMAGE_TOLERANCE:
-        raise ValueError(
-            "the mask in the editor was drawn over a different image than the one being corrected "
-            f"(mean difference {difference:.0f}/255): reopen the item and edit its mask"
-        )
-
-
-def stroke_masks(layer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """An editor layer ``uint8 [h, w, 4]`` -> (added, removed) ``bool [h, w]``: painted pixels
-    (alpha >= :data:`MASK_ALPHA_THRESHOLD`) by which brush colour they are nearer to."""
-    if layer.ndim != 3 or layer.shape[2] != 4:
-        raise ValueError(f"editor layers must be RGBA images, got shape {layer.shape}")
-    painted = layer[..., 3] >= MASK_ALPHA_THRESHOLD
-    colour = layer[..., :3].astype(np.float32)
-    to_add = np.square(colour - np.array(hex_to_rgb(BRUSH_ADD), np.float32)).sum(-1)
-    to_remove = np.square(colour - np.array(hex_to_rgb(BRUSH_REMOVE), np.float32)).sum(-1)
-    return painted & (to_add <= to_remove), painted & (to_remove < to_add)
-
-
-def editor_mask(value: dict[str, Any] | None, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A ``gr.ImageEditor`` value (numpy, RGBA) -> the corrected ``bool [H, W]`` at full size.
-
-    ``background`` is what the editor was opened with (``uint8 [H, W, 3]``, see
-    :func:`annotate.app.render.editor_background`) and ``mask`` the mask it showed. The result is
-    ``mask`` plus the add-brush strokes minus the remove-brush strokes; strokes painted on a
-    downscaled canvas are brought to full size with nearest neighbour.
-    """
-    if not value or value.get("background") is None:
-        raise ValueError("nothing to save: open an item in the editor first")
-    check_same_image(np.asarray(value["background"]), background)
-    size = mask.shape
-    added, removed = np.zeros(size, bool), np.zeros(size, bool)
-    for layer in value.get("layers") or []:
-        if layer is None:
-            continue
-        add, remove = stroke_masks(np.asarray(layer))
-        added |= resize_mask(add, size)
-        removed |= resize_mask(remove, size)
-    return (np.asarray(mask, dtype=bool) | added) & ~removed
+def canvas_edit(mask: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """The full-size ``mask`` ``bool [H, W]`` with the canvas's edits: ``shown`` ``bool [h, w]``
+    is what the canvas shows (the picture's size, maybe downscaled). Pixels the canvas changed
+    from ``mask`` (brought to its size) are changed at full size, brought back with nearest
+    neighbour; the rest keep their full-resolution value. At the same size it is ``shown``."""
+    mask = np.asarray(mask, bool)
+    shown = np.asarray(shown, bool)
+    if shown.ndim != 2 or not _same_aspect(shown.shape, mask.shape):
+        raise ValueError(f"the canvas's mask is {shown.shape}, the image's {mask.shape}: reopen the item")
+    if shown.shape == mask.shape:
+        return shown.copy()
+    small = resize_mask(mask, shown.shape)
+    return (mask | resize_mask(shown & ~small, mask.shape)) & ~resize_mask(small & ~shown, mask.shape)
 
 
 def mask_from_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:

@@ -119,5 +119,5 @@ def launch_kwargs(settings: AppSettings, backend: Any) -> dict[str, Any]:
         "allowed_paths": [],
         "show_error": True,  # refusals say what and why (user_errors keeps server paths out of them)
         "footer_links": ["api", "settings"],
-        **launch_options(),  # the layout's CSS and the editor's keyboard shortcuts
+        **launch_options(),  # the layout's CSS and the page's Ctrl+S
     }

@@ -1,4 +1,4 @@
-"""Pictures for people: mask overlays, probability colour maps and editor layers.
+"""Pictures for people: mask overlays and probability colour maps.
 
 Everything here is numpy in, ``uint8`` numpy out, with no state: the app's handlers call these
 functions and hand the arrays to Gradio components.
@@ -22,13 +22,8 @@ PALETTE = (
     "#00e0a4",
     "#ffe74c",
 )
-# The editor's two brushes: strokes in ADD join the mask, strokes in REMOVE leave it. (Gradio
-# 6.31's ImageEditor does not draw layers given in its value, so the current mask cannot be a
-# layer to erase from; it is tinted into the background and edited with these two brushes.)
+# the mask's colour on the mask canvas (annotate/app/mask_canvas.py)
 BRUSH_ADD = "#ff2e88"
-BRUSH_REMOVE = "#00c2ff"
-BRUSH_OPACITY = 0.6
-MASK_OPACITY = 0.35  # the current mask's tint in the editor, until the annotator changes it
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -93,15 +88,6 @@ def blend(image: np.ndarray, heat_rgb: np.ndarray, alpha: float = 0.55) -> np.nd
 def probability_image(image: np.ndarray, probability: np.ndarray) -> np.ndarray:
     """The model's ``float [H, W]`` probability as a magma heat map over the dimmed image."""
     return blend(image, colourise(probability, "magma"), alpha=0.7)
-
-
-def editor_background(image: np.ndarray, mask: np.ndarray, opacity: float = MASK_OPACITY) -> np.ndarray:
-    """The editor's background: ``image`` with the current ``mask`` tinted (at ``opacity``, 0 to
-    1) and outlined in the add-brush colour, so strokes are painted over what the mask is now
-    (``uint8 [H, W, 3]``)."""
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"the mask opacity must be between 0 and 1, got {opacity}")
-    return overlay_mask(image, mask, BRUSH_ADD, alpha=opacity)
 
 
 def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:

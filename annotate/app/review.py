@@ -8,6 +8,7 @@ written, and a correction is one transaction in the store.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,9 @@ from annotate.app.guards import annotator, user_errors
 
 from ..store.repository import MAX_ID
 from ..store.text import check_request_id, code_text, markdown_text
-from .inputs import DecodedUploads, editor_mask, mask_from_file, resize_mask
-from .render import editor_background, fit_within
+from .inputs import DecodedUploads, canvas_edit, mask_from_file, resize_mask
+from .mask_canvas import canvas_value, read_canvas
+from .render import fit_within
 
 STATUSES = ("draft", "submitted", "accepted", "rejected")
 # larger images are edited on a downscaled canvas (brush strokes are brought back to full size
@@ -51,6 +53,13 @@ class Editing:
     height: int
     width: int
     bands: tuple[int, ...] | None
+
+
+def canvas_key(item: Any, bands: tuple[int, ...] | None, size: tuple[int, int]) -> str:
+    """The name of the picture a mask canvas shows: the image file, the bands and the canvas's
+    ``(h, w)``. Saving and the tools refuse a canvas mask drawn on another picture."""
+    text = f"{item.image_path}|{bands}|{size[0]}x{size[1]}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -109,14 +118,12 @@ class ReviewHandlers:
         :data:`EDITOR_SIDE` wide or high."""
         return fit_within(self.images.load(item.image_path, bands, name=item.image_name).rgb, EDITOR_SIDE)
 
-    def _background(self, item: Any, bands: tuple[int, ...] | None, tools: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """What the editor shows: the image with the mask tinted in, and that mask ``bool [H, W]``
-        (full size): the stored one, or the mask tools' working mask (:class:`annotate.app.tools.Tools`)
-        when they edited this version. Saving rebuilds it to check the editor still holds this image."""
-        image = self.canvas(item, bands)
+    def _base(self, item: Any, tools: Any = None) -> np.ndarray:
+        """The mask the canvas started from ``bool [H, W]`` (full size): the mask tools' working
+        mask (:class:`annotate.app.tools.Tools`) when they edited this version, else the stored one."""
         if tools is not None and tools.mask_version_id == item.mask_version_id:
-            return editor_background(image, resize_mask(tools.mask, image.shape[:2]), tools.opacity), tools.mask
-        return editor_background(image, resize_mask(item.mask, image.shape[:2])), item.mask
+            return tools.mask
+        return item.mask
 
     def _describe(self, item: Any) -> str:
         return (
@@ -129,10 +136,12 @@ class ReviewHandlers:
     def open_item(
         self, mask_version: Any, bands: tuple[int, ...] | None = None
     ) -> tuple[dict[str, Any], Editing, str, pd.DataFrame]:
-        """Load a mask version into the editor: the image as background, the mask as a layer."""
+        """Load a mask version into the mask canvas: the image (at most :data:`EDITOR_SIDE` a
+        side) and the mask as a layer over it."""
         item = self.backend.item(version_id(mask_version))
-        background, _ = self._background(item, bands)
-        value = {"background": background, "layers": [], "composite": None}
+        picture = self.canvas(item, bands)
+        size = picture.shape[:2]
+        value = canvas_value(resize_mask(item.mask, size), picture, canvas_key(item, bands, size), "opened")
         height, width = item.mask.shape
         editing = Editing(
             item.mask_version_id, item.expression_id, item.expression, item.image_name, height, width, bands
@@ -161,16 +170,22 @@ class ReviewHandlers:
         tools: Any = None,
         request: gr.Request = None,
     ) -> tuple[str, Editing, pd.DataFrame]:
-        """Save the editor's mask (at the image's full size) as a new version of what was opened:
-        the working mask of the mask tools (``tools``) or the stored one, plus the strokes."""
+        """Save the mask the canvas shows (``value``) at the image's full size as a new version of
+        what was opened: the working mask of the mask tools (``tools``) or the stored one, with the
+        pixels the canvas changed (:func:`~annotate.app.inputs.canvas_edit`)."""
         if editing is None:
             raise ValueError("open a mask version in the editor first")
         author = annotator(request, annotator_name, required=True)
         item = self.backend.item(editing.mask_version_id)
         if item.mask.shape != (editing.height, editing.width):
             raise ValueError("the stored image changed size since the editor opened it; reopen the item")
-        background, base = self._background(item, editing.bands, tools)
-        mask = editor_mask(value, background, base)
+        value = read_canvas(value)
+        if value is None:
+            raise ValueError("nothing to save: open an item in the editor first")
+        size = self.canvas(item, editing.bands).shape[:2]
+        if value.key != canvas_key(item, editing.bands, size) or value.mask.shape != size:
+            raise ValueError("the mask in the editor was drawn over a different image than the one opened; reopen it")
+        mask = canvas_edit(self._base(item, tools), value.mask)
         new_id = self.backend.save_correction(editing.mask_version_id, mask, author, note)
         saved = Editing(
             new_id,

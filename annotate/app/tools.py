@@ -1,39 +1,39 @@
-"""Handlers of the Correct tab's mask tools: region clicks snapped to the image's edges, the
-polygon, fill holes, remove specks, undo and the mask opacity (:mod:`annotate.edit` does the
-work).
+"""Handlers of the Correct tab's mask tools that need Python: region clicks snapped to the
+image's edges (sent by the mask canvas's ``region`` event), fill holes and remove specks
+(:mod:`annotate.edit` does the work).
 
-The editor (Gradio's ``ImageEditor``) shows the current mask tinted into its background and
-takes brush strokes as a layer. Every tool first bakes the editor's strokes into the working mask
-(:class:`Tools`, kept in ``gr.State``), then applies its edit and reloads the editor with the new
-mask as background and no strokes: nothing drawn is lost, and each tool's edit can be undone.
-Changing the opacity is the same bake and reload. Saving (:meth:`ReviewHandlers.save_from_editor`)
-starts from the working mask, so what is saved is exactly what the editor shows.
+The canvas (:func:`~annotate.app.mask_canvas.mask_canvas`) edits the mask in the browser: brush,
+eraser, polygon, opacity, zoom, undo. Every tool here starts from the mask the canvas sends
+(strokes and polygons included), brings its changes to the image's full size on the working
+mask (:class:`Tools`, kept in ``gr.State``), applies its edit and sends the new mask back; the
+canvas keeps the mask it had on its undo stack. Saving
+(:meth:`~annotate.app.review.ReviewHandlers.save_from_editor`) starts from the same working mask,
+so what is saved is exactly what the canvas shows.
 
-Region tools and the polygon work on the picture the editor shows (at most ``EDITOR_SIDE`` pixels
-a side); their edits are brought to the image's full size with nearest neighbour, as strokes are.
-Fill holes and remove specks work at full size (their areas are pixels of the image). A region
-comes from the picture's superpixels at the size chosen (computed on the first click at that size
-and kept with the working mask) or from the model's probability map for the mask's expression
-(the model is run on the first such click and the map kept likewise).
+Region clicks work on the canvas's picture (at most ``EDITOR_SIDE`` pixels a side); their edits
+are brought to the image's full size with nearest neighbour, as strokes are. Fill holes and
+remove specks work at full size (their areas are pixels of the image). A region comes from the
+picture's superpixels at the size chosen (computed on the first click at that size and kept with
+the working mask) or from the model's probability map for the mask's expression (the model is
+run on the first such click and the map kept likewise).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
 import gradio as gr
 import numpy as np
 
-from annotate.app.guards import user_errors
+from annotate.app.guards import REFUSED_TITLE, refusal, user_errors
 
 from ..edit import regions, shapes
-from .inputs import editor_mask, resize_mask
-from .render import BRUSH_REMOVE, MASK_OPACITY, editor_background, hex_to_rgb
-from .review import Editing, ReviewHandlers
+from .inputs import canvas_edit, resize_mask
+from .mask_canvas import canvas_value, read_canvas
+from .review import Editing, ReviewHandlers, canvas_key
 
-CLICK_TOOLS = ("Add region", "Remove region", "Polygon: add", "Polygon: remove")
 # what a region click takes: the label the page shows -> (method, superpixel size)
 REGION_SOURCES = {
     "Small (roofs)": ("superpixel", "small"),
@@ -43,27 +43,22 @@ REGION_SOURCES = {
 }
 SPECK_AREA = 50  # default "remove specks below" (pixels)
 HOLE_AREA = 1000  # default "fill holes up to" (pixels)
-VIEW_OUTPUTS = 4  # editor, click view, tools state, tool message
+VIEW_OUTPUTS = 3  # canvas, tools state, tool message
 
 
 @dataclass(frozen=True)
 class Tools:
-    """The working mask of the open mask version: what the editor shows under its strokes."""
+    """The working mask of the open mask version: what the canvas shows, at full size."""
 
     mask_version_id: int
     expression_id: int
     mask: np.ndarray  # bool [H, W] at the image's full size
-    history: shapes.History = field(default_factory=shapes.History)
-    points: tuple[tuple[float, float], ...] = ()  # the open polygon's vertices, canvas (x, y)
-    opacity: float = MASK_OPACITY
     pixels: tuple[tuple[str, regions.Superpixels], ...] = ()  # superpixels of the canvas, per size
     probability: np.ndarray | None = None  # float [h, w] the model's map on the canvas
 
     def carried(self, other: Tools) -> Tools:
-        """This working mask with ``other``'s undo history, opacity and kept maps (the same image)."""
-        return replace(
-            self, history=other.history, opacity=other.opacity, pixels=other.pixels, probability=other.probability
-        )
+        """This working mask with ``other``'s kept maps (the same image)."""
+        return replace(self, pixels=other.pixels, probability=other.probability)
 
 
 def check_area(value: Any, what: str) -> int:
@@ -77,34 +72,14 @@ def check_area(value: Any, what: str) -> int:
     return int(number)
 
 
-def click_view(background: np.ndarray, points: tuple[tuple[float, float], ...]) -> np.ndarray:
-    """The picture the tools are clicked on: the editor's background with the open polygon drawn
-    (vertices as dots, the first one circled as the point that closes it)."""
-    view = background.copy()
-    colour = hex_to_rgb(BRUSH_REMOVE)
-    vertices = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 2)
-    if len(vertices) > 1:
-        cv2.polylines(view, [vertices], False, colour, 2, cv2.LINE_AA)
-    for index, (x, y) in enumerate(vertices):
-        cv2.circle(view, (int(x), int(y)), 4, colour, -1, cv2.LINE_AA)
-        if index == 0:
-            cv2.circle(view, (int(x), int(y)), int(shapes.SNAP_RADIUS), (255, 255, 255), 2, cv2.LINE_AA)
-    return view
-
-
-def shown(canvas: np.ndarray, tools: Tools) -> np.ndarray:
-    """What the editor shows for ``tools``: the canvas picture with the working mask tinted in."""
-    return editor_background(canvas, resize_mask(tools.mask, canvas.shape[:2]), tools.opacity)
-
-
 class ToolHandlers:
-    """Mask tools of the Correct tab; each returns (editor value, click view, tools, message)."""
+    """Mask tools of the Correct tab; each returns (canvas value, tools, message)."""
 
     def __init__(self, review: ReviewHandlers) -> None:
         self.review = review
 
-    def _state(self, editing: Editing | None, tools: Tools | None) -> tuple[np.ndarray, Tools]:
-        """The canvas picture ``uint8 [h, w, 3]`` and the working mask of what is open."""
+    def _state(self, editing: Editing | None, tools: Tools | None) -> tuple[np.ndarray, Tools, str]:
+        """The canvas picture ``uint8 [h, w, 3]``, the working mask of what is open and its key."""
         if editing is None:
             raise ValueError("open a mask version in the editor first")
         item = self.review.backend.item(editing.mask_version_id)
@@ -112,61 +87,70 @@ class ToolHandlers:
             raise ValueError("the stored image changed size since the editor opened it; reopen the item")
         if tools is None or tools.mask_version_id != editing.mask_version_id:
             tools = Tools(editing.mask_version_id, editing.expression_id, item.mask.astype(bool))
-        return self.review.canvas(item, editing.bands), tools
+        canvas = self.review.canvas(item, editing.bands)
+        return canvas, tools, canvas_key(item, editing.bands, canvas.shape[:2])
 
-    def _baked(self, editing: Editing | None, tools: Tools | None, value: Any) -> tuple[np.ndarray, Tools]:
-        """As :meth:`_state`, with the editor's strokes baked into the working mask."""
-        canvas, tools = self._state(editing, tools)
-        if value and value.get("layers"):
-            tools = replace(tools, mask=editor_mask(value, shown(canvas, tools), tools.mask))
-        return canvas, tools
+    def _baked(self, editing: Editing | None, tools: Tools | None, payload: Any) -> tuple[np.ndarray, Tools, str]:
+        """As :meth:`_state`, with the mask the canvas shows (its value ``payload``) brought into
+        the working mask."""
+        canvas, tools, key = self._state(editing, tools)
+        value = read_canvas(payload)
+        if value is None:
+            raise ValueError("the editor shows nothing yet: open the item again")
+        if value.key != key or value.mask.shape != canvas.shape[:2]:
+            raise ValueError("the editor shows a different image than the one opened; reopen the item")
+        return canvas, replace(tools, mask=canvas_edit(tools.mask, value.mask)), key
 
-    def _show(self, canvas: np.ndarray, tools: Tools, message: str) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
-        background = shown(canvas, tools)
-        value = {"background": background, "layers": [], "composite": None}
-        return value, click_view(background, tools.points), tools, message
-
-    def _edit(self, canvas: np.ndarray, tools: Tools, mask: np.ndarray, message: str) -> tuple:
+    def _edit(self, canvas: np.ndarray, tools: Tools, key: str, mask: np.ndarray, message: str) -> tuple:
         if np.array_equal(mask, tools.mask):
-            return self._show(canvas, replace(tools, points=()), f"{message}: nothing changed")
-        changed = int(np.count_nonzero(mask != tools.mask))
-        edited = replace(tools, mask=mask, history=tools.history.push(tools.mask), points=())
-        return self._show(canvas, edited, f"{message}: {changed:,} pixels changed (Undo takes it back)")
+            message = f"{message}: nothing changed"
+        else:
+            changed = int(np.count_nonzero(mask != tools.mask))
+            message = f"{message}: {changed:,} pixels changed (Undo or Ctrl+Z takes it back)"
+        edited = replace(tools, mask=mask)
+        return canvas_value(resize_mask(mask, canvas.shape[:2]), key=key, message=message), edited, message
 
-    def _on_canvas(self, canvas: np.ndarray, tools: Tools, edit: Any) -> np.ndarray:
-        """Run ``edit(mask, picture)`` on the canvas; its change is applied at full size."""
-        small = resize_mask(tools.mask, canvas.shape[:2])
-        after = edit(small, canvas)
-        full = tools.mask.shape
-        return (tools.mask | resize_mask(after & ~small, full)) & ~resize_mask(small & ~after, full)
-
-    @user_errors
-    def click(
+    def region(
         self,
         editing: Editing | None,
         tools: Tools | None,
-        value: Any,
-        tool: str,
+        value: dict | None,
         source: str | None,
-        event: gr.SelectData,
-    ) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
-        """A click on the tools' picture at ``event.index`` (x, y): add or remove the region
-        there (from ``source``, a key of :data:`REGION_SOURCES`), or put a polygon vertex (a
-        click near the first vertex closes the polygon)."""
-        if tool not in CLICK_TOOLS:
-            raise ValueError(f"pick a tool first: one of {', '.join(CLICK_TOOLS)}")
-        canvas, tools = self._baked(editing, tools, value)
-        point = regions.check_click(tuple(event.index[:2]), canvas.shape[:2])
-        if tool in ("Add region", "Remove region"):
-            tools, options = self._region_options(editing, canvas, tools, source)
-            edit = regions.add_region if tool == "Add region" else regions.remove_region
-            mask = self._on_canvas(canvas, tools, lambda m, picture: edit(m, picture, point, **options))
-            return self._edit(canvas, tools, mask, tool)
-        if shapes.closes_polygon(tools.points, point):
-            return self._close(canvas, tools, tool)
-        points = (*tools.points, (float(point[0]), float(point[1])))
-        hint = "click the first vertex (circled) or *Close polygon* to apply it" if len(points) >= 3 else ""
-        return self._show(canvas, replace(tools, points=points), f"polygon: {len(points)} vertices {hint}".strip())
+        event: gr.EventData,
+    ) -> tuple[dict | Any, Tools | Any, str]:
+        """A region click on the canvas (the event's data: ``x``, ``y`` in canvas pixels and
+        ``mode`` "add" or "remove"): the region there (from ``source``, a key of
+        :data:`REGION_SOURCES`) added to or removed from the mask. A refusal is a warning and
+        the canvas gets its own mask back (so it stops waiting)."""
+        try:
+            return self._region(editing, tools, value, source, getattr(event, "_data", None) or {})
+        except ValueError as exc:
+            message = refusal(exc, "region")
+            gr.Warning(message, title=REFUSED_TITLE)
+            try:
+                shown = read_canvas(value)
+            except ValueError:
+                shown = None
+            if shown is None:
+                return gr.skip(), gr.skip(), message
+            return canvas_value(shown.mask, key=shown.key, message=message), gr.skip(), message
+
+    def _region(
+        self, editing: Editing | None, tools: Tools | None, value: dict | None, source: str | None, data: dict
+    ) -> tuple[dict, Tools, str]:
+        if data.get("mode") not in ("add", "remove"):
+            raise ValueError(f"a region click adds or removes, got {data.get('mode')!r}")
+        try:
+            where = (float(data["x"]), float(data["y"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"a region click needs its x and y, got {data!r}") from None
+        canvas, tools, key = self._baked(editing, tools, value)
+        point = regions.check_click(where, canvas.shape[:2])
+        tools, options = self._region_options(editing, canvas, tools, source)
+        edit = regions.add_region if data["mode"] == "add" else regions.remove_region
+        small = resize_mask(tools.mask, canvas.shape[:2])
+        mask = canvas_edit(tools.mask, edit(small, canvas, point, **options))
+        return self._edit(canvas, tools, key, mask, "region " + ("added" if data["mode"] == "add" else "removed"))
 
     def _region_options(
         self, editing: Editing, canvas: np.ndarray, tools: Tools, source: str | None
@@ -196,78 +180,32 @@ class ToolHandlers:
             probability = cv2.resize(probability, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         return probability
 
-    def _close(self, canvas: np.ndarray, tools: Tools, tool: str) -> tuple:
-        height, width = tools.mask.shape
-        scale_x, scale_y = width / canvas.shape[1], height / canvas.shape[0]
-        # vertices are pixel centres on the canvas: map centre to centre at full size
-        points = [
-            (min((x + 0.5) * scale_x - 0.5, width - 1), min((y + 0.5) * scale_y - 0.5, height - 1))
-            for x, y in tools.points
-        ]
-        mask = shapes.polygon(tools.mask, points, add=tool != "Polygon: remove")
-        return self._edit(canvas, tools, mask, "polygon " + ("added" if tool != "Polygon: remove" else "cut out"))
-
-    @user_errors
-    def close_polygon(
-        self, editing: Editing | None, tools: Tools | None, value: Any, tool: str
-    ) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
-        """Apply the open polygon (added, or cut out with *Polygon: remove*)."""
-        canvas, tools = self._baked(editing, tools, value)
-        if len(tools.points) < 3:
-            raise ValueError(f"a polygon needs at least 3 vertices, it has {len(tools.points)}: click on the picture")
-        return self._close(canvas, tools, tool)
-
     @user_errors
     def fill_holes(
-        self, editing: Editing | None, tools: Tools | None, value: Any, max_area: Any
-    ) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
+        self, editing: Editing | None, tools: Tools | None, value: dict | None, max_area: Any
+    ) -> tuple[dict, Tools, str]:
         """Fill the mask's holes of at most ``max_area`` pixels (all holes when left empty)."""
         limit = None if max_area in (None, "", 0) else check_area(max_area, "the largest hole")
-        canvas, tools = self._baked(editing, tools, value)
-        return self._edit(canvas, tools, shapes.fill_holes(tools.mask, limit), "fill holes")
+        canvas, tools, key = self._baked(editing, tools, value)
+        return self._edit(canvas, tools, key, shapes.fill_holes(tools.mask, limit), "fill holes")
 
     @user_errors
     def remove_specks(
-        self, editing: Editing | None, tools: Tools | None, value: Any, min_area: Any
-    ) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
+        self, editing: Editing | None, tools: Tools | None, value: dict | None, min_area: Any
+    ) -> tuple[dict, Tools, str]:
         """Remove the mask's pieces of fewer than ``min_area`` pixels."""
         area = check_area(min_area, "the smallest piece to keep")
-        canvas, tools = self._baked(editing, tools, value)
-        return self._edit(canvas, tools, shapes.remove_specks(tools.mask, area), "remove specks")
+        canvas, tools, key = self._baked(editing, tools, value)
+        return self._edit(canvas, tools, key, shapes.remove_specks(tools.mask, area), "remove specks")
 
     @user_errors
-    def undo(
-        self, editing: Editing | None, tools: Tools | None, value: Any
-    ) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
-        """Take back the last polygon vertex, else the last tool's edit (strokes drawn since are
-        kept: they are baked in first, and Ctrl+Z undoes strokes)."""
-        canvas, tools = self._baked(editing, tools, value)
-        if tools.points:
-            return self._show(canvas, replace(tools, points=tools.points[:-1]), "last polygon vertex taken back")
-        mask, history = tools.history.pop()
-        return self._show(canvas, replace(tools, mask=mask, history=history), f"undone ({len(history)} more to undo)")
-
-    @user_errors
-    def set_opacity(
-        self, editing: Editing | None, tools: Tools | None, value: Any, opacity: Any
-    ) -> tuple[dict[str, Any], np.ndarray, Tools, str]:
-        """Show the mask at ``opacity`` (0.05 to 1); strokes drawn so far are kept (baked in)."""
-        level = float(opacity) if opacity not in (None, "") else MASK_OPACITY
-        if not 0.05 <= level <= 1.0:
-            raise ValueError(f"the mask opacity must be between 0.05 and 1, got {opacity!r}")
-        canvas, tools = self._baked(editing, tools, value)
-        return self._show(canvas, replace(tools, opacity=level), f"mask opacity {level:.2f}")
-
-    @user_errors
-    def refresh(self, editing: Editing | None, tools: Tools | None) -> tuple[np.ndarray | None, Tools | None]:
-        """After opening or saving: the click view and the working mask. A save of the open mask
-        carries the undo history and opacity over to the new version; anything else starts afresh."""
+    def refresh(self, editing: Editing | None, tools: Tools | None) -> Tools | None:
+        """After opening or saving: the working mask. A save of the open mask carries the kept
+        superpixels and model map over to the new version; anything else starts afresh."""
         if editing is None:
-            return None, None
+            return None
         same = tools is not None and tools.expression_id == editing.expression_id
-        canvas, fresh = self._state(editing, None)
+        _, fresh, _ = self._state(editing, None)
         if same and tools.mask_version_id != editing.mask_version_id:
-            fresh = fresh.carried(tools)
-        elif same:
-            fresh = tools
-        return click_view(shown(canvas, fresh), fresh.points), fresh
+            return fresh.carried(tools)
+        return tools if same else fresh

@@ -27,7 +27,7 @@ from .ui_style import CSS, HEAD
 
 TITLE = "SBANet · referring segmentation for aerial images"
 INTRO = (
-    "Upload an aerial image, say what to segment, correct the mask with a brush and save it. "
+    "Upload an aerial image, say what to segment, correct the mask (brush, polygon, region clicks) and save it. "
     "Every button is also an API endpoint (*Use via API*, at the bottom)."
 )
 MODEL_GROUP = "model"  # the concurrency group of endpoints that are one model run and nothing else
@@ -274,6 +274,6 @@ def _annotator_name(saved: str | None, request: gr.Request) -> dict[str, Any]:
 
 
 def launch_options() -> dict[str, Any]:
-    """What :func:`annotate.app.launch.launch_kwargs` adds for this layout: its CSS and the editor's
-    keyboard shortcuts."""
+    """What :func:`annotate.app.launch.launch_kwargs` adds for this layout: its CSS and the page's
+    Ctrl+S (the mask canvas has its own shortcuts)."""
     return {"css": CSS, "head": HEAD, "js": shortcuts_js()}

@@ -1,10 +1,11 @@
 """Layout and wiring of the Correct and Review queue tabs (called by :func:`annotate.app.ui.build_ui`
-inside its ``gr.Tabs``), and the editor's keyboard shortcuts.
+inside its ``gr.Tabs``), and the page's save shortcut.
 
-Shortcuts (while the pointer is not in a text box): **B** brush, **E** eraser, **H** pan,
-**[** / **]** brush or eraser size, **Ctrl+Z** undo, **Ctrl+Shift+Z** / **Ctrl+Y** redo,
-**Ctrl+S** save; the mouse wheel over the canvas zooms. They press the editor's own buttons and
-slider, so they do exactly what a click does.
+The Correct tab's canvas is :func:`~annotate.app.mask_canvas.mask_canvas`: its own keyboard
+shortcuts (B brush, E eraser, P polygon, R region, H pan, X add/remove, [ ] size, , . opacity,
+Enter / Esc / Backspace for the polygon, 0 fit, + - zoom, Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y
+redo) work while the pointer is over it or it has the focus; **Ctrl+S** saves from anywhere on
+the page outside a text box.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from annotate.app.guards import on_page
 from annotate.app.ui_adapt import adapt_panel, refresh_after
 
 from .adapt import AdaptHandlers
-from .render import BRUSH_ADD, BRUSH_OPACITY, BRUSH_REMOVE, MASK_OPACITY, editor_background
+from .mask_canvas import mask_canvas
+from .render import BRUSH_ADD
 from .review import (
     HISTORY_COLUMNS,
     NOTHING_OPEN,
@@ -29,22 +31,21 @@ from .review import (
     ReviewHandlers,
     proposed_version,
 )
-from .tools import CLICK_TOOLS, HOLE_AREA, REGION_SOURCES, SPECK_AREA, VIEW_OUTPUTS, ToolHandlers
+from .tools import HOLE_AREA, REGION_SOURCES, SPECK_AREA, VIEW_OUTPUTS, ToolHandlers
 
 ANNOTATOR_KEY = "sbanet-annotator"  # the browser's local-storage key of the annotator's name
 SHORTCUTS = (
-    "**B** brush · **E** eraser · **H** pan (drag) · **[ ]** size · mouse wheel zoom · **Ctrl+Z** undo · "
+    "**B** brush · **E** eraser · **P** polygon · **R** region · **H** pan (or Space + drag) · "
+    "**X** add/remove · **[ ]** size · **, .** opacity · wheel zoom · **0** fit · **Ctrl+Z** undo · "
     "**Ctrl+Shift+Z** redo · **Ctrl+S** save"
 )
-
-
-TOOLS_HELP = (
-    "**Mask tools** act on the mask shown above, strokes included. Pick a tool, then click the picture "
-    "below: *Add region* / *Remove region* take the region around the click, snapped to the image's "
-    "edges at the *Region* size chosen (small for a roof, large for a lake or the sand) or taken from "
-    "the model's own map (the piece it almost found; the first such click runs the model); *Polygon* "
-    "puts a vertex per click and applies on a click on the first (circled) vertex or *Close polygon*. "
-    "*Undo tool* takes back the last vertex or tool edit."
+CANVAS_HELP = (
+    "**One canvas for every tool.** *Brush* paints the mask, *Eraser* wipes it; *Polygon* puts a vertex "
+    "per click and fills it on a click on the first (circled) vertex, *Close* or Enter; *Region* takes the "
+    "region around a click, snapped to the image's edges at the *Region* size below (small for a roof, "
+    "large for a lake or the sand) or taken from the model's own map (the first such click runs the "
+    "model). *Add* / *Remove* (X) choose what polygon and region do. The opacity slider only changes how "
+    "the mask is drawn. *Undo* / *Redo* cover every edit, the region and fill tools' included."
 )
 
 
@@ -66,27 +67,10 @@ class CorrectTab:
         return gr.update(choices=choices, value=proposal), proposal
 
 
-def _brush() -> gr.Brush:
-    """Two fixed colours: the first adds to the mask, the second removes from it."""
-    add, remove = (BRUSH_ADD, BRUSH_OPACITY), (BRUSH_REMOVE, BRUSH_OPACITY)
-    return gr.Brush(colors=[add, remove], default_color=add, color_mode="fixed", default_size=12)
-
-
 def legend() -> str:
-    """Labelled swatches: the colours as they look on the canvas (the mask tinted into the image,
-    the brushes at their opacity over it), and the shortcuts."""
-    import numpy as np
-
-    grey = np.full((1, 1, 3), 128, np.uint8)
-    tint = editor_background(grey, np.ones((1, 1), bool))[0, 0]
-    mask = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in tint))
-    swatch = "<span class='sbanet-swatch' style='background:{}; opacity:{}'></span>{}"
-    return (
-        swatch.format(mask, 1, "current mask")
-        + swatch.format(BRUSH_ADD, BRUSH_OPACITY, "add brush (pink)")
-        + swatch.format(BRUSH_REMOVE, BRUSH_OPACITY, "remove brush (blue, palette button)")
-        + f"<br><span class='sbanet-note'>{SHORTCUTS}</span>"
-    )
+    """The mask's colour on the canvas, and the shortcuts."""
+    swatch = "<span class='sbanet-swatch' style='background:{}'></span>{}"
+    return swatch.format(BRUSH_ADD, "the mask") + f"<br><span class='sbanet-note'>{SHORTCUTS}</span>"
 
 
 def review_tabs(
@@ -110,44 +94,19 @@ def review_tabs(
             open_button = gr.Button("Open in editor", elem_id="open-button")
         item_info = gr.Markdown(NOTHING_OPEN, elem_id="item-info")
         gr.Markdown(legend(), elem_id="editor-legend")
-        editor = gr.ImageEditor(
-            label="Pink brush adds, blue brush removes (palette), eraser wipes strokes",
-            type="numpy",
-            image_mode="RGBA",
-            format="png",
-            sources=[],
-            transforms=[],
-            layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
-            brush=_brush(),
-            eraser=gr.Eraser(default_size=12),
-            height=620,
-            elem_id="mask-editor",
-        )
+        editor = mask_canvas(height=620, mask_colour=BRUSH_ADD, elem_id="mask-editor")
         tools_state = gr.State(None)
         with gr.Group(elem_id="mask-tools"):
-            gr.Markdown(TOOLS_HELP, elem_classes="sbanet-note")
+            gr.Markdown(CANVAS_HELP, elem_classes="sbanet-note")
             with gr.Row(equal_height=True):
-                click_tool = gr.Radio(list(CLICK_TOOLS), value=CLICK_TOOLS[0], label="Click tool", elem_id="click-tool")
                 region_source = gr.Radio(
                     list(REGION_SOURCES), value=next(iter(REGION_SOURCES)), label="Region", elem_id="region-source"
                 )
-                opacity = gr.Slider(0.05, 1.0, value=MASK_OPACITY, step=0.05, label="Mask opacity", elem_id="opacity")
-            with gr.Row(equal_height=True):
-                close_button = gr.Button("Close polygon", elem_id="close-polygon", min_width=100)
-                undo_button = gr.Button("Undo tool", elem_id="undo-tool", min_width=100)
                 hole_area = gr.Number(value=HOLE_AREA, label="Holes up to (px; empty: all)", elem_id="hole-area")
                 fill_button = gr.Button("Fill holes", elem_id="fill-holes", min_width=100)
                 speck_area = gr.Number(value=SPECK_AREA, label="Specks below (px)", elem_id="speck-area")
                 specks_button = gr.Button("Remove specks", elem_id="remove-specks", min_width=100)
             tool_info = gr.Markdown(elem_id="tool-info")
-            tool_view = gr.Image(
-                label="Click here with the tool chosen above",
-                type="numpy",
-                format="png",
-                interactive=False,
-                height=620,
-                elem_id="tool-view",
-            )
         with gr.Row(equal_height=True):
             note = gr.Textbox(label="Note (optional)", scale=3)
             save_button = gr.Button("Save correction", variant="primary", elem_id="save-button")
@@ -190,34 +149,20 @@ def review_tabs(
     # endpoints are hidden buttons with the same inputs and outputs, whose refusals are errors
     opened = [editor, editing, item_info, versions]
     kit = ToolHandlers(rev)
-    tool_outputs = [editor, tool_view, tools_state, tool_info]
-    # after opening: the working mask starts afresh (and the opacity at its default, as the editor shows it)
-    fresh = {
-        "fn": lambda e: (*kit.refresh(e, None), MASK_OPACITY),
-        "inputs": editing,
-        "outputs": [tool_view, tools_state, opacity],
-        **private,
-    }
-    # after saving: the working mask follows the saved version (undo history kept)
-    follow = {"fn": kit.refresh, "inputs": [editing, tools_state], "outputs": [tool_view, tools_state], **private}
-    tool_view.select(
-        on_page(kit.click, VIEW_OUTPUTS),
-        [editing, tools_state, editor, click_tool, region_source],
-        tool_outputs,
-        **private,
+    tool_outputs = [editor, tools_state, tool_info]
+    # after opening: the working mask starts afresh
+    fresh = {"fn": lambda e: kit.refresh(e, None), "inputs": editing, "outputs": tools_state, **private}
+    # after saving: the working mask follows the saved version (kept superpixels and model map too)
+    follow = {"fn": kit.refresh, "inputs": [editing, tools_state], "outputs": tools_state, **private}
+    # a region click on the canvas; its handler always answers the canvas (a refusal with its own mask)
+    editor.region(
+        kit.region, [editing, tools_state, editor, region_source], tool_outputs, show_progress="hidden", **private
     )
-    close_button.click(
-        on_page(kit.close_polygon, VIEW_OUTPUTS), [editing, tools_state, editor, click_tool], tool_outputs, **private
-    )
-    undo_button.click(on_page(kit.undo, VIEW_OUTPUTS), [editing, tools_state, editor], tool_outputs, **private)
     fill_button.click(
         on_page(kit.fill_holes, VIEW_OUTPUTS), [editing, tools_state, editor, hole_area], tool_outputs, **private
     )
     specks_button.click(
         on_page(kit.remove_specks, VIEW_OUTPUTS), [editing, tools_state, editor, speck_area], tool_outputs, **private
-    )
-    opacity.release(
-        on_page(kit.set_opacity, VIEW_OUTPUTS), [editing, tools_state, editor, opacity], tool_outputs, **private
     )
     to_correct = {"fn": lambda: gr.Tabs(selected="correct"), "inputs": None, "outputs": tabs, **private}
     queue_inputs = [queue_status, queue_order, queue_limit]
@@ -273,52 +218,19 @@ def review_tabs(
 
 
 def shortcuts_js() -> str:
-    """The page script of the editor's keyboard shortcuts (see the module docstring)."""
+    """The page script of the save shortcut (the canvas has its own, see the module docstring)."""
     return """
 () => {
-  const editor = () => document.querySelector('#mask-editor');
-  const visible = (el) => !!el && el.offsetParent !== null;
-  const press = (label) => {
-    const button = editor()?.querySelector(`button[aria-label="${label}"]`);
-    if (button && !button.disabled) { button.click(); return true; }
-    return false;
-  };
-  const resize = (step) => {
-    const apply = (slider) => {
-      const size = +slider.value + 2 * step * (+slider.step || 1);
-      slider.value = String(Math.max(+slider.min || 1, Math.min(+slider.max || 100, size)));
-      slider.dispatchEvent(new Event('input', { bubbles: true }));
-      slider.dispatchEvent(new Event('change', { bubbles: true }));
-      editor().dataset.brushSize = slider.value;
-    };
-    const slider = editor()?.querySelector('input[type=range]');
-    if (slider) { apply(slider); return true; }
-    // the size slider lives in the tool's options: open them, then change it once drawn
-    if (!(press('Brush Size') || press('Eraser Size'))) return false;
-    setTimeout(() => { const opened = editor()?.querySelector('input[type=range]'); if (opened) apply(opened); }, 60);
-    return true;
-  };
-  const zoomOnWheel = (event) => {  // the wheel zooms the canvas (the editor's zoom buttons)
-    if (!event.target.closest || !event.target.closest('#mask-editor canvas')) return;
-    event.preventDefault();
-    press(event.deltaY < 0 ? 'Zoom in' : 'Zoom out');
-  };
-  document.addEventListener('wheel', zoomOnWheel, { passive: false, capture: true });
   document.addEventListener('keydown', (event) => {
     const target = event.target;
     if (target && (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName))) return;
-    if (!visible(editor())) return;
-    const key = event.key.toLowerCase();
-    const ctrl = event.ctrlKey || event.metaKey;
-    let done = false;
-    if (ctrl && key === 'z') done = press(event.shiftKey ? 'Redo' : 'Undo');
-    else if (ctrl && key === 'y') done = press('Redo');
-    else if (ctrl && key === 's') { document.querySelector('#save-button')?.click(); done = true; }
-    else if (!ctrl && !event.altKey && key === 'b') done = press('Brush') || press('Draw');
-    else if (!ctrl && !event.altKey && key === 'e') done = press('Erase') || press('Eraser');
-    else if (!ctrl && !event.altKey && key === 'h') done = press('Pan');
-    else if (!ctrl && (event.key === '[' || event.key === ']')) done = resize(event.key === ']' ? 1 : -1);
-    if (done) { event.preventDefault(); editor().dataset.lastShortcut = event.key; }
+    const editor = document.querySelector('#mask-editor');
+    if (!editor || editor.offsetParent === null) return;
+    if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === 's') {
+      document.querySelector('#save-button')?.click();
+      event.preventDefault();
+      editor.dataset.lastShortcut = event.key;
+    }
   });
 }
 """
