@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes.default_model.gsd_sources import DATA, DUBAI, GID
-from recipes.default_model.scale import CLASS_EXPRESSIONS, MIN_FRACTION, spacenet_scenes
+from recipes.default_model.scale import CLASS_EXPRESSIONS, MIN_FRACTION, case_means, spacenet_scenes
 from sbanet.data.gid import LABEL_SETS, gid_pairs, gid_split, read_labels
 from sbanet.data.land_cover import class_cases
 from sbanet.data.semantic import DUBAI_CLASSES
@@ -168,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": None,
         "cases": {},
     }
-    for key, row in rows.items():
-        means = {m: float(np.mean(v)) for m, v in row["iou"].items()}
-        n, chance = len(row["chance"]), float(np.mean(row["chance"]))
-        print(f"{key:<28}{n:>4}{chance:>8.3f}" + "".join(f"{means[m]:>10.3f}" for m in METHODS))
-        result["cases"][key] = {"n": n, "chance": chance, "mean_iou": means, "iou": row["iou"]}
+    result["cases"] = case_means(rows, list(METHODS), widths=(28, 4, 10), keep_iou=True)
     result["wall_s"] = time.time() - start
     print(f"{result['wall_s']:.0f} s, load {load[0]:.2f} -> {result['load_average_end'][0]:.2f}")
     if args.json:

@@ -173,3 +173,14 @@ def test_gsd_for_a_model_without_one_is_refused(tmp_path, capsys):
     assert exit_info.value.code == 2 and "records no training GSD" in capsys.readouterr().err
     assert main([str(tmp_path / "image.png"), "x", "-o", str(tmp_path / "n.png"), "--preset", "sbanet_tiny", "-q"]) == 0
     assert "records no training GSD" in capsys.readouterr().out
+
+
+def test_case_means_summarises_and_prints_each_case(capsys):
+    from recipes.default_model.scale import case_means
+
+    rows = {"tile6: the water": {"chance": [0.2, 0.4], "iou": {"off": [0.5, 1.0], "on": [0.25, 0.75]}}}
+    out = case_means(rows, ["off", "on"])
+    assert out == {"tile6: the water": {"n": 2, "chance": pytest.approx(0.3), "mean_iou": {"off": 0.75, "on": 0.5}}}
+    assert "0.750" in capsys.readouterr().out
+    kept = case_means(rows, ["off", "on"], widths=(28, 4, 10), keep_iou=True)
+    assert kept["tile6: the water"]["iou"] == rows["tile6: the water"]["iou"]

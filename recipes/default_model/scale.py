@@ -72,6 +72,22 @@ def spacenet_scenes(spacenet: Path) -> Iterator[tuple[np.ndarray, dict[str, np.n
     yield read_image(spacenet / "sample_geotiff.tif"), {"all buildings": buildings}
 
 
+def case_means(
+    rows: dict[str, dict], columns: list[str], widths: tuple[int, int, int] = (34, 3, 9), keep_iou: bool = False
+) -> dict[str, dict]:
+    """Per case (``{"chance": [...], "iou": {column: [...]}}``): the count, the mean chance and the
+    mean IoU per column, each printed as a table row (``widths``: case, count and column widths);
+    ``keep_iou`` keeps the per-image IoUs too. Returns ``{case: summary}``."""
+    out = {}
+    for key, row in rows.items():
+        means = {c: float(np.mean(v)) for c, v in row["iou"].items()}
+        n, chance = len(row["chance"]), float(np.mean(row["chance"]))
+        case, count, column = widths
+        print(f"{key:<{case}}{n:>{count}}{chance:>8.3f}" + "".join(f"{means[c]:>{column}.3f}" for c in columns))
+        out[key] = {"n": n, "chance": chance, "mean_iou": means, **({"iou": row["iou"]} if keep_iou else {})}
+    return out
+
+
 def segment(predictor, image: np.ndarray, texts: list[str], scale: float | None) -> dict[str, np.ndarray]:
     """``{expression: bool [H, W]}``: plain resize (``scale`` None) or tiles at ``scale``."""
 
@@ -111,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             for expression, mask in segment(predictor, image, list(truth), scale).items():
                 rows[f"{source}: {expression}"]["iou"][label].append(mask_iou(mask, truth[expression]))
     print(f"model {model}\n{'case':<34}{'n':>3}{'chance':>8}" + "".join(f"{lab:>9}" for lab in labels))
-    result = {"model": str(model), "scales": labels, "cases": {}}
-    for key, row in rows.items():
-        means = {lab: float(np.mean(v)) for lab, v in row["iou"].items()}
-        n, chance = len(row["chance"]), float(np.mean(row["chance"]))
-        print(f"{key:<34}{n:>3}{chance:>8.3f}" + "".join(f"{means[lab]:>9.3f}" for lab in labels))
-        result["cases"][key] = {"n": n, "chance": chance, "mean_iou": means}
+    result = {"model": str(model), "scales": labels, "cases": case_means(rows, labels)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
