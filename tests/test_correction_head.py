@@ -13,9 +13,10 @@ from annotate.jobs.finetune_job import FinetuneConfig, queue_finetune, run_finet
 from sbanet import sbanet_tiny
 from sbanet.checkpoint import load_pretrained, save_pretrained
 from sbanet.config import SBANetConfig
+from sbanet.data import ReferringDataset
 from sbanet.data.augment import TRANSFORMS, turn_tensor
 from sbanet.inference.predictor import Predictor
-from sbanet.modeling.correction_head import GATE_FULL, GATE_OFF, CorrectionHead
+from sbanet.modeling.correction_head import GATE_FULL, GATE_OFF, CorrectionHead, sentence_embedding
 from sbanet.training.adapt import AdaptConfig, adapt_decoder, add_correction_heads, cache_features, cached_logits
 
 
@@ -80,6 +81,7 @@ def test_head_training_changes_only_the_heads_and_needs_a_head_cache(tiny32, tok
     assert result.history[0]["step"] == 0 and all(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.numerics
 def test_quick_head_job_registers_a_model_that_loads_and_predicts(tmp_path, tiny32, tokenizer):
     base = save_pretrained(tiny32, tmp_path / "base", tokenizer=tokenizer)
     with toy_store(tmp_path, base, train_images=3) as store:
@@ -106,3 +108,52 @@ def test_quick_head_job_registers_a_model_that_loads_and_predicts(tmp_path, tiny
         atol=1e-4,
         rtol=1e-4,
     )
+    ids, mask = predictor.tokenize(["the red square"])
+    with torch.no_grad():
+        sentences = sentence_embedding(model.encode_text(ids, mask), mask)
+    assert float(model.correction.heads[0].gate(sentences)) > 0  # the expression below opens a head
+    # the bf16 path, forced whatever the CPU, runs the heads too and stays near fp32: max abs
+    # probability difference 6.7e-4-7.8e-4 measured under the native ISA, ATEN_CPU_CAPABILITY=default
+    # and ONEDNN_MAX_CPU_ISA=AVX2 (AVX2 EPYC); bound with margin
+    bf16 = Predictor.from_pretrained(source, precision="bf16").predict(image, "the red square").probability
+    fp32 = predictor.predict(image, "the red square").probability
+    assert np.abs(bf16 - fp32).max() < 5e-3
+
+
+def test_random_crops_cut_the_heads_pyramid_with_the_decoder_maps(tiny32, tokenizer, monkeypatch):
+    model = _copy(tiny32)
+    # at 128 px the coarsest map has 4 x 4 cells, so a crop can cut it (32 px gives a single cell)
+    data = ReferringDataset(toy_samples(2, seed=7), 128, tokenizer, max_tokens=8, augment=True)
+    seen = []
+    original = CorrectionHead.correction
+
+    def spy(head, pyramid, foreground):
+        seen.append((tuple(pyramid[0].shape[-2:]), tuple(foreground.shape[-2:])))
+        return original(head, pyramid, foreground)
+
+    monkeypatch.setattr(CorrectionHead, "correction", spy)
+    with single_thread():
+        cache = cache_features(model, data, transforms=2, level="head")
+        adapt_decoder(model, cache, AdaptConfig(train="head", steps=4, lr=1e-2, batch_size=2, crop=0.25, seed=1))
+    assert seen and all(level0 == foreground for level0, foreground in seen)  # same window, same grid
+    assert any(foreground != tuple(cache.features[0].shape[-2:]) for _, foreground in seen)  # it did crop
+
+
+def test_the_pyramid_is_computed_only_for_expressions_a_head_recognises(tiny32, tokenizer, monkeypatch):
+    model = _copy(tiny32)
+    data = tiny32_dataset(tokenizer, toy_samples(1, seed=3))
+    with single_thread(), torch.no_grad():
+        cache = cache_features(model, data, level="head")
+        add_correction_heads(model, cache)
+        item = data.base_item(0)
+        image, ids, attention = item["image"][None], data.turned_ids[0, 0][None], data.turned_attention[0, 0][None]
+        calls = []
+        original = model.visual_pyramid
+        monkeypatch.setattr(model, "visual_pyramid", lambda prefix: calls.append(len(prefix)) or original(prefix))
+        model(image, ids, attention)
+        assert calls == [1]  # its own expression: the head runs
+        model.correction.heads[0].keys.neg_()  # now the expression is the opposite of every key
+        base = model(image, ids, attention)
+        assert calls == [1]  # no head's gate opens: the image stages do not run again
+        model.correction = None
+        torch.testing.assert_close(base, model(image, ids, attention))

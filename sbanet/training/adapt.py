@@ -199,9 +199,13 @@ def _batch_loss(
 ) -> torch.Tensor:
     """The loss of the decoder on a random crop of the cached rows ``rows``."""
     batch = cache.select(rows)
-    spatial = [*batch.features] + ([batch.stage_input] if batch.stage_input is not None else [])
+    levels = len(batch.features)
+    pyramid = batch.pyramid or []  # cropped with the features: the heads read the same window
+    spatial = [*batch.features, *pyramid] + ([batch.stage_input] if batch.stage_input is not None else [])
     spatial, masks = _crop(spatial, batch.masks, config.crop, generator)
-    batch.features, batch.masks = spatial[: len(batch.features)], masks
+    batch.features, batch.masks = spatial[:levels], masks
+    if batch.pyramid is not None:
+        batch.pyramid = spatial[levels : levels + len(pyramid)]
     if batch.stage_input is not None:
         batch.stage_input = spatial[-1]
     logits = cached_logits(model, batch, config.train)
