@@ -21,6 +21,8 @@ buildings" / "every building") score 0.75-0.94 against each other, other classes
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,20 +98,33 @@ class CorrectionHeads(nn.Module):
         self.heads = nn.ModuleList(CorrectionHead(stage_dims, text_dim, k) for k in keys_per_head)
 
     def forward(
-        self, logits: torch.Tensor, pyramid: list[torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        pyramid_of: Callable[[torch.Tensor], list[torch.Tensor]],
     ) -> torch.Tensor:
-        """logits ``[B, 2, h, w]``, pyramid ``[B, C_i, h_i, w_i]``, text ``[B, L, D]``, text_mask
-        ``[B, L]`` -> corrected logits ``[B, 2, h, w]`` (rows no head recognises are unchanged)."""
-        return self.correct(logits, pyramid, sentence_embedding(text, text_mask))
+        """logits ``[B, 2, h, w]``, text ``[B, L, D]``, text_mask ``[B, L]``; ``pyramid_of(rows)``:
+        the visual pyramid ``[R, C_i, h_i, w_i]`` of the rows a ``bool [B]`` mask picks -> corrected
+        logits ``[B, 2, h, w]`` (rows no head recognises are unchanged)."""
+        return self.correct(logits, sentence_embedding(text, text_mask), pyramid_of)
 
-    def correct(self, logits: torch.Tensor, pyramid: list[torch.Tensor], sentences: torch.Tensor) -> torch.Tensor:
+    def correct(
+        self, logits: torch.Tensor, sentences: torch.Tensor, pyramid_of: Callable[[torch.Tensor], list[torch.Tensor]]
+    ) -> torch.Tensor:
         """:meth:`forward` with the sentence embeddings ``[B, D]`` already pooled (cached)."""
-        foreground = (logits[:, 1:2] - logits[:, 0:1]).float()
-        delta = torch.zeros_like(foreground)
-        for head in self.heads:
-            gate = head.gate(sentences)
-            rows = gate > 0
-            if rows.any():  # the pixel classifier runs only on the rows that asked for it
-                picked = [f[rows] for f in pyramid]
-                delta[rows] += gate[rows].view(-1, 1, 1, 1) * head.correction(picked, foreground[rows])
+        if not len(self.heads):
+            return logits
+        gates = torch.stack([head.gate(sentences) for head in self.heads], dim=1)  # [B, heads]
+        rows = (gates > 0).any(1)
+        if not rows.any():  # no expression a head was taught: no pyramid is computed
+            return logits
+        pyramid = pyramid_of(rows)
+        foreground = (logits[rows, 1:2] - logits[rows, 0:1]).float()
+        # a head whose gate is 0 on a picked row adds 0 there
+        corrections = sum(
+            gates[rows, k].view(-1, 1, 1, 1) * head.correction(pyramid, foreground) for k, head in enumerate(self.heads)
+        )
+        delta = torch.zeros_like(logits[:, 1:2], dtype=torch.float32)
+        delta[rows] = corrections.float()  # bf16 under autocast
         return torch.cat([logits[:, 0:1], logits[:, 1:2] + delta.to(logits.dtype)], dim=1)

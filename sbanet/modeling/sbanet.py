@@ -65,7 +65,8 @@ class SBANet(nn.Module):
         features, attention = self.decoder_inputs(prefix, text, text_mask, need_attention)
         logits = self.decoder(features)
         if self.correction is not None:
-            logits = self.correction(logits, self.visual_pyramid(prefix), text, text_mask)
+            # the image stages run again only for the rows whose expression a head recognises
+            logits = self.correction(logits, text, text_mask, lambda rows: self.visual_pyramid(prefix[rows]))
         logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=True)
         return logits, attention
 

@@ -116,7 +116,8 @@ def cached_logits(model: nn.Module, cache: FeatureCache, train: str = "decoder")
     if cache.text is None:
         logits = model.decoder(cache.features)
         if cache.pyramid is not None and model.correction is not None:
-            logits = model.correction.correct(logits, [f.float() for f in cache.pyramid], cache.sentences)
+            pyramid = cache.pyramid
+            logits = model.correction.correct(logits, cache.sentences, lambda rows: [f[rows] for f in pyramid])
         return logits
     maps, text = [f.permute(0, 2, 3, 1) for f in cache.features], cache.text
     if train == "late":
