@@ -9,10 +9,12 @@ in a temporary folder) serves on loopback; Debian's Chromium (Playwright) upload
 segments it with the expression and opens the draft in the Correct tab's mask canvas. Then the
 scripted annotator of :mod:`benchmarks.correction_effort` corrects the mask the canvas shows,
 with the actions a click performs exactly: region clicks at each size and from the model's map,
-fill holes, remove specks (its toolset ``"region"``). Each step it reads the mask back from the
-canvas, chooses as the Python annotator does, performs the action on the page (the region radio
-button where it changes, the canvas's add/remove mode, then the click on the canvas or the
-button) and compares the mask the canvas then shows with the library's result for the same action.
+fill holes, remove specks (its toolset ``"region"``), the canvas in its *Auto* mode (the clicked
+pixel decides add or remove; ``--modes explicit``: its Add / Remove buttons). Each step it reads
+the mask back from the canvas, chooses as the Python annotator does (a setting change costing
+``--setting-cost`` actions), performs the action on the page (the region radio button where it
+changes, the canvas's tool and mode, then the click on the canvas or the button) and compares the
+mask the canvas then shows with the library's result for the same action.
 
 Brush strokes are not driven: the scripted brush paints a piece's skeleton with a disc as wide as
 the piece, which a mouse drag with the canvas's round brush does not reproduce pixel for pixel
@@ -68,7 +70,7 @@ def perform(tools: Any, choice: Choice, settings: dict[str, object]) -> np.ndarr
     if settings.get("region") != choice.needs["region"]:
         tools.pick(labels()[str(choice.needs["region"])], "#region-source")
     x, y = choice.point
-    return tools.region(int(x), int(y), add=choice.add)
+    return tools.region(int(x), int(y), add=None if "mode" not in choice.needs else choice.add)
 
 
 def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture: Picture) -> int:
@@ -82,7 +84,7 @@ def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture:
         options = {"method": "model", "probability": picture.probability}
     else:
         options = {"scale": scale, "pixels": picture.pixels[scale]}
-    edit = regions.add_region if choice.add else regions.remove_region
+    edit = regions.add_region if choice.add else regions.remove_region  # Auto decides the same at the click
     x, y = choice.point
     height, width = mask.shape
     return min(
@@ -94,7 +96,16 @@ def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture:
 
 
 def drive(
-    app: Any, page: Any, name: str, image_path: Path, expression: str, truth: np.ndarray, actions: int, target: float
+    app: Any,
+    page: Any,
+    name: str,
+    image_path: Path,
+    expression: str,
+    truth: np.ndarray,
+    actions: int,
+    target: float,
+    setting_cost: int = 1,
+    auto: bool = True,
 ) -> dict:
     """One case in the page (see the module docstring)."""
     from annotate.app.browser import AppPage
@@ -112,20 +123,22 @@ def drive(
     mask = tools.shown()
     probability = app.backend.predict(scene, [expression])[0][0].probability  # as the tool's first model click
     picture = Picture.of(scene, probability)
-    settings = dict(START_SETTINGS)  # the page opens on Add region, small (roofs)
+    settings = dict(START_SETTINGS) | ({"mode": "auto"} if auto else {})  # brush, small (roofs)
     steps, taken, changes, score = [], 0, 0, iou(mask, truth)
     start_iou = score
     while taken < actions and score < target:
-        choice = choose(picture, truth, mask, "region", settings, 0)
+        choice = choose(picture, truth, mask, "region", settings, setting_cost, auto)
         if choice is None:
             break
         started = time.perf_counter()
         shown = perform(tools, choice, settings)
         seconds = time.perf_counter() - started
         wrong = unlike_library(shown, choice, mask, picture)
-        steps.append({"tool": choice.tool, "seconds": seconds, "pixels_unlike_library": wrong})
+        steps.append(
+            {"tool": choice.tool, "switches": choice.switches, "seconds": seconds, "pixels_unlike_library": wrong}
+        )
         settings |= choice.needs
-        taken, changes = taken + 1, changes + choice.switches
+        taken, changes = taken + choice.cost, changes + choice.switches
         mask, score = shown, iou(shown, truth)
         print(f"{name:40s} {choice.tool:14s} {seconds:6.2f} s  IoU {score:.3f}  unlike library {wrong} px", flush=True)
     return {
@@ -145,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cases", type=int, default=4, help="drive N cases with something to correct")
     parser.add_argument("--actions", type=int, default=12, help="at most this many actions per case")
     parser.add_argument("--target", type=float, default=0.90, help="mask IoU at which a case is done")
+    parser.add_argument("--setting-cost", type=int, default=1, help="actions a change of tool or region size costs")
+    parser.add_argument("--modes", choices=("auto", "explicit"), default="auto", help="the canvas's region mode")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     from annotate.app.browser import chromium_page, chromium_path
@@ -179,7 +194,18 @@ def main(argv: list[str] | None = None) -> dict:
                     if len(results) >= args.cases:
                         break
                     name = f"{path.stem} {expression}"
-                    result = drive(app, page, name, path, expression, truth, args.actions, args.target)
+                    result = drive(
+                        app,
+                        page,
+                        name,
+                        path,
+                        expression,
+                        truth,
+                        args.actions,
+                        args.target,
+                        args.setting_cost,
+                        args.modes == "auto",
+                    )
                     if result["actions"]:  # a mask already at the target has nothing to drive
                         results.append(result)
                     loads.append(os.getloadavg()[0])

@@ -117,7 +117,7 @@ def brush_stroke(mask: np.ndarray, piece: np.ndarray, add: bool) -> np.ndarray:
     return mask | painted if add else mask & ~painted
 
 
-def polygon_action(mask: np.ndarray, piece: np.ndarray, add: bool) -> tuple[np.ndarray, int] | None:
+def polygon_action(mask: np.ndarray, piece: np.ndarray, add: bool | None) -> tuple[np.ndarray, int] | None:
     """The piece's outer outline simplified to a polygon: the mask after it, and the clicks (one
     per vertex, one more to close on the first); None if the outline needs too many vertices."""
     contours, _ = cv2.findContours(piece.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -145,35 +145,46 @@ class Picture:
         return cls(image, probability, pixels)
 
 
+def mode_needs(add: bool | None) -> dict[str, object]:
+    """The canvas's mode a polygon or region action needs: none in *Auto* (``add=None``: the
+    click decides, see :func:`annotate.edit.regions.adds_at`), else *Add* or *Remove*."""
+    return {} if add is None else {"mode": "add" if add else "remove"}
+
+
 def region_clicks(
-    mask: np.ndarray, point: tuple[int, int], add: bool, picture: Picture, model: bool
+    mask: np.ndarray, point: tuple[int, int], add: bool, picture: Picture, model: bool, auto: bool
 ) -> Iterator[Candidate]:
-    """A region click at ``point`` with each region size (and the model's region)."""
-    edit = regions.add_region if add else regions.remove_region
-    tool = "add region" if add else "remove region"
+    """A region click at ``point`` with each region size (and the model's region); in the *Auto*
+    mode (``auto``) the clicked pixel decides whether it adds or removes."""
+    edit = regions.toggle_region if auto else regions.add_region if add else regions.remove_region
+    needs = {"tool": "region"} | mode_needs(None if auto else add)
     for scale in regions.SCALES:
         after = edit(mask, picture.image, point, scale=scale, pixels=picture.pixels[scale])
-        yield f"region {scale}", after, 1, {"tool": tool, "region": scale}
+        yield f"region {scale}", after, 1, needs | {"region": scale}
     if model and picture.probability is not None:
         after = edit(mask, picture.image, point, method="model", probability=picture.probability)
-        yield "region model", after, 1, {"tool": tool, "region": "model"}
+        yield "region model", after, 1, needs | {"region": "model"}
 
 
-def candidates(toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, picture: Picture) -> Iterator[Candidate]:
+def candidates(
+    toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, picture: Picture, auto: bool = True
+) -> Iterator[Candidate]:
     """Every action of ``toolset`` the annotator considers for the error ``piece`` (toolset
-    ``"region"``, the clicks without the brush, is what the browser run drives)."""
+    ``"region"``, the clicks without the brush, is what the browser run drives), with the
+    canvas's settings each needs: the tool (brush, eraser, region, polygon), the mode of the
+    region and polygon tools (none in *Auto*, ``auto``) and the region's size or source."""
     if toolset != "region":
-        yield "brush", brush_stroke(mask, piece, add), 1, {"brush": add}
+        yield "brush", brush_stroke(mask, piece, add), 1, {"tool": "brush" if add else "eraser"}
     if toolset == "brush":
         return
     point, _ = inner_point(piece)
-    yield from region_clicks(mask, point, add, picture, model=toolset != "brush+colour")
+    yield from region_clicks(mask, point, add, picture, model=toolset != "brush+colour", auto=auto)
     yield "fill holes", shapes.fill_holes(mask, HOLES), 1, {}
     yield "remove specks", shapes.remove_specks(mask, SPECKS), 1, {}
     if toolset == "brush+region+polygon":
-        drawn = polygon_action(mask, piece, add)
+        drawn = polygon_action(mask, piece, None if auto else add)
         if drawn is not None:
-            yield "polygon", *drawn, {"tool": "polygon " + ("add" if add else "remove")}
+            yield "polygon", *drawn, {"tool": "polygon"} | mode_needs(None if auto else add)
 
 
 @dataclass(frozen=True)
@@ -192,13 +203,19 @@ class Choice:
 
 
 def choose(
-    picture: Picture, truth: np.ndarray, mask: np.ndarray, toolset: str, settings: dict[str, object], setting_cost: int
+    picture: Picture,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    toolset: str,
+    settings: dict[str, object],
+    setting_cost: int,
+    auto: bool = True,
 ) -> Choice | None:
     """The best action on the largest error piece that any action improves (of the
     :data:`LOOK_AT` largest): the most IoU gained per action; None when none improves."""
     score, best = iou(mask, truth), None
     for piece, add in error_pieces(mask, truth)[:LOOK_AT]:
-        for tool, after, cost, needs in candidates(toolset, mask, piece, add, picture):
+        for tool, after, cost, needs in candidates(toolset, mask, piece, add, picture, auto):
             switches = sum(settings[k] != v for k, v in needs.items())
             gain = (iou(after, truth) - score) / (cost + setting_cost * switches)
             if gain > 0 and (best is None or gain > best[0]):
@@ -209,21 +226,30 @@ def choose(
     return None
 
 
-START_SETTINGS = {"brush": True, "tool": "add region", "region": regions.DEFAULT_SCALE}
+# the canvas as it opens: the brush, the Auto mode (explicit runs start in Add), the small regions
+START_SETTINGS = {"tool": "brush", "mode": "add", "region": regions.DEFAULT_SCALE}
 
 
 def correct(
-    picture: Picture, truth: np.ndarray, mask: np.ndarray, toolset: str, target: float, cap: int, setting_cost: int = 0
+    picture: Picture,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    toolset: str,
+    target: float,
+    cap: int,
+    setting_cost: int = 0,
+    auto: bool = True,
 ) -> dict:
     """The scripted annotator on one mask: actions (``cap`` when the target was not reached),
     per-tool counts, setting changes, IoU reached, the actions at which each IoU of
     :data:`MILESTONES` was first reached, seconds. Each step takes :func:`choose`'s action; it
-    stops when none improves. A change of setting costs ``setting_cost`` actions."""
+    stops when none improves. A change of setting costs ``setting_cost`` actions; ``auto``: the
+    region and polygon tools in the canvas's *Auto* mode (no add/remove switch)."""
     start, actions, used, history = time.perf_counter(), 0, {}, shapes.History()
     settings, changes, score = dict(START_SETTINGS), 0, iou(mask, truth)
     reached = {m: 0 for m in MILESTONES if score >= m}
     while score < target and actions < cap:
-        choice = choose(picture, truth, mask, toolset, settings, setting_cost)
+        choice = choose(picture, truth, mask, toolset, settings, setting_cost, auto)
         if choice is None:
             break  # nothing helps any more: the annotator gives up on this mask
         history = history.push(mask)  # as the app does: every action can be undone
@@ -309,6 +335,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--setting-cost", type=int, default=0, help="actions a change of tool, brush or region size costs (0 or 1)"
     )
+    parser.add_argument(
+        "--modes",
+        choices=("auto", "explicit"),
+        default="auto",
+        help="the region and polygon tools in the canvas's Auto mode (the click decides add or remove; the "
+        "default) or with explicit Add / Remove (a switch between them is a setting change)",
+    )
+    parser.add_argument("--toolsets", nargs="+", choices=TOOLSETS, default=list(TOOLSETS), help="toolsets to run")
+    parser.add_argument("--no-one-click", action="store_true", help="skip part 1 (the one-click table)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N cases (a quick look)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -321,9 +356,11 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         picture = Picture.of(image, probability)
         prepare = time.perf_counter() - start  # superpixels of the three sizes, once per picture
-        clicks += [{"case": name, **r} for r in one_click(picture, truth, mask, args.pieces)]
-        for toolset in TOOLSETS:
-            result = correct(picture, truth, mask, toolset, args.target, args.cap, args.setting_cost)
+        if not args.no_one_click:
+            clicks += [{"case": name, **r} for r in one_click(picture, truth, mask, args.pieces)]
+        for toolset in args.toolsets:
+            auto = args.modes == "auto"
+            result = correct(picture, truth, mask, toolset, args.target, args.cap, args.setting_cost, auto)
             result["seconds_with_superpixels"] = result["seconds"] + (prepare if toolset != "brush" else 0.0)
             efforts.append({"case": name, "toolset": toolset, "start_iou": round(iou(mask, truth), 4), **result})
             print(
@@ -338,7 +375,8 @@ def main(argv: list[str] | None = None) -> dict:
         chosen = [e for e in efforts if e["toolset"] == name]
         row["reached"] = float(np.mean([e["reached"] for e in chosen]))
         row["mean_actions"] = float(np.mean([e["actions"] for e in chosen]))
-        row["fewer_than_brush"] = effort_table["brush"]["actions"] / max(row["actions"], 1e-9)
+        if "brush" in effort_table:
+            row["fewer_than_brush"] = effort_table["brush"]["actions"] / max(row["actions"], 1e-9)
         # actions to each milestone IoU (the cap where it was never reached), median over cases
         for m in MILESTONES:
             steps = [e["milestones"][str(m)] for e in chosen]
@@ -357,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{toolset:22s} {row['actions']:8.1f} {row['mean_actions']:5.1f} {row['reached']:7.0%} "
             f"{row['iou']:6.3f} {row['seconds']:8.2f} ({row['seconds_with_superpixels']:6.2f}) "
-            f"{row['fewer_than_brush']:6.1f}x {row['actions_to_0.7']:8.1f} {row['actions_to_0.8']:5.1f}"
+            f"{row.get('fewer_than_brush', np.nan):6.1f}x {row['actions_to_0.7']:8.1f} {row['actions_to_0.8']:5.1f}"
         )
     print(f"load average (1 min) during the run: {min(loads):.1f}-{max(loads):.1f}")
     settings = {k: str(v) for k, v in vars(args).items() if k != "json"}

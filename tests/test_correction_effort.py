@@ -59,3 +59,16 @@ def test_one_click_scores_every_method():
     assert [r["method"] for r in rows] == [*sizes, "model", "grabcut", "grabcut+probability", "flood"]
     assert all(0 <= r["recall"] <= 1 and 0 <= r["precision"] <= 1 for r in rows)
     assert max(r["recall"] for r in rows) >= 0.9 and max(r["iou_gain"] for r in rows) > 0.5
+
+
+def test_the_auto_mode_spares_the_add_remove_switches():
+    """A case with a missed piece and a false one: with explicit Add / Remove the annotator must
+    switch modes between them; in Auto the click decides and no mode setting is ever changed."""
+    image, truth, mask = case()
+    mask[130:150, 165:195] = True  # a false patch on the sand, large enough to be worth a click
+    picture = effort.Picture.of(image)
+    auto, explicit = (effort.correct(picture, truth, mask, "brush+region", 0.9, 30, 1, auto) for auto in (True, False))
+    assert auto["reached"] and explicit["reached"], (auto, explicit)
+    assert explicit["setting_changes"] > auto["setting_changes"], (auto, explicit)
+    assert auto["actions"] < explicit["actions"]
+    assert effort.mode_needs(None) == {} and effort.mode_needs(False) == {"mode": "remove"}

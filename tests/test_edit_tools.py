@@ -73,6 +73,18 @@ def test_polygon_adds_and_cuts_out_with_straight_edges():
         shapes.polygon(mask, [(1, 1), (50, 5), (5, 9)])
 
 
+def test_an_auto_polygon_cuts_out_where_it_is_mostly_mask_and_adds_elsewhere():
+    mask = np.zeros((40, 40), bool)
+    mask[5:21, 5:31] = True
+    inside = [(10, 10), (20, 10), (20, 15), (10, 15)]
+    assert np.array_equal(shapes.polygon(mask, inside, add=None), shapes.polygon(mask, inside, add=False))
+    outside = [(2, 25), (38, 25), (38, 35), (2, 35)]
+    assert np.array_equal(shapes.polygon(mask, outside, add=None), shapes.polygon(mask, outside, add=True))
+    # straddling: 16 of its 26 rows lie on the mask, so it cuts out; with 10 of 26 it adds
+    assert not shapes.polygon(mask, [(8, 5), (12, 5), (12, 30), (8, 30)], add=None)[5:31, 8:13].any()
+    assert shapes.polygon(mask, [(8, 11), (12, 11), (12, 36), (8, 36)], add=None)[11:37, 8:13].all()
+
+
 def test_a_click_near_the_first_vertex_closes_the_polygon():
     points = [(10.0, 10.0), (30.0, 10.0), (30.0, 30.0)]
     assert shapes.closes_polygon(points, (12.0, 13.0))
@@ -121,6 +133,25 @@ def test_a_click_removes_a_false_region_and_leaves_the_rest(method):
     removed = regions.remove_region(mask, image, (60, 50), method=method, probability=PROBABILITY[method])
     assert not removed[42:58, 52:74].any(), f"{method} left {removed[40:60, 50:76].sum()} px of the field"
     assert removed[8:32, 10:40].all()
+
+
+@pytest.mark.parametrize("method", regions.METHODS)
+def test_an_auto_click_adds_off_the_mask_and_removes_on_it(method):
+    image, mask = squares()
+    options = {"method": method, "probability": PROBABILITY[method]}
+    assert regions.adds_at(mask, (33, 20)) and not regions.adds_at(mask, (15, 15))
+    # off the mask: the rest of the roof comes in, as add_region
+    added = regions.toggle_region(mask, image, (33, 20), **options)
+    assert np.array_equal(added, regions.add_region(mask, image, (33, 20), **options))
+    assert added.sum() > mask.sum()
+    # on the mask: the wrongly taken field goes, as remove_region
+    wrong = added.copy()
+    wrong[40:60, 50:76] = True
+    removed = regions.toggle_region(wrong, image, (60, 50), **options)
+    assert np.array_equal(removed, regions.remove_region(wrong, image, (60, 50), **options))
+    assert not removed[42:58, 52:74].any()
+    with pytest.raises(ValueError, match="outside the 96×72 image"):
+        regions.toggle_region(mask, image, (-1, 5))
 
 
 def test_a_click_on_the_side_it_asks_for_changes_nothing_and_bad_clicks_are_refused():

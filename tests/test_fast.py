@@ -69,6 +69,37 @@ def test_fast_model_matches_eager(preset, ablation, size):
         )
 
 
+@pytest.mark.numerics
+def test_folded_efficientnet_checks_the_weights_once_per_forward_and_follows_updates(monkeypatch):
+    model = build_preset("sbanet_lite").eval()
+    _randomise_batchnorms(model)
+    fast = optimize_for_inference(model)
+    checks = []
+    real = runtime.weights_signature
+    monkeypatch.setattr(runtime, "weights_signature", lambda module: checks.append(module) or real(module))
+    images, ids, mask = _inputs(1, 96)
+    with torch.no_grad():
+        before = fast(images, ids, mask)
+        encoder_checks = [m for m in checks if m is model.visual_encoder]
+        assert len(encoder_checks) == 1, "one weight check for the stem and the four stages"
+        model.visual_encoder.stages[2][0][0].bn1.running_mean.add_(0.5)  # an in-place update, like a step
+        assert_within_drift(
+            fast(images, ids, mask), model(images, ids, mask), atol=2e-5, rtol=1e-4, check="updated encoder"
+        )
+        assert not torch.allclose(before, fast(images, ids, mask))
+        # the stages after a prefix reuse its check up to the last; a kept prefix run again checks
+        prefix = fast.encode_image_prefix(images)
+        checks.clear()
+        fast.visual_pyramid(prefix)
+        assert not [m for m in checks if m is model.visual_encoder]
+        fast.visual_pyramid(prefix)
+        assert len([m for m in checks if m is model.visual_encoder]) == 1
+    model.train()  # training mode: the plain modules again, no check
+    checks.clear()
+    fast.visual_encoder.stem(images)
+    assert not checks
+
+
 def test_fast_model_shares_weights_and_state_dict_keys(tiny_model):
     fast = optimize_for_inference(tiny_model)
     ours, theirs = fast.state_dict(), tiny_model.state_dict()

@@ -193,8 +193,8 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         mask = polygon(mask, step["points"], 1)
         assert step["tool"] == "polygon" and len(step["points"]) == 4 and np.array_equal(ui.shown(), mask)
         assert mask[35:85, 205:285].all()
-        # X: remove mode; a polygon cut out with Enter
-        ui.key("x")
+        # Auto (the default mode): a polygon mostly on the mask is cut out, with Enter
+        assert ui.state()["mode"] == "auto"
         for x, y in [(220, 50), (260, 50), (260, 70), (220, 70)]:
             ui.click(x, y)
         before = ui.revision()
@@ -205,17 +205,25 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         assert step["value"] == 0 and np.array_equal(ui.shown(), cut) and not cut[52:68, 222:258].any()
         mask = cut
 
-        # region (R): remove mode first (the pond), then add (the road), each = the library's edit
+        # region (R) in Auto: a click on the mask (the pond) removes, one off it (the road) adds,
+        # each = the library's edit, with no add/remove switch between them
         ui.key("r")
         ui.region(70, 45)
-        expected = regions.remove_region(mask, scene, (70, 45))
+        expected = regions.toggle_region(mask, scene, (70, 45))
+        assert np.array_equal(expected, regions.remove_region(mask, scene, (70, 45)))
         assert np.array_equal(ui.shown(), expected) and not np.array_equal(expected, mask)
         mask = expected
-        ui.key("x")
         ui.region(160, 200)
-        expected = regions.add_region(mask, scene, (160, 200))
+        expected = regions.toggle_region(mask, scene, (160, 200))
+        assert np.array_equal(expected, regions.add_region(mask, scene, (160, 200)))
         assert np.array_equal(ui.shown(), expected) and expected[180:220, 153:167].mean() > 0.9
         mask = expected
+        # X cycles Auto -> Add -> Remove -> Auto
+        modes = []
+        for _ in range(3):
+            ui.key("x")
+            modes.append(ui.state()["mode"])
+        assert modes == ["add", "remove", "auto"]
 
         # undo / redo over the region edit (made in Python) and the polygon cut
         ui.key("Control+z")

@@ -208,8 +208,8 @@ class Canvas:
         self.page.keyboard.press(key)
 
     def tool(self, name: str) -> None:
-        """Pick a tool or a mode with its toolbar button (``brush``, ..., ``add``, ``remove``)."""
-        kind = "mode" if name in ("add", "remove") else "tool"
+        """Pick a tool or a mode with its toolbar button (``brush``, ..., ``auto``, ``add``, ``remove``)."""
+        kind = "mode" if name in ("auto", "add", "remove") else "tool"
         self.page.locator(f"{self.selector} button[data-{kind}={name}]").click()
 
     def revision(self) -> int:
@@ -235,13 +235,14 @@ class Canvas:
         self.into_view()
         self.page.mouse.click(*self.screen(x, y))
 
-    def region(self, x: int, y: int, add: bool = True) -> Any:
-        """A region click at pixel (x, y) (its centre), adding or removing; the mask shown after
-        Python's answer."""
+    def region(self, x: int, y: int, add: bool | None = True) -> Any:
+        """A region click at pixel (x, y) (its centre), adding, removing or (``add=None``) in the
+        *Auto* mode, where the clicked pixel decides; the mask shown after Python's answer."""
         if self.state()["tool"] != "region":
             self.tool("region")
-        if self.state()["mode"] != ("add" if add else "remove"):
-            self.tool("add" if add else "remove")
+        mode = "auto" if add is None else "add" if add else "remove"
+        if self.state()["mode"] != mode:
+            self.tool(mode)
         loaded = self.loaded()
         self.click(x + 0.5, y + 0.5)
         self.wait_loaded(loaded)

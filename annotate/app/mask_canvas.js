@@ -16,7 +16,7 @@ const BUSY_MS = 180000; // the longest a region click may take (the first model-
 const TOOLS = { b: 'brush', e: 'eraser', p: 'polygon', r: 'region', h: 'pan' };
 const st = {
   key: null, width: 0, height: 0, mask: null, picture: null, layer: null, layerData: null,
-  scale: 1, panX: 0, panY: 0, tool: 'brush', mode: 'add', size: +sizeInput.value,
+  scale: 1, panX: 0, panY: 0, tool: 'brush', mode: 'auto', size: +sizeInput.value,
   opacity: +opacityInput.value, points: [], undo: [], redo: [], busy: false, drag: null,
   pointer: null, over: false, space: false, revision: 0, log: [], fitted: false,
 };
@@ -124,8 +124,8 @@ function segment(a, b, radius, value) { // pixels whose centre lies within radiu
   }
   paintLayer(x0, y0, x1 + 1, y1 + 1);
 }
-function fillPolygon(points, value) { // even-odd rule at pixel centres, half-open spans
-  const ys = points.map((p) => p[1]);
+function polygonSpans(points) { // even-odd rule at pixel centres, half-open spans [y, from, to)
+  const ys = points.map((p) => p[1]), spans = [];
   const y0 = Math.max(0, Math.floor(Math.min(...ys))), y1 = Math.min(st.height, Math.ceil(Math.max(...ys)) + 1);
   for (let y = y0; y < y1; y++) {
     const yc = y + 0.5, xs = [];
@@ -136,16 +136,26 @@ function fillPolygon(points, value) { // even-odd rule at pixel centres, half-op
     xs.sort((a, b) => a - b);
     for (let k = 0; k + 1 < xs.length; k += 2) {
       const from = Math.max(0, Math.ceil(xs[k] - 0.5)), to = Math.min(st.width, Math.ceil(xs[k + 1] - 0.5));
-      for (let x = from; x < to; x++) st.mask[y * st.width + x] = value;
+      if (to > from) spans.push([y, from, to]);
     }
   }
+  return { spans, y0, y1 };
+}
+function fillPolygon(points, value) { // value null (Auto): cut out if over half of it is mask, else add
+  const { spans, y0, y1 } = polygonSpans(points);
+  if (value === null) {
+    let inside = 0, on = 0;
+    for (const [y, from, to] of spans) for (let x = from; x < to; x++) { inside += 1; on += st.mask[y * st.width + x]; }
+    value = 2 * on > inside ? 0 : 1;
+  }
+  for (const [y, from, to] of spans) st.mask.fill(value, y * st.width + from, y * st.width + to);
   paintLayer(0, y0, st.width, y1);
+  return value;
 }
 function closePolygon() {
   if (st.points.length < 3) { say(`a polygon needs 3 vertices, it has ${st.points.length}`); return; }
   snapshot();
-  const value = st.mode === 'add' ? 1 : 0;
-  fillPolygon(st.points, value);
+  const value = fillPolygon(st.points, st.mode === 'auto' ? null : st.mode === 'add' ? 1 : 0);
   st.log.push({ tool: 'polygon', value, points: st.points });
   say(`polygon ${value ? 'added' : 'cut out'} (${st.points.length} vertices)`);
   st.points = [];

@@ -18,8 +18,10 @@ function clickAt(p) { // the one-point tools: a polygon vertex, a region click
     if (x < 0 || y < 0 || x >= st.width || y >= st.height) return;
     st.busy = true; root.dataset.busy = '1';
     const asked = (st.asks = (st.asks || 0) + 1);
-    say(`${st.mode === 'add' ? 'adding' : 'removing'} the region at (${x}, ${y})…`);
-    trigger('region', { x, y, mode: st.mode });
+    // Auto: the clicked pixel decides (off the mask adds the region, on it removes it)
+    const mode = st.mode === 'auto' ? (st.mask[y * st.width + x] ? 'remove' : 'add') : st.mode;
+    say(`${mode === 'add' ? 'adding' : 'removing'} the region at (${x}, ${y})…`);
+    trigger('region', { x, y, mode });
     setTimeout(() => { // no answer at all (the server gone): let the annotator go on drawing
       if (st.busy && st.asks === asked) { st.busy = false; root.dataset.busy = '0'; say('no answer from the server'); }
     }, BUSY_MS);
@@ -157,7 +159,7 @@ document.addEventListener('keydown', (event) => {
   else if (ctrl && key === 'y') actions.redo();
   else if (ctrl || event.altKey) done = false;
   else if (TOOLS[key]) setTool(TOOLS[key]);
-  else if (key === 'x') setMode(st.mode === 'add' ? 'remove' : 'add');
+  else if (key === 'x') setMode({ auto: 'add', add: 'remove', remove: 'auto' }[st.mode]);
   else if (key === '[') setSize(st.size - 2);
   else if (key === ']') setSize(st.size + 2);
   else if (key === ',') setOpacity(st.opacity - 0.05);
@@ -188,6 +190,6 @@ root.maskCanvas = {
   },
   log: () => st.log,
 };
-setTool('brush'); setMode('add'); setSize(st.size); setOpacity(st.opacity);
+setTool('brush'); setMode('auto'); setSize(st.size); setOpacity(st.opacity);
 watch('value', receive);
 if (props.value && props.value.mask) receive();

@@ -224,3 +224,18 @@ def add_region(mask: np.ndarray, image: np.ndarray, point: Point, **options) -> 
 def remove_region(mask: np.ndarray, image: np.ndarray, point: Point, **options) -> np.ndarray:
     """``mask`` without the region around the click (see :func:`click_region`)."""
     return check_mask(mask) & ~click_region(mask, image, point, False, **options)
+
+
+def adds_at(mask: np.ndarray, point: Point) -> bool:
+    """What a click in the canvas's *Auto* mode does: add (True) where the clicked pixel is off
+    the mask, remove where it is on it -- a click inside a missed region adds it, one inside a
+    wrongly covered region removes it, with no add/remove switch between them."""
+    mask = check_mask(mask)
+    x, y = check_click(point, mask.shape)
+    return not bool(mask[y, x])
+
+
+def toggle_region(mask: np.ndarray, image: np.ndarray, point: Point, **options) -> np.ndarray:
+    """A region click in *Auto* mode: :func:`add_region` off the mask, :func:`remove_region` on it."""
+    edit = add_region if adds_at(mask, point) else remove_region
+    return edit(mask, image, point, **options)

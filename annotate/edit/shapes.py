@@ -77,13 +77,17 @@ def check_points(points: Sequence[Point], shape: tuple[int, int]) -> np.ndarray:
     return np.round(array).astype(np.int32)
 
 
-def polygon(mask: np.ndarray, points: Sequence[Point], add: bool = True) -> np.ndarray:
+def polygon(mask: np.ndarray, points: Sequence[Point], add: bool | None = True) -> np.ndarray:
     """``mask`` with the polygon through ``points`` (``(x, y)`` vertices, closed back to the
-    first) added (``add``) or cut out, its outline included."""
+    first) added (``add``) or cut out, its outline included. ``add=None`` is the canvas's *Auto*
+    mode: a polygon more than half of which is already mask is cut out, any other is added."""
     mask = check_mask(mask)
     inside = np.zeros(mask.shape, np.uint8)
     cv2.fillPoly(inside, [check_points(points, mask.shape)], 1, lineType=cv2.LINE_8)
-    return mask | inside.astype(bool) if add else mask & ~inside.astype(bool)
+    inside = inside.astype(bool)
+    if add is None:
+        add = 2 * int(np.count_nonzero(mask & inside)) <= int(np.count_nonzero(inside))
+    return mask | inside if add else mask & ~inside
 
 
 def closes_polygon(points: Sequence[Point], click: Point, radius: float = SNAP_RADIUS) -> bool:
