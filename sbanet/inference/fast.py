@@ -260,26 +260,42 @@ def folded_efficientnet(encoder: EfficientNetLiteEncoder) -> EfficientNetLiteEnc
 class FastEfficientNetEncoder(EfficientNetLiteEncoder):
     """An :class:`EfficientNetLiteEncoder`'s own modules (same state-dict keys); in eval mode it
     runs a BatchNorm-folded, channels-last copy, rebuilt when the weights change (the depthwise
-    blocks at 1/2 and 1/4 resolution are memory-bound: every pass saved counts)."""
+    blocks at 1/2 and 1/4 resolution are memory-bound: every pass saved counts).
+
+    The weight check (:func:`~sbanet.inference.runtime.weights_signature`, about 3.6 ms over the
+    encoder's 221 modules on a 2-core EPYC) runs once per image batch: :meth:`stem` picks the
+    folded copy and the stages that follow in the same thread reuse it up to the last one (a
+    16 Mpx scene made 360 checks, 1.1 s, one per stage and tile). A stage called with none held
+    (e.g. the correction heads' second pass over a kept prefix) checks and holds in turn.
+    """
 
     def __init__(self, encoder: EfficientNetLiteEncoder) -> None:
         nn.Module.__init__(self)  # share the encoder's modules instead of building new ones
         self.stage_dims = encoder.stage_dims
         self.conv_stem, self.bn1, self.stages = encoder.conv_stem, encoder.bn1, encoder.stages
         self.folded = DerivedCache(encoder, folded_efficientnet)
+        self._held = threading.local()  # the folded copy picked by this thread's last stem
 
-    def _runner(self) -> EfficientNetLiteEncoder:
-        return super() if self.bn1.training else self.folded.get()  # type: ignore[return-value]
+    def _runner(self, hold: bool = False, release: bool = False) -> EfficientNetLiteEncoder:
+        """The module to run: the plain one in training mode, else the folded copy, checked
+        against the weights when ``hold`` (a stem) or when none is held, kept until ``release``."""
+        if self.bn1.training:  # the shared modules' mode decides, as in the plain forward
+            self._held.runner = None
+            return super()  # type: ignore[return-value]
+        held = None if hold else getattr(self._held, "runner", None)
+        runner = held if held is not None else self.folded.get()
+        self._held.runner = None if release else runner
+        return runner
 
     def stem(self, images: torch.Tensor) -> torch.Tensor:
         """images ``[B, 3, H, W]`` -> ``[B, H/2, W/2, 32]`` (channels-last memory from here on)."""
         if not self.bn1.training:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self._runner().stem(images)
+        return self._runner(hold=True).stem(images)
 
     def stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """``[B, h, w, C] -> [B, h', w', C_i]``."""
-        return self._runner().stage(index, x)
+        return self._runner(release=index == len(self.stages) - 1).stage(index, x)
 
 
 # --- the composed fast model -----------------------------------------------------------------
