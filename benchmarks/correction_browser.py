@@ -10,7 +10,8 @@ segments it with the expression and opens the draft in the Correct tab's mask ca
 scripted annotator of :mod:`benchmarks.correction_effort` corrects the mask the canvas shows,
 with the actions a click performs exactly: region clicks at each size and from the model's map,
 fill holes, remove specks (its toolset ``"region"``), the canvas in its *Auto* mode (the clicked
-pixel decides add or remove; ``--modes explicit``: its Add / Remove buttons). Each step it reads
+pixel decides add or remove; ``--modes explicit``: its Add / Remove buttons; ``--modes
+shortcuts``: the region's source by a modifier held during the click). Each step it reads
 the mask back from the canvas, chooses as the Python annotator does (a setting change costing
 ``--setting-cost`` actions), performs the action on the page (the region radio button where it
 changes, the canvas's tool and mode, then the click on the canvas or the button) and compares the
@@ -38,9 +39,10 @@ import numpy as np
 
 from annotate.edit import regions
 
-from .correction_effort import DATA, START_SETTINGS, Choice, Picture, choose, iou, write_result
+from .correction_effort import DATA, MODES, START_SETTINGS, Choice, Picture, choose, iou, write_result
 
 ACTION_TIMEOUT_MS = 180_000
+MODIFIERS = {"medium": "Shift", "large": "Alt", "model": "Control"}  # the canvas's region-source clicks
 
 
 def free_port() -> int:
@@ -67,10 +69,12 @@ def perform(tools: Any, choice: Choice, settings: dict[str, object]) -> np.ndarr
     if choice.tool == "remove specks":
         tools.page.fill("#speck-area input", str(SPECKS))
         return tools.button("#remove-specks")
-    if settings.get("region") != choice.needs["region"]:
+    source = choice.tool.removeprefix("region ")
+    if "region" in choice.needs and settings.get("region") != choice.needs["region"]:
         tools.pick(labels()[str(choice.needs["region"])], "#region-source")
+    modifier = None if "region" in choice.needs else MODIFIERS[source]  # a shortcut click
     x, y = choice.point
-    return tools.region(int(x), int(y), add=None if "mode" not in choice.needs else choice.add)
+    return tools.region(int(x), int(y), add=None if "mode" not in choice.needs else choice.add, modifier=modifier)
 
 
 def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture: Picture) -> int:
@@ -105,7 +109,7 @@ def drive(
     actions: int,
     target: float,
     setting_cost: int = 1,
-    auto: bool = True,
+    modes: str = "auto",
 ) -> dict:
     """One case in the page (see the module docstring)."""
     from annotate.app.browser import AppPage
@@ -123,11 +127,11 @@ def drive(
     mask = tools.shown()
     probability = app.backend.predict(scene, [expression])[0][0].probability  # as the tool's first model click
     picture = Picture.of(scene, probability)
-    settings = dict(START_SETTINGS) | ({"mode": "auto"} if auto else {})  # brush, small (roofs)
+    settings = dict(START_SETTINGS) | ({"mode": "auto"} if modes != "explicit" else {})  # brush, small
     steps, taken, changes, score = [], 0, 0, iou(mask, truth)
     start_iou = score
     while taken < actions and score < target:
-        choice = choose(picture, truth, mask, "region", settings, setting_cost, auto)
+        choice = choose(picture, truth, mask, "region", settings, setting_cost, modes)
         if choice is None:
             break
         started = time.perf_counter()
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--actions", type=int, default=12, help="at most this many actions per case")
     parser.add_argument("--target", type=float, default=0.90, help="mask IoU at which a case is done")
     parser.add_argument("--setting-cost", type=int, default=1, help="actions a change of tool or region size costs")
-    parser.add_argument("--modes", choices=("auto", "explicit"), default="auto", help="the canvas's region mode")
+    parser.add_argument("--modes", choices=MODES, default="auto", help="how the canvas is used (correction_effort)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     from annotate.app.browser import chromium_page, chromium_path
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
                         args.actions,
                         args.target,
                         args.setting_cost,
-                        args.modes == "auto",
+                        args.modes,
                     )
                     if result["actions"]:  # a mask already at the target has nothing to drive
                         results.append(result)

@@ -59,6 +59,11 @@ SPECKS = 200  # remove specks below this many pixels
 HOLES = 2000  # fill holes of at most this many pixels
 POLYGON_TOLERANCE = 3.0  # pixels a simplified outline may stray from the piece's
 MAX_VERTICES = 40
+# how the annotator uses the canvas: "explicit": the Add / Remove buttons, the Region choice and the
+# brush and eraser tools; "auto": the Auto mode (the click decides add or remove, the canvas's
+# default); "shortcuts": Auto, the region's source by modifier (Shift medium, Alt large, Ctrl the
+# model's map) and a right drag with the brush erasing. Each is a way the canvas really works.
+MODES = ("explicit", "auto", "shortcuts")
 LOOK_AT = 8  # error pieces the annotator looks at, largest first, for one that an action improves
 MILESTONES = (0.7, 0.8, 0.9)
 
@@ -151,34 +156,47 @@ def mode_needs(add: bool | None) -> dict[str, object]:
     return {} if add is None else {"mode": "add" if add else "remove"}
 
 
+def source_needs(source: str, modes: str) -> dict[str, object]:
+    """The Region choice a region click from ``source`` needs: none for a modifier click
+    (``"shortcuts"``: Shift medium, Alt large, Ctrl the model's map; a plain click takes the
+    choice, which then stays at its first value), else ``source``."""
+    if modes == "shortcuts":
+        return {} if source != START_SETTINGS["region"] else {"region": source}
+    return {"region": source}
+
+
 def region_clicks(
-    mask: np.ndarray, point: tuple[int, int], add: bool, picture: Picture, model: bool, auto: bool
+    mask: np.ndarray, point: tuple[int, int], add: bool, picture: Picture, model: bool, modes: str
 ) -> Iterator[Candidate]:
-    """A region click at ``point`` with each region size (and the model's region); in the *Auto*
-    mode (``auto``) the clicked pixel decides whether it adds or removes."""
+    """A region click at ``point`` with each region size (and the model's region); outside the
+    ``"explicit"`` modes the clicked pixel decides whether it adds or removes (*Auto*)."""
+    auto = modes != "explicit"
     edit = regions.toggle_region if auto else regions.add_region if add else regions.remove_region
     needs = {"tool": "region"} | mode_needs(None if auto else add)
     for scale in regions.SCALES:
         after = edit(mask, picture.image, point, scale=scale, pixels=picture.pixels[scale])
-        yield f"region {scale}", after, 1, needs | {"region": scale}
+        yield f"region {scale}", after, 1, needs | source_needs(scale, modes)
     if model and picture.probability is not None:
         after = edit(mask, picture.image, point, method="model", probability=picture.probability)
-        yield "region model", after, 1, needs | {"region": "model"}
+        yield "region model", after, 1, needs | source_needs("model", modes)
 
 
 def candidates(
-    toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, picture: Picture, auto: bool = True
+    toolset: str, mask: np.ndarray, piece: np.ndarray, add: bool, picture: Picture, modes: str = "auto"
 ) -> Iterator[Candidate]:
     """Every action of ``toolset`` the annotator considers for the error ``piece`` (toolset
     ``"region"``, the clicks without the brush, is what the browser run drives), with the
-    canvas's settings each needs: the tool (brush, eraser, region, polygon), the mode of the
-    region and polygon tools (none in *Auto*, ``auto``) and the region's size or source."""
+    canvas's settings each needs (see :data:`MODES`): the tool (brush, eraser, region, polygon),
+    the mode of the region and polygon tools (none in *Auto*) and the region's size or source."""
+    auto = modes != "explicit"
     if toolset != "region":
-        yield "brush", brush_stroke(mask, piece, add), 1, {"tool": "brush" if add else "eraser"}
+        # with the shortcuts a right drag with the brush erases: no eraser tool to pick
+        tool = "brush" if add or modes == "shortcuts" else "eraser"
+        yield "brush", brush_stroke(mask, piece, add), 1, {"tool": tool}
     if toolset == "brush":
         return
     point, _ = inner_point(piece)
-    yield from region_clicks(mask, point, add, picture, model=toolset != "brush+colour", auto=auto)
+    yield from region_clicks(mask, point, add, picture, model=toolset != "brush+colour", modes=modes)
     yield "fill holes", shapes.fill_holes(mask, HOLES), 1, {}
     yield "remove specks", shapes.remove_specks(mask, SPECKS), 1, {}
     if toolset == "brush+region+polygon":
@@ -209,13 +227,13 @@ def choose(
     toolset: str,
     settings: dict[str, object],
     setting_cost: int,
-    auto: bool = True,
+    modes: str = "auto",
 ) -> Choice | None:
     """The best action on the largest error piece that any action improves (of the
     :data:`LOOK_AT` largest): the most IoU gained per action; None when none improves."""
     score, best = iou(mask, truth), None
     for piece, add in error_pieces(mask, truth)[:LOOK_AT]:
-        for tool, after, cost, needs in candidates(toolset, mask, piece, add, picture, auto):
+        for tool, after, cost, needs in candidates(toolset, mask, piece, add, picture, modes):
             switches = sum(settings[k] != v for k, v in needs.items())
             gain = (iou(after, truth) - score) / (cost + setting_cost * switches)
             if gain > 0 and (best is None or gain > best[0]):
@@ -238,18 +256,18 @@ def correct(
     target: float,
     cap: int,
     setting_cost: int = 0,
-    auto: bool = True,
+    modes: str = "auto",
 ) -> dict:
     """The scripted annotator on one mask: actions (``cap`` when the target was not reached),
     per-tool counts, setting changes, IoU reached, the actions at which each IoU of
     :data:`MILESTONES` was first reached, seconds. Each step takes :func:`choose`'s action; it
-    stops when none improves. A change of setting costs ``setting_cost`` actions; ``auto``: the
-    region and polygon tools in the canvas's *Auto* mode (no add/remove switch)."""
+    stops when none improves. A change of setting costs ``setting_cost`` actions; ``modes``: how
+    the canvas is used (:data:`MODES`)."""
     start, actions, used, history = time.perf_counter(), 0, {}, shapes.History()
     settings, changes, score = dict(START_SETTINGS), 0, iou(mask, truth)
     reached = {m: 0 for m in MILESTONES if score >= m}
     while score < target and actions < cap:
-        choice = choose(picture, truth, mask, toolset, settings, setting_cost, auto)
+        choice = choose(picture, truth, mask, toolset, settings, setting_cost, modes)
         if choice is None:
             break  # nothing helps any more: the annotator gives up on this mask
         history = history.push(mask)  # as the app does: every action can be undone
@@ -337,10 +355,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--modes",
-        choices=("auto", "explicit"),
+        choices=MODES,
         default="auto",
-        help="the region and polygon tools in the canvas's Auto mode (the click decides add or remove; the "
-        "default) or with explicit Add / Remove (a switch between them is a setting change)",
+        help="how the canvas is used: explicit Add / Remove and the Region choice; auto (the default): the "
+        "Auto mode, the click decides add or remove; shortcuts: Auto, modifier clicks for the region's source "
+        "and right drags erasing",
     )
     parser.add_argument("--toolsets", nargs="+", choices=TOOLSETS, default=list(TOOLSETS), help="toolsets to run")
     parser.add_argument("--no-one-click", action="store_true", help="skip part 1 (the one-click table)")
@@ -359,8 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.no_one_click:
             clicks += [{"case": name, **r} for r in one_click(picture, truth, mask, args.pieces)]
         for toolset in args.toolsets:
-            auto = args.modes == "auto"
-            result = correct(picture, truth, mask, toolset, args.target, args.cap, args.setting_cost, auto)
+            result = correct(picture, truth, mask, toolset, args.target, args.cap, args.setting_cost, args.modes)
             result["seconds_with_superpixels"] = result["seconds"] + (prepare if toolset != "brush" else 0.0)
             efforts.append({"case": name, "toolset": toolset, "start_iou": round(iou(mask, truth), 4), **result})
             print(

@@ -61,14 +61,19 @@ def test_one_click_scores_every_method():
     assert max(r["recall"] for r in rows) >= 0.9 and max(r["iou_gain"] for r in rows) > 0.5
 
 
-def test_the_auto_mode_spares_the_add_remove_switches():
+def test_the_auto_mode_spares_the_add_remove_switches_and_the_shortcuts_the_rest():
     """A case with a missed piece and a false one: with explicit Add / Remove the annotator must
-    switch modes between them; in Auto the click decides and no mode setting is ever changed."""
+    switch modes between them; in Auto the click decides; with the shortcuts (modifier clicks for
+    the region's source, a right drag erasing) only a change of tool is left to pay for."""
     image, truth, mask = case()
     mask[130:150, 165:195] = True  # a false patch on the sand, large enough to be worth a click
     picture = effort.Picture.of(image)
-    auto, explicit = (effort.correct(picture, truth, mask, "brush+region", 0.9, 30, 1, auto) for auto in (True, False))
-    assert auto["reached"] and explicit["reached"], (auto, explicit)
-    assert explicit["setting_changes"] > auto["setting_changes"], (auto, explicit)
-    assert auto["actions"] < explicit["actions"]
+    runs = {m: effort.correct(picture, truth, mask, "brush+region", 0.9, 30, 1, m) for m in effort.MODES}
+    assert all(r["reached"] for r in runs.values()), runs
+    assert runs["explicit"]["setting_changes"] > runs["auto"]["setting_changes"], runs
+    assert runs["auto"]["actions"] < runs["explicit"]["actions"]
+    assert runs["shortcuts"]["setting_changes"] <= runs["auto"]["setting_changes"]
     assert effort.mode_needs(None) == {} and effort.mode_needs(False) == {"mode": "remove"}
+    assert effort.source_needs("large", "shortcuts") == {} and effort.source_needs("large", "auto") == {
+        "region": "large"
+    }

@@ -234,6 +234,23 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         ui.key("Control+y")
         assert np.array_equal(ui.shown(), mask)
 
+        # a Shift-click takes medium superpixels, an Alt-click large ones, the Region choice untouched
+        for modifier, scale in (("Shift", "medium"), ("Alt", "large")):
+            loaded = ui.loaded()
+            ui.click(280.5, 200.5, modifier)
+            ui.wait_loaded(loaded)
+            expected = regions.toggle_region(mask, scene, (280, 200), scale=scale)
+            assert np.array_equal(ui.shown(), expected), f"{modifier}-click = {scale} region"
+            assert not np.array_equal(expected, mask)
+            mask = expected
+        # a right drag with the brush erases (B picks the brush)
+        ui.key("b")
+        before = ui.revision()
+        ui.stroke(((280.5, 200.5), (310.5, 200.5)), button="right")
+        step = ui.log()[-1]
+        mask = capsules(mask, step["points"], step["size"], 0)
+        assert step["tool"] == "eraser" and np.array_equal(ui.shown(), mask) and ui.revision() > before
+
         shown = ui.shown()
         saved_mask = ui.save()
         assert np.packbits(saved_mask).tobytes() == np.packbits(shown).tobytes(), "saved = what the canvas shows"

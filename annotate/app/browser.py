@@ -220,31 +220,40 @@ class Canvas:
             "([s, n]) => +document.querySelector(s + ' .mc-root').dataset.revision > n", arg=[self.selector, before]
         )
 
-    def stroke(self, points: Sequence[tuple[float, float]]) -> None:
-        """Drag through canvas points with the tool picked (brush or eraser)."""
+    def stroke(self, points: Sequence[tuple[float, float]], button: str = "left") -> None:
+        """Drag through canvas points with the tool picked (brush or eraser; the ``"right"``
+        button does the other one)."""
         before = self.revision()
         self.into_view()
         self.page.mouse.move(*self.screen(*points[0]))
-        self.page.mouse.down()
+        self.page.mouse.down(button=button)
         for x, y in points[1:]:
             self.page.mouse.move(*self.screen(x, y), steps=4)
-        self.page.mouse.up()
+        self.page.mouse.up(button=button)
         self.wait_revision(before)
 
-    def click(self, x: float, y: float) -> None:
+    def click(self, x: float, y: float, modifier: str | None = None) -> None:
+        """A click at canvas point (x, y), with ``modifier`` (``"Shift"``, ``"Alt"``, ``"Control"``) held."""
         self.into_view()
-        self.page.mouse.click(*self.screen(x, y))
+        if modifier:
+            self.page.keyboard.down(modifier)
+        try:
+            self.page.mouse.click(*self.screen(x, y))
+        finally:
+            if modifier:
+                self.page.keyboard.up(modifier)
 
-    def region(self, x: int, y: int, add: bool | None = True) -> Any:
+    def region(self, x: int, y: int, add: bool | None = True, modifier: str | None = None) -> Any:
         """A region click at pixel (x, y) (its centre), adding, removing or (``add=None``) in the
-        *Auto* mode, where the clicked pixel decides; the mask shown after Python's answer."""
+        *Auto* mode, where the clicked pixel decides, with ``modifier`` held (Shift: medium
+        regions, Alt: large, Control: the model's map); the mask shown after Python's answer."""
         if self.state()["tool"] != "region":
             self.tool("region")
         mode = "auto" if add is None else "add" if add else "remove"
         if self.state()["mode"] != mode:
             self.tool(mode)
         loaded = self.loaded()
-        self.click(x + 0.5, y + 0.5)
+        self.click(x + 0.5, y + 0.5, modifier)
         self.wait_loaded(loaded)
         return self.shown()
 

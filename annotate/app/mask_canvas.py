@@ -151,8 +151,9 @@ def read_canvas(payload: Any) -> CanvasMask | None:
 def canvas_page(scene: np.ndarray, start: np.ndarray, saved: list[np.ndarray]) -> gr.Blocks:
     """A page with the canvas (``#canvas``), *Load* (``#load``: ``scene`` ``uint8 [h, w, 3]`` and
     the mask ``start`` ``bool [h, w]``), the canvas's ``region`` event on
-    :mod:`annotate.edit.regions` (small superpixels) and *Save* (``#save``: appends the mask the
-    canvas sent, ``bool [h, w]``, to ``saved`` and says "saved N" in ``#info``)."""
+    :mod:`annotate.edit.regions` (small superpixels; a Shift- or Alt-click medium or large ones)
+    and *Save* (``#save``: appends the mask the canvas sent, ``bool [h, w]``, to ``saved`` and
+    says "saved N" in ``#info``)."""
     if scene.shape[:2] != start.shape:
         raise ValueError(f"the scene is {scene.shape[:2]}, the mask {start.shape}")
     with gr.Blocks() as demo:
@@ -167,8 +168,11 @@ def canvas_page(scene: np.ndarray, start: np.ndarray, saved: list[np.ndarray]) -
             if shown is None:
                 raise gr.Error("load the picture first")
             edit = regions.add_region if data["mode"] == "add" else regions.remove_region
-            mask = edit(shown.mask, scene, (int(data["x"]), int(data["y"])))
-            return canvas_value(mask, key=shown.key, message=f"region {data['mode']}")
+            scale = data.get("source") or regions.DEFAULT_SCALE  # a modifier click names a size here
+            if scale not in regions.SCALES:
+                raise gr.Error(f"this page has the superpixel sizes only, not {scale!r}")
+            mask = edit(shown.mask, scene, (int(data["x"]), int(data["y"])), scale=scale)
+            return canvas_value(mask, key=shown.key, message=f"region {data['mode']} {scale}")
 
         def keep(value: dict) -> str:
             shown = read_canvas(value)

@@ -4,7 +4,14 @@
 // Touch: one finger draws (polygon and region act on a tap, when the finger lifts); two fingers
 // pinch to zoom and pan, taking back what the first finger had started.
 const touches = new Map(); // active touch pointers: id -> screen point
-function clickAt(p) { // the one-point tools: a polygon vertex, a region click
+// a region click's source chosen with a modifier, without touching the Region choice
+function clickSource(event) {
+  if (!event) return null;
+  if (event.ctrlKey || event.metaKey) return 'model';
+  if (event.altKey) return 'large';
+  return event.shiftKey ? 'medium' : null;
+}
+function clickAt(p, event) { // the one-point tools: a polygon vertex, a region click
   if (st.tool === 'polygon') {
     const first = st.points[0];
     if (first && st.points.length >= 3 && Math.hypot((first[0] - p.x) * st.scale, (first[1] - p.y) * st.scale) <= SNAP) {
@@ -20,8 +27,9 @@ function clickAt(p) { // the one-point tools: a polygon vertex, a region click
     const asked = (st.asks = (st.asks || 0) + 1);
     // Auto: the clicked pixel decides (off the mask adds the region, on it removes it)
     const mode = st.mode === 'auto' ? (st.mask[y * st.width + x] ? 'remove' : 'add') : st.mode;
-    say(`${mode === 'add' ? 'adding' : 'removing'} the region at (${x}, ${y})…`);
-    trigger('region', { x, y, mode });
+    const source = clickSource(event);
+    say(`${mode === 'add' ? 'adding' : 'removing'} the ${source ? source + ' ' : ''}region at (${x}, ${y})…`);
+    trigger('region', source ? { x, y, mode, source } : { x, y, mode });
     setTimeout(() => { // no answer at all (the server gone): let the annotator go on drawing
       if (st.busy && st.asks === asked) { st.busy = false; root.dataset.busy = '0'; say('no answer from the server'); }
     }, BUSY_MS);
@@ -53,17 +61,18 @@ stage.addEventListener('pointerdown', (event) => {
   }
   if (event.button === 1 || st.tool === 'pan' || st.space) {
     st.drag = { kind: 'pan', sx: p.sx, sy: p.sy, panX: st.panX, panY: st.panY };
-  } else if (event.button !== 0 || st.busy) {
+  } else if (st.busy || !(event.button === 0 || (event.button === 2 && (st.tool === 'brush' || st.tool === 'eraser')))) {
     return;
   } else if (st.tool === 'brush' || st.tool === 'eraser') {
     snapshot();
-    const value = st.tool === 'brush' ? 1 : 0;
+    // the right button does the other one: a right drag with the brush erases, with the eraser paints
+    const value = (st.tool === 'brush') !== (event.button === 2) ? 1 : 0;
     st.drag = { kind: 'stroke', last: [p.x, p.y], value, points: [[p.x, p.y]] };
     segment([p.x, p.y], [p.x, p.y], st.size / 2, value);
   } else if (touch) {
     st.drag = { kind: 'tap', p };
   } else {
-    clickAt(p);
+    clickAt(p, event);
   }
   stage.setPointerCapture(event.pointerId);
   event.preventDefault();

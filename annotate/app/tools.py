@@ -41,6 +41,14 @@ REGION_SOURCES = {
     "Large (lakes, sand)": ("superpixel", "large"),
     "Model's map": ("model", regions.DEFAULT_SCALE),
 }
+# a region click with a modifier key names its source (the canvas sends the short name); a plain
+# click takes the Region choice's
+CLICK_SOURCES = {
+    "small": "Small (roofs)",
+    "medium": "Medium (fields)",
+    "large": "Large (lakes, sand)",
+    "model": "Model's map",
+}
 SPECK_AREA = 50  # default "remove specks below" (pixels)
 HOLE_AREA = 1000  # default "fill holes up to" (pixels)
 VIEW_OUTPUTS = 3  # canvas, tools state, tool message
@@ -118,8 +126,9 @@ class ToolHandlers:
         source: str | None,
         event: gr.EventData,
     ) -> tuple[dict | Any, Tools | Any, str]:
-        """A region click on the canvas (the event's data: ``x``, ``y`` in canvas pixels and
-        ``mode`` "add" or "remove"): the region there (from ``source``, a key of
+        """A region click on the canvas (the event's data: ``x``, ``y`` in canvas pixels,
+        ``mode`` "add" or "remove" and, for a click with a modifier key, ``source``, a key of
+        :data:`CLICK_SOURCES`): the region there (from that source, else from ``source``, a key of
         :data:`REGION_SOURCES`) added to or removed from the mask. A refusal is a warning and
         the canvas gets its own mask back (so it stops waiting)."""
         try:
@@ -144,6 +153,12 @@ class ToolHandlers:
             where = (float(data["x"]), float(data["y"]))
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"a region click needs its x and y, got {data!r}") from None
+        if "source" in data:
+            if data["source"] not in CLICK_SOURCES:
+                raise ValueError(
+                    f"a region click's source is one of {', '.join(CLICK_SOURCES)}, got {data['source']!r}"
+                )
+            source = CLICK_SOURCES[data["source"]]
         canvas, tools, key = self._baked(editing, tools, value)
         point = regions.check_click(where, canvas.shape[:2])
         tools, options = self._region_options(editing, canvas, tools, source)
