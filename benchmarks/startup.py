@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +50,9 @@ def run_child(command: list[str], cwd: Path) -> tuple[float, float, str]:
         return seconds, usage.ru_maxrss / 1024, out.read().strip()
 
 
-def commands(tmp: Path, scene: Path | None, model: str) -> dict[str, list[str]]:
-    """Name -> argv (``$OUT`` in an argument is replaced by a per-checkout output folder)."""
+def commands(tmp: Path, scene: Path | None, model: str, scene_args: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Name -> argv (``$OUT`` in an argument is replaced by a per-checkout output folder);
+    ``scene_args`` go at the end of the scene command (e.g. ``--no-gsd``)."""
     python = sys.executable
     predict = [python, "-m", "sbanet.predict"]
     found = {
@@ -62,6 +64,7 @@ def commands(tmp: Path, scene: Path | None, model: str) -> dict[str, list[str]]:
     if scene is not None:
         found["scene"] = [python, "-m", "sbanet.predict", str(scene), "all buildings", "--model", model, "-q"]
         found["scene"] += ["--device", "cpu", "--overwrite", "--out", "$OUT/mask.tif", "--vector", "$OUT/b.gpkg"]
+        found["scene"] += list(scene_args)
     return found
 
 
@@ -129,6 +132,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each small command per checkout")
     parser.add_argument("--scene-size", type=int, default=0, help="also a scene of this side in pixels (0: none)")
     parser.add_argument("--scene-repeats", type=int, default=2, help="runs of the scene command per checkout")
+    parser.add_argument("--scene-args", default="", help="more arguments for the scene command, e.g. '--no-gsd'")
     parser.add_argument("--model", default=str(ROOT / "sbanet" / "assets" / "sbanet-lite-dubai"))
     parser.add_argument("--only", nargs="+", help="run only these (python, help, import_sbanet, image_0.5mpx, scene)")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -151,7 +155,7 @@ def main() -> None:
             scene = tmp / f"scene{args.scene_size}.tif"
             build = f"from benchmarks.large_scene import build_mosaic; build_mosaic({str(scene)!r}, {args.scene_size})"
             run_child([sys.executable, "-c", build], ROOT)
-        named = commands(tmp, scene, args.model)
+        named = commands(tmp, scene, args.model, shlex.split(args.scene_args))
         if args.only:
             named = {k: v for k, v in named.items() if k in args.only}
         repeats = {name: args.scene_repeats if name == "scene" else args.repeats for name in named}
