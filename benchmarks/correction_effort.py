@@ -129,7 +129,8 @@ def polygon_action(mask: np.ndarray, piece: np.ndarray, add: bool | None) -> tup
     outline = cv2.approxPolyDP(max(contours, key=cv2.contourArea), POLYGON_TOLERANCE, True).reshape(-1, 2)
     if not 3 <= len(outline) <= MAX_VERTICES:
         return None
-    return shapes.polygon(mask, [tuple(map(float, p)) for p in outline], add=add), len(outline) + 1
+    vertices = [(float(x) + 0.5, float(y) + 0.5) for x, y in outline]  # at the outline pixels' centres
+    return shapes.polygon(mask, vertices, add=add), len(outline) + 1
 
 
 Candidate = tuple[str, np.ndarray, int, dict[str, object]]  # (tool, mask after, actions, settings it needs)

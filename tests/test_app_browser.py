@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from app_server import running_app, scene_png
-from test_mask_canvas_browser import capsules
 
 from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.edit import shapes
 from annotate.store import repository as repo
 
 pytestmark = [
@@ -86,7 +86,7 @@ def test_segment_inspect_correct_and_save_in_a_real_browser(tmp_path):
         canvas.stroke(((0.3 * WIDTH, 0.8 * HEIGHT), (0.4 * WIDTH, 0.8 * HEIGHT)))
         expected = base
         for step in canvas.log():
-            expected = capsules(expected, step["points"], step["size"], step["value"])
+            expected = shapes.stroke(expected, step["points"], step["size"], bool(step["value"]))
         shown = canvas.shown()
         assert np.array_equal(shown, expected), "the canvas shows the two strokes"
         done("paint two strokes")

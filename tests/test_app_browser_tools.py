@@ -18,7 +18,6 @@ import pytest
 from app_server import running_app, scene_png
 from PIL import Image
 from test_app_browser import artifacts
-from test_mask_canvas_browser import capsules, polygon
 
 from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
 from annotate.edit import regions, shapes
@@ -85,7 +84,7 @@ def test_every_mask_tool_in_a_real_browser(tmp_path, viewport):
         page.mouse.click(first[0] + 3, first[1] + 3)  # 4.2 screen pixels from the first vertex
         canvas.wait_revision(revision)
         step = canvas.log()[-1]
-        before, mask = mask, polygon(mask, step["points"], 1)
+        before, mask = mask, shapes.polygon(mask, step["points"], True)
         assert step["tool"] == "polygon" and np.array_equal(canvas.shown(), mask)
         assert mask[203:278, 203:298].all() and np.array_equal(mask[:, :190], before[:, :190])
         canvas.key("x")
@@ -94,7 +93,7 @@ def test_every_mask_tool_in_a_real_browser(tmp_path, viewport):
         revision = canvas.revision()
         page.keyboard.press("Enter")
         canvas.wait_revision(revision)
-        mask = polygon(mask, canvas.log()[-1]["points"], 0)
+        mask = shapes.polygon(mask, canvas.log()[-1]["points"], False)
         assert np.array_equal(canvas.shown(), mask) and not mask[223:248, 233:258].any()
 
         # fill holes and remove specks: the library's functions on the mask shown
@@ -116,7 +115,7 @@ def test_every_mask_tool_in_a_real_browser(tmp_path, viewport):
         canvas.key("b")
         canvas.stroke(((0.05 * WIDTH, 0.92 * HEIGHT), (0.25 * WIDTH, 0.92 * HEIGHT)))
         step = canvas.log()[-1]
-        mask = capsules(mask, step["points"], step["size"], 1)
+        mask = shapes.stroke(mask, step["points"], step["size"], True)
         assert np.array_equal(canvas.shown(), mask)
         page.locator("#mask-editor .mc-opacity").evaluate(
             "e => { e.value = '0.9'; e.dispatchEvent(new Event('input', { bubbles: true })); }"

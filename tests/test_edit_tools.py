@@ -60,29 +60,46 @@ def test_fill_holes_fills_enclosed_holes_up_to_the_area_and_never_the_outside():
 
 
 def test_polygon_adds_and_cuts_out_with_straight_edges():
+    # the canvas's coordinates: pixel (x, y) spans [x, x + 1), so corners at 5 and 31 hold pixels 5-30
     mask = np.zeros((40, 40), bool)
-    added = shapes.polygon(mask, [(5, 5), (30, 5), (30, 20), (5, 20)])
+    added = shapes.polygon(mask, [(5, 5), (31, 5), (31, 21), (5, 21)])
     assert added[5:21, 5:31].all() and added.sum() == 16 * 26
-    cut = shapes.polygon(added, [(10, 10), (20, 10), (20, 15), (10, 15)], add=False)
+    cut = shapes.polygon(added, [(10, 10), (21, 10), (21, 16), (10, 16)], add=False)
     assert not cut[10:16, 10:21].any() and cut.sum() == added.sum() - 6 * 11
-    triangle = shapes.polygon(mask, [(0, 0), (39, 0), (0, 39)])
-    assert triangle[0, 0] and triangle[0, 39] and not triangle[39, 39]
+    triangle = shapes.polygon(mask, [(0, 0), (40, 0), (0, 40)])
+    assert triangle[0, 0] and triangle[0, 38] and not triangle[39, 39]
+    # the same pixels as the canvas's rule: even-odd at pixel centres (a thin sliver holds none)
+    assert not shapes.polygon(mask, [(3.6, 2), (3.9, 2), (3.9, 30)]).any()
     with pytest.raises(ValueError, match="at least 3 vertices"):
         shapes.polygon(mask, [(1, 1), (5, 5)])
     with pytest.raises(ValueError, match="inside the 40×40 image"):
         shapes.polygon(mask, [(1, 1), (50, 5), (5, 9)])
 
 
+def test_a_stroke_paints_the_pixels_whose_centres_are_within_half_the_size():
+    mask = np.zeros((30, 40), bool)
+    dot = shapes.stroke(mask, [(10.5, 10.5)], 5)
+    assert dot[10, 8:13].all() and dot[8:13, 10].all() and not dot[8, 8] and dot.sum() == 21
+    line = shapes.stroke(mask, [(5.5, 20.5), (30.5, 20.5)], 3)
+    assert line[19:22, 5:31].all() and line.sum() == 3 * 26 + 2 * 3  # a round cap of 3 pixels at each end
+    erased = shapes.stroke(line, [(10.5, 20.5), (15.5, 20.5)], 3, add=False)
+    assert not erased[19:22, 10:16].any() and erased[20, 5] and erased[20, 30]
+    with pytest.raises(ValueError, match="at least 1 pixel"):
+        shapes.stroke(mask, [(1, 1)], 0)
+    with pytest.raises(ValueError, match="stroke points must lie inside"):
+        shapes.stroke(mask, [(1, 1), (41, 1)], 3)
+
+
 def test_an_auto_polygon_cuts_out_where_it_is_mostly_mask_and_adds_elsewhere():
     mask = np.zeros((40, 40), bool)
     mask[5:21, 5:31] = True
-    inside = [(10, 10), (20, 10), (20, 15), (10, 15)]
+    inside = [(10, 10), (21, 10), (21, 16), (10, 16)]
     assert np.array_equal(shapes.polygon(mask, inside, add=None), shapes.polygon(mask, inside, add=False))
     outside = [(2, 25), (38, 25), (38, 35), (2, 35)]
     assert np.array_equal(shapes.polygon(mask, outside, add=None), shapes.polygon(mask, outside, add=True))
     # straddling: 16 of its 26 rows lie on the mask, so it cuts out; with 10 of 26 it adds
-    assert not shapes.polygon(mask, [(8, 5), (12, 5), (12, 30), (8, 30)], add=None)[5:31, 8:13].any()
-    assert shapes.polygon(mask, [(8, 11), (12, 11), (12, 36), (8, 36)], add=None)[11:37, 8:13].all()
+    assert not shapes.polygon(mask, [(8, 5), (13, 5), (13, 31), (8, 31)], add=None)[5:31, 8:13].any()
+    assert shapes.polygon(mask, [(8, 11), (13, 11), (13, 37), (8, 37)], add=None)[11:37, 8:13].all()
 
 
 def test_a_click_near_the_first_vertex_closes_the_polygon():

@@ -14,8 +14,6 @@ off the page's own server is refused and none may be made: the canvas runs offli
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from app_server import free_port, scene_png
@@ -23,7 +21,7 @@ from PIL import Image
 
 from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, Canvas, chromium_page, chromium_path
 from annotate.app.mask_canvas import canvas_page
-from annotate.edit import regions
+from annotate.edit import regions, shapes
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,38 +31,6 @@ pytestmark = [
 ]
 HEIGHT, WIDTH = 240, 320
 VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}
-
-
-def capsules(mask: np.ndarray, points: list, size: float, value: int) -> np.ndarray:
-    """What the canvas's brush does: pixels whose centre is within ``size / 2`` of the path."""
-    out = mask.copy()
-    ys, xs = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
-    radius2 = (size / 2) * (size / 2)
-    pairs = [(points[0], points[0]), *itertools.pairwise(points)]
-    for (ax, ay), (bx, by) in pairs:
-        dx, dy = bx - ax, by - ay
-        px, py = xs + 0.5 - ax, ys + 0.5 - ay
-        len2 = dx * dx + dy * dy
-        t = np.clip((px * dx + py * dy) / len2, 0, 1) if len2 else np.zeros_like(px)
-        ex, ey = px - t * dx, py - t * dy
-        out[ex * ex + ey * ey <= radius2] = bool(value)
-    return out
-
-
-def polygon(mask: np.ndarray, points: list, value: int) -> np.ndarray:
-    """What the canvas's polygon does: even-odd at pixel centres, half-open spans."""
-    out = mask.copy()
-    for y in range(mask.shape[0]):
-        yc, crossings = y + 0.5, []
-        for i, (ax, ay) in enumerate(points):
-            bx, by = points[(i + 1) % len(points)]
-            if (ay <= yc) != (by <= yc):
-                crossings.append(ax + ((yc - ay) * (bx - ax)) / (by - ay))
-        crossings.sort()
-        for left, right in zip(crossings[::2], crossings[1::2]):
-            start, stop = max(0, int(np.ceil(left - 0.5))), min(mask.shape[1], int(np.ceil(right - 0.5)))
-            out[y, start:stop] = bool(value)
-    return out
 
 
 class CanvasPage(Canvas):
@@ -122,7 +88,7 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         ui.key("b")
         ui.stroke([(40, 150), (120, 160), (200, 150)])
         step = ui.log()[-1]
-        mask = capsules(start, step["points"], step["size"], 1)
+        mask = shapes.stroke(start, step["points"], step["size"], True)
         assert step["tool"] == "brush" and np.array_equal(ui.shown(), mask)
         assert mask[155, 60:180].all() and mask.sum() > start.sum()
         ui.key("e")
@@ -131,7 +97,7 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         assert ui.state()["size"] == 18 and ui.state()["tool"] == "eraser"
         ui.stroke([(60, 20), (60, 100)])
         step = ui.log()[-1]
-        before, mask = mask, capsules(mask, step["points"], 18, 0)
+        before, mask = mask, shapes.stroke(mask, step["points"], 18, False)
         assert step["tool"] == "eraser" and np.array_equal(ui.shown(), mask) and not mask[25:65, 55:65].any()
         assert np.array_equal(ui.save(), mask), "saved = shown after brush and eraser"
 
@@ -174,7 +140,7 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         ui.stroke([(150, 110), (170, 110)])
         step = ui.log()[-1]
         assert abs(step["points"][0][0] - 150) < 0.5 / moved["scale"] + 0.01, "a zoomed stroke lands where aimed"
-        mask = capsules(mask, step["points"], 18, 1)
+        mask = shapes.stroke(mask, step["points"], 18, True)
         assert np.array_equal(ui.shown(), mask)
         ui.key("0")
         assert ui.state()["scale"] == pytest.approx(scale)
@@ -190,7 +156,7 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         page.mouse.click(first[0] + 3, first[1] + 2.5)
         page.wait_for_function(f"() => +document.querySelector('#canvas .mc-root').dataset.revision > {before}")
         step = ui.log()[-1]
-        mask = polygon(mask, step["points"], 1)
+        mask = shapes.polygon(mask, step["points"], True)
         assert step["tool"] == "polygon" and len(step["points"]) == 4 and np.array_equal(ui.shown(), mask)
         assert mask[35:85, 205:285].all()
         # Auto (the default mode): a polygon mostly on the mask is cut out, with Enter
@@ -201,7 +167,7 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         page.keyboard.press("Enter")
         page.wait_for_function(f"() => +document.querySelector('#canvas .mc-root').dataset.revision > {before}")
         step = ui.log()[-1]
-        cut = polygon(mask, step["points"], 0)
+        cut = shapes.polygon(mask, step["points"], False)
         assert step["value"] == 0 and np.array_equal(ui.shown(), cut) and not cut[52:68, 222:258].any()
         mask = cut
 
@@ -248,7 +214,7 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         before = ui.revision()
         ui.stroke(((280.5, 200.5), (310.5, 200.5)), button="right")
         step = ui.log()[-1]
-        mask = capsules(mask, step["points"], step["size"], 0)
+        mask = shapes.stroke(mask, step["points"], step["size"], False)
         assert step["tool"] == "eraser" and np.array_equal(ui.shown(), mask) and ui.revision() > before
 
         shown = ui.shown()
@@ -284,7 +250,7 @@ def test_touch_one_finger_draws_two_fingers_pinch(served):
         fingers("touchEnd")
         ui.wait_revision(before)
         step = ui.log()[-1]
-        mask = capsules(start, step["points"], step["size"], 1)
+        mask = shapes.stroke(start, step["points"], step["size"], True)
         assert step["tool"] == "brush" and np.array_equal(ui.shown(), mask) and mask[150, 60:180].all()
 
         # two fingers: zoom x2 about their midpoint; the image point there stays under it

@@ -1,4 +1,5 @@
-"""Shape tools on a binary mask: polygons, hole filling, speck removal, and the undo history.
+"""Shape tools on a binary mask: polygons and brush strokes (by the mask canvas's own rules), hole
+filling, speck removal, and the undo history.
 
 Every tool takes a mask ``bool [H, W]`` and returns a new one (the input is never changed), so
 a caller can keep the old mask for undo. Connected components are 8-connected (a diagonal
@@ -7,6 +8,7 @@ touch joins two pixels), as a brush stroke drawn at an angle is.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,34 +62,75 @@ def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
     return mask | hole[labels]
 
 
-def check_points(points: Sequence[Point], shape: tuple[int, int]) -> np.ndarray:
-    """Polygon vertices ``[(x, y), ...]`` as ``int32 [N, 2]`` inside an image of ``shape``
-    (``ValueError`` for fewer than three vertices or any outside the image)."""
+def check_points(points: Sequence[Point], shape: tuple[int, int], least: int = 3) -> np.ndarray:
+    """Vertices ``[(x, y), ...]`` as ``float64 [N, 2]`` in the image's continuous coordinates
+    (pixel ``(x, y)`` spans ``[x, x + 1) × [y, y + 1)``, its centre at ``+ 0.5``), ``ValueError``
+    for fewer than ``least`` or any outside the image of ``shape``."""
     array = np.asarray(points, dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))
-    if len(array) < 3:
-        raise ValueError(f"a polygon needs at least 3 vertices, got {len(array)}")
+    if len(array) < least:
+        raise ValueError(f"a {'polygon' if least == 3 else 'stroke'} needs at least {least} vertices, got {len(array)}")
     height, width = shape
-    if (
-        not np.isfinite(array).all()
-        or (array < 0).any()
-        or (array[:, 0] > width - 1).any()
-        or (array[:, 1] > height - 1).any()
-    ):
-        raise ValueError(f"polygon vertices must lie inside the {width}×{height} image")
-    return np.round(array).astype(np.int32)
+    if not np.isfinite(array).all() or (array < 0).any() or (array[:, 0] > width).any() or (array[:, 1] > height).any():
+        raise ValueError(
+            f"{'polygon vertices' if least == 3 else 'stroke points'} must lie inside the {width}×{height} image"
+        )
+    return array
+
+
+def polygon_inside(points: Sequence[Point], shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of the polygon through ``points`` ``bool [H, W]``, by the canvas's rule
+    (``mask_canvas.js``): even-odd at pixel centres, each row's spans half-open."""
+    array = check_points(points, shape)
+    inside = np.zeros(shape, bool)
+    ax, ay = array[:, 0], array[:, 1]
+    bx, by = np.roll(ax, -1), np.roll(ay, -1)
+    y0, y1 = max(0, int(np.floor(ay.min()))), min(shape[0], int(np.ceil(ay.max())) + 1)
+    for y in range(y0, y1):
+        centre = y + 0.5
+        crossing = (ay <= centre) != (by <= centre)
+        xs = np.sort(
+            ax[crossing] + (centre - ay[crossing]) * (bx[crossing] - ax[crossing]) / (by[crossing] - ay[crossing])
+        )
+        for left, right in zip(xs[::2], xs[1::2], strict=False):
+            start, stop = max(0, int(np.ceil(left - 0.5))), min(shape[1], int(np.ceil(right - 0.5)))
+            inside[y, start:stop] = True
+    return inside
 
 
 def polygon(mask: np.ndarray, points: Sequence[Point], add: bool | None = True) -> np.ndarray:
     """``mask`` with the polygon through ``points`` (``(x, y)`` vertices, closed back to the
-    first) added (``add``) or cut out, its outline included. ``add=None`` is the canvas's *Auto*
-    mode: a polygon more than half of which is already mask is cut out, any other is added."""
+    first) added (``add``) or cut out, by the canvas's rule (:func:`polygon_inside`), so a
+    polygon drawn on the canvas and one computed here agree to the pixel. ``add=None`` is the
+    canvas's *Auto* mode: a polygon more than half of which is already mask is cut out, any
+    other is added."""
     mask = check_mask(mask)
-    inside = np.zeros(mask.shape, np.uint8)
-    cv2.fillPoly(inside, [check_points(points, mask.shape)], 1, lineType=cv2.LINE_8)
-    inside = inside.astype(bool)
+    inside = polygon_inside(points, mask.shape)
     if add is None:
         add = 2 * int(np.count_nonzero(mask & inside)) <= int(np.count_nonzero(inside))
     return mask | inside if add else mask & ~inside
+
+
+def stroke(mask: np.ndarray, points: Sequence[Point], size: float, add: bool = True) -> np.ndarray:
+    """``mask`` with a brush stroke through ``points`` painted (``add``) or erased, by the
+    canvas's rule: every pixel whose centre lies within ``size / 2`` of the path (a lone point:
+    a disc)."""
+    mask = check_mask(mask).copy()
+    array = check_points(points, mask.shape, least=1)
+    if not size > 0:
+        raise ValueError(f"a brush is at least 1 pixel wide, got {size}")
+    radius = size / 2
+    pairs = [(array[0], array[0]), *itertools.pairwise(array)]
+    for a, b in pairs:
+        x0, x1 = max(0, int(np.floor(min(a[0], b[0]) - radius))), int(np.ceil(max(a[0], b[0]) + radius)) + 1
+        y0, y1 = max(0, int(np.floor(min(a[1], b[1]) - radius))), int(np.ceil(max(a[1], b[1]) + radius)) + 1
+        ys, xs = np.mgrid[y0 : min(y1, mask.shape[0]), x0 : min(x1, mask.shape[1])]
+        px, py = xs + 0.5 - a[0], ys + 0.5 - a[1]
+        dx, dy = b[0] - a[0], b[1] - a[1]
+        length2 = dx * dx + dy * dy
+        t = np.clip((px * dx + py * dy) / length2, 0, 1) if length2 else np.zeros_like(px)
+        ex, ey = px - t * dx, py - t * dy
+        mask[ys, xs] = np.where(ex * ex + ey * ey <= radius * radius, add, mask[ys, xs])
+    return mask
 
 
 def closes_polygon(points: Sequence[Point], click: Point, radius: float = SNAP_RADIUS) -> bool:
