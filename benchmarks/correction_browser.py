@@ -2,6 +2,8 @@
 
     python -m benchmarks.correction_browser --start 3 --cases 1 --actions 4 \\
         --json benchmarks/results/correction_browser.json
+    python -m benchmarks.correction_browser --cases 4 --actions 60 --modes shortcuts \\
+        --toolsets brush brush+region brush+region+polygon --json benchmarks/results/correction_browser_toolsets.json
 
 For each case (the tile-6 images and class-level expressions of
 :mod:`benchmarks.correction_effort`, in its order): the real app (the shipped model, a fresh store
@@ -17,11 +19,14 @@ the mask back from the canvas, chooses as the Python annotator does (a setting c
 changes, the canvas's tool and mode, then the click on the canvas or the button) and compares the
 mask the canvas then shows with the library's result for the same action.
 
-Brush strokes are not driven: the scripted brush paints a piece's skeleton with a disc as wide as
-the piece, which a mouse drag with the canvas's round brush does not reproduce pixel for pixel
-(``tests/test_app_browser_tools.py`` drives a stroke and the opacity). Reported per case: the
-actions and setting changes, the IoU reached, the pixels where page and library differ after
-each action, and the seconds from each action's first click to the new picture on the page.
+With ``--toolsets`` it drives the other toolsets too: a brush stroke is a drag along the
+longest path through the piece's skeleton near its innermost pixel (:func:`stroke_path`, the
+brush as wide as the piece there; a person's one drag, so where the skeleton branches it covers
+less than the scripted stroke, which paints every branch), a polygon one click per vertex and a
+last one on the first vertex, which closes it. Reported per case and toolset: the actions and
+setting changes, the IoU reached, the pixels where page and library differ after each action
+(strokes and polygons recomputed by :mod:`annotate.edit.shapes` from the points the canvas
+logged), and the seconds from each action's first click to the new picture on the page.
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ import os
 import socket
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from annotate.edit import regions
+from annotate.edit import regions, shapes
 
-from .correction_effort import DATA, MODES, START_SETTINGS, Choice, Picture, choose, iou, write_result
+from .correction_effort import DATA, MODES, START_SETTINGS, TOOLSETS, Choice, Picture, choose, iou, write_result
 
 ACTION_TIMEOUT_MS = 180_000
 MODIFIERS = {"medium": "Shift", "large": "Alt", "model": "Control"}  # the canvas's region-source clicks
@@ -58,11 +64,67 @@ def labels() -> dict[str, str]:
     return {("model" if method == "model" else scale): label for label, (method, scale) in REGION_SOURCES.items()}
 
 
-def perform(tools: Any, choice: Choice, settings: dict[str, object]) -> np.ndarray:
-    """Do ``choice`` on the page (changing the radio buttons that differ from ``settings``); the
-    mask the page shows afterwards."""
-    from .correction_effort import HOLES, SPECKS
+def stroke_path(piece: np.ndarray) -> tuple[list[tuple[float, float]], int]:
+    """The drag a person makes for the scripted brush stroke on ``piece`` (``bool [H, W]``):
+    the longest path through the piece's skeleton within :data:`STROKE_LENGTH` / 2 of its
+    innermost pixel (every third pixel, at pixel centres), and the brush size (as wide as the
+    piece there, at most ``2 * MAX_BRUSH + 1``). One drag follows one path: where the skeleton
+    branches, the scripted stroke (which paints every branch) covers more."""
+    from skimage.morphology import skeletonize
 
+    from .correction_effort import MAX_BRUSH, STROKE_LENGTH, inner_point
+
+    (x, y), depth = inner_point(piece)
+    skeleton = skeletonize(piece)
+    rows, cols = np.indices(piece.shape)
+    skeleton &= np.hypot(cols - x, rows - y) <= STROKE_LENGTH / 2
+    pixels = {(int(c), int(r)) for r, c in zip(*np.nonzero(skeleton), strict=True)} | {(x, y)}
+
+    def farthest(start: tuple[int, int]) -> tuple[tuple[int, int], dict]:
+        parent: dict = {start: None}
+        queue, last = deque([start]), start
+        while queue:
+            last = queue.popleft()
+            for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+                step = (last[0] + dx, last[1] + dy)
+                if step in pixels and step not in parent:
+                    parent[step] = last
+                    queue.append(step)
+        return last, parent
+
+    end, _ = farthest((x, y))
+    other, parent = farthest(end)
+    path, at = [], other
+    while at is not None:
+        path.append(at)
+        at = parent[at]
+    points = [(px + 0.5, py + 0.5) for px, py in path[::3] + ([path[-1]] if (len(path) - 1) % 3 else [])]
+    return points, 2 * int(np.clip(round(depth), 1, MAX_BRUSH)) + 1
+
+
+def perform(tools: Any, choice: Choice, settings: dict[str, object], modes: str) -> np.ndarray:
+    """Do ``choice`` on the page (changing the tool, mode and radio buttons that differ from
+    ``settings``); the mask the page shows afterwards."""
+    from .correction_effort import HOLES, SPECKS, polygon_vertices
+
+    tool = choice.needs.get("tool")
+    if tool is not None and tools.state()["tool"] != tool:
+        tools.tool(str(tool))
+    if "mode" in choice.needs and tools.state()["mode"] != choice.needs["mode"]:
+        tools.tool(str(choice.needs["mode"]))
+    if choice.tool == "brush":
+        path, size = stroke_path(choice.piece)
+        tools.set_size(size)  # free, as in the scripted annotator
+        # with the shortcuts a right drag with the brush erases
+        tools.stroke(path, button="right" if modes == "shortcuts" and not choice.add else "left")
+        return tools.shown()
+    if choice.tool == "polygon":
+        vertices = polygon_vertices(choice.piece)
+        revision = tools.revision()
+        for vertex in [*vertices, vertices[0]]:  # the last click, on the first vertex, closes it
+            tools.click(*vertex)
+        tools.wait_revision(revision)
+        return tools.shown()
     if choice.tool == "fill holes":
         tools.page.fill("#hole-area input", str(HOLES))
         return tools.button("#fill-holes")
@@ -77,10 +139,16 @@ def perform(tools: Any, choice: Choice, settings: dict[str, object]) -> np.ndarr
     return tools.region(int(x), int(y), add=None if "mode" not in choice.needs else choice.add, modifier=modifier)
 
 
-def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture: Picture) -> int:
-    """Pixels where the page's mask differs from the library's for ``choice``: for a region
-    click, the fewest over the click and its 8 neighbours (the canvas clicks a pixel's centre, so
-    the click itself should match; the neighbours are kept as a guard against a one-pixel offset)."""
+def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture: Picture, step: dict) -> int:
+    """Pixels where the page's mask differs from the library's for ``choice``: a stroke or a
+    polygon recomputed by :mod:`annotate.edit.shapes` from the points the canvas logged
+    (``step``, its last log entry); for a region click, the fewest over the click and its 8
+    neighbours (the canvas clicks a pixel's centre, so the click itself should match; the
+    neighbours are kept as a guard against a one-pixel offset)."""
+    if choice.tool == "brush":
+        return int(np.count_nonzero(shown != shapes.stroke(mask, step["points"], step["size"], bool(step["value"]))))
+    if choice.tool == "polygon":
+        return int(np.count_nonzero(shown != shapes.polygon(mask, step["points"], bool(step["value"]))))
     if not choice.tool.startswith("region "):
         return int(np.count_nonzero(shown != choice.after))
     scale = choice.tool.removeprefix("region ")
@@ -110,8 +178,9 @@ def drive(
     target: float,
     setting_cost: int = 1,
     modes: str = "auto",
+    toolset: str = "region",
 ) -> dict:
-    """One case in the page (see the module docstring)."""
+    """One case in the page with one toolset (see the module docstring)."""
     from annotate.app.browser import AppPage
     from annotate.app.inputs import load_image
     from annotate.store import repository as repo
@@ -131,13 +200,14 @@ def drive(
     steps, taken, changes, score = [], 0, 0, iou(mask, truth)
     start_iou = score
     while taken < actions and score < target:
-        choice = choose(picture, truth, mask, "region", settings, setting_cost, modes)
+        choice = choose(picture, truth, mask, toolset, settings, setting_cost, modes)
         if choice is None:
             break
         started = time.perf_counter()
-        shown = perform(tools, choice, settings)
+        shown = perform(tools, choice, settings, modes)
         seconds = time.perf_counter() - started
-        wrong = unlike_library(shown, choice, mask, picture)
+        logged = tools.log()[-1] if choice.tool in ("brush", "polygon") else {}
+        wrong = unlike_library(shown, choice, mask, picture, logged)
         steps.append(
             {"tool": choice.tool, "switches": choice.switches, "seconds": seconds, "pixels_unlike_library": wrong}
         )
@@ -147,6 +217,7 @@ def drive(
         print(f"{name:40s} {choice.tool:14s} {seconds:6.2f} s  IoU {score:.3f}  unlike library {wrong} px", flush=True)
     return {
         "case": name,
+        "toolset": toolset,
         "start_iou": round(start_iou, 4),
         "iou": round(score, 4),
         "actions": taken,
@@ -164,6 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--target", type=float, default=0.90, help="mask IoU at which a case is done")
     parser.add_argument("--setting-cost", type=int, default=1, help="actions a change of tool or region size costs")
     parser.add_argument("--modes", choices=MODES, default="auto", help="how the canvas is used (correction_effort)")
+    parser.add_argument(
+        "--toolsets", nargs="+", choices=("region", *TOOLSETS), default=["region"], help="toolsets to drive, each case"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     from annotate.app.browser import chromium_page, chromium_path
@@ -195,32 +269,47 @@ def main(argv: list[str] | None = None) -> dict:
             with chromium_page(1400, 1000) as page:
                 page.set_default_timeout(ACTION_TIMEOUT_MS)
                 for path, expression, truth in chosen:
-                    if len(results) >= args.cases:
+                    if len({r["case"] for r in results}) >= args.cases:
                         break
                     name = f"{path.stem} {expression}"
-                    result = drive(
-                        app,
-                        page,
-                        name,
-                        path,
-                        expression,
-                        truth,
-                        args.actions,
-                        args.target,
-                        args.setting_cost,
-                        args.modes,
-                    )
-                    if result["actions"]:  # a mask already at the target has nothing to drive
+                    for toolset in args.toolsets:
+                        result = drive(
+                            app,
+                            page,
+                            name,
+                            path,
+                            expression,
+                            truth,
+                            args.actions,
+                            args.target,
+                            args.setting_cost,
+                            args.modes,
+                            toolset,
+                        )
+                        if not result["actions"]:  # a mask already at the target has nothing to drive
+                            break
                         results.append(result)
-                    loads.append(os.getloadavg()[0])
+                        loads.append(os.getloadavg()[0])
         finally:
             demo.close()
             backend.store.close()
     seconds = [s["seconds"] for r in results for s in r["steps"]]
     unlike = [s["pixels_unlike_library"] for r in results for s in r["steps"]]
+    toolsets = {}
+    for toolset in args.toolsets:
+        runs = [r for r in results if r["toolset"] == toolset]
+        if runs:  # actions to the target, or the cap (--actions) where it was not reached, as correction_effort
+            counted = [r["actions"] if r["iou"] >= args.target else max(r["actions"], args.actions) for r in runs]
+            toolsets[toolset] = {
+                "cases": len(runs),
+                "median_actions": float(np.median(counted)),
+                "reached": float(np.mean([r["iou"] >= args.target for r in runs])),
+                "median_iou": float(np.median([r["iou"] for r in runs])),
+            }
     summary = {
-        "cases": len(results),
-        "actions": len(seconds),
+        "cases": len({r["case"] for r in results}),
+        "toolsets": toolsets,
+        "steps": len(seconds),
         "median_seconds_per_action": float(np.median(seconds)) if seconds else None,
         "actions_unlike_library": int(sum(u > 0 for u in unlike)),
         "max_pixels_unlike_library": int(max(unlike, default=0)),

@@ -122,15 +122,23 @@ def brush_stroke(mask: np.ndarray, piece: np.ndarray, add: bool) -> np.ndarray:
     return mask | painted if add else mask & ~painted
 
 
-def polygon_action(mask: np.ndarray, piece: np.ndarray, add: bool | None) -> tuple[np.ndarray, int] | None:
-    """The piece's outer outline simplified to a polygon: the mask after it, and the clicks (one
-    per vertex, one more to close on the first); None if the outline needs too many vertices."""
+def polygon_vertices(piece: np.ndarray) -> list[tuple[float, float]] | None:
+    """The piece's outer outline simplified to at most :data:`MAX_VERTICES` vertices, at the
+    outline pixels' centres (canvas coordinates); None if it needs more."""
     contours, _ = cv2.findContours(piece.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     outline = cv2.approxPolyDP(max(contours, key=cv2.contourArea), POLYGON_TOLERANCE, True).reshape(-1, 2)
     if not 3 <= len(outline) <= MAX_VERTICES:
         return None
-    vertices = [(float(x) + 0.5, float(y) + 0.5) for x, y in outline]  # at the outline pixels' centres
-    return shapes.polygon(mask, vertices, add=add), len(outline) + 1
+    return [(float(x) + 0.5, float(y) + 0.5) for x, y in outline]
+
+
+def polygon_action(mask: np.ndarray, piece: np.ndarray, add: bool | None) -> tuple[np.ndarray, int] | None:
+    """The piece's outline as a polygon (:func:`polygon_vertices`): the mask after it, and the
+    clicks (one per vertex, one more to close on the first); None if it needs too many vertices."""
+    vertices = polygon_vertices(piece)
+    if vertices is None:
+        return None
+    return shapes.polygon(mask, vertices, add=add), len(vertices) + 1
 
 
 Candidate = tuple[str, np.ndarray, int, dict[str, object]]  # (tool, mask after, actions, settings it needs)
@@ -219,6 +227,7 @@ class Choice:
     switches: int
     point: tuple[int, int]
     add: bool
+    piece: np.ndarray | None = None  # the error piece it works on ``bool [H, W]``
 
 
 def choose(
@@ -241,7 +250,7 @@ def choose(
                 best = (gain, Choice(tool, after, cost + setting_cost * switches, needs, switches, (0, 0), add), piece)
         if best is not None:
             point, _ = inner_point(best[2])
-            return replace(best[1], point=point)
+            return replace(best[1], point=point, piece=best[2])
     return None
 
 

@@ -232,6 +232,12 @@ class Canvas:
         self.page.mouse.up(button=button)
         self.wait_revision(before)
 
+    def set_size(self, size: int) -> None:
+        """Set the brush size slider (what dragging it does)."""
+        self.page.locator(f"{self.selector} .mc-size").evaluate(
+            f"e => {{ e.value = '{int(size)}'; e.dispatchEvent(new Event('input', {{ bubbles: true }})); }}"
+        )
+
     def click(self, x: float, y: float, modifier: str | None = None) -> None:
         """A click at canvas point (x, y), with ``modifier`` (``"Shift"``, ``"Alt"``, ``"Control"``) held."""
         self.into_view()
