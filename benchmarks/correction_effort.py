@@ -62,7 +62,8 @@ MAX_VERTICES = 40
 # how the annotator uses the canvas: "explicit": the Add / Remove buttons, the Region choice and the
 # brush and eraser tools; "auto": the Auto mode (the click decides add or remove, the canvas's
 # default); "shortcuts": Auto, the region's source by modifier (Shift medium, Alt large, Ctrl the
-# model's map) and a right drag with the brush erasing. Each is a way the canvas really works.
+# model's map), a right drag erasing and the region tool's drags painting like the brush (so a
+# stroke needs no tool switch). Each is a way the canvas really works.
 MODES = ("explicit", "auto", "shortcuts")
 LOOK_AT = 8  # error pieces the annotator looks at, largest first, for one that an action improves
 MILESTONES = (0.7, 0.8, 0.9)
@@ -199,9 +200,9 @@ def candidates(
     the mode of the region and polygon tools (none in *Auto*) and the region's size or source."""
     auto = modes != "explicit"
     if toolset != "region":
-        # with the shortcuts a right drag with the brush erases: no eraser tool to pick
-        tool = "brush" if add or modes == "shortcuts" else "eraser"
-        yield "brush", brush_stroke(mask, piece, add), 1, {"tool": tool}
+        # with the shortcuts a right drag erases, and the region tool's drags paint too: no tool to pick
+        needs = {} if modes == "shortcuts" else {"tool": "brush" if add else "eraser"}
+        yield "brush", brush_stroke(mask, piece, add), 1, needs
     if toolset == "brush":
         return
     point, _ = inner_point(piece)
@@ -368,8 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
         choices=MODES,
         default="auto",
         help="how the canvas is used: explicit Add / Remove and the Region choice; auto (the default): the "
-        "Auto mode, the click decides add or remove; shortcuts: Auto, modifier clicks for the region's source "
-        "and right drags erasing",
+        "Auto mode, the click decides add or remove; shortcuts: Auto, modifier clicks for the region's source, "
+        "right drags erasing and the region tool's drags painting",
     )
     parser.add_argument("--toolsets", nargs="+", choices=TOOLSETS, default=list(TOOLSETS), help="toolsets to run")
     parser.add_argument("--no-one-click", action="store_true", help="skip part 1 (the one-click table)")

@@ -216,6 +216,14 @@ def test_every_canvas_tool_in_a_real_browser(served, viewport):
         step = ui.log()[-1]
         mask = shapes.stroke(mask, step["points"], step["size"], False)
         assert step["tool"] == "eraser" and np.array_equal(ui.shown(), mask) and ui.revision() > before
+        # with the region tool (R) a drag paints like the brush and a right drag erases: no tool switch
+        ui.key("r")
+        for button, add in (("left", True), ("right", False)):
+            ui.stroke(((20.5, 200.5), (60.5, 210.5)), button=button)
+            step = ui.log()[-1]
+            mask = shapes.stroke(mask, step["points"], step["size"], add)
+            assert step["value"] == int(add) and np.array_equal(ui.shown(), mask), f"a {button} drag"
+        assert ui.state()["tool"] == "region"
 
         shown = ui.shown()
         saved_mask = ui.save()

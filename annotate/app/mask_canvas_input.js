@@ -11,6 +11,13 @@ function clickSource(event) {
   if (event.altKey) return 'large';
   return event.shiftKey ? 'medium' : null;
 }
+const PRESS_SLOP = 4; // screen pixels a region-tool press may move and still be a click
+const DRAGS_PAINT = new Set(['brush', 'eraser', 'region']); // tools whose right drag paints or erases
+function startStroke(p, value) {
+  snapshot();
+  st.drag = { kind: 'stroke', last: [p.x, p.y], value, points: [[p.x, p.y]] };
+  segment([p.x, p.y], [p.x, p.y], st.size / 2, value);
+}
 function clickAt(p, event) { // the one-point tools: a polygon vertex, a region click
   if (st.tool === 'polygon') {
     const first = st.points[0];
@@ -61,16 +68,16 @@ stage.addEventListener('pointerdown', (event) => {
   }
   if (event.button === 1 || st.tool === 'pan' || st.space) {
     st.drag = { kind: 'pan', sx: p.sx, sy: p.sy, panX: st.panX, panY: st.panY };
-  } else if (st.busy || !(event.button === 0 || (event.button === 2 && (st.tool === 'brush' || st.tool === 'eraser')))) {
+  } else if (st.busy || !(event.button === 0 || (event.button === 2 && DRAGS_PAINT.has(st.tool)))) {
     return;
   } else if (st.tool === 'brush' || st.tool === 'eraser') {
-    snapshot();
     // the right button does the other one: a right drag with the brush erases, with the eraser paints
-    const value = (st.tool === 'brush') !== (event.button === 2) ? 1 : 0;
-    st.drag = { kind: 'stroke', last: [p.x, p.y], value, points: [[p.x, p.y]] };
-    segment([p.x, p.y], [p.x, p.y], st.size / 2, value);
+    startStroke(p, (st.tool === 'brush') !== (event.button === 2) ? 1 : 0);
   } else if (touch) {
     st.drag = { kind: 'tap', p };
+  } else if (st.tool === 'region') { // a click snaps a region, a drag paints (right: erases)
+    const mods = { shiftKey: event.shiftKey, altKey: event.altKey, ctrlKey: event.ctrlKey, metaKey: event.metaKey };
+    st.drag = { kind: 'press', p, button: event.button, mods };
   } else {
     clickAt(p, event);
   }
@@ -95,6 +102,10 @@ stage.addEventListener('pointermove', (event) => {
     st.panY = (a.sy + b.sy) / 2 - drag.iy * st.scale;
   } else if (drag && drag.kind === 'tap' && Math.hypot(p.sx - drag.p.sx, p.sy - drag.p.sy) > 10) {
     st.drag = null; // a drag, not a tap
+  } else if (drag && drag.kind === 'press' && Math.hypot(p.sx - drag.p.sx, p.sy - drag.p.sy) > PRESS_SLOP) {
+    startStroke(drag.p, drag.button === 2 ? 0 : 1); // the region tool's drag: a brush stroke from the press
+    segment(st.drag.last, [p.x, p.y], st.size / 2, st.drag.value);
+    st.drag.last = [p.x, p.y]; st.drag.points.push([p.x, p.y]);
   }
   draw();
 });
@@ -112,6 +123,8 @@ function release(event) {
     commit();
   } else if (drag && drag.kind === 'tap' && event.type === 'pointerup') {
     clickAt(drag.p);
+  } else if (drag && drag.kind === 'press' && event.type === 'pointerup' && drag.button === 0) {
+    clickAt(drag.p, drag.mods);
   }
 }
 stage.addEventListener('pointerup', release);
