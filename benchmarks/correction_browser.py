@@ -186,9 +186,16 @@ def drive(
     from annotate.store import repository as repo
 
     ui = AppPage(page, app.url)
-    ui.open(annotator="benchmark")
-    ui.keep_untrusted()
-    ui.segment(image_path, [expression])
+    for attempt in range(2):  # once more on a fresh page if the upload hangs (seen once, cause unknown)
+        ui.open(annotator="benchmark")
+        ui.keep_untrusted()
+        try:
+            ui.segment(image_path, [expression])
+            break
+        except TimeoutError as exc:
+            print(f"{name}: {exc}; {'retrying on a fresh page' if attempt == 0 else 'giving up'}", flush=True)
+            if attempt:
+                raise
     with app.backend.store.ReadSession() as session:
         draft = repo.review_queue(session, "draft", "recent", 1)[0].id  # the segmentation's draft
     tools = ui.open_editor(draft)

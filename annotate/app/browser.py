@@ -88,9 +88,13 @@ class AppPage:
         page = self.page
         if image is not None:
             page.set_input_files("#upload input[type=file]", str(image))
-            page.wait_for_function(
-                "name => document.querySelector('#upload').innerText.includes(name)", arg=Path(image).name
-            )
+            try:
+                page.wait_for_function(
+                    "name => document.querySelector('#upload').innerText.includes(name)", arg=Path(image).name
+                )
+            except Exception as exc:  # say what the upload showed instead (a rare hang, not yet explained)
+                shown = page.inner_text("#upload")[:300].replace("\n", " | ")
+                raise TimeoutError(f"the upload never showed {Path(image).name!r}; it shows: {shown!r}") from exc
         page.fill("#expressions textarea", "\n".join(expressions))
         done = re.search(r"Result (\d+):", page.inner_text("#segment-summary"))
         expected = f"Result {int(done.group(1)) + 1 if done else 1}:"  # the summary numbers the runs
