@@ -157,3 +157,29 @@ def test_the_pyramid_is_computed_only_for_expressions_a_head_recognises(tiny32, 
         assert calls == [1]  # no head's gate opens: the image stages do not run again
         model.correction = None
         torch.testing.assert_close(base, model(image, ids, attention))
+
+
+def test_the_quick_default_weights_the_foreground_in_the_heads_loss(tiny32, tokenizer, monkeypatch):
+    from annotate.jobs.finetune_quick import adapt_config
+
+    settings = adapt_config(FinetuneConfig(mode="quick"))
+    assert settings.train == "head" and settings.foreground_weight == 3.0
+    model = _copy(tiny32)
+    seen: list[torch.Tensor | None] = []
+    original = type(model).loss
+
+    def spy(self, logits, target, class_weights=None):
+        seen.append(class_weights)
+        return original(self, logits, target, class_weights)
+
+    monkeypatch.setattr(type(model), "loss", spy)
+    data = tiny32_dataset(tokenizer, toy_samples(2, seed=3), augment=True)
+    with single_thread():
+        cache = cache_features(model, data, transforms=2, level="head")
+        for weight in (3.0, None):
+            seen.clear()
+            adapt_decoder(model, cache, AdaptConfig(train="head", steps=2, batch_size=2, foreground_weight=weight))
+            if weight is None:
+                assert seen == [None, None]  # the model's own class weights
+            else:
+                assert len(seen) == 2 and all(torch.equal(w, torch.tensor([1.0, weight])) for w in seen)
