@@ -21,7 +21,10 @@ after, and what it forgot on dubai tile 6.
   defaults, ``--set`` overrides) from the same base weights. Scores are computed on the cached
   features, as :func:`sbanet.training.evaluation.evaluate` computes them at the input size.
 * **Selection**: ``uncertainty`` corrects the N pool crops the base is least sure of (mean over
-  pixels of ``1 - |2p - 1|``), ``random`` a seeded draw; both nested in N.
+  pixels of ``1 - |2p - 1|``), ``random`` a seeded draw; both nested in N. Uncertainty with
+  diversity, on label-free descriptors of the crops (:func:`pool_descriptors`): ``diverse``
+  (:func:`greedy_diverse`, nested) and ``cluster`` (:func:`cluster_diverse`, the least sure crop
+  of each of N k-means clusters).
 * **Time**: ``seconds`` is the training alone; a whole job run (features computed, held-out
   check, save, register) is timed by ``python -m benchmarks.finetune_loop --set mode=quick``.
 """
@@ -43,6 +46,7 @@ from benchmarks.finetune_loop import CATEGORIES, MIN_COVERAGE, TILE6, _crop, _se
 from recipes.default_model.scale import DATA, spacenet_scenes
 
 REPLAY_ROOT = Path("runs/data/dubai-referring-asked-cap10")
+RULES = ("uncertainty", "diverse", "cluster")  # label-free selections (+ "random")
 REPLAY_POOL = 64  # replay samples cached; a run draws quick_replay of them (seeded)
 
 
@@ -129,21 +133,69 @@ def rows_of(cache: Any, rows: list[int]) -> Any:
     return cache.select(rows)
 
 
-def uncertainty_order(model: Any, pool: Any) -> list[int]:
-    """Pool crops (rows of transform 0), least sure first: the review queue's order."""
+def uncertainty_scores(model: Any, pool: Any) -> np.ndarray:
+    """Each pool crop's mean uncertainty under the base (rows of transform 0): ``float [crops]``."""
     import torch
     import torch.nn.functional as F
 
     from annotate.store.masks import mean_uncertainty
     from sbanet.training.adapt import cached_logits
 
-    order = []
+    scores = []
     with torch.no_grad():
         for i in range(len(pool) // 8):
             logits = cached_logits(model, pool.select(slice(8 * i, 8 * i + 1)))
             p = F.interpolate(logits, size=pool.masks.shape[-2:], mode="bilinear", align_corners=True).softmax(1)
-            order.append(mean_uncertainty(p[0, 1].numpy()))
-    return [int(i) for i in np.argsort(order, kind="stable")[::-1]]
+            scores.append(mean_uncertainty(p[0, 1].numpy()))
+    return np.asarray(scores)
+
+
+def uncertainty_order(scores: np.ndarray) -> list[int]:
+    """Pool crops least sure first (``scores`` from :func:`uncertainty_scores`): the review
+    queue's order."""
+    return [int(i) for i in np.argsort(scores, kind="stable")[::-1]]
+
+
+def _first(order: list[int], n: int) -> list[int]:
+    return order[:n]
+
+
+def pool_descriptors(pool: Any) -> np.ndarray:
+    """Each pool crop described by the spatial means of its image-encoder stages (transform 0),
+    standardised over the pool: what the correction heads read, no labels. ``float [crops, sum C_i]``."""
+    if pool.pyramid is None:
+        raise ValueError("the diverse rules need a cache with the image pyramid (level='head')")
+    rows = slice(0, len(pool), 8)
+    described = np.concatenate([f[rows].float().mean((-2, -1)).numpy() for f in pool.pyramid], axis=1)
+    return (described - described.mean(0)) / np.maximum(described.std(0), 1e-6)
+
+
+def greedy_diverse(scores: np.ndarray, described: np.ndarray, n: int) -> list[int]:
+    """Uncertainty x distance, nested in N: the least sure crop first, then each time the crop
+    with the largest uncertainty x distance to the nearest crop already chosen."""
+    order = [int(np.argmax(scores))]
+    nearest = np.linalg.norm(described - described[order[0]], axis=1)
+    while len(order) < n:
+        value = scores * nearest
+        value[order] = -np.inf
+        order.append(int(np.argmax(value)))
+        nearest = np.minimum(nearest, np.linalg.norm(described - described[order[-1]], axis=1))
+    return order
+
+
+def cluster_diverse(scores: np.ndarray, described: np.ndarray, n: int, iterations: int = 20) -> list[int]:
+    """Uncertainty within diversity (not nested in N): the crops in ``n`` k-means clusters of
+    their descriptors (initialised farthest-first from the least sure crop), the least sure of
+    each cluster."""
+    centres = described[greedy_diverse(np.ones_like(scores), described, n)]
+    centres[0] = described[int(np.argmax(scores))]
+    for _ in range(iterations):
+        label = np.linalg.norm(described[:, None] - centres[None], axis=2).argmin(1)
+        centres = np.stack([described[label == k].mean(0) if (label == k).any() else centres[k] for k in range(n)])
+    label = np.linalg.norm(described[:, None] - centres[None], axis=2).argmin(1)
+    chosen = [int(np.flatnonzero(label == k)[np.argmax(scores[label == k])]) for k in range(n) if (label == k).any()]
+    rest = [int(i) for i in np.argsort(scores, kind="stable")[::-1] if i not in chosen]
+    return (chosen + rest)[:n]
 
 
 def run_one(model: Any, base: dict, cache: dict, domain: str, task: dict, config: Any) -> dict[str, Any]:
@@ -196,7 +248,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tile6", type=Path, default=TILE6, help="the whole-image dubai conversion (forgetting)")
     parser.add_argument("--domains", nargs="+", default=["building", "road"], choices=["building", "road"])
     parser.add_argument("--ns", nargs="+", type=int, default=[1, 3, 5, 10, 30])
-    parser.add_argument("--rules", nargs="+", default=["uncertainty", "random"], choices=["uncertainty", "random"])
+    parser.add_argument("--rules", nargs="+", default=["uncertainty", "random"], choices=[*RULES, "random"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", type=_setting, action="append", default=[], help="a FinetuneConfig quick_* field")
     parser.add_argument(
@@ -254,13 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"base: {base}", flush=True)
     for domain in args.domains:
-        order = uncertainty_order(model, cache[domain]["pool"])
+        scores = uncertainty_scores(model, cache[domain]["pool"])
+        described = pool_descriptors(cache[domain]["pool"])
+        rules = {
+            "uncertainty": partial(_first, uncertainty_order(scores)),
+            "diverse": partial(greedy_diverse, scores, described),
+            "cluster": partial(cluster_diverse, scores, described),
+        }
         pool_size = len(cache[domain]["pool"]) // 8
         for seed in args.seeds:  # seed-major: a run stopped early still has every N of the first seeds
             for n in args.ns:
                 for rule in args.rules:
                     picked = (
-                        order[:n] if rule == "uncertainty" else np.random.default_rng(seed).permutation(pool_size)[:n]
+                        np.random.default_rng(seed).permutation(pool_size)[:n] if rule == "random" else rules[rule](n)
                     )
                     task = {"domain": domain, "n": n, "rule": rule, "seed": seed, "replay": finetune.quick_replay}
                     task["chosen"] = sorted(int(i) for i in picked)

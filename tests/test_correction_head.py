@@ -157,3 +157,43 @@ def test_the_pyramid_is_computed_only_for_expressions_a_head_recognises(tiny32, 
         assert calls == [1]  # no head's gate opens: the image stages do not run again
         model.correction = None
         torch.testing.assert_close(base, model(image, ids, attention))
+
+
+def test_the_quick_default_weights_the_foreground_in_the_heads_loss(tiny32, tokenizer, monkeypatch):
+    from annotate.jobs.finetune_quick import adapt_config
+
+    settings = adapt_config(FinetuneConfig(mode="quick"))
+    assert settings.train == "head" and settings.foreground_weight == 3.0
+    model = _copy(tiny32)
+    seen: list[torch.Tensor | None] = []
+    original = type(model).loss
+
+    def spy(self, logits, target, class_weights=None):
+        seen.append(class_weights)
+        return original(self, logits, target, class_weights)
+
+    monkeypatch.setattr(type(model), "loss", spy)
+    data = tiny32_dataset(tokenizer, toy_samples(2, seed=3), augment=True)
+    with single_thread():
+        cache = cache_features(model, data, transforms=2, level="head")
+        for weight in (3.0, None):
+            seen.clear()
+            adapt_decoder(model, cache, AdaptConfig(train="head", steps=2, batch_size=2, foreground_weight=weight))
+            if weight is None:
+                assert seen == [None, None]  # the model's own class weights
+            else:
+                assert len(seen) == 2 and all(torch.equal(w, torch.tensor([1.0, weight])) for w in seen)
+
+
+def test_a_head_run_is_reproducible_from_its_seed_whatever_the_global_generator(tiny32, tokenizer):
+    data = tiny32_dataset(tokenizer, toy_samples(2, seed=4), augment=True)
+    states = []
+    for seed, global_seed in ((0, 1), (0, 2), (1, 1)):
+        model = _copy(tiny32)
+        torch.manual_seed(global_seed)
+        with single_thread():
+            cache = cache_features(model, data, transforms=2, level="head")
+            adapt_decoder(model, cache, AdaptConfig(train="head", steps=3, batch_size=2, lr=1e-2, seed=seed))
+        states.append({k: v.clone() for k, v in model.state_dict().items() if k.startswith("correction.")})
+    assert all(torch.equal(v, states[1][k]) for k, v in states[0].items())  # same seed: the same heads
+    assert not all(torch.equal(v, states[2][k]) for k, v in states[0].items())  # another seed: others

@@ -42,3 +42,17 @@ def test_the_summary_averages_seeds_and_measures_forgetting_against_the_base():
     (entry,) = summarize(rows, {"tile6_class_mIoU": 0.5})
     assert entry["seeds"] == 2 and entry["max_seconds"] == 10.0
     assert np.isclose(entry["test_iou"], 0.3) and np.isclose(entry["forgetting"], 0.03)
+
+
+def test_the_diverse_rules_spread_uncertainty_first_picks_over_unlike_crops():
+    from benchmarks.quick_adapt import cluster_diverse, greedy_diverse, uncertainty_order
+
+    # crops 0-3 alike and the least sure; 4-5 and 6-7 two other kinds
+    described = np.array([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1], [5, 5], [5, 5.1], [-5, 5], [-5, 5.1]])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.3, 0.1, 0.15])
+    assert uncertainty_order(scores)[:3] == [0, 1, 2]  # all three of one kind
+    assert sorted(cluster_diverse(scores, described, 3)) == [0, 5, 7]  # the least sure of each kind
+    greedy = greedy_diverse(scores, described, 3)
+    assert greedy[0] == 0 and set(greedy[1:]) == {5, 7}
+    assert greedy_diverse(scores, described, 5)[:3] == greedy  # nested in N
+    assert len(set(cluster_diverse(scores, described, 8))) == 8

@@ -261,7 +261,11 @@ def adapt_decoder(
     if corrections.level != needed and not (needed == "decoder" and corrections.level == "late"):
         raise ValueError(f"train={config.train!r} needs features cached with level={needed!r}")
     generator = torch.Generator().manual_seed(config.seed)
-    heads = add_correction_heads(model, corrections) if config.train == "head" else []
+    heads = []
+    if config.train == "head":  # the heads' initial weights follow the run's seed, not the global generator
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            heads = add_correction_heads(model, corrections)
     modules = trained_modules(model, config.train)
     trainable_before = [p.requires_grad for p in model.parameters()]
     was_training = model.training
