@@ -115,6 +115,11 @@ def perform(tools: Any, choice: Choice, settings: dict[str, object], modes: str)
     if choice.tool == "brush":
         path, size = stroke_path(choice.piece)
         tools.set_size(size)  # free, as in the scripted annotator
+        if len(path) == 1:  # a dot: with the region tool a press that does not move is a click, so drag a little
+            state = tools.state()
+            x, y = path[0]
+            step = 6 / state["scale"]  # screen pixels, past the canvas's 4-pixel click slop
+            path.append((x + step if x + step < state["width"] else x - step, y))
         # with the shortcuts a right drag with the brush erases
         tools.stroke(path, button="right" if modes == "shortcuts" and not choice.add else "left")
         return tools.shown()
