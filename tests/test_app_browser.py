@@ -164,9 +164,11 @@ def test_canvas_keyboard_shortcuts_and_ctrl_s(tmp_path):
         for key, tool in [("e", "eraser"), ("p", "polygon"), ("r", "region"), ("h", "pan"), ("b", "brush")]:
             canvas.key(key)
             assert canvas.state()["tool"] == tool, key
-        canvas.key("x")
-        assert canvas.state()["mode"] == "remove"
-        canvas.key("x")
+        modes = []
+        for _ in range(3):  # X cycles the mode: Auto (the start) -> Add -> Remove -> Auto
+            canvas.key("x")
+            modes.append(canvas.state()["mode"])
+        assert modes == ["add", "remove", "auto"]
         canvas.key("]")
         assert canvas.state()["size"] == 14
         canvas.key("[")
