@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from collections import deque
@@ -43,25 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from annotate.app.browser import free_port
 from annotate.edit import regions, shapes
 
 from .correction_effort import DATA, MODES, START_SETTINGS, TOOLSETS, Choice, Picture, choose, iou, write_result
 
 ACTION_TIMEOUT_MS = 180_000
 MODIFIERS = {"medium": "Shift", "large": "Alt", "model": "Control"}  # the canvas's region-source clicks
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def labels() -> dict[str, str]:
-    """The page's label of each region source the annotator names (``"small"``, ..., ``"model"``)."""
-    from annotate.app.tools import REGION_SOURCES
-
-    return {("model" if method == "model" else scale): label for label, (method, scale) in REGION_SOURCES.items()}
 
 
 def stroke_path(piece: np.ndarray) -> tuple[list[tuple[float, float]], int]:
@@ -138,7 +125,9 @@ def perform(tools: Any, choice: Choice, settings: dict[str, object], modes: str)
         return tools.button("#remove-specks")
     source = choice.tool.removeprefix("region ")
     if "region" in choice.needs and settings.get("region") != choice.needs["region"]:
-        tools.pick(labels()[str(choice.needs["region"])], "#region-source")
+        from annotate.app.tools import CLICK_SOURCES  # gradio: only when a page is driven
+
+        tools.pick(CLICK_SOURCES[str(choice.needs["region"])], "#region-source")
     modifier = None if "region" in choice.needs else MODIFIERS[source]  # a shortcut click
     x, y = choice.point
     return tools.region(int(x), int(y), add=None if "mode" not in choice.needs else choice.add, modifier=modifier)
@@ -156,11 +145,7 @@ def unlike_library(shown: np.ndarray, choice: Choice, mask: np.ndarray, picture:
         return int(np.count_nonzero(shown != shapes.polygon(mask, step["points"], bool(step["value"]))))
     if not choice.tool.startswith("region "):
         return int(np.count_nonzero(shown != choice.after))
-    scale = choice.tool.removeprefix("region ")
-    if scale == "model":
-        options = {"method": "model", "probability": picture.probability}
-    else:
-        options = {"scale": scale, "pixels": picture.pixels[scale]}
+    options = picture.region_options(choice.tool.removeprefix("region "))
     edit = regions.add_region if choice.add else regions.remove_region  # Auto decides the same at the click
     x, y = choice.point
     height, width = mask.shape

@@ -159,6 +159,13 @@ class Picture:
         pixels = {name: regions.superpixels(image, scale.area) for name, scale in regions.SCALES.items()}
         return cls(image, probability, pixels)
 
+    def region_options(self, source: str) -> dict[str, object]:
+        """:func:`annotate.edit.regions.click_region`'s options for a region click from ``source``
+        (a size of :data:`annotate.edit.regions.SCALES` or ``"model"``), as the Correct tab passes them."""
+        if source == "model":
+            return {"method": "model", "probability": self.probability}
+        return {"method": "superpixel", "scale": source, "pixels": self.pixels[source]}
+
 
 def mode_needs(add: bool | None) -> dict[str, object]:
     """The canvas's mode a polygon or region action needs: none in *Auto* (``add=None``: the
@@ -183,12 +190,10 @@ def region_clicks(
     auto = modes != "explicit"
     edit = regions.toggle_region if auto else regions.add_region if add else regions.remove_region
     needs = {"tool": "region"} | mode_needs(None if auto else add)
-    for scale in regions.SCALES:
-        after = edit(mask, picture.image, point, scale=scale, pixels=picture.pixels[scale])
-        yield f"region {scale}", after, 1, needs | source_needs(scale, modes)
-    if model and picture.probability is not None:
-        after = edit(mask, picture.image, point, method="model", probability=picture.probability)
-        yield "region model", after, 1, needs | source_needs("model", modes)
+    sources = [*regions.SCALES, *(["model"] if model and picture.probability is not None else [])]
+    for source in sources:
+        after = edit(mask, picture.image, point, **picture.region_options(source))
+        yield f"region {source}", after, 1, needs | source_needs(source, modes)
 
 
 def candidates(
@@ -303,11 +308,8 @@ def correct(
 
 def click_options(picture: Picture) -> dict[str, dict[str, object]]:
     """Each region method of the one-click part, as :func:`annotate.edit.regions.click_region`'s options."""
-    options: dict[str, dict[str, object]] = {
-        f"superpixel {name}": {"method": "superpixel", "scale": name, "pixels": picture.pixels[name]}
-        for name in regions.SCALES
-    }
-    options["model"] = {"method": "model", "probability": picture.probability}
+    options = {f"superpixel {name}": picture.region_options(name) for name in regions.SCALES}
+    options["model"] = picture.region_options("model")
     options["grabcut"] = {"method": "grabcut"}
     options["grabcut+probability"] = {"method": "grabcut", "probability": picture.probability}
     options["flood"] = {"method": "flood"}

@@ -7,7 +7,6 @@ port, so tests can call it over HTTP and also look into its store.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,13 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, chromium_path, free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# the marks of every browser test module: slow, and skipped without a Chromium to drive
+BROWSER_TEST_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
+    ),
+]
+VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}  # the laptop and phone the canvas tests use
+
+__all__ = ["BROWSER_TEST_MARKS", "VIEWPORTS", "free_port"]
 
 
 # random weights find nothing with any confidence: trust every mask, so each is saved as a draft

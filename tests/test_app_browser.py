@@ -22,19 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-from app_server import running_app, scene_png
+from app_server import BROWSER_TEST_MARKS, running_app, scene_png
 
-from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.app.browser import AppPage, chromium_page
 from annotate.edit import shapes
 from annotate.store import repository as repo
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 360, 480
 

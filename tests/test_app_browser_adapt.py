@@ -13,21 +13,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pytest
-from app_server import running_app, scene_png
+from app_server import BROWSER_TEST_MARKS, running_app, scene_png
 from test_app_browser import HEIGHT, WIDTH, artifacts
 from training_fixtures import toy_samples
 
-from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.app.browser import AppPage, chromium_page
 from annotate.store import runs
 from annotate.store.transfer import import_samples
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 
 def _whole(samples):

@@ -11,16 +11,11 @@ previous result on the screen.
 from __future__ import annotations
 
 import pytest
-from app_server import running_app, scene_png
+from app_server import BROWSER_TEST_MARKS, running_app, scene_png
 
-from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.app.browser import AppPage, chromium_page
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 # an outside address the page must never contact, an inline handler, Markdown emphasis and a link
 INJECTED = '<img src="http://192.0.2.7/b.png" onerror="document.title=1"> | **buildings** [x](http://192.0.2.7/)'
 

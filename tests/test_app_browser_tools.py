@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from app_server import running_app, scene_png
+from app_server import BROWSER_TEST_MARKS, VIEWPORTS, running_app, scene_png
 from PIL import Image
 from test_app_browser import artifacts
 
-from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, AppPage, chromium_page, chromium_path
+from annotate.app.browser import AppPage, chromium_page
 from annotate.edit import regions, shapes
 from annotate.store import repository as repo
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 HEIGHT, WIDTH = 360, 480
-VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))

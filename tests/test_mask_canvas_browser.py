@@ -16,21 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from app_server import free_port, scene_png
+from app_server import BROWSER_TEST_MARKS, VIEWPORTS, free_port, scene_png
 from PIL import Image
 
-from annotate.app.browser import CHROMIUM_ENV, DEFAULT_CHROMIUM, Canvas, chromium_page, chromium_path
+from annotate.app.browser import Canvas, chromium_page
 from annotate.app.mask_canvas import canvas_page
 from annotate.edit import regions, shapes
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        chromium_path() is None, reason=f"no Chromium at ${CHROMIUM_ENV} or {DEFAULT_CHROMIUM} (apt install chromium)"
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 HEIGHT, WIDTH = 240, 320
-VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}
 
 
 class CanvasPage(Canvas):

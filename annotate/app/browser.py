@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,13 @@ CHROMIUM_ARGS = (
     "--disable-sync",
 )
 TIMEOUT_MS = 120_000
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now, for an app a test or benchmark launches."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def chromium_path() -> str | None:

@@ -43,12 +43,7 @@ REGION_SOURCES = {
 }
 # a region click with a modifier key names its source (the canvas sends the short name); a plain
 # click takes the Region choice's
-CLICK_SOURCES = {
-    "small": "Small (roofs)",
-    "medium": "Medium (fields)",
-    "large": "Large (lakes, sand)",
-    "model": "Model's map",
-}
+CLICK_SOURCES = {("model" if method == "model" else scale): label for label, (method, scale) in REGION_SOURCES.items()}
 SPECK_AREA = 50  # default "remove specks below" (pixels)
 HOLE_AREA = 1000  # default "fill holes up to" (pixels)
 VIEW_OUTPUTS = 3  # canvas, tools state, tool message
