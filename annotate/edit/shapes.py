@@ -62,18 +62,21 @@ def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
     return mask | hole[labels]
 
 
-def check_points(points: Sequence[Point], shape: tuple[int, int], least: int = 3) -> np.ndarray:
+# what each kind of point list needs: the fewest points, and what its points are called
+POINT_KINDS = {"polygon": (3, "polygon vertices"), "stroke": (1, "stroke points")}
+
+
+def check_points(points: Sequence[Point], shape: tuple[int, int], kind: str = "polygon") -> np.ndarray:
     """Vertices ``[(x, y), ...]`` as ``float64 [N, 2]`` in the image's continuous coordinates
     (pixel ``(x, y)`` spans ``[x, x + 1) × [y, y + 1)``, its centre at ``+ 0.5``), ``ValueError``
-    for fewer than ``least`` or any outside the image of ``shape``."""
+    for fewer than ``kind`` needs (:data:`POINT_KINDS`) or any outside the image of ``shape``."""
+    least, called = POINT_KINDS[kind]
     array = np.asarray(points, dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))
     if len(array) < least:
-        raise ValueError(f"a {'polygon' if least == 3 else 'stroke'} needs at least {least} vertices, got {len(array)}")
+        raise ValueError(f"a {kind} needs at least {least} vertices, got {len(array)}")
     height, width = shape
     if not np.isfinite(array).all() or (array < 0).any() or (array[:, 0] > width).any() or (array[:, 1] > height).any():
-        raise ValueError(
-            f"{'polygon vertices' if least == 3 else 'stroke points'} must lie inside the {width}×{height} image"
-        )
+        raise ValueError(f"{called} must lie inside the {width}×{height} image")
     return array
 
 
@@ -115,7 +118,7 @@ def stroke(mask: np.ndarray, points: Sequence[Point], size: float, add: bool = T
     canvas's rule: every pixel whose centre lies within ``size / 2`` of the path (a lone point:
     a disc)."""
     mask = check_mask(mask).copy()
-    array = check_points(points, mask.shape, least=1)
+    array = check_points(points, mask.shape, kind="stroke")
     if not size > 0:
         raise ValueError(f"a brush is at least 1 pixel wide, got {size}")
     radius = size / 2
@@ -123,13 +126,14 @@ def stroke(mask: np.ndarray, points: Sequence[Point], size: float, add: bool = T
     for a, b in pairs:
         x0, x1 = max(0, int(np.floor(min(a[0], b[0]) - radius))), int(np.ceil(max(a[0], b[0]) + radius)) + 1
         y0, y1 = max(0, int(np.floor(min(a[1], b[1]) - radius))), int(np.ceil(max(a[1], b[1]) + radius)) + 1
-        ys, xs = np.mgrid[y0 : min(y1, mask.shape[0]), x0 : min(x1, mask.shape[1])]
+        window = mask[y0:y1, x0:x1]  # a view: the segment's box, cut at the image's edge
+        ys, xs = np.mgrid[y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]]
         px, py = xs + 0.5 - a[0], ys + 0.5 - a[1]
         dx, dy = b[0] - a[0], b[1] - a[1]
         length2 = dx * dx + dy * dy
         t = np.clip((px * dx + py * dy) / length2, 0, 1) if length2 else np.zeros_like(px)
         ex, ey = px - t * dx, py - t * dy
-        mask[ys, xs] = np.where(ex * ex + ey * ey <= radius * radius, add, mask[ys, xs])
+        window[ex * ex + ey * ey <= radius * radius] = add
     return mask
 
 
