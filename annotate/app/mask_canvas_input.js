@@ -89,6 +89,10 @@ stage.addEventListener('pointermove', (event) => {
   const p = toImage(event);
   st.pointer = p;
   if (event.pointerType === 'touch' && touches.has(event.pointerId)) touches.set(event.pointerId, p);
+  const press = st.drag && st.drag.kind === 'press' ? st.drag : null;
+  if (press && Math.hypot(p.sx - press.p.sx, p.sy - press.p.sy) > PRESS_SLOP) {
+    startStroke(press.p, press.button === 2 ? 0 : 1); // the region tool's drag: a brush stroke from the press
+  }
   const drag = st.drag;
   if (drag && drag.kind === 'pan') {
     st.panX = drag.panX + p.sx - drag.sx; st.panY = drag.panY + p.sy - drag.sy;
@@ -102,10 +106,6 @@ stage.addEventListener('pointermove', (event) => {
     st.panY = (a.sy + b.sy) / 2 - drag.iy * st.scale;
   } else if (drag && drag.kind === 'tap' && Math.hypot(p.sx - drag.p.sx, p.sy - drag.p.sy) > 10) {
     st.drag = null; // a drag, not a tap
-  } else if (drag && drag.kind === 'press' && Math.hypot(p.sx - drag.p.sx, p.sy - drag.p.sy) > PRESS_SLOP) {
-    startStroke(drag.p, drag.button === 2 ? 0 : 1); // the region tool's drag: a brush stroke from the press
-    segment(st.drag.last, [p.x, p.y], st.size / 2, st.drag.value);
-    st.drag.last = [p.x, p.y]; st.drag.points.push([p.x, p.y]);
   }
   draw();
 });
