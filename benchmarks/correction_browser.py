@@ -53,19 +53,14 @@ MODIFIERS = {"medium": "Shift", "large": "Alt", "model": "Control"}  # the canva
 
 def stroke_path(piece: np.ndarray) -> tuple[list[tuple[float, float]], int]:
     """The drag a person makes for the scripted brush stroke on ``piece`` (``bool [H, W]``):
-    the longest path through the piece's skeleton within :data:`STROKE_LENGTH` / 2 of its
-    innermost pixel (every third pixel, at pixel centres), and the brush size (as wide as the
-    piece there, at most ``2 * MAX_BRUSH + 1``). One drag follows one path: where the skeleton
-    branches, the scripted stroke (which paints every branch) covers more."""
-    from skimage.morphology import skeletonize
+    the longest path through its :func:`~benchmarks.correction_effort.stroke_skeleton` (every
+    third pixel, at pixel centres), and the brush size (as wide as the piece there). One drag
+    follows one path: where the skeleton branches, the scripted stroke (which paints every
+    branch) covers more."""
+    from .correction_effort import stroke_skeleton
 
-    from .correction_effort import MAX_BRUSH, STROKE_LENGTH, inner_point
-
-    (x, y), depth = inner_point(piece)
-    skeleton = skeletonize(piece)
-    rows, cols = np.indices(piece.shape)
-    skeleton &= np.hypot(cols - x, rows - y) <= STROKE_LENGTH / 2
-    pixels = {(int(c), int(r)) for r, c in zip(*np.nonzero(skeleton), strict=True)} | {(x, y)}
+    skeleton, (x, y), radius = stroke_skeleton(piece)
+    pixels = {(int(c), int(r)) for r, c in zip(*np.nonzero(skeleton), strict=True)}
 
     def farthest(start: tuple[int, int]) -> tuple[tuple[int, int], dict]:
         parent: dict = {start: None}
@@ -86,7 +81,7 @@ def stroke_path(piece: np.ndarray) -> tuple[list[tuple[float, float]], int]:
         path.append(at)
         at = parent[at]
     points = [(px + 0.5, py + 0.5) for px, py in path[::3] + ([path[-1]] if (len(path) - 1) % 3 else [])]
-    return points, 2 * int(np.clip(round(depth), 1, MAX_BRUSH)) + 1
+    return points, 2 * radius + 1
 
 
 def perform(tools: Any, choice: Choice, settings: dict[str, object], modes: str) -> np.ndarray:

@@ -106,17 +106,24 @@ def inner_point(piece: np.ndarray) -> tuple[tuple[int, int], float]:
     return (int(x), int(y)), float(distance[y, x])
 
 
-def brush_stroke(mask: np.ndarray, piece: np.ndarray, add: bool) -> np.ndarray:
-    """One stroke over ``piece``: its skeleton within :data:`STROKE_LENGTH` / 2 of its innermost
-    pixel, painted with a disc as wide as the piece there (at most :data:`MAX_BRUSH`)."""
+def stroke_skeleton(piece: np.ndarray) -> tuple[np.ndarray, tuple[int, int], int]:
+    """Where one stroke over ``piece`` goes: the piece's skeleton ``bool [H, W]`` within
+    :data:`STROKE_LENGTH` / 2 of its innermost pixel (that pixel included), the pixel ``(x, y)``
+    and the brush radius there (as wide as the piece, at most :data:`MAX_BRUSH`)."""
     from skimage.morphology import skeletonize
 
     (x, y), depth = inner_point(piece)
-    radius = int(np.clip(round(depth), 1, MAX_BRUSH))
-    path = skeletonize(piece)
+    skeleton = skeletonize(piece)
     rows, cols = np.indices(piece.shape)
-    path &= np.hypot(cols - x, rows - y) <= STROKE_LENGTH / 2
-    path[y, x] = True
+    skeleton &= np.hypot(cols - x, rows - y) <= STROKE_LENGTH / 2
+    skeleton[y, x] = True
+    return skeleton, (x, y), int(np.clip(round(depth), 1, MAX_BRUSH))
+
+
+def brush_stroke(mask: np.ndarray, piece: np.ndarray, add: bool) -> np.ndarray:
+    """One stroke over ``piece``: its :func:`stroke_skeleton` painted with a disc as wide as the
+    piece there."""
+    path, _, radius = stroke_skeleton(piece)
     size = 2 * radius + 1
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     painted = cv2.dilate(path.astype(np.uint8), disc).astype(bool)
