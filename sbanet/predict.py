@@ -14,7 +14,9 @@ Many (``--out-dir``): the inputs are files, folders and glob patterns; outputs a
 are shared out over the ranks (GPUs, or CPU processes over gloo); each writes its own scenes'
 outputs and rank 0 the summary.
 
-Scenes are processed by overlapping tiles of the model's input size (:mod:`sbanet.geo.tiling`),
+An image of unknown GSD up to ``--whole-max`` pixels long runs whole, resized to the input size as
+the app runs it (one forward, the same mask). Larger scenes are processed by overlapping tiles of
+the model's input size, at its training GSD when the image states its own (:mod:`sbanet.geo.tiling`),
 read and written by windows, so a scene never has to fit in memory; tiles without data are not
 predicted. Every file is written beside its final name and moved into place when complete
 (``--resume`` trusts what exists); no output may be an input, and an existing file is replaced
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .geo.raster import parse_bands
 from .geo.scenes import KINDS, output_paths, remove_empty_folders, slug
 from .geo.writers import PROBABILITY_DTYPES
-from .inference.gsd import check_gsd
+from .inference.gsd import WHOLE_MAX, check_gsd
 
 if TYPE_CHECKING:
     from .geo.scene_run import SceneOptions, ScenePlan
@@ -97,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "resampled to the model's training GSD")  # fmt: skip
     scale.add_argument("--no-gsd", action="store_true",
                        help="do not resample GeoTIFFs that state a GSD to the model's training GSD")  # fmt: skip
+    run.add_argument("--whole-max", type=_pixels, default=WHOLE_MAX, metavar="PX",
+                     help="an image of unknown GSD no longer than this runs whole, resized to the input "
+                     f"size as in the app; a larger one is tiled at its own pixels (default {WHOLE_MAX}; "
+                     "0: always tile)")  # fmt: skip
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -106,6 +112,16 @@ def _bands(text: str) -> tuple[int, ...]:
         return parse_bands(text)
     except ValueError as exc:  # argparse shows an ArgumentTypeError's own message
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more pixels, got {value}")
+    return value
 
 
 def _gsd(text: str) -> float:

@@ -153,6 +153,25 @@ def test_the_command_resamples_a_geotiff_and_can_be_told_not_to(gsd_checkpoint, 
     assert "image 0.80 m/px" in capsys.readouterr().out
 
 
+def test_a_plain_image_runs_whole_as_in_the_app_and_a_larger_one_is_tiled(gsd_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    image = np.random.default_rng(3).integers(0, 255, (150, 230, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "image.png")
+    base = [str(tmp_path / "image.png"), "the roads", "--model", str(gsd_checkpoint), "-q"]
+    assert main([*base, "-o", str(tmp_path / "whole.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "states no GSD" in printed and "whole image resized to the input size" in printed
+    expected = Predictor.from_pretrained(gsd_checkpoint).predict(image, "the roads").mask  # what the app shows
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "whole.png")) == 255, expected)
+    assert main([*base, "-o", str(tmp_path / "tiled.png"), "--whole-max", "200"]) == 0
+    assert "over 200 px: tiled at its own pixel size" in capsys.readouterr().out
+    assert np.asarray(Image.open(tmp_path / "tiled.png")).shape == (150, 230)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "-o", str(tmp_path / "bad.png"), "--whole-max", "-1"])
+    assert exit_info.value.code == 2 and "0 or more pixels" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [(["--gsd", "0"], "--gsd must be between"), (["--gsd", "x"], "--gsd must be a number"),

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from sbanet import __version__
 from sbanet.build import build_preset
 from sbanet.checkpoint import checkpoint_metadata
-from sbanet.inference.gsd import check_gsd, no_scale_note
+from sbanet.inference.gsd import WHOLE_MAX, check_gsd, no_scale_note
 from sbanet.inference.precision import precision_from_env
 from sbanet.inference.predictor import Predictor
 from sbanet.inference.shipped import default_model_source
@@ -84,7 +84,8 @@ class SceneOptions:
     when set, else ``"auto"`` (:mod:`sbanet.inference.precision`). ``gsd``: the images' metres
     per pixel (for images that state none; it overrides what a GeoTIFF states); without it a
     GeoTIFF's own GSD is used; either way each scene is resampled to the model's training GSD
-    (:func:`scene_tile`) unless ``no_gsd``.
+    (:func:`scene_tile`) unless ``no_gsd``. An image of unknown GSD no longer than ``whole_max``
+    pixels runs whole, resized to the input size (as the app does); a larger one is tiled.
     """
 
     inputs: Sequence[str]
@@ -112,6 +113,7 @@ class SceneOptions:
     quiet: bool = False
     gsd: float | None = None
     no_gsd: bool = False
+    whole_max: int = WHOLE_MAX
 
 
 @dataclass
@@ -196,20 +198,31 @@ def load_predictor(args: SceneOptions, device: Any) -> tuple[Predictor, str, str
 
 
 def scene_tile(predictor: Predictor, info: GeoInfo, args: SceneOptions) -> tuple[tuple[int, int] | None, str]:
-    """``(tile, note)``: the source pixels per model tile at the model's training GSD (None: tiles
-    of the input size) and, for people, the scale used or why none. The GSD is ``args.gsd``, else
-    the one the raster states (:func:`sbanet.geo.resolution.raster_gsd`); ``ValueError`` when
-    ``--gsd`` is given to a model that records no training GSD."""
-    if args.no_gsd:
-        return None, no_scale_note(predictor.training_gsd, None, off=True)
-    if args.gsd is not None:
+    """``(tile, note)``: the source pixels per model tile (None: tiles of the input size) and, for
+    people, the scale used or why none.
+
+    At the model's training GSD when one is known: ``args.gsd``, else the one the raster states
+    (:func:`sbanet.geo.resolution.raster_gsd`); ``ValueError`` when ``--gsd`` is given to a model
+    that records no training GSD. Otherwise an image no longer than ``args.whole_max`` pixels is
+    one tile, the whole image resized to the input size as the app and the training's whole images
+    do (an expression such as "the road on the left" then means the image's left, not a tile's);
+    a larger one is tiled at its own pixel size."""
+    training = predictor.training_gsd
+    reading = None
+    if args.gsd is not None and not args.no_gsd:
         return scaled_tile(predictor, info.height, info.width, args.gsd)
-    reading = raster_gsd(info)
-    if predictor.training_gsd is None or reading.gsd is None:
-        note = no_scale_note(predictor.training_gsd, reading.gsd)
-        return None, note if reading.gsd is not None or predictor.training_gsd is None else f"{note} ({reading.reason})"
-    tile, note = scaled_tile(predictor, info.height, info.width, reading.gsd)
-    return tile, f"{note} ({reading.reason})"
+    if not args.no_gsd:
+        reading = raster_gsd(info)
+        if training is not None and reading.gsd is not None:
+            tile, note = scaled_tile(predictor, info.height, info.width, reading.gsd)
+            return tile, f"{note} ({reading.reason})"
+    if max(info.height, info.width) <= args.whole_max:
+        tile, then = (info.height, info.width), "the whole image resized to the input size, as the app does"
+    else:
+        tile, then = None, f"over {args.whole_max} px: tiled at its own pixel size"
+    note = no_scale_note(training, None if reading is None else reading.gsd, off=args.no_gsd, then=then)
+    needs_reason = reading is not None and training is not None
+    return tile, f"{note} ({reading.reason})" if needs_reason else note
 
 
 def _header(path: Path) -> GeoInfo | None:

@@ -21,6 +21,12 @@ from typing import Any
 # a GSD outside this range (metres per pixel) is a typo or the wrong unit, not imagery
 MIN_GSD_M = 0.01
 MAX_GSD_M = 1000.0
+# An image of unknown GSD no longer than this (pixels) runs whole, resized to the input size, as
+# the app runs every upload; a larger one is a scene, tiled at its own pixel size. The default
+# model learned whole Dubai tiles of up to 1126 px resized to 320 (3.5x); the tiles of a 0.5 Mpx
+# photo at its own pixels are a scale it never saw, and each tile reads "the road on the left" as
+# its own left (docs/benchmarks.md, "One image, one forward").
+WHOLE_MAX = 1280
 
 
 @dataclass(frozen=True)
@@ -129,12 +135,15 @@ def plan_scale(size: tuple[int, int], gsd: Any, training: TrainingGSD) -> ScaleP
     return ScalePlan((int(size[0]), int(size[1])), (gy, gx), target, (gy / target, gx / target))
 
 
-def no_scale_note(training: TrainingGSD | None, gsd: Any, off: bool = False) -> str:
-    """Why an image runs at the plain input size, for people (``gsd`` None: none known)."""
+def no_scale_note(
+    training: TrainingGSD | None, gsd: Any, off: bool = False, then: str = "resized to the input size"
+) -> str:
+    """Why an image is not resampled to the training GSD, and ``then`` what is done instead, for
+    people (``gsd`` None: none known)."""
     if off:
-        return "scale: resampling to the training GSD is off"
+        return f"scale: resampling to the training GSD is off: {then}"
     if training is None:
-        return "scale: this model records no training GSD: the image is resized to the input size"
+        return f"scale: this model records no training GSD: {then}"
     if gsd is None:
-        return "scale: the image states no GSD (give one in metres per pixel): resized to the input size"
-    return "scale: resized to the input size"
+        return f"scale: the image states no GSD (give one in metres per pixel): {then}"
+    return f"scale: {then}"
