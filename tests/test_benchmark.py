@@ -85,6 +85,8 @@ def test_targets_and_report_from_records():
     targets = {t["target"]: t for t in evaluate_targets(records)}
     assert targets["full SBANet / LAVT latency (eager)"]["value"] == pytest.approx(1.1)
     assert targets["full SBANet / LAVT latency (eager)"]["met"]
+    reference = targets["full SBANet fast / LAVT reference (eager), fp32"]
+    assert reference["value"] == pytest.approx(0.5) and reference["met"]
     speedup = targets["fast speed-up over eager, sbanet_swin_b SBANet"]
     assert speedup["value"] == pytest.approx(2.2) and not speedup["met"]
     assert targets["8 expressions / 1, sbanet_swin_b, one at a time"]["value"] == pytest.approx(6.0)

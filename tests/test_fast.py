@@ -144,6 +144,34 @@ def test_fold_batchnorm_and_conv3x3(monkeypatch, nnpack):
     assert isinstance(nnpack_ready(), bool)
 
 
+def test_folded_decoder_runs_bf16_convolutions_under_cpu_bf16_autocast(monkeypatch):
+    """Under CPU bf16 autocast the folded decoder's 3x3 convolutions take bf16 inputs and the
+    bf16 copies of the folded weights (cast once, refolded after an update), never NNPACK's fp32
+    kernel; the result agrees with the eager decoder under the same autocast."""
+    model = build_preset("sbanet_tiny").eval()
+    _randomise_batchnorms(model.decoder)
+    decoder = FoldedDecoder(model.decoder)
+    features = [torch.randn(1, c, 128 // 2**i, 128 // 2**i) for i, c in enumerate(model.config.stage_dims)]
+    seen = []
+    real_conv = fast_module.conv3x3_relu
+    monkeypatch.setattr(fast_module, "conv3x3_relu", lambda x, w, b: seen.append((x.dtype, w)) or real_conv(x, w, b))
+    monkeypatch.setattr(fast_module, "nnpack_ready", lambda: True)  # large maps would take NNPACK in fp32
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: pytest.fail("NNPACK under bf16"))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = decoder(features)
+        reference = model.decoder(features)
+        again = decoder(features)
+    assert [dtype for dtype, _ in seen] == [torch.bfloat16] * 12
+    assert all(w.dtype == torch.bfloat16 for _, w in seen)
+    assert all(a is b for (_, a), (_, b) in zip(seen[:6], seen[6:]))  # cast once, not per forward
+    assert logits.dtype == torch.float32 and torch.equal(logits, again)
+    assert (logits - reference.float()).abs().max() < 0.05
+    model.decoder.fuse2[0][1].running_mean.add_(0.5)
+    assert decoder.folded(torch.bfloat16)[2][0][0] is not seen[4][1]  # refolded after the update
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        decoder.folded(torch.float16)
+
+
 def test_int8_swin_linears_agree_and_leave_the_model_alone():
     model = build_preset("sbanet_tiny").eval()
     fast = optimize_for_inference(model, quantize=True)

@@ -196,6 +196,7 @@ def build_ui(
                 on_page(seg.run_model, 3),
                 [upload, expressions, bands, threshold, session, gsd],
                 [overlay, summary, session],
+                show_progress="minimal",
                 **private,
             )
             finished = shown.success(

@@ -10,6 +10,7 @@ Record = dict[str, Any]
 
 LIMITS = {
     "full_vs_lavt": 1.15,
+    "fast_vs_lavt_reference": 0.85,  # issue 34: full SBANet's fast path against LAVT as its code runs it
     "fast_speedup": 2.5,
     "iou": 0.99,
     "k8_vs_k1": 8.0,  # K expressions never cost more than K single runs
@@ -71,6 +72,12 @@ def evaluate_targets(records: list[Record]) -> list[dict[str, Any]]:
             median(records, ablation="lavt", path=path, **swin),
         )
         add(f"full SBANet / LAVT latency ({path})", _ratio(full, lavt), LIMITS["full_vs_lavt"], True)
+    precisions = sorted({r["case"].get("precision", "fp32") for r in records if r["case"]["kind"] == "inference"})
+    for precision in precisions:  # LAVT's reference: its eager forward, in the same precision
+        fast = median(records, ablation="full", path="fast", precision=precision, **swin)
+        reference = median(records, ablation="lavt", path="eager", precision=precision, **swin)
+        name = f"full SBANet fast / LAVT reference (eager), {precision}"
+        add(name, _ratio(fast, reference), LIMITS["fast_vs_lavt_reference"], True)
     for path in ("fast", "int8"):
         for ablation in ("full", "lavt"):
             eager, fast = (median(records, ablation=ablation, path=p, **swin) for p in ("eager", path))

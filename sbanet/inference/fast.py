@@ -58,6 +58,11 @@ def nnpack_ready() -> bool:
         return False
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast is running in on ``device_type`` here, or None where it is off."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 # --- Swin ------------------------------------------------------------------------------------
 class WindowLayout(NamedTuple):
     """Index maps between a ``[h, w]`` token grid and one block's shifted, padded windows."""
@@ -206,15 +211,22 @@ class FoldedDecoder(SimpleDecoder):
         self.fuse4, self.fuse3, self.fuse2 = decoder.fuse4, decoder.fuse3, decoder.fuse2
         self.classifier = decoder.classifier
         self._folded = DerivedCache(self, self._fold)
+        self._folded_bf16 = DerivedCache(self, self._fold_bf16)
 
     @staticmethod
     def _fold(decoder: SimpleDecoder) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         stages = (decoder.fuse4, decoder.fuse3, decoder.fuse2)
         return [[fold_batchnorm(cbr[0], cbr[1]) for cbr in stage] for stage in stages]
 
-    def folded(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Per fuse stage (4, 3, 2), its two folded ``(weight, bias)`` pairs."""
-        return self._folded.get()
+    @staticmethod
+    def _fold_bf16(decoder: SimpleDecoder) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        return [[(w.bfloat16(), b.bfloat16()) for w, b in convs] for convs in FoldedDecoder._fold(decoder)]
+
+    def folded(self, dtype: torch.dtype = torch.float32) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Per fuse stage (4, 3, 2), its two folded ``(weight, bias)`` pairs, in fp32 or bf16."""
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"folded decoder weights come in float32 or bfloat16, not {dtype}")
+        return (self._folded_bf16 if dtype == torch.bfloat16 else self._folded).get()
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """features: 4 maps ``[B, C_i, H_i, W_i]`` (strides 4..32) -> logits ``[B, 2, H_1, W_1]``."""
@@ -222,8 +234,14 @@ class FoldedDecoder(SimpleDecoder):
             return super().forward(features)
         c1, c2, c3, c4 = features
         x = c4
-        for skip, convs in zip((c3, c2, c1), self.folded()):
-            x = SimpleDecoder._up_cat(x, skip)
+        # Under CPU bf16 autocast the convolutions run in bf16 by oneDNN with weights folded and
+        # cast once (NNPACK computes fp32 only: on an AVX-512 BF16 EPYC the fp32 NNPACK decoder
+        # took 0.35 s, oneDNN's bf16 one 0.26 s; docs/benchmarks.md, "bf16 against LAVT").
+        cpu_bf16 = x.device.type == "cpu" and autocast_dtype("cpu") == torch.bfloat16
+        for skip, convs in zip((c3, c2, c1), self.folded(torch.bfloat16 if cpu_bf16 else torch.float32)):
+            x = SimpleDecoder._up_cat(x, skip)  # upsampling runs in fp32 under CPU autocast
+            if cpu_bf16:
+                x = x.to(torch.bfloat16)
             for weight, bias in convs:
                 x = conv3x3_relu(x, weight, bias)
         # the classifier (and so the caller's upsampling of its logits) in fp32 under bf16 / fp16:
