@@ -165,7 +165,8 @@ def test_folded_decoder_runs_bf16_convolutions_under_cpu_bf16_autocast(monkeypat
     assert all(w.dtype == torch.bfloat16 for _, w in seen)
     assert all(a is b for (_, a), (_, b) in zip(seen[:6], seen[6:]))  # cast once, not per forward
     assert logits.dtype == torch.float32 and torch.equal(logits, again)
-    assert (logits - reference.float()).abs().max() < 0.05
+    # measured 0.002-0.003 on logits of 0.25-0.37 (AVX-512, ATEN_CPU_CAPABILITY=default, oneDNN AVX2)
+    assert (logits - reference.float()).abs().max() < 0.01
     model.decoder.fuse2[0][1].running_mean.add_(0.5)
     assert decoder.folded(torch.bfloat16)[2][0][0] is not seen[4][1]  # refolded after the update
     with pytest.raises(ValueError, match="float32 or bfloat16"):
