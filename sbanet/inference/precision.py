@@ -61,8 +61,8 @@ AUTO_POLICY: MappingProxyType[tuple[str, str], tuple[str, str]] = MappingProxyTy
     {
         ("sbanet_lite", "cpu"): (
             "fp32",
-            "fp32: bf16 measured no faster on a Xeon with AMX (0.109 s vs 0.117 s per expression) "
-            "and its masks disagree with fp32 (v3: mask IoU min 0.893 on tile 6 there; v4, emulated here: 0.783)",
+            "fp32: bf16 measured no faster on a Xeon with AMX (0.109 s vs 0.117 s per expression) or on an "
+            "AVX-512 BF16 EPYC (0.117 s both), and its masks disagree with fp32 (v4: mask IoU min 0.79 on tile 6)",
         ),
         ("sbanet_swin_b", "cpu"): (
             "fp32",
