@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
     parser.add_argument(
         "--model",
         help="checkpoint folder or hub repo id (default: $SBANET_MODEL, the store's "
-        "active model, then the shipped sbanet-lite-dubai)",
+        "active model, then the shipped sbanet-lite-landcover)",
     )
     parser.add_argument("--data-dir", help="data folder: database, images, checkpoints (default ./sbanet-data)")
     parser.add_argument("--store-url", help="SQLAlchemy URL of the store (default: SQLite in the data folder)")

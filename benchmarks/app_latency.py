@@ -1,7 +1,7 @@
 """How long a Segment click takes in a real browser (one user and four at once), and the README's
 screenshots.
 
-    python -m benchmarks.app_latency --model sbanet/assets/sbanet-lite-dubai --repeats 7 \\
+    python -m benchmarks.app_latency --model sbanet/assets/sbanet-lite-landcover --repeats 7 \\
         --against before=http://127.0.0.1:7870/ --json benchmarks/results/app_latency.json \\
         --screenshots docs/screenshots
     python -m benchmarks.app_latency --preset sbanet_lite      # random weights: the same cost

@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--scene-size", type=int, default=0, help="also a scene of this side in pixels (0: none)")
     parser.add_argument("--scene-repeats", type=int, default=2, help="runs of the scene command per checkout")
     parser.add_argument("--scene-args", default="", help="more arguments for the scene command, e.g. '--no-gsd'")
-    parser.add_argument("--model", default=str(ROOT / "sbanet" / "assets" / "sbanet-lite-dubai"))
+    parser.add_argument("--model", default=str(ROOT / "sbanet" / "assets" / "sbanet-lite-landcover"))
     parser.add_argument("--only", nargs="+", help="run only these (python, help, import_sbanet, image_0.5mpx, scene)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()

@@ -149,11 +149,19 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
     v3 = load_config(configs / "v3.yaml", [])  # shipped until v4
     assert recipe_data.conversion_roots(v3) == [crops, whole]  # trained on both
     assert v3.model.overrides["dice_weight"] > 0
-    shipped = load_config(configs / "config.yaml", [])  # v4: asked wordings, capped negatives, flips
+    v4 = load_config(configs / "v4.yaml", [])  # asked wordings, capped negatives, flips; v5's first stage
     cap10 = [Path("runs/data/dubai-referring-asked-cap10"), Path("runs/data/dubai-referring-whole-asked-cap10")]
-    assert recipe_data.conversion_roots(shipped) == cap10 and shipped.data.augment and shipped.model.init_recipe is None
-    assert shipped.train.eval_every > shipped.train.max_steps  # tile 6 is scored after the last step only
-    assert shipped.model.overrides == v3.model.overrides and shipped.output.dir == "runs/default_model"
+    assert recipe_data.conversion_roots(v4) == cap10 and v4.data.augment and v4.model.init_recipe is None
+    assert v4.train.eval_every > v4.train.max_steps  # tile 6 is scored after the last step only
+    assert {k: v4.model.overrides[k] for k in v3.model.overrides} == v3.model.overrides
+    assert v4.output.dir == "runs/default_model"
+    # v5, shipped: v4's run, then Dubai and GID-MTL mixed, BatchNorm at v4's statistics
+    shipped = load_config(configs / "config.yaml", [])
+    gid = [Path("runs/data/gid-referring-asked-cap10/gid5"), Path("runs/data/gid-referring-asked-cap10/gid15")]
+    assert recipe_data.conversion_roots(shipped) == [*cap10, *gid]
+    assert shipped.model.init_recipe == "recipes/default_model/v4.yaml" and shipped.train.freeze_batchnorm
+    assert shipped.model.overrides == v4.model.overrides  # the forms v4's weights were trained with
+    assert shipped.train.eval_every > shipped.train.max_steps and shipped.data.photometric
     assert recipe_data.CONVERSIONS[cap10[0].name]["paraphrases"] and recipe_data.CONVERSIONS[cap10[1].name]["negatives"]
     # the conversions of the variants measured and not shipped (docs/history.md), still converted on request
     asked_roots = [Path("runs/data/dubai-referring-asked"), Path("runs/data/dubai-referring-whole-asked")]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
+from recipes.default_model.gsd_sources import recipe_gsd
 from sbanet.checkpoint import save_pretrained
 from sbanet.geo.raster import GeoInfo, geo_metadata
 from sbanet.geo.resolution import metres_per_degree, raster_gsd
@@ -52,12 +53,43 @@ def test_metadata_round_trip_and_old_checkpoints():
     assert TrainingGSD.from_metadata({"gsd": {"sources": {}}}) is None
 
 
-def test_the_shipped_model_records_dubais_gsd_with_its_source():
+def test_a_mixed_source_recipe_records_each_scale_and_resamples_to_the_finest(tmp_path):
+    """A recipe on dubai-aerial and gid-mtl conversions: each source's median scale per model
+    pixel in the block's reasons, the finer one (Dubai's, ~1.7 m at 320 px) as the target; a
+    folder of an unknown source gives no block."""
+    shared_data("dubai-aerial")  # skips with its reason when the shared data is absent
+    gid = tmp_path / "gid-referring-asked" / "gid5"
+    gid.mkdir(parents=True)
+    rows = [{"image": f"g{i}", "box": [0, 224, 0, 224]} for i in range(3)] + [{"image": "g0", "box": [0, 224, 0, 224]}]
+    (gid / "samples_train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    recipe = {
+        "model": {"overrides": {"image_size": 320}},
+        "data": {
+            "root": "runs/data/dubai-referring-asked",
+            "mix": [{"root": "runs/data/dubai-referring-whole"}, {"root": str(gid)}],
+        },
+    }
+    block = recipe_gsd(recipe)
+    training = TrainingGSD.from_metadata({"gsd": block})
+    assert set(training.sources) == {"dubai-aerial", "gid-mtl"}
+    dubai_only = recipe_gsd(
+        {
+            **recipe,
+            "data": {"root": "runs/data/dubai-referring-asked", "mix": [{"root": "runs/data/dubai-referring-whole"}]},
+        }
+    )
+    assert training.input_m_per_px == dubai_only["input_m_per_px"] < 4.0 * 224 / 320
+    assert "gid-mtl 2.80 m (median of 3 training" in training.how and "finest (dubai-aerial)" in training.how
+    assert recipe_gsd({**recipe, "data": {"root": "runs/data/spacenet-buildings", "mix": []}}) is None
+
+
+def test_the_shipped_model_records_each_sources_gsd_and_resamples_to_dubais():
     metadata = json.loads((SHIPPED_MODEL / "config.json").read_text())["metadata"]
     training = TrainingGSD.from_metadata(metadata)
-    dubai = training.sources["dubai-aerial"]
-    assert dubai.low < dubai.m_per_px < dubai.high and "MBRSC" in dubai.how
+    dubai, gid = training.sources["dubai-aerial"], training.sources["gid-mtl"]
+    assert dubai.low < dubai.m_per_px < dubai.high and "MBRSC" in dubai.how and "Gaofen-2" in gid.how
     assert dubai.m_per_px * 1.4 < training.input_m_per_px < dubai.m_per_px * 2.5  # ~512-1126 px seen at 320
+    assert "gid-mtl 2.80 m" in training.how and "finest (dubai-aerial)" in training.how
 
 
 def test_the_predictor_resamples_and_returns_the_original_size(tiny_model, tokenizer):

@@ -24,7 +24,7 @@ from sbanet.inference.lexicon import (
     untaught_subject,
 )
 
-SHIPPED = Path("sbanet/assets/sbanet-lite-dubai/config.json")
+SHIPPED = Path("sbanet/assets/sbanet-lite-landcover/config.json")
 # the metadata blocks recipes.default_model.train writes: categories of the main conversion and of the others
 DUBAI_ONLY = {"data": {"categories": {c: 1 for c in DUBAI_PARAPHRASES}}}
 WITH_GID = {
@@ -37,8 +37,10 @@ WITH_GID = {
 
 def test_taught_classes_come_from_the_checkpoint_metadata() -> None:
     shipped = taught_classes(json.loads(SHIPPED.read_text())["metadata"])
-    assert set(shipped) == {"water", "vegetation", "building", "road", "land"}  # v4: dubai-aerial only
-    assert shipped["water"] == DUBAI_PARAPHRASES["water"]  # not GID's water wordings
+    # v5: dubai-aerial's five classes and GID-MTL's (gid5 and gid15 label sets)
+    assert {"water", "vegetation", "building", "road", "land", "river", "paddy", "industrial"} <= set(shipped)
+    assert shipped["water"][: len(DUBAI_PARAPHRASES["water"])] == DUBAI_PARAPHRASES["water"]  # Dubai's first
+    assert shipped["river"] == GID_PARAPHRASES["river"]
     mixed = taught_classes(WITH_GID)
     assert mixed["river"] == GID_PARAPHRASES["river"] and "paddy" in mixed
     assert taught_classes({"taught": {"ships": ["the ships"]}}) == {"ships": ("the ships",)}

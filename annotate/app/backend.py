@@ -114,7 +114,7 @@ class Backend:
 
     @property
     def model_label(self) -> str:
-        """What runs, for the header: ``"sbanet-lite-dubai · cpu · fp32"`` (the name alone before a load)."""
+        """What runs, for the header: ``"sbanet-lite-landcover · cpu · fp32"`` (the name alone before a load)."""
         try:
             predictor, ref = self.model.current()
         except ValueError:

@@ -21,8 +21,9 @@ from .inputs import LoadedImage
 AUTO = "auto"
 OFF = "off"
 # blank: the GSD is not used. Resampling whole images to the training GSD scored below the plain
-# resize the app does on SpaceNet (mean IoU 0.162 vs 0.180) and GID (0.184 vs 0.242) and the same
-# on Dubai tile 6 (0.510 vs 0.508): docs/results.md, "Ground sampling distance". The scene
+# resize the app does on SpaceNet (mean IoU, v4: 0.162 vs 0.180; v5 at its 1.705 m: 0.124 vs
+# 0.136) and GID (v4: 0.184 vs 0.242; v5: 0.408 vs 0.530) and about the same on Dubai tile 6 (v4:
+# 0.510 vs 0.508; v5: 0.527 vs 0.514): docs/results.md, "Ground sampling distance". The scene
 # command's tiles are where it helps, and it is on there for GeoTIFFs.
 BLANK_MEANS = OFF
 

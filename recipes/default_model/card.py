@@ -16,6 +16,7 @@ from recipes.default_model.provenance import (
     recipe_lines,
     training_time_lines,
 )
+from recipes.default_model.source_report import markdown as source_markdown
 from sbanet.inference.lexicon import taught_classes
 
 COLUMNS = ("Pr@0.5", "Pr@0.7", "Pr@0.9", "oIoU", "mIoU")
@@ -27,9 +28,7 @@ GROUP_LABELS = {
 COMMAND = "python -m recipes.default_model.train"
 # how tile 6 was used, for runs whose metadata does not say (``selection``)
 LIMITATIONS = """\
-- It knows five land-cover classes of the dubai-aerial annotation: **water, buildings, roads,
-  vegetation and bare land**. Other objects (vehicles, ships, airplanes, storage tanks, sports
-  fields: the RRSIS-D vocabulary) are not in its training data.
+{knows}
 {wording}
 - Class-level expressions work far better than instance-level ones (the tables above):
   positions ("the road on the left"), extremes ("the leftmost building complex"), sizes ("the
@@ -40,8 +39,7 @@ LIMITATIONS = """\
   understands English descriptions" (`sbanet.inference.lexicon`), not answered.
 - Its weakest classes, by class-level mIoU on tile 6 ({view}): {weakest}. Tile 6 is a coastal
   tile with few buildings and roads, so those numbers rest on few expressions (their n above).
-- It was trained on {trained_on} of one city's satellite tiles (Dubai: desert, dense blocks,
-  coast). Other places, seasons, sensors and ground resolutions are out of its distribution{ood}.
+- {places}{ood}.
   Every image is resized to {size} x {size}; large scenes go through tiles
   (`python -m sbanet.predict`).
 - It is a small recipe (minutes on a GPU, a few hours on a 2-core CPU), not the paper's model:
@@ -49,10 +47,26 @@ LIMITATIONS = """\
   recipe on GPUs
   (`configs/rrsisd_swin_b.yaml`, docs/training.md).
 """
+KNOWS_DUBAI = """\
+- It knows five land-cover classes of the dubai-aerial annotation: **water, buildings, roads,
+  vegetation and bare land**. Other objects (vehicles, ships, airplanes, storage tanks, sports
+  fields: the RRSIS-D vocabulary) are not in its training data."""
+KNOWS_SOURCES = """\
+- It knows the land-cover classes of its sources (the table under "What can I ask?"): Dubai's
+  water, buildings, roads, vegetation and bare land, and GID's farmland, paddy fields, forest,
+  grassland, rivers, lakes, ponds, residential and industrial land. Objects (vehicles, ships,
+  airplanes, storage tanks, sports fields: the RRSIS-D vocabulary) are not in its training data."""
+PLACES_DUBAI = """\
+It was trained on {trained_on} of one city's satellite tiles (Dubai: desert, dense blocks,
+  coast). Other places, seasons, sensors and ground resolutions are out of its distribution"""
+PLACES_SOURCES = """\
+It was trained on two sources: Dubai's satellite tiles (desert, dense blocks, coast; ~1 m) and
+  Gaofen-2 scenes of rural and urban China (~4 m, 224 px images).{gid}
+  Other places, seasons, sensors and ground resolutions are out of its distribution"""
 WORDING_TRAINED = """\
-- Class-level referents were trained in six wordings per class ("the water", "the sea", "the
-  lake", "water bodies", ...; `sbanet.data.wording.DUBAI_PARAPHRASES`); other words ("ponds",
-  "asphalt") work only as far as the frozen MiniLM text encoder places them near the trained ones."""
+- Class-level referents were trained in five to eight wordings per class ("the water", "the sea",
+  "the lake", "water bodies", ...; `sbanet.data.wording`); other words ("asphalt", "the
+  tarmac") work only as far as the frozen MiniLM text encoder places them near the trained ones."""
 WORDING_CANONICAL = """\
 - It was trained on the converter's own wordings ("the water", "all buildings"); other words
   ("trees", "houses", "streets") work only as far as the frozen MiniLM text encoder places them
@@ -217,15 +231,51 @@ def scale_lines(metadata: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
-    """The card's markdown from the export ``metadata`` (see :func:`recipes.default_model.train.export`)."""
+def multi_source(metadata: dict[str, Any]) -> bool:
+    """Whether the model trained on GID-MTL as well as dubai-aerial (its data summary says so)."""
+    return "gid-mtl" in metadata["data"].get("source", "")
+
+
+def source_lines(metadata: dict[str, Any]) -> list[str]:
+    """The other sources' val splits, class by class beside the all-foreground mask
+    (``metadata["val_sources"]``: :mod:`recipes.default_model.source_report`'s JSON)."""
+    report = metadata.get("val_sources")
+    if not report:
+        return []
+    pooled = report["pooled"]
+    lines = [
+        "## Validation on GID-MTL (every 10th image of each scene folder, never trained on)",
+        "Whole 224 px Gaofen-2 images at the model's input size, class-level expressions in their canonical "
+        "wording (`python -m recipes.default_model.source_report`); mIoU beside the all-foreground mask "
+        "(every pixel called the class). Percentages.",
+        "",
+        source_markdown(report["results"], pooled),
+    ]
+    if "absent_cases" in pooled:
+        lines += [
+            "",
+            f"**Absent classes on GID**: {pooled['absent_cases']} expressions, {pooled['absent_below_1_percent']} "
+            f'masks below 1 % of the image, {pooled["absent_nothing_found"]} called "nothing found"; present '
+            f"class-level expressions refused: {pooled['present_refused']} of {pooled['present_cases']}.",
+        ]
+    return lines
+
+
+def render_model_card(metadata: dict[str, Any], size_mib: float, name: str = "sbanet-lite-landcover") -> str:
+    """The card's markdown from the export ``metadata`` (see :func:`recipes.default_model.train.export`);
+    ``name``: the checkpoint folder's."""
     recipe, data = metadata["recipe"], metadata["data"]
     image_size = recipe["model"]["overrides"].get("image_size", 448)
+    masks = (
+        "the dubai-aerial (Dubai) and GID-MTL (Gaofen-2, China) land-cover masks"
+        if multi_source(metadata)
+        else "the dubai-aerial land-cover masks"
+    )
     lines = [
-        "# sbanet-lite-dubai: the default model of sbanet",
+        f"# {name}: the default model of sbanet",
         "",
         "`sbanet_lite` (ImageNet EfficientNet-Lite0 + all-MiniLM-L6-v2, SBANet's BAM, DFS and TCSA) "
-        "trained on referring expressions made from the dubai-aerial land-cover masks. "
+        f"trained on referring expressions made from {masks}. "
         "`python app.py` and `python -m sbanet.predict` use it when no `--model` / `$SBANET_MODEL` "
         "is given.",
         "",
@@ -273,6 +323,8 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
         *validation_tables(metadata),
         *usage_lines(metadata),
     ]
+    if metadata.get("val_sources"):
+        lines += ["", *source_lines(metadata)]
     if metadata.get("text_blind_baseline"):
         which = metadata.get("text_blind_baseline_recipe") or "the same recipe"
         lines += [
@@ -294,8 +346,10 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
     absent = ABSENT_UNTRAINED
     if negatives and usage:
         rate = usage["absent"]["rate_below_1_percent"]
+        cases, found = usage["absent"]["cases"], usage["absent"]["nothing_found"]
         absent = ABSENT_TRAINED.format(
-            rate=f"{100 * rate:.0f} % of absent-class masks were empty or below 1 % of the image"
+            rate=f"{100 * rate:.0f} % of absent-class masks were empty or below 1 % of the image, and the "
+            f'verdicts called {found} of {cases} ({100 * found / max(cases, 1):.0f} %) "nothing found"'
         )
     ood = metadata.get("out_of_domain")
     ood_text = ""
@@ -305,8 +359,21 @@ def render_model_card(metadata: dict[str, Any], size_mib: float) -> str:
             + ", ".join(f"{k.split(': ', 1)[1]} IoU {v['mean_iou']['resize']:.2f}" for k, v in ood.items())
             + ")"
         )
+    places = PLACES_DUBAI.format(trained_on=trained_on)
+    if multi_source(metadata):
+        pooled = (metadata.get("val_sources") or {}).get("pooled")
+        gid = (
+            ""
+            if not pooled
+            else (
+                f" On GID val its class-level mIoU is {100 * pooled['mIoU']:.1f} against {100 * pooled['chance']:.1f} "
+                "for answering with the whole image: there its masks are a first draft to correct."
+            )
+        )
+        places = PLACES_SOURCES.format(gid=gid)
     limitations = LIMITATIONS.format(
-        size=image_size, trained_on=trained_on, weakest=weakest, view="whole images" if whole_view else "crops",
+        size=image_size, weakest=weakest, view="whole images" if whole_view else "crops",
+        knows=KNOWS_SOURCES if multi_source(metadata) else KNOWS_DUBAI, places=places,
         wording=WORDING_TRAINED if paraphrased else WORDING_CANONICAL, absent=absent, ood=ood_text,
     )  # fmt: skip
     lines += ["", "## Limitations", limitations]
@@ -318,5 +385,5 @@ def write_model_card(directory: str | Path, metadata: dict[str, Any]) -> Path:
     directory = Path(directory)
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file() and f.name != "README.md")
     path = directory / "README.md"
-    path.write_text(render_model_card(metadata, size / 2**20) + "\n")
+    path.write_text(render_model_card(metadata, size / 2**20, directory.name) + "\n")
     return path

@@ -1,6 +1,6 @@
 """The ground sampling distance of each training source, and the training GSD a checkpoint records.
 
-    python -m recipes.default_model.gsd_sources sbanet/assets/sbanet-lite-dubai   # add the block
+    python -m recipes.default_model.gsd_sources runs/v4_export   # add the block to a Dubai-only checkpoint
 
 Each source's metres per pixel with its range and where it comes from (:data:`SOURCES`), and
 :func:`training_gsd`: the metres one model-input pixel covered in training, the median over the
@@ -82,18 +82,69 @@ def training_gsd(image_size: int, crops: tuple[int, ...] = (512, 0), data: Path 
     return TrainingGSD(round(float(np.median(values)), 3), how, {"dubai-aerial": DUBAI})
 
 
+def conversion_input_scales(root: Path, split: str = "train") -> list[float]:
+    """Per training image of a converted folder (``samples_<split>.jsonl``), the side (square root
+    of the area) of its crop box in source pixels, each image counted once."""
+    path = Path(root) / f"samples_{split}.jsonl"
+    if not path.is_file():
+        return []
+    boxes = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            sample = json.loads(line)
+            boxes[sample["image"]] = sample["box"]
+    return [((y1 - y0) * (x1 - x0)) ** 0.5 for y0, y1, x0, x1 in boxes.values()]
+
+
+def source_of(root: str | Path) -> str | None:
+    """The training source a converted folder was made from, by its name (``None``: unknown)."""
+    name = Path(root).as_posix()
+    return "dubai-aerial" if "dubai" in Path(root).name else "gid-mtl" if "gid" in name else None
+
+
+def mixed_training_gsd(image_size: int, roots: list[str], data: Path = DATA) -> TrainingGSD:
+    """The training GSD of a recipe mixing sources (``roots``: its converted folders).
+
+    Each source's own median (dubai-aerial: its crops and whole images, as :func:`training_gsd`;
+    gid-mtl: its converted training images at :data:`GID`'s GSD) goes into the reasons, and the
+    **finest** of them is the resampling target. Why the finest: a coarser target throws away
+    detail no model pixel can recover, and it was measured to cost a source no recipe trains on
+    (SpaceNet; docs/results.md, "Ground sampling distance", the v5 candidate) far more than it
+    gained on the coarser source. Plain uploads are not resampled either way (the app's default)."""
+    medians: dict[str, tuple[float, int]] = {}
+    crops = (512, 0) if any("whole" in Path(r).name for r in roots if source_of(r) == "dubai-aerial") else (512,)
+    dubai = training_gsd(image_size, crops, data)  # ValueError without the dubai-aerial images
+    medians["dubai-aerial"] = (dubai.input_m_per_px, sum(len(dubai_input_scales(data, c)) for c in crops))
+    gid = [side for r in roots if source_of(r) == "gid-mtl" for side in conversion_input_scales(Path(r))]
+    if gid:
+        medians["gid-mtl"] = (round(float(np.median(gid)) * GID.m_per_px / image_size, 3), len(gid))
+    name, (target, _) = min(medians.items(), key=lambda kv: kv[1][0])
+    each = "; ".join(f"{n} {m:.2f} m (median of {count} training images or crops)" for n, (m, count) in medians.items())
+    how = (
+        f"a mix of sources, each with its own scale per model-input pixel: {each}. The target is the finest "
+        f"({name}): a coarser one discards detail, and resampling to it cost SpaceNet, a source no recipe "
+        "trains on, more than it gained on the coarser source (docs/results.md, 'Ground sampling distance', "
+        "the v5 candidate)"
+    )
+    sources = {"dubai-aerial": DUBAI, **({"gid-mtl": GID} if gid else {})}
+    return TrainingGSD(target, how, sources)
+
+
 def recipe_gsd(recipe: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``metadata["gsd"]`` block for a recipe trained on dubai-aerial conversions only (its
-    data roots all name it), else None: a mix of sources needs each one's crops counted, and
-    without ``../shared/data/dubai-aerial`` the crops cannot be measured."""
+    """The ``metadata["gsd"]`` block of a recipe trained on dubai-aerial conversions, alone
+    (:func:`training_gsd`) or mixed with gid-mtl ones (:func:`mixed_training_gsd`); None when a
+    data root is of another source, or when ``../shared/data/dubai-aerial`` is not there to
+    measure the crops."""
     data = recipe["data"]
     roots = [data["root"], *(m["root"] for m in data.get("mix") or [])]
-    if not all("dubai" in Path(root).name for root in roots):
+    if any(source_of(root) is None for root in roots):
         return None
-    crops = (512, 0) if any("whole" in Path(root).name for root in roots) else (512,)
     image_size = int((recipe["model"].get("overrides") or {}).get("image_size", 320))
     try:
-        return training_gsd(image_size, crops).to_metadata()
+        if all(source_of(root) == "dubai-aerial" for root in roots):
+            crops = (512, 0) if any("whole" in Path(root).name for root in roots) else (512,)
+            return training_gsd(image_size, crops).to_metadata()
+        return mixed_training_gsd(image_size, roots).to_metadata()
     except ValueError:  # the source images are not beside the project: the crops cannot be measured
         return None
 

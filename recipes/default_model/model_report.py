@@ -1,6 +1,6 @@
 """What a default-model checkpoint does on tile 6 as users ask: wordings, absent classes, verdicts.
 
-    python -m recipes.default_model.model_report --model sbanet/assets/sbanet-lite-dubai --json report.json
+    python -m recipes.default_model.model_report --model sbanet/assets/sbanet-lite-landcover --json report.json
     python -m recipes.default_model.model_report --model runs/default_model/best --calibrate   # thresholds too
 
 Tile 6 of dubai-aerial (never trained on), whole images, as the app runs them:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from recipes.default_model.gsd_sources import source_of
+
 SELECTION = (
     "The last weights are shipped: tile 6 was used to choose the recipe (size, lr, steps, data mix, loss) in "
     "short pilot runs, never during a run."
@@ -31,22 +33,38 @@ def conversion_records(data: dict[str, Any], recipe_data: dict[str, Any]) -> lis
     return [(root, record, Path(root) in trained) for root, record in conversions.items()]
 
 
+def conversion_phrase(record: dict[str, Any], trained: bool) -> str:
+    """One conversion for the card: ``"whole images (679 training / 110 validation expressions; ...)"``."""
+    pieces = "whole images" if not record["crop"] else f"{record['crops']} crops of ~{record['crop']} px"
+    counts = record["samples_per_split"]
+    val = f"{counts.get('val', 0)} validation expressions"
+    use = f"{counts.get('train', 0)} training / {val}" if trained else f"{val}, not trained on"
+    absent = sum(rules.get("absent", 0) for rules in record.get("rules_per_split", {}).values())
+    asked = [
+        *(["class-level referents worded as people ask"] if record.get("paraphrases") else []),
+        *([f"{absent} absent-class expressions with empty masks"] if absent else []),
+    ]
+    return f"{pieces} ({use}{'; ' + ', '.join(asked) if asked else ''})"
+
+
 def data_lines(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[str]:
     """The card's data paragraph: each conversion of the land-cover masks (trained on, or only
-    scored), and what else was mixed into training."""
+    scored), and what else was mixed into training; a recipe mixing sources gets one line per
+    conversion, with its source and categories, and says which folder the mix lists twice."""
+    records = conversion_records(data, recipe_data)
+    if any(source_of(root) not in (None, "dubai-aerial") for root, _, _ in records):
+        listed = [recipe_data["root"], *(m["root"] for m in recipe_data.get("mix", []) if m.get("root"))]
+        lines = [f"{data['source']}; each converted folder:", ""]
+        for root, c, trained in records:
+            twice = " Listed twice in the training mix: it weighs double." if listed.count(root) > 1 else ""
+            categories = ", ".join(f"{k} {v}" for k, v in c.get("categories", {}).items())
+            lines.append(
+                f"- `{root}` ({source_of(root)}): {c['images']} images, {conversion_phrase(c, trained)}. "
+                f"Categories: {categories}.{twice}"
+            )
+        return lines
     split = data["samples_per_split"]
-    parts = []
-    for _, c, trained in conversion_records(data, recipe_data):
-        pieces = "whole images" if not c["crop"] else f"{c['crops']} crops of ~{c['crop']} px"
-        counts = c["samples_per_split"]
-        val = f"{counts.get('val', 0)} validation expressions"
-        use = f"{counts.get('train', 0)} training / {val}" if trained else f"{val}, not trained on"
-        absent = sum(rules.get("absent", 0) for rules in c.get("rules_per_split", {}).values())
-        asked = [
-            *(["class-level referents worded as people ask"] if c.get("paraphrases") else []),
-            *([f"{absent} absent-class expressions with empty masks"] if absent else []),
-        ]
-        parts.append(f"{pieces} ({use}{'; ' + ', '.join(asked) if asked else ''})")
+    parts = [conversion_phrase(c, trained) for _, c, trained in records]
     lines = [
         f"{data['source']}: {data['images']} images, converted by `python -m sbanet.data.semantic` into "
         + " and ".join(parts)

@@ -1,6 +1,6 @@
 """How a model does on whole real images as a user uploads them, and at which scale.
 
-    python -m recipes.default_model.scale --model sbanet/assets/sbanet-lite-dubai \\
+    python -m recipes.default_model.scale --model sbanet/assets/sbanet-lite-landcover \\
         --json benchmarks/results/default_model_scale.json
 
 Cases, read from ``../shared/data`` (never copied): the nine dubai-aerial tile-6 images (the

@@ -1,6 +1,6 @@
 """A checkpoint on other sources' val splits, class by class, beside the all-foreground mask.
 
-    python -m recipes.default_model.source_report --model sbanet/assets/sbanet-lite-dubai \\
+    python -m recipes.default_model.source_report --model sbanet/assets/sbanet-lite-landcover \\
         --data runs/data/gid-referring-whole/gid5 runs/data/gid-referring-whole/gid15 --json gid_v4.json
 
 For each converted folder (e.g. :mod:`sbanet.data.gid`'s ``gid5`` and ``gid15`` whole-image

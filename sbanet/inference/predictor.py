@@ -269,7 +269,7 @@ class Predictor:
         return self.precision.dtype
 
     def label(self, name: str) -> str:
-        """What runs, for people: ``"sbanet-lite-dubai · cpu · fp32"``."""
+        """What runs, for people: ``"sbanet-lite-landcover · cpu · fp32"``."""
         return runtime_label(name, self.device, self.precision)
 
     def autocast(self) -> contextlib.AbstractContextManager:

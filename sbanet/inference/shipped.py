@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 ENV_VAR = "SBANET_MODEL"
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "sbanet-lite-dubai"
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "sbanet-lite-landcover"
 
 
 def default_model_source(explicit: str | None = None) -> str:
