@@ -72,6 +72,18 @@ def pool_crops(data: Path, category: str) -> list[Any]:
     return crops
 
 
+def model_fingerprint(model: Any, level: str, size: int | None) -> str:
+    """A digest of ``model``'s weights, the cache ``level`` and input ``size``: a cache built from
+    another base (v4's, before v5 shipped) must not be read as this one's features."""
+    import hashlib
+
+    digest = hashlib.sha1(f"{level}/{size}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def build_cache(
     model: Any,
     tokenizer: Any,
@@ -114,6 +126,7 @@ def build_cache(
     replay = draw_replay(load_samples("folder", REPLAY_ROOT, "train"), REPLAY_POOL, 0)
     cache["replay"] = features(replay)
     cache["tile6"] = features(tile6_samples(tile6)) if (tile6 / "samples_val.jsonl").is_file() else None
+    cache["fingerprint"] = model_fingerprint(model, level, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(cache, path)
     return cache
@@ -289,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "" if size == model.config.image_size else f"-{size}"
     path = args.cache or Path(f"runs/quick-adapt-cache-{level}{suffix}.pt")
     cache = torch.load(path, weights_only=False) if path.is_file() else None
+    if cache is not None and cache.get("fingerprint") != model_fingerprint(model, level, size):
+        print(f"{path} was built from other weights (or before caches were fingerprinted): rebuilding", flush=True)
+        cache = None
     if cache is None or any(d not in cache for d in args.domains):
         cache = build_cache(model, tokenizer, args.data, args.domains, args.tile6, path, level, size)
     if config.train not in (*UPSTREAM, "head"):  # a late cache serves the decoder modes once TCSA has run over it

@@ -3,11 +3,14 @@ scene, quarter-crop strides, never overlapping the held-out and test strips) and
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
+import torch
 from conftest import shared_data
 
+from benchmarks import quick_adapt
 from benchmarks.finetune_loop import MIN_COVERAGE, spacenet_crops
 from benchmarks.quick_adapt import pool_crops, summarize
 
@@ -56,3 +59,18 @@ def test_the_diverse_rules_spread_uncertainty_first_picks_over_unlike_crops():
     assert greedy[0] == 0 and set(greedy[1:]) == {5, 7}
     assert greedy_diverse(scores, described, 5)[:3] == greedy  # nested in N
     assert len(set(cluster_diverse(scores, described, 8))) == 8
+
+
+def test_a_cache_knows_the_weights_that_built_it():
+    """A cache built from another base (v4's, read after v5 shipped) would be read as this base's
+    features: the fingerprint of the weights, level and size tells them apart."""
+    from sbanet.build import sbanet_tiny
+
+    torch.manual_seed(0)
+    one = sbanet_tiny()
+    same = copy.deepcopy(one)
+    assert quick_adapt.model_fingerprint(one, "head", 224) == quick_adapt.model_fingerprint(same, "head", 224)
+    assert quick_adapt.model_fingerprint(one, "head", 224) != quick_adapt.model_fingerprint(one, "head", 320)
+    with torch.no_grad():
+        next(same.parameters()).add_(1e-3)
+    assert quick_adapt.model_fingerprint(one, "head", 224) != quick_adapt.model_fingerprint(same, "head", 224)

@@ -131,3 +131,13 @@ def test_the_segment_tab_offers_the_taught_classes_as_chips(tmp_path: Path) -> N
     demo = build_ui(backend)
     buttons = {b.value for b in demo.blocks.values() if "sbanet-chip" in (getattr(b, "elem_classes", None) or [])}
     assert buttons == {w[0] for w in DUBAI_PARAPHRASES.values()}
+
+
+def test_classes_that_share_a_canonical_wording_get_one_chip(tmp_path: Path) -> None:
+    """The shipped model (v5) knows GID's cropland and farmland, woodland and forest, both
+    answering to "the farmland" / "the forest" first: one chip each, not two."""
+    backend = FakeBackend(tmp_path)
+    backend.model_metadata = json.loads(SHIPPED.read_text())["metadata"]
+    demo = build_ui(backend)
+    labels = [b.value for b in demo.blocks.values() if "sbanet-chip" in (getattr(b, "elem_classes", None) or [])]
+    assert len(labels) == len(set(labels)) and {"the farmland", "the river", "the water"} <= set(labels)

@@ -83,14 +83,14 @@ def build_ui(
                         max_lines=MAX_EXPRESSIONS,
                         elem_id="expressions",
                     )
-                    # "What can I ask?": the model's taught classes, one chip each (canonical wording)
+                    # "What can I ask?": the model's taught classes, one chip per canonical wording
+                    # (once: two sources' classes can share one, as GID's cropland and farmland do)
                     taught = seg.taught
                     with gr.Row(elem_id="what-can-i-ask", visible=bool(taught)):
                         gr.Markdown("What can I ask?", elem_classes="sbanet-note")
                         chips = [
-                            (gr.Button(w[0], size="sm", min_width=0, elem_classes="sbanet-chip"), w[0])
-                            for w in taught.values()
-                            if w
+                            (gr.Button(wording, size="sm", min_width=0, elem_classes="sbanet-chip"), wording)
+                            for wording in dict.fromkeys(w[0] for w in taught.values() if w)
                         ]
                     segment_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
                     example_gallery = gr.Gallery(
