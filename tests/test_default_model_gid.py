@@ -33,36 +33,44 @@ WORDING_GAP = 0.06  # each other wording's mean IoU within this of the canonical
 # river 0.592), "the industrial land" 0.300 (the industrial area 0.435)
 WEAK_WORDINGS = {"the canal", "the industrial land"}
 # "nothing found" on GID (the checkpoint's thresholds, fitted on Dubai tile 6): measured when v5
-# shipped, 81 of 684 absent classes (12 %; the issue's goal is 80 %) and 11 of 67 present ones in
-# the 5-60 % band (16 %; the goal is at most 5 %). Guards against falling further.
-ABSENT_NOTHING_FOUND, PRESENT_NOTHING_FOUND = 0.08, 0.25
+# shipped, 21 of 207 absent classes asked (10 %; of all 684 absent cases, 81: 12 %; the issue's
+# goal is 80 %) and 11 of 67 present ones in the 5-60 % band (16 %; the goal is at most 5 %).
+# Guards against falling further.
+ABSENT_NOTHING_FOUND, PRESENT_NOTHING_FOUND = 0.07, 0.25
+ABSENT_PER_IMAGE = 3
 
 
 @pytest.fixture(scope="module")
 def answers() -> dict[str, list]:
     """Every val image of gid15 asked for each class in the 5-60 % band (in each of its wordings
-    for the classes of :data:`ABOVE_CHANCE`, else the canonical one) and for each absent class in
-    its canonical wording: ``{"scores": [(class, wording, IoU,
-    share)], "absent": [nothing found?], "present": [nothing found?]}``."""
+    for the classes of :data:`ABOVE_CHANCE`, else the canonical one) and for
+    :data:`ABSENT_PER_IMAGE` of its absent classes in their canonical wording: ``{"scores":
+    [(class, wording, IoU, share)], "absent": [nothing found?], "present": [nothing found?]}``."""
     root = shared_data("gid-mtl")
     classes, merge = LABEL_SETS["gid15"]
     pairs = gid_pairs(root, "gid15")
     split = gid_split(pairs)
     predictor = Predictor.from_pretrained(SHIPPED_MODEL)
     out: dict[str, list] = {"scores": [], "absent": [], "present": []}
+    seen = 0  # val images so far
     with single_thread():
         for _, image_path, label_path in pairs:
             if split[image_path] != "val":
                 continue
             labels = read_labels(label_path, merge)
-            asked = []  # (class, wording, truth or None)
+            asked, absent = [], []  # (class, wording, truth or None); the classes with no pixel
             for index, cls in enumerate(classes):
                 share = float((labels == index).mean())
                 if cls.paraphrases and SHARE[0] <= share <= SHARE[1]:
                     wordings = cls.paraphrases if cls.name in ABOVE_CHANCE else cls.paraphrases[:1]
                     asked += [(cls.name, wording, labels == index) for wording in wordings]
                 elif cls.paraphrases and share == 0:
-                    asked.append((cls.name, cls.paraphrases[0], None))
+                    absent.append(cls)
+            # three absent classes per image, a different three from image to image (all of them
+            # would be ten per image and triple the test's time for the same rate)
+            absent = [absent[(seen + k) % len(absent)] for k in range(min(ABSENT_PER_IMAGE, len(absent)))]
+            asked += [(cls.name, cls.paraphrases[0], None) for cls in absent]
+            seen += 1
             image = to_rgb8(read_image(image_path))
             predictions = predictor.predict_batch(image, [w for _, w, _ in asked], return_attention=False)
             for (name, wording, truth), prediction in zip(asked, predictions):
@@ -101,6 +109,6 @@ def test_gid_wordings_score_like_the_canonical_one(answers, name):
 
 def test_gid_absent_classes_are_answered_nothing_found_more_often_than_present_ones(answers):
     absent, present = (float(np.mean(answers[k])) for k in ("absent", "present"))
-    assert len(answers["absent"]) >= 300 and len(answers["present"]) >= 40
+    assert len(answers["absent"]) >= 150 and len(answers["present"]) >= 40
     assert absent >= ABSENT_NOTHING_FOUND, f"absent GID classes answered 'nothing found' in {absent:.1%}"
     assert present <= PRESENT_NOTHING_FOUND, f"present GID classes refused in {present:.1%}"
