@@ -184,3 +184,26 @@ def test_canvas_keyboard_shortcuts_and_ctrl_s(tmp_path):
             stored = repo.mask_array(repo.get_mask_version(session, new_id))
         assert np.array_equal(stored, after), "Ctrl+S saved what the canvas shows"
         ui.screenshot(out / "5-shortcuts.png")
+
+
+def test_the_what_can_i_ask_chips_wrap_and_stay_readable(tmp_path):
+    """The shipped model knows 21 classes (17 chips): on a laptop and on a phone every chip keeps
+    its words on one line at their own width, the row wrapping instead of squeezing them (v5's
+    first screenshot had them crushed into unreadable stacks of letters)."""
+    from sbanet.inference.shipped import SHIPPED_MODEL
+
+    with running_app(tmp_path, model=str(SHIPPED_MODEL)) as app:
+        for width, height in ((1440, 900), (390, 844)):
+            with chromium_page(width, height) as page:
+                AppPage(page, app.url).open()
+                chips = page.evaluate(
+                    "() => [...document.querySelectorAll('.sbanet-chip')].map(c => ({text: c.innerText.trim(), "
+                    "scroll: c.scrollWidth, client: c.clientWidth, height: c.getBoundingClientRect().height}))"
+                )
+                assert len(chips) >= 15, chips
+                lowest = min(c["height"] for c in chips)
+                for chip in chips:
+                    assert chip["scroll"] <= chip["client"] + 1, f"{width}px: {chip['text']!r} is cut: {chip}"
+                    assert chip["height"] < 1.5 * lowest, f"{width}px: {chip['text']!r} wraps: {chip}"
+                row = page.locator("#what-can-i-ask").bounding_box()
+                assert row["width"] <= width, f"{width}px: the chips push the page sideways: {row}"

@@ -11,8 +11,9 @@ from __future__ import annotations
 CSS = """
 #segment-summary table { font-size: 0.9em; }
 .sbanet-note { color: var(--body-text-color-subdued); font-size: 0.9em; }
-#what-can-i-ask { gap: 0.3em; align-items: center; }
-.sbanet-chip { flex-grow: 0 !important; }
+#what-can-i-ask { gap: 0.3em; align-items: center; flex-wrap: wrap !important; }
+#what-can-i-ask > * { flex: 0 0 auto !important; min-width: 0 !important; width: auto !important; }
+.sbanet-chip { flex: 0 0 auto !important; width: auto !important; white-space: nowrap; }
 #title h2 { margin: 0 0 0.2em 0; }
 #title p { margin: 0; }
 #model-info p { margin: 0.2em 0 0 0; }
