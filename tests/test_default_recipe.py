@@ -136,6 +136,25 @@ def test_export_writes_checkpoint_metadata_and_card(model, tokenizer, folder, tm
     assert "loss LAVT's weighted cross-entropy, text encoder frozen" in card  # no dice_weight: the paper's loss
     assert provenance.loss_phrase({"dice_weight": 0.5}).startswith("LAVT's weighted cross-entropy + 0.5 x soft Dice")
     assert not recipe.text_encoder_unchanged(model)
+    # a source report judged with other thresholds than the export fits would put stale counts in the card
+    stale = {"results": [{"data": "gid5", "thresholds": {"min_area_fraction": 0.5}}], "pooled": {}}
+    with pytest.raises(ValueError, match="other verdict thresholds"):
+        recipe.export(summary, tmp_path / "stale", sources=stale)
+    assert not (tmp_path / "stale" / "config.json").exists()
+
+
+def test_a_mixed_recipes_data_lines_name_each_folder_and_what_else_was_mixed_in():
+    record = {"crop": 0, "images": 3, "crops": 3, "samples_per_split": {"train": 5, "val": 1}}
+    record["categories"] = {"river": 2}
+    data = {"source": "dubai-aerial; gid-mtl", "conversions": {"runs/data/dubai-x": {**record, "crop": 512},
+                                                                "runs/data/gid-x/gid15": record}}  # fmt: skip
+    recipe_data = {"root": "runs/data/dubai-x", "mix": [
+        {"kind": "folder", "root": "runs/data/dubai-x"}, {"kind": "folder", "root": "runs/data/gid-x/gid15"},
+        {"kind": "synthetic", "options": {"count": 10}}]}  # fmt: skip
+    lines = provenance.data_lines(data, recipe_data)
+    assert any(line.startswith("- `runs/data/dubai-x` (dubai-aerial)") and "weighs double" in line for line in lines)
+    assert any(line.startswith("- `runs/data/gid-x/gid15` (gid-mtl)") and "river 2" in line for line in lines)
+    assert lines[-1] == "Mixed in: synthetic {'count': 10} (sbanet.data.synthetic)."
 
 
 def test_export_only_needs_a_trained_run(tmp_path, capsys):

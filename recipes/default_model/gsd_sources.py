@@ -66,13 +66,26 @@ def dubai_input_scales(data: Path, crop: int, tiles: tuple[int, ...] = (1, 2, 3,
     return scales
 
 
-def training_gsd(image_size: int, crops: tuple[int, ...] = (512, 0), data: Path = DATA) -> TrainingGSD:
-    """The dubai-aerial recipe's training GSD: the median over its training crops (each crop size of
-    ``crops``, 0 meaning whole images) of the metres one ``image_size`` input pixel covered."""
+def dubai_input_m(image_size: int, crops: tuple[int, ...], data: Path = DATA) -> np.ndarray:
+    """Per dubai-aerial training crop (each crop size of ``crops``, 0 meaning whole images), the
+    metres one ``image_size`` input pixel covered; ``ValueError`` without the images."""
     sides = [side for crop in crops for side in dubai_input_scales(data, crop)]
     if not sides:
         raise ValueError(f"no dubai-aerial images under {data}: the training GSD needs them")
-    values = np.asarray(sides) * DUBAI.m_per_px / image_size
+    return np.asarray(sides) * DUBAI.m_per_px / image_size
+
+
+def dubai_crops(roots: list[str]) -> tuple[int, ...]:
+    """The dubai-aerial crop sizes a recipe's converted folders hold: ~512 px crops, and whole
+    images (0) when one of its Dubai folders is a whole-image conversion."""
+    whole = any("whole" in Path(root).name for root in roots if source_of(root) == "dubai-aerial")
+    return (512, 0) if whole else (512,)
+
+
+def training_gsd(image_size: int, crops: tuple[int, ...] = (512, 0), data: Path = DATA) -> TrainingGSD:
+    """The dubai-aerial recipe's training GSD: the median over its training crops (each crop size of
+    ``crops``, 0 meaning whole images) of the metres one ``image_size`` input pixel covered."""
+    values = dubai_input_m(image_size, crops, data)
     how = (
         f"median over the {len(values)} training crops of dubai-aerial tiles 1-5 (crops of about "
         f"{' and '.join(f'{c} px' if c else 'whole images' for c in crops)}; each counted once) of the source GSD "
@@ -111,10 +124,8 @@ def mixed_training_gsd(image_size: int, roots: list[str], data: Path = DATA) -> 
     detail no model pixel can recover, and it was measured to cost a source no recipe trains on
     (SpaceNet; docs/results.md, "Ground sampling distance", the v5 candidate) far more than it
     gained on the coarser source. Plain uploads are not resampled either way (the app's default)."""
-    medians: dict[str, tuple[float, int]] = {}
-    crops = (512, 0) if any("whole" in Path(r).name for r in roots if source_of(r) == "dubai-aerial") else (512,)
-    dubai = training_gsd(image_size, crops, data)  # ValueError without the dubai-aerial images
-    medians["dubai-aerial"] = (dubai.input_m_per_px, sum(len(dubai_input_scales(data, c)) for c in crops))
+    dubai = dubai_input_m(image_size, dubai_crops(roots), data)  # ValueError without the dubai-aerial images
+    medians = {"dubai-aerial": (round(float(np.median(dubai)), 3), len(dubai))}
     gid = [side for r in roots if source_of(r) == "gid-mtl" for side in conversion_input_scales(Path(r))]
     if gid:
         medians["gid-mtl"] = (round(float(np.median(gid)) * GID.m_per_px / image_size, 3), len(gid))
@@ -142,8 +153,7 @@ def recipe_gsd(recipe: dict[str, Any]) -> dict[str, Any] | None:
     image_size = int((recipe["model"].get("overrides") or {}).get("image_size", 320))
     try:
         if all(source_of(root) == "dubai-aerial" for root in roots):
-            crops = (512, 0) if any("whole" in Path(root).name for root in roots) else (512,)
-            return training_gsd(image_size, crops).to_metadata()
+            return training_gsd(image_size, dubai_crops(roots)).to_metadata()
         return mixed_training_gsd(image_size, roots).to_metadata()
     except ValueError:  # the source images are not beside the project: the crops cannot be measured
         return None

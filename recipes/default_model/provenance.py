@@ -62,16 +62,17 @@ def data_lines(data: dict[str, Any], recipe_data: dict[str, Any]) -> list[str]:
                 f"- `{root}` ({source_of(root)}): {c['images']} images, {conversion_phrase(c, trained)}. "
                 f"Categories: {categories}.{twice}"
             )
-        return lines
-    split = data["samples_per_split"]
-    parts = [conversion_phrase(c, trained) for _, c, trained in records]
-    lines = [
-        f"{data['source']}: {data['images']} images, converted by `python -m sbanet.data.semantic` into "
-        + " and ".join(parts)
-        + " (class-level and instance-level; docs/datasets.md). Categories of the crops: "
-        + ", ".join(f"{k} {v}" for k, v in data["categories"].items())
-        + f" ({split.get('train', 0) + split.get('val', 0)} crop expressions)."
-    ]
+    else:
+        split = data["samples_per_split"]
+        parts = [conversion_phrase(c, trained) for _, c, trained in records]
+        lines = [
+            f"{data['source']}: {data['images']} images, converted by `python -m sbanet.data.semantic` into "
+            + " and ".join(parts)
+            + " (class-level and instance-level; docs/datasets.md). Categories of the crops: "
+            + ", ".join(f"{k} {v}" for k, v in data["categories"].items())
+            + f" ({split.get('train', 0) + split.get('val', 0)} crop expressions)."
+        ]
+    # what else was mixed in, whichever the sources (a mixed recipe used to leave these out)
     for m in recipe_data.get("mix", []):
         if m["kind"] == "folder" and m.get("options"):
             lines.append(f"Mixed in again: `{m['root']}` with reader options {m['options']} (weighted up).")

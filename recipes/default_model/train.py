@@ -221,6 +221,14 @@ def export(
         half = change <= HALF_TOLERANCE
         # tile 6 as users ask (wordings, absent classes) and the verdict thresholds fitted to it
         usage = report(tmp if half else run_dir / "best", Path(whole), do_calibrate=True) if whole else None
+    if sources and usage is not None:  # its "nothing found" counts were judged with the thresholds it names
+        fitted = usage["thresholds"]
+        stale = [r["data"] for r in sources["results"] if r.get("thresholds", fitted) != fitted]
+        if stale:
+            raise ValueError(
+                f"--sources judged {', '.join(stale)} with other verdict thresholds than this export fits "
+                f"({fitted}): rerun python -m recipes.default_model.source_report on the export"
+            )
     metadata = {
         "description": f"sbanet_lite trained on land-cover conversions of {summary['data']['source']} "
         "(recipes.default_model.train)",
@@ -289,7 +297,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--sources",
         type=Path,
         help="JSON of python -m recipes.default_model.source_report on the run's best/ (GID val: its tables go "
-        "into the card; the verdict thresholds it used must be the export's)",
+        "into the card; it must have judged with the thresholds the export fits: checked)",
     )
     return p.parse_known_args(argv)
 
