@@ -28,6 +28,7 @@ def make_dataset(
     mix: Sequence[dict[str, Any]] = (),
     augment: bool = False,
     photometric: bool = False,
+    scale: tuple[float, float] | None = None,
 ) -> ReferringDataset:
     """``load_samples(kind, root, split, **options)``, optionally text-blind and cut to the first
     ``limit`` samples, as a :class:`ReferringDataset` at the model's input size and token length.
@@ -35,7 +36,8 @@ def make_dataset(
     ``mix``: more sources appended to these samples, each ``{"kind", "root", "split" (default
     ``split``), "options", "limit"}`` (``data.mix`` of the fit config), e.g. synthetic scenes
     next to a land-cover conversion. ``augment``: flips and quarter turns, ``photometric``: colour /
-    exposure / blur / JPEG changes (training only)."""
+    exposure / blur / JPEG changes, ``scale``: class-level items seen closer or farther (training
+    only)."""
     samples = _limited(kind, root, split, options, limit)
     for entry in mix:
         samples += _limited(
@@ -53,6 +55,7 @@ def make_dataset(
         c.pixel_std,
         augment=augment,
         photometric=photometric,
+        scale=scale,
     )
 
 

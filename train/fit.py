@@ -110,7 +110,7 @@ def run(
         d = config.data
         train_set = make_dataset(
             d.kind, d.root, d.train_split, model.config, tokenizer, d.options, d.blind_text, d.limit_train, d.mix,
-            augment=d.augment, photometric=d.photometric,
+            augment=d.augment, photometric=d.photometric, scale=d.scale,
         )  # fmt: skip
         val_set = None
         if d.val_split:

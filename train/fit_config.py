@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sbanet.build import ABLATIONS, PRESETS
+from sbanet.data.rescale import check_scale_range
 from sbanet.inference.precision import precision_from_env
 from sbanet.training.engine import TrainConfig
 
@@ -56,6 +57,8 @@ class DataSection:
     blind_text: bool = False  # replace every expression with "" (the text-blind baseline)
     augment: bool = False  # training items flipped / turned, direction words with them (sbanet.data.augment)
     photometric: bool = False  # training items' colour, exposure, blur, JPEG changed (sbanet.data.photometric)
+    # [low, high]: class-level training items seen closer / farther by a factor in it (sbanet.data.rescale)
+    scale: list[float] | None = None
     limit_train: int | None = None  # keep the first N samples (smoke runs)
     limit_val: int | None = None
     # more training sources, concatenated with the main one (val stays the main one's):
@@ -67,6 +70,7 @@ class DataSection:
             raise ValueError(f"data.kind {self.kind!r} is not one of {DATASET_KINDS}")
         if self.val_split == "test":
             raise ValueError("data.val_split must not be 'test': select models on val, report on test")
+        check_scale_range(self.scale)
         if not isinstance(self.mix, list):
             raise ValueError(f"data.mix must be a list of {{kind, root, options, ...}} mappings, got {self.mix!r}")
         for n, entry in enumerate(self.mix):

@@ -134,6 +134,7 @@ def phrase_folder_samples(
                 load_mask=partial(read_binary_mask, masks[sample_id]),
                 category=meta.get("category"),
                 ref_id=sample_id,
+                rule=meta.get("rule"),
             )
         )
     if missing:

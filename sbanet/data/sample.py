@@ -25,3 +25,4 @@ class ReferringSample:
     load_mask: Callable[[], np.ndarray] = field(repr=False, compare=False)
     category: str | None = None
     ref_id: str | None = None  # RRSIS-D: sentences of one ref share the ref (and its mask)
+    rule: str | None = None  # the converter rule that wrote it ("class", "absent", "extreme", ...), if known

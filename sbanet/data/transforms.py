@@ -24,6 +24,7 @@ from ..image import to_rgb8
 from ..modeling.text_encoder import tokenize
 from .augment import TRANSFORMS, turn_tensor, turn_words
 from .photometric import photometric
+from .rescale import SCALE_RULES, check_scale_range, draw_factor, rescale
 from .sample import ReferringSample
 
 TOKENIZE_CHUNK = 4096
@@ -66,6 +67,9 @@ class ReferringDataset(Dataset):
     (torch's global RNG), its expression's directions turned to match (tokenised once per
     transform here). ``photometric``: each item's colours, exposure, sharpness and encoding
     changed at random (:func:`sbanet.data.photometric.photometric`), the mask and words kept.
+    ``scale``: ``(low, high)``: each item whose converter rule keeps its truth under a crop or a
+    mirror (a class or an absent class, :data:`sbanet.data.rescale.SCALE_RULES`) seen closer or
+    farther by a factor log-uniform in that range (:func:`sbanet.data.rescale.rescale`).
 
     Expressions are tokenised once here. Resized images are kept in a small per-process LRU
     cache keyed by ``image_id`` (the sentences of one image are decoded once when they come
@@ -84,6 +88,7 @@ class ReferringDataset(Dataset):
         cache_size: int = 8,
         augment: bool = False,
         photometric: bool = False,
+        scale: tuple[float, float] | None = None,
     ) -> None:
         if image_size < 1 or max_tokens < 3:
             raise ValueError(f"image_size must be >= 1 and max_tokens >= 3, got {image_size}, {max_tokens}")
@@ -98,6 +103,7 @@ class ReferringDataset(Dataset):
         self._lock = threading.Lock()
         self.transforms = TRANSFORMS if augment else TRANSFORMS[:1]
         self.photometric = bool(photometric)
+        self.scale = check_scale_range(scale)
         # [T, N, max_tokens]: the tokens of every expression under each transform (0: as written)
         texts = [s.expression for s in self.samples]
         tokens = [self._tokenize(tokenizer, [turn_words(text, *t) for text in texts]) for t in self.transforms]
@@ -148,6 +154,8 @@ class ReferringDataset(Dataset):
         index = index % len(self)
         item = self.base_item(index)
         image, target = item["image"], item["mask"]
+        if self.scale is not None and self.samples[index].rule in SCALE_RULES:
+            image, target = rescale(image, target, draw_factor(*self.scale))
         t = int(torch.randint(len(self.transforms), ())) if len(self.transforms) > 1 else 0
         if t:
             image, target = turn_tensor(image, *self.transforms[t]), turn_tensor(target, *self.transforms[t])
