@@ -11,7 +11,7 @@ draws one scale factor per training item, log-uniform in ``[low, high]``, on the
   it (a 3 x 3 mosaic of mirrored copies, cut at a random offset), so no border or padding value
   appears that real imagery never has.
 
-Only referents whose truth survives both survive a crop and a mirror: a class ("the water":
+Only two kinds of referent keep their truth under a crop and a mirror: a class ("the water":
 every water pixel of the new square is still the water, and none left is an empty mask) and an
 absent class (still absent). Instance rules ("the largest building", "the road on the left")
 would name another region after either, so :class:`~sbanet.data.transforms.ReferringDataset`
@@ -67,24 +67,23 @@ def rescale(image: torch.Tensor, mask: torch.Tensor, factor: float) -> tuple[tor
         raise ValueError(f"rescale needs a [3, S, S] image and an [S, S] mask, got {shapes}")
     if factor < MIN_FACTOR:
         raise ValueError(f"scale factor {factor} is below {MIN_FACTOR:.3f}: the mirror mosaic cannot fill the image")
-    size = image.shape[-1]
+    height, width = image.shape[-2:]
     if factor >= 1.0:
-        side = max(1, round(size / factor))
-        y, x = _offset(image.shape[-2] - side), _offset(size - side)
+        side = max(1, round(width / factor))
+        y, x = _offset(height - side), _offset(width - side)
         crop = image[None, :, y : y + side, x : x + side]
         target = mask[None, None, y : y + side, x : x + side].float()
-        image = F.interpolate(crop, size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
-        mask = F.interpolate(target, size=image.shape[-2:], mode="nearest")[0, 0].long()
+        image = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)[0]
+        mask = F.interpolate(target, size=(height, width), mode="nearest")[0, 0].long()
         return image, mask
     # rounded up: three copies must cover the square at the smallest factor
-    height, width = math.ceil(image.shape[-2] * factor), math.ceil(size * factor)
-    small = F.interpolate(image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False)[0]
+    small_h, small_w = math.ceil(height * factor), math.ceil(width * factor)
+    small = F.interpolate(image[None], size=(small_h, small_w), mode="bilinear", antialias=True, align_corners=False)[0]
     # the mask shrunk as coverage, then thresholded: a thin road keeps its pixels where it
     # covers half of one, rather than vanishing under nearest-neighbour sampling
-    cover = F.interpolate(mask[None, None].float(), size=(height, width), mode="area")[0, 0]
+    cover = F.interpolate(mask[None, None].float(), size=(small_h, small_w), mode="area")[0, 0]
     small_mask = (cover >= 0.5).long()
-    y = _offset(3 * height - image.shape[-2])
-    x = _offset(3 * width - size)
-    image = mirror_mosaic(small)[:, y : y + image.shape[-2], x : x + size].contiguous()
-    mask = mirror_mosaic(small_mask)[y : y + image.shape[-2], x : x + size].contiguous()
+    y, x = _offset(3 * small_h - height), _offset(3 * small_w - width)
+    image = mirror_mosaic(small)[:, y : y + height, x : x + width].contiguous()
+    mask = mirror_mosaic(small_mask)[y : y + height, x : x + width].contiguous()
     return image, mask
