@@ -197,6 +197,22 @@ def test_the_recipe_scores_whole_images_too(tmp_path):
         recipe_data.prepare_data(tmp_path, tmp_path / "elsewhere")
 
 
+def test_the_negatives_recipe_changes_only_gids_conversion():
+    configs = Path(__file__).resolve().parents[1] / "recipes" / "default_model"
+    more, plain = load_config(configs / "v5_negatives.yaml", []), load_config(configs / "v5_cpu4.yaml", [])
+    gid = {entry["root"] for entry in more.data.mix if "gid" in entry["root"]}
+    assert gid == {"runs/data/gid-referring-asked-cap30/gid5", "runs/data/gid-referring-asked-cap30/gid15"}
+    assert recipe_data.GID_CONVERSIONS["gid-referring-asked-cap30"] == {
+        "paraphrases": True,
+        "negatives": 2,
+        "negative_share": 0.3,
+    }
+    renamed = [{**e, "root": e["root"].replace("cap30", "cap10")} for e in more.data.mix]
+    assert renamed == list(plain.data.mix) and more.data.root == plain.data.root  # Dubai's folders unchanged
+    assert more.train == plain.train and more.model == plain.model
+    assert more.output.dir != plain.output.dir
+
+
 def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path):
     """``model.init_recipe``: the recipe's earlier stages, first first (a loop is refused), and a
     card that gives each stage's steps and the time of all of them."""

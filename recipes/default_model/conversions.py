@@ -53,6 +53,8 @@ CONVERSIONS = {
 GID_CONVERSIONS = {
     "gid-referring-whole": {"negatives": 5},
     "gid-referring-asked-cap10": {"paraphrases": True, "negatives": 1, "negative_share": 0.1},
+    # up to two absent classes per image, at most 30 % of a class's samples empty (v5_negatives.yaml)
+    "gid-referring-asked-cap30": {"paraphrases": True, "negatives": 2, "negative_share": 0.3},
 }
 # each crop conversion's whole-image twin, by name: "dubai-referring<X>" -> "dubai-referring-whole<X>"
 WHOLE_OF = {
