@@ -24,10 +24,12 @@ classifier on the frozen shipped model, before anything of it is built into the 
   probability is below the threshold (and, beside it, the shipped rule alone);
 * scored on the val images, never trained on: Dubai tile 6 (each class-level / absent referent in
   the six wordings of the model report), GID val (gid5, gid15), and SpaceNet's crops (buildings and
-  roads, a source no recipe trains on: present cases only, so only refusals can be counted);
+  roads in the same six wordings, a source no recipe trains on: present cases only, so only
+  refusals can be counted);
 * trained on both sources, on Dubai only and on GID only (the leave-one-source-out check).
 
-Features are cached under ``runs/presence/`` (about 15 min on 2 CPU cores the first time).
+Missing conversions are made first (:func:`recipes.default_model.conversions.prepare_data`);
+features are cached under ``runs/presence/`` (about 15 min on 2 CPU cores the first time).
 """
 
 from __future__ import annotations
@@ -84,11 +86,10 @@ def samples_of(part: str) -> dict[str, list[Any]]:
             dataclasses.replace(s, rule="class") for p in spacenet_crops(Path("../shared/data")).values() for s in p
         ]
     else:
+        from recipes.default_model.conversions import DUBAI_INPUT, prepare_data
+
         root = DATA / folder
-        if not (root / f"samples_{split}.jsonl").is_file():
-            raise ValueError(
-                f"{root} has no {split} split: convert it (recipes.default_model.conversions.prepare_data)"
-            )
+        prepare_data(DUBAI_INPUT, root)  # converts dubai-aerial or gid-mtl the first time, as the recipes do
         samples = load_samples("folder", root, split)
     groups: dict[str, list[Any]] = defaultdict(list)
     for sample in samples:
