@@ -3,6 +3,7 @@ evaluation, the export (float16 check, text encoder left out only when unchanged
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -211,6 +212,15 @@ def test_the_negatives_recipe_changes_only_gids_conversion():
     assert renamed == list(plain.data.mix) and more.data.root == plain.data.root  # Dubai's folders unchanged
     assert more.train == plain.train and more.model == plain.model
     assert more.output.dir != plain.output.dir
+
+
+def test_the_photometric_ablation_turns_off_only_photometric_augmentation():
+    configs = Path(__file__).resolve().parents[1] / "recipes" / "default_model"
+    ablated, plain = load_config(configs / "v5_no_photometric.yaml", []), load_config(configs / "v5_cpu4.yaml", [])
+    assert plain.data.photometric and not ablated.data.photometric and ablated.data.augment
+    assert dataclasses.replace(ablated.data, photometric=True) == plain.data
+    assert ablated.train == plain.train and ablated.model == plain.model
+    assert ablated.output.dir != plain.output.dir
 
 
 def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path):
