@@ -65,7 +65,6 @@ SCORED = ("dubai_whole_val", "gid5_val", "gid15_val", "spacenet_val")
 MIN_AREA = 0.01  # below this share of the image a mask is "nothing found" whatever the head says
 PRESENT_BUDGET = 0.03  # held-out present cases a threshold may refuse, per source
 THRESHOLDS = np.round(np.linspace(0.01, 0.90, 90), 2)
-SHIPPED_RULE = (0.03, 0.625)  # v5's calibrated (min_area_fraction, min_mean_probability)
 
 
 def source_of(part: str) -> str:
@@ -111,7 +110,8 @@ def pooled(feature: Any, weight: Any) -> list[Any]:
 def image_features(predictor: Any, image: Any, expressions: Sequence[str]) -> dict[str, np.ndarray]:
     """The four feature groups of the module docstring for one image and its ``K`` expressions."""
     import torch
-    import torch.nn.functional as F
+
+    from sbanet.modeling.correction_head import sentence_embedding
 
     model = predictor.model
     with torch.inference_mode():
@@ -137,8 +137,7 @@ def image_features(predictor: Any, image: Any, expressions: Sequence[str]) -> di
             ],
             1,
         )
-        weights = mask.unsqueeze(-1).float()
-        sent = F.normalize((text * weights).sum(1) / weights.sum(1), dim=-1)
+        sent = sentence_embedding(text, mask)
     return {"fused": fused.numpy(), "vis": vis.numpy(), "stats": stats.numpy(), "sent": sent.numpy()}
 
 
@@ -285,10 +284,12 @@ def probe(
     return result
 
 
-def shipped(parts: dict[str, tuple[dict[str, np.ndarray], list[dict[str, Any]]]]) -> dict[str, Any]:
-    """The shipped rule on the features' statistics (the 1/4-resolution map, so close to but not the
-    source report's counts at the image's size)."""
-    area, probability = SHIPPED_RULE
+def shipped(parts: dict[str, tuple[dict[str, np.ndarray], list[dict[str, Any]]]], thresholds: Any) -> dict[str, Any]:
+    """The "nothing found" rule of :func:`sbanet.inference.confidence.judge` with the checkpoint's own
+    ``thresholds`` (area below ``min_area_fraction`` or mean probability inside below
+    ``min_mean_probability``; an empty mask's inside counts as 0), on the features' statistics: the
+    1/4-resolution map, so close to but not the source report's counts at the image's size."""
+    area, probability = thresholds.min_area_fraction, thresholds.min_mean_probability
     return {
         part: verdict_rates(
             (parts[part][0]["stats"][:, 0] < area) | (parts[part][0]["stats"][:, 2] < probability),
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.from_pretrained(MODEL, fast=False)
     parts = {part: extract(part, predictor) for part in PARTS}
     results = [probe(parts, f, sources) for f in args.features for sources in TRAINED_ON.values()]
-    rule = shipped(parts)
+    rule = shipped(parts, predictor.thresholds)  # the calibrated thresholds in the checkpoint's metadata
     print(markdown(results, rule))
     if args.json:
         args.json.write_text(json.dumps({"model": MODEL, "shipped_rule": rule, "results": results}, indent=1) + "\n")
