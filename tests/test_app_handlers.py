@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from types import SimpleNamespace
 
 import gradio as gr
@@ -12,7 +14,7 @@ from PIL import Image
 
 from annotate.app.backend import Item, ModelRef, Recorded
 from annotate.app.downloads import Downloads
-from annotate.app.handlers import SegmentHandlers
+from annotate.app.handlers import ModelFirst, SegmentHandlers
 from annotate.app.mask_canvas import png_url, read_canvas
 from annotate.app.review import ReviewHandlers
 from sbanet.inference.predictor import AttentionMaps, Prediction
@@ -223,6 +225,59 @@ def test_attention_views_follow_the_chosen_expression_and_word(backend, scene):
     assert all(p.ndim == 3 for p in api_pictures)
     with pytest.raises(gr.Error, match="segment an image first"):
         handlers.render_attention(None, None, None)
+
+
+def test_attention_is_drawn_only_while_its_tab_is_open(backend, scene, monkeypatch):
+    handlers = SegmentHandlers(backend)
+    *_, session = handlers.segment(str(scene), "the blue pond", "", 0.5, "ana")
+    drawn = []
+    monkeypatch.setattr("annotate.app.handlers.attention_pictures", lambda *args: drawn.append(args) or (1, 2, 3, 4))
+    assert handlers.attention_if_shown(session, "the blue pond", "blue", False, False) == (None,) * 4
+    assert handlers.attention_if_shown(None, None, None, False, True) == (None,) * 4  # opened before any result
+    assert drawn == []
+    assert handlers.attention_if_shown(session, "the blue pond", "blue", False, True) == (1, 2, 3, 4)
+    assert len(drawn) == 1 and drawn[0][2] == "blue"
+
+
+def test_follow_up_work_waits_for_model_runs_in_line():
+    models = ModelFirst(slots=1, patience=10.0)
+    order: list[str] = []
+    first_in, release = threading.Event(), threading.Event()
+
+    def model_run(name: str, hold: threading.Event | None = None) -> None:
+        with models.model_run():
+            if hold is not None:
+                first_in.set()
+                hold.wait(10)
+            order.append(name)
+
+    def follow_up() -> None:
+        order.append(f"follow-up {models.follow_up()}")
+
+    first = threading.Thread(target=model_run, args=("model 1", release))
+    first.start()
+    first_in.wait(10)
+    second = threading.Thread(target=model_run, args=("model 2",))  # waits for the slot
+    second.start()
+    waiting = threading.Thread(target=follow_up)
+    waiting.start()
+    time.sleep(0.2)
+    assert order == [], "the follow-up ran while model runs were running or in line"
+    release.set()
+    for thread in (first, second, waiting):
+        thread.join(10)
+    assert order == ["model 1", "model 2", "follow-up True"]
+    assert models.follow_up() is True  # no model run: no wait
+
+
+def test_follow_up_work_is_delayed_never_starved():
+    models = ModelFirst(slots=1, patience=0.05)
+    with models.model_run():
+        started = time.perf_counter()
+        assert models.follow_up() is False  # the wait ran out: the work goes ahead
+        assert time.perf_counter() - started >= 0.04
+    with pytest.raises(ValueError, match="model_slots must be at least 1"):
+        ModelFirst(slots=0)
 
 
 def canvas_reply(value: dict, mask: np.ndarray | None = None) -> dict:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
@@ -37,6 +39,46 @@ from .scale import choose_scale
 
 DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
 OVERLAY_ALPHA = 0.6
+FOLLOW_UP_PATIENCE_S = 3.0  # the longest follow-up work waits for other users' model runs
+
+
+class ModelFirst:
+    """Model runs before follow-up work: ``slots`` model runs at a time, and the work that comes
+    after an overlay (store write, probability maps, mask files, attention pictures) waits while
+    any model run is running or waiting for a slot.
+
+    On a 2-core CPU a model run beside another user's follow-up work takes two to five times as
+    long (docs/benchmarks.md, "Four users at once"); the follow-up work, which nobody is looking
+    at yet, goes after the overlays the others are waiting for. It waits ``patience`` seconds at
+    most, so a steady stream of clicks delays it but never starves it.
+    """
+
+    def __init__(self, slots: int = 1, patience: float = FOLLOW_UP_PATIENCE_S) -> None:
+        if slots < 1:
+            raise ValueError(f"model_slots must be at least 1, got {slots}")
+        self._slots = threading.BoundedSemaphore(slots)
+        self._busy = threading.Condition()
+        self._in_line = 0  # model runs running or waiting for a slot
+        self.patience = patience
+
+    @contextmanager
+    def model_run(self) -> Iterator[None]:
+        """Hold one of the slots for a model run (waiting for one in line)."""
+        with self._busy:
+            self._in_line += 1
+        try:
+            with self._slots:
+                yield
+        finally:
+            with self._busy:
+                self._in_line -= 1
+                self._busy.notify_all()
+
+    def follow_up(self) -> bool:
+        """Wait until no model run is running or in line (at most ``patience`` s); False when
+        the wait ran out."""
+        with self._busy:
+            return self._busy.wait_for(lambda: self._in_line == 0, timeout=self.patience)
 
 
 class SegmentHandlers:
@@ -45,14 +87,13 @@ class SegmentHandlers:
     A segmentation comes in two steps so the overlay shows as soon as the model is done:
     :meth:`run_model` (model, verdicts, overlay) and :meth:`finish` (store write, probability
     maps, mask files); :meth:`segment` does both in one call (the API). Only the model run holds
-    one of the ``model_slots``: users wait for each other's model runs, never for the rest.
+    one of the ``model_slots``: users wait for each other's model runs, never for the rest, and
+    the rest waits for the model runs (:class:`ModelFirst`).
     """
 
     def __init__(self, backend: Any, model_slots: int = 1, thresholds: ConfidenceThresholds | None = None) -> None:
-        if model_slots < 1:
-            raise ValueError(f"model_slots must be at least 1, got {model_slots}")
         self.backend = backend
-        self._model_slots = threading.BoundedSemaphore(model_slots)
+        self.models = ModelFirst(model_slots)
         self._thresholds = thresholds
         self.uploads = DecodedUploads()  # the preview's decode serves the clicks on the same upload
 
@@ -82,7 +123,7 @@ class SegmentHandlers:
     ) -> tuple[list[Any], Any]:
         """The backend's model run, one of ``model_slots`` at a time (``gsd``: resampled to the
         model's training GSD, :mod:`annotate.app.scale`)."""
-        with self._model_slots:
+        with self.models.model_run():
             if gsd is None:
                 return self.backend.predict(image, expressions, threshold)
             return self.backend.predict(image, expressions, threshold, gsd=gsd)
@@ -148,6 +189,7 @@ class SegmentHandlers:
         if session.saved:  # the model step was refused and left the last (finished) result: keep it
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         started = time.perf_counter()
+        self.models.follow_up()  # other users' overlays first
         predictions, image = session.predictions, session.image
         keep = [i for i, v in enumerate(session.verdicts) if keep_untrusted or v.label != NOTHING_FOUND]
         ids: list[int | None] = [None] * len(predictions)
@@ -219,7 +261,18 @@ class SegmentHandlers:
         expression (``shared``: one colour scale across the stages of a panel)."""
         if session is None:
             raise ValueError("segment an image first: the attention maps belong to a segmentation")
-        return attention_pictures(session.image.rgb, session.prediction(expression).attention, word, shared)
+        maps = session.prediction(expression).attention
+        self.models.follow_up()  # four matplotlib figures: 0.5-0.9 s of CPU, after other users' overlays
+        return attention_pictures(session.image.rgb, maps, word, shared)
+
+    def attention_if_shown(
+        self, session: SegmentSession | None, expression: str | None, word: str | None, shared: bool, shown: bool
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """After a segmentation: :meth:`render_attention` when the Attention tab is open (``shown``),
+        else no pictures (the old ones belong to the last result); opening the tab draws them."""
+        if not shown or session is None:
+            return None, None, None, None
+        return self.render_attention(session, expression, word, shared)
 
     @user_errors
     def attention_for(

@@ -31,6 +31,9 @@ INTRO = (
     "Every button is also an API endpoint (*Use via API*, at the bottom)."
 )
 MODEL_GROUP = "model"  # the concurrency group of endpoints that are one model run and nothing else
+# Segment clicks let into their handler at once: they wait for a model slot there, where the
+# follow-up work can see them (handlers.ModelFirst), instead of in Gradio's queue, where it cannot
+SEGMENT_LINE = 16
 SEGMENT_OUTPUTS_HELP = "Result: the overlay first, then probability maps, files and the saved drafts"
 ATTENTION_CAPTION = (
     "Where the model looked for **{expression}**. Brighter means more attention; on the maps, 1 is what "
@@ -58,6 +61,7 @@ def build_ui(
     with gr.Blocks(title="SBANet", delete_cache=(3600, 86400)) as demo:
         session = gr.State(None)
         saved_annotator = gr.BrowserState("", storage_key=ANNOTATOR_KEY)
+        attention_open = gr.State(False)  # the Attention tab was opened after the Segment tab
         with gr.Row(elem_id="header"):
             with gr.Column(scale=4, min_width=300):
                 gr.Markdown(f"## {TITLE}\n{INTRO}", elem_id="title")
@@ -67,7 +71,7 @@ def build_ui(
 
         with gr.Tabs(selected="segment", overflow_behavior="wrap") as tabs:
             # --- Segment ---------------------------------------------------------------------
-            with gr.Tab("Segment", id="segment"), gr.Row(elem_id="segment-row"):
+            with gr.Tab("Segment", id="segment") as segment_tab, gr.Row(elem_id="segment-row"):
                 with gr.Column(scale=2, min_width=300):
                     upload = gr.File(
                         label="Image (PNG, JPEG, TIFF / GeoTIFF: any bands and bit depth)",
@@ -130,7 +134,7 @@ def build_ui(
                         details = gr.JSON(label="Details")
 
             # --- Attention -------------------------------------------------------------------
-            with gr.Tab("Attention", id="attention"):
+            with gr.Tab("Attention", id="attention") as attention_tab:
                 with gr.Row(equal_height=True):
                     attention_expression = gr.Dropdown(label="Expression", choices=[], elem_id="attention-expression")
                     attention_word = gr.Dropdown(label="Word (pixel map)", choices=[], elem_id="attention-word")
@@ -181,22 +185,29 @@ def build_ui(
         bands.blur(seg.preview, [upload, bands], [preview, image_info], **private)
 
         pictures = [query_map, word_bars, pixel_word_map, tcsa_map]
-        attention_inputs = [session, attention_expression, attention_word, shared_scale]
+        # the pictures are 0.5-0.9 s of CPU: drawn while the Attention tab is open, or when it opens
+        attention_inputs = [session, attention_expression, attention_word, shared_scale, attention_open]
 
         def draw_attention(event: Any) -> Any:
-            return event.then(seg.render_attention, attention_inputs, pictures, **private).then(
+            return event.then(seg.attention_if_shown, attention_inputs, pictures, **private).then(
                 _attention_caption, [attention_expression, attention_word], attention_caption, **private
             )
+
+        segment_tab.select(lambda: False, None, attention_open, **private)
+        draw_attention(attention_tab.select(lambda: True, None, attention_open, **private))
 
         # the page's events warn and keep every output on a refusal (on_page); API clients get
         # the error from the endpoint of the same name (a hidden button, same inputs and outputs)
         def run_segmentation(trigger: Any) -> None:
-            """Overlay first (one model run), then the store write, maps and files, then attention."""
+            """Overlay first (one model run), then the store write, maps and files, then attention
+            (drawn only if its tab is open)."""
             shown = trigger(
                 on_page(seg.run_model, 3),
                 [upload, expressions, bands, threshold, session, gsd],
                 [overlay, summary, session],
                 show_progress="minimal",
+                concurrency_id="segment-line",
+                concurrency_limit=SEGMENT_LINE,
                 **private,
             )
             finished = shown.success(
