@@ -223,6 +223,17 @@ def test_the_photometric_ablation_turns_off_only_photometric_augmentation():
     assert ablated.output.dir != plain.output.dir
 
 
+def test_the_narrow_scale_run_differs_from_the_wide_one_only_in_its_range():
+    configs = Path(__file__).resolve().parents[1] / "recipes" / "default_model"
+    narrow, wide = load_config(configs / "v5_scale_narrow.yaml", []), load_config(configs / "v5_scale.yaml", [])
+    plain = load_config(configs / "v5_cpu4.yaml", [])
+    assert tuple(narrow.data.scale) == (0.7, 1.4) and tuple(wide.data.scale) == (0.5, 2.0)
+    assert dataclasses.replace(narrow.data, scale=wide.data.scale) == wide.data
+    assert dataclasses.replace(narrow.data, scale=plain.data.scale) == plain.data  # the twin without it
+    assert narrow.train == wide.train == plain.train and narrow.model == wide.model == plain.model
+    assert len({narrow.output.dir, wide.output.dir, plain.output.dir}) == 3
+
+
 def test_a_staged_recipe_lists_its_stages_and_is_carded_stage_by_stage(tmp_path):
     """``model.init_recipe``: the recipe's earlier stages, first first (a loop is refused), and a
     card that gives each stage's steps and the time of all of them."""
