@@ -96,11 +96,15 @@ class AppPage:
         page = self.page
         if image is not None:
             page.set_input_files("#upload input[type=file]", str(image))
+            # Gradio shows the name's stem and extension as two elements, which innerText may put
+            # on two lines ("dubai-tile6-001\n.jpg"): compare without white space
             try:
                 page.wait_for_function(
-                    "name => document.querySelector('#upload').innerText.includes(name)", arg=Path(image).name
+                    "name => { const flat = t => t.replace(/\\s+/g, '');"
+                    " return flat(document.querySelector('#upload').innerText).includes(flat(name)); }",
+                    arg=Path(image).name,
                 )
-            except Exception as exc:  # say what the upload showed instead (a rare hang, not yet explained)
+            except Exception as exc:  # say what the upload showed instead
                 shown = page.inner_text("#upload")[:300].replace("\n", " | ")
                 raise TimeoutError(f"the upload never showed {Path(image).name!r}; it shows: {shown!r}") from exc
         page.fill("#expressions textarea", "\n".join(expressions))
