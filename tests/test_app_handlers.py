@@ -237,6 +237,13 @@ def test_attention_is_drawn_only_while_its_tab_is_open(backend, scene, monkeypat
     assert drawn == []
     assert handlers.attention_if_shown(session, "the blue pond", "blue", False, True) == (1, 2, 3, 4)
     assert len(drawn) == 1 and drawn[0][2] == "blue"
+    handlers.attention_if_shown(session, "the blue pond", "blue", False, True)  # the tab reopened
+    assert len(drawn) == 1, "the same pictures were drawn twice"
+    handlers.attention_if_shown(session, "the blue pond", "pond", False, True)  # another word
+    handlers.attention_if_shown(session, "the blue pond", "blue", True, True)  # the shared scale
+    *_, again = handlers.segment(str(scene), "the blue pond", "", 0.5, "ana")  # a new result
+    handlers.attention_if_shown(again, "the blue pond", "blue", False, True)
+    assert [(args[2], args[3]) for args in drawn] == [("blue", False), ("pond", False), ("blue", True), ("blue", False)]
 
 
 def test_follow_up_work_waits_for_model_runs_in_line():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,6 +41,7 @@ from .scale import choose_scale
 DISPLAY_SIDE = 1600  # overlays are sent to the browser at most this large; downloads are full size
 OVERLAY_ALPHA = 0.6
 FOLLOW_UP_PATIENCE_S = 3.0  # the longest follow-up work waits for other users' model runs
+DRAWN_ATTENTION_KEPT = 8  # attention picture sets kept for reopening the tab (~5 MB each)
 
 
 class ModelFirst:
@@ -96,6 +98,8 @@ class SegmentHandlers:
         self.models = ModelFirst(model_slots)
         self._thresholds = thresholds
         self.uploads = DecodedUploads()  # the preview's decode serves the clicks on the same upload
+        self._drawn: OrderedDict[tuple[int, str | None, bool], tuple[Any, tuple]] = OrderedDict()
+        self._drawn_lock = threading.Lock()
 
     @property
     def thresholds(self) -> ConfidenceThresholds:
@@ -262,8 +266,19 @@ class SegmentHandlers:
         if session is None:
             raise ValueError("segment an image first: the attention maps belong to a segmentation")
         maps = session.prediction(expression).attention
+        key = (id(maps), word, bool(shared))
+        with self._drawn_lock:  # the same pictures again (the tab reopened): no redraw
+            kept = self._drawn.get(key)
+            if kept is not None and kept[0] is maps:  # the maps themselves, not a reuse of their id
+                self._drawn.move_to_end(key)
+                return kept[1]
         self.models.follow_up()  # four matplotlib figures: 0.5-0.9 s of CPU, after other users' overlays
-        return attention_pictures(session.image.rgb, maps, word, shared)
+        pictures = attention_pictures(session.image.rgb, maps, word, shared)
+        with self._drawn_lock:
+            self._drawn[key] = (maps, pictures)  # holding the maps keeps their id from being reused
+            while len(self._drawn) > DRAWN_ATTENTION_KEPT:
+                self._drawn.popitem(last=False)
+        return pictures
 
     def attention_if_shown(
         self, session: SegmentSession | None, expression: str | None, word: str | None, shared: bool, shown: bool
