@@ -155,7 +155,12 @@ def user_pages(browser: Any, url: str, image: Path, expressions: list[str], user
     pages = [browser.new_page(viewport={"width": SCREEN[0], "height": SCREEN[1]}) for _ in range(users)]
     for page in pages:
         page.set_default_timeout(TIMEOUT_MS)
-    return [prepare(page, url, image, expressions) for page in pages]
+    try:
+        return [prepare(page, url, image, expressions) for page in pages]
+    except Exception:  # a failed warm-up leaves no page open behind it (the caller closes the rest)
+        for page in pages:
+            page.close()
+        raise
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
